@@ -1,0 +1,2 @@
+//! Headline report (work in progress).
+fn main() {}

@@ -1,0 +1,1 @@
+//! punktfunk-bench support code (work in progress).

@@ -1,0 +1,1 @@
+//! punktfunk-capture (work in progress).

@@ -1,0 +1,2 @@
+//! The `punktfunk` binary (work in progress).
+fn main() {}

@@ -1,0 +1,1 @@
+//! Erasure codes (work in progress: filled in by the FEC change).

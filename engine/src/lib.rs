@@ -1,0 +1,51 @@
+//! The punktfunk data plane.
+//!
+//! This crate moves encoded frames from the encoder to the wire as fast as the machine allows:
+//!
+//! * [`fec`]: erasure codes. GF(2^8) Cauchy Reed–Solomon that is byte-exact with the decoder in
+//!   moonlight-common-c (scalar, SSSE3, AVX2 and GFNI kernels chosen at run time), the fixed 4+2
+//!   audio code, and GF(2^16) Leopard-style blocks of up to 65535 shards for punktfunk/1.
+//! * [`wire`]: GameStream video, audio and control-message formats as pure functions over
+//!   caller-owned buffers, and the reassembly side used by tests and the reference client.
+//! * [`pacer`], [`ring`], [`pipeline`]: pure scheduling and hand-off between stages.
+//! * [`io`]: the only code that touches the kernel: the io_uring UDP driver (GSO, SEND_ZC,
+//!   busy polling) with its fallbacks, the receive path, CPU pinning and the stage threads.
+//!
+//! What it deliberately does not do: capture, encode, or run a control plane. Those live in
+//! `punktfunk-capture` and `punktfunk-control`, which feed this crate frames and settings.
+//!
+//! # Example
+//!
+//! Protect a block of four 8-byte shards with two parity shards and recover two lost ones:
+//!
+//! ```
+//! use punktfunk_engine::fec::{FecEngine, gf8::Gf8Code};
+//!
+//! let mut code = Gf8Code::nanors(4, 2).unwrap();
+//! let mut shards = vec![vec![0u8; 8]; 6];
+//! for (i, s) in shards.iter_mut().take(4).enumerate() {
+//!     s.iter_mut().enumerate().for_each(|(b, v)| *v = (31 * i + 7 * b + 1) as u8);
+//! }
+//! let (data, parity) = shards.split_at_mut(4);
+//! let data: Vec<&[u8]> = data.iter().map(|s| s.as_slice()).collect();
+//! let mut parity: Vec<&mut [u8]> = parity.iter_mut().map(|s| s.as_mut_slice()).collect();
+//! code.encode(&data, &mut parity).unwrap();
+//! assert_eq!(shards[4], [0x17, 0x6c, 0xdb, 0xb0, 0x00, 0x90, 0x23, 0xbb]);
+//!
+//! let original = shards.clone();
+//! shards[0].fill(0);
+//! shards[2].fill(0);
+//! let mut present = [false, true, false, true, true, true];
+//! let mut refs: Vec<&mut [u8]> = shards.iter_mut().map(|s| s.as_mut_slice()).collect();
+//! code.reconstruct(&mut refs, &mut present).unwrap();
+//! assert_eq!(shards, original);
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod fec;
+pub mod io;
+pub mod pacer;
+pub mod pipeline;
+pub mod ring;
+pub mod wire;

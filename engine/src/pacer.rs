@@ -1,0 +1,1 @@
+//! Pacing (work in progress: filled in by the io driver change).

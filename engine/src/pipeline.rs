@@ -1,0 +1,1 @@
+//! Stage pipeline configuration (work in progress: filled in by the pipeline change).

@@ -1,0 +1,1 @@
+//! Wire formats (work in progress: filled in by the packetizer change).

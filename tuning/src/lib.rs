@@ -1,0 +1,1 @@
+//! punktfunk-tuning (work in progress).

@@ -43,6 +43,7 @@
 
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod fec;
 pub mod io;
 pub mod pacer;

@@ -1,0 +1,130 @@
+//! Plain configuration values shared by the engine's stages.
+//!
+//! These are filled from a tuning profile (`punktfunk-tuning` reads `tuning/*.toml` and converts
+//! into these types) or built in code by tests and benches. They hold no behaviour beyond
+//! defaults and validation, so both the pure modules and the io layer can depend on them.
+
+use std::time::Duration;
+
+/// How a stage ring behaves when the consumer falls behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backpressure {
+    /// Replace the oldest queued item with the new one. Latency stays bounded; the dropped
+    /// frame is counted and the encoder is asked for an IDR. The right choice for live video.
+    #[default]
+    DropOldest,
+    /// Make the producer wait for room. Nothing is lost; latency grows. For benches and files.
+    Block,
+}
+
+/// Which core each pipeline stage runs on. `None` leaves the thread to the scheduler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StageCores {
+    /// Capture stage core.
+    pub capture: Option<usize>,
+    /// Encode stage core.
+    pub encode: Option<usize>,
+    /// FEC + packetize stage core.
+    pub fec: Option<usize>,
+    /// Send stage core.
+    pub send: Option<usize>,
+}
+
+/// Shape of the capture → encode → FEC/packetize → send pipeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipelineConfig {
+    /// Slots in each ring between two stages.
+    pub ring_depth: usize,
+    /// Frame buffers allocated at start-up and recycled; never grown in steady state.
+    pub pool_frames: usize,
+    /// Capacity of one frame buffer in bytes (the largest encoded frame accepted).
+    pub frame_capacity: usize,
+    /// What a full ring does.
+    pub backpressure: Backpressure,
+    /// Core pinning per stage.
+    pub cores: StageCores,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            ring_depth: 4,
+            pool_frames: 16,
+            frame_capacity: 4 << 20,
+            backpressure: Backpressure::DropOldest,
+            cores: StageCores::default(),
+        }
+    }
+}
+
+/// How a frame's datagrams are spread over time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PacingConfig {
+    /// Share of the frame interval over which one frame's datagrams are spread, in (0, 1].
+    /// 0 disables pacing: the whole frame is sent as fast as the driver can.
+    pub frame_share: f32,
+    /// Datagrams per microburst (one GSO send, at most 64 KiB of payload).
+    pub burst_datagrams: usize,
+}
+
+impl Default for PacingConfig {
+    fn default() -> Self {
+        Self { frame_share: 0.5, burst_datagrams: 32 }
+    }
+}
+
+/// Which kernel send path to prefer. The driver probes the kernel once and falls back
+/// io_uring+GSO → io_uring → sendmmsg → sendto when a feature is missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SendPathPreference {
+    /// Best available path.
+    #[default]
+    Auto,
+    /// io_uring with UDP GSO.
+    UringGso,
+    /// io_uring, one datagram per SQE.
+    Uring,
+    /// `sendmmsg(2)` batches (with GSO when available).
+    Sendmmsg,
+    /// One `sendto(2)` per datagram; the baseline.
+    Sendto,
+}
+
+/// Send-side io settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SendConfig {
+    /// Preferred kernel path.
+    pub path: SendPathPreference,
+    /// Use `IORING_OP_SEND_ZC` where the kernel supports it.
+    pub zero_copy: bool,
+    /// Spin on the completion queue instead of sleeping in `io_uring_enter`.
+    pub busy_poll: bool,
+    /// `SO_BUSY_POLL` microseconds for the receive side (0 = off).
+    pub so_busy_poll_us: u32,
+    /// Register the send buffers with the ring (`IORING_REGISTER_BUFFERS`).
+    pub registered_buffers: bool,
+    /// io_uring submission queue entries.
+    pub ring_entries: u32,
+    /// `SO_SNDBUF` bytes requested (0 = kernel default).
+    pub socket_send_buffer: usize,
+    /// Pacing of each frame's datagrams.
+    pub pacing: PacingConfig,
+}
+
+impl Default for SendConfig {
+    fn default() -> Self {
+        Self {
+            path: SendPathPreference::Auto,
+            zero_copy: false,
+            busy_poll: false,
+            so_busy_poll_us: 0,
+            registered_buffers: false,
+            ring_entries: 256,
+            socket_send_buffer: 8 << 20,
+            pacing: PacingConfig::default(),
+        }
+    }
+}
+
+/// Upper bound of one frame interval at the lowest frame rate the engine paces for.
+pub const MAX_FRAME_INTERVAL: Duration = Duration::from_millis(100);

@@ -78,20 +78,33 @@ impl Gf8Code {
     /// `parity` may exceed `data`; `data + parity` must not exceed [`MAX_SHARDS`].
     pub fn nanors(data: usize, parity: usize) -> Result<Self, FecError> {
         check_shape(data, parity)?;
-        let mut matrix = Vec::with_capacity(parity * data);
-        for j in 0..parity {
-            for i in 0..data {
-                // (ps + i) ≤ 254 and > j, so the XOR is a nonzero byte.
-                let x = ((parity + i) ^ j) as u8;
-                matrix.push(field::inv(x).expect("(ps + i) ^ j is nonzero since ps + i > j"));
-            }
+        let mut code = Self::build(data, parity, Construction::Rows, Vec::new());
+        code.reshape_nanors(data, parity)?;
+        Ok(code)
+    }
+
+    /// Turns this code into the nanors code for `data` + `parity`, reusing its buffers (no
+    /// allocation once the matrix has been this large before). A no-op for the current shape.
+    pub fn reshape_nanors(&mut self, data: usize, parity: usize) -> Result<(), FecError> {
+        if self.construction == Construction::NanorsCauchy
+            && self.data == data
+            && self.parity == parity
+        {
+            return Ok(());
         }
-        Ok(Self::build(
-            data,
-            parity,
-            Construction::NanorsCauchy,
-            matrix,
-        ))
+        check_shape(data, parity)?;
+        self.matrix.clear();
+        // (ps + i) ≤ 254 and > j, so every XOR below is a nonzero byte.
+        for j in 0..parity {
+            self.matrix.extend((0..data).map(|i| {
+                field::inv(((parity + i) ^ j) as u8)
+                    .expect("(ps + i) ^ j is nonzero since ps + i > j")
+            }));
+        }
+        self.data = data;
+        self.parity = parity;
+        self.construction = Construction::NanorsCauchy;
+        Ok(())
     }
 
     /// A code with caller-chosen parity rows (`rows[j][i]` multiplies data shard `i` into parity

@@ -464,9 +464,17 @@ impl<'a> StageContext<'a> {
         self.pool.take()
     }
 
-    /// Whether the pipeline is stopping. A source that blocks should check this.
+    /// Whether the pipeline is stopping (gracefully or not). A source that blocks should check
+    /// this.
     pub fn stop_requested(&self) -> bool {
         self.control.stop_requested()
+    }
+
+    /// Whether the pipeline is being aborted: the stages after this one no longer consume, so
+    /// anything that waits on them (a pool miss, a full ring) should give up and return
+    /// [`StageError::Aborted`].
+    pub fn abort_requested(&self) -> bool {
+        self.control.abort_requested()
     }
 
     /// Asks the encoder for a keyframe.

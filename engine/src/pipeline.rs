@@ -284,7 +284,10 @@ impl<T> Emit<T> for Vec<T> {
 pub enum Captured<T> {
     /// A frame, handed to the next stage.
     Frame(T),
-    /// Nothing ready; the runner backs off and polls again.
+    /// Nothing ready; the runner backs off and polls again. Backing off ends in sleeps of up
+    /// to [`PARK_TIMEOUT`](crate::io::stages::PARK_TIMEOUT) that nothing outside the pipeline
+    /// cuts short, so a source that can wait on its own event (a fence, a PipeWire fd) should
+    /// wait inside `poll_frame`, with a short timeout so a stop request is still seen.
     Idle,
     /// The source has ended; the pipeline drains and stops.
     Finished,

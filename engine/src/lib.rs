@@ -48,5 +48,6 @@ pub mod fec;
 pub mod io;
 pub mod pacer;
 pub mod pipeline;
+pub mod pool;
 pub mod ring;
 pub mod wire;

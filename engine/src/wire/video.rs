@@ -847,6 +847,12 @@ impl VideoDepacketizer {
             return Err(WireError::Malformed("lastPayloadLen outside 1..=P-16"));
         }
         let total = stream.len() - chunk + last_len;
+        if total < FRAME_HEADER_LEN {
+            self.stats.frames_lost += 1;
+            return Err(WireError::Malformed(
+                "lastPayloadLen cuts into the frame header",
+            ));
+        }
         let bitstream = stream[FRAME_HEADER_LEN..total].to_vec();
         let frame = DepacketizedFrame {
             index: f.index,
@@ -1228,6 +1234,25 @@ mod tests {
             d.handle_datagram(&mutate(31, 0xff)).is_err(),
             "block over 255 shards"
         );
+        // Found by fuzzing: a lastPayloadLen that cuts into the 8-byte frame header.
+        let mut d2 = VideoDepacketizer::new(64).unwrap();
+        let (one, _) = packetize(
+            &mut pk,
+            &VideoFrame {
+                index: 2,
+                rtp_timestamp: 0,
+                frame_type: FrameType::P,
+                host_latency: 0,
+                bitstream: &[1; 30],
+            },
+        );
+        let mut m = one[..80].to_vec();
+        m[PAYLOAD_OFFSET + 4] = 1;
+        assert!(matches!(
+            d2.handle_datagram(&m),
+            Err(WireError::Malformed(_))
+        ));
+        assert_eq!(d2.stats().frames_lost, 1);
         // Random garbage never panics.
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
         for _ in 0..20_000 {

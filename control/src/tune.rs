@@ -1,0 +1,57 @@
+//! `punktfunk tune`: load a tuning profile and report how this machine fits it.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use punktfunk_engine::fec::Kernel;
+use punktfunk_tuning::{Level, Loaded, TuningError};
+
+/// Loads `profile` (or the built-in defaults when `None`) and renders the report: profile
+/// warnings, the FEC kernel this CPU selects, and every system finding. Returns the text and
+/// whether any finding is a warning.
+pub fn report(profile: Option<&Path>) -> Result<(String, bool), TuningError> {
+    let loaded = match profile {
+        Some(p) => punktfunk_tuning::load(p)?,
+        None => punktfunk_tuning::parse("", Path::new("<built-in defaults>"), None)?,
+    };
+    Ok(render(&loaded))
+}
+
+fn render(loaded: &Loaded) -> (String, bool) {
+    let mut out = String::new();
+    let mut warned = false;
+    let _ = writeln!(out, "profile: {}", loaded.path.display());
+    for w in &loaded.warnings {
+        warned = true;
+        let _ = writeln!(out, "  warn  {w}");
+    }
+    let available: Vec<&str> = Kernel::available().map(Kernel::name).collect();
+    let _ = writeln!(
+        out,
+        "fec: GF(2^8) kernel {} (available: {})",
+        Kernel::detect(),
+        available.join(", ")
+    );
+    for f in punktfunk_tuning::check_system(&loaded.settings) {
+        warned |= f.level == Level::Warn;
+        let _ = writeln!(out, "  {f}");
+    }
+    (out, warned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_defaults_report() {
+        let (text, _) = report(None).unwrap();
+        assert!(text.contains("fec: GF(2^8) kernel"));
+        assert!(text.contains("<built-in defaults>"));
+    }
+
+    #[test]
+    fn missing_profile_is_an_error() {
+        assert!(report(Some(Path::new("/nonexistent/profile.toml"))).is_err());
+    }
+}

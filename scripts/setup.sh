@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs everything punktfunk needs to build, test and run on a fresh Debian machine.
+# Idempotent; safe to run as root (CI) or as a user with sudo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+# Debian packages: C toolchain for -sys crates (reed-solomon-erasure's SIMD C baseline),
+# pkg-config, and the tools the tests and benches call.
+PKGS=(build-essential pkg-config clang iproute2 nftables python3 python3-venv)
+missing=()
+for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust (rustup) first" >&2; exit 1; }
+# clippy and rustfmt ship with the toolchain on our machines; try rustup only if absent.
+cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+
+# cargo-fuzz for the fuzz smoke run (stable toolchain with RUSTC_BOOTSTRAP, see docs/testing.md).
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "setup: installing cargo-fuzz"
+    cargo install cargo-fuzz --locked --quiet
+fi
+echo "setup: done"

@@ -47,7 +47,8 @@ pub struct Caps {
     pub gso: bool,
     /// Largest number of segments one GSO send may carry (64, or 128 on newer kernels).
     pub gso_max_segments: usize,
-    /// The `UDP_GRO` socket option is accepted (5.0).
+    /// The `UDP_GRO` socket option is accepted (5.0) and, where GSO works, a GSO send arrived
+    /// intact through a GRO socket (coalesced or not; a note says when it was not).
     pub gro: bool,
     /// `SO_BUSY_POLL` can be set (needs `CAP_NET_ADMIN` above `net.core.busy_read`).
     pub so_busy_poll: bool,
@@ -279,7 +280,7 @@ fn probe_gso(caps: &mut Caps, tx: &UdpSocket, rx: &UdpSocket) {
     }
     // Three full segments and a short one: the layout the packetizer produces.
     let payload = [0x5au8; 340];
-    if let Err(e) = socket::sendto(fd, &payload, &dest) {
+    if let Err(e) = socket::sendto(fd, &payload, Some(&dest)) {
         caps.note("gso", format!("GSO send: {e}"));
         return;
     }
@@ -297,7 +298,7 @@ fn probe_gso(caps: &mut Caps, tx: &UdpSocket, rx: &UdpSocket) {
     let seg = 8;
     if socket::set_int(fd, libc::SOL_UDP, libc::UDP_SEGMENT, seg).is_ok() {
         let big = [0u8; GSO_SEGMENTS_NEW * 8];
-        if socket::sendto(fd, &big, &dest).is_ok() {
+        if socket::sendto(fd, &big, Some(&dest)).is_ok() {
             caps.gso_max_segments = GSO_SEGMENTS_NEW;
             drain(rx, GSO_SEGMENTS_NEW);
         }
@@ -305,12 +306,16 @@ fn probe_gso(caps: &mut Caps, tx: &UdpSocket, rx: &UdpSocket) {
 }
 
 fn probe_gro(caps: &mut Caps) {
-    let Ok(sock) = UdpSocket::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))) else {
-        return;
-    };
-    match socket::set_int(sock.as_raw_fd(), libc::SOL_UDP, libc::UDP_GRO, 1) {
-        Ok(()) => caps.gro = true,
-        Err(e) => caps.note("gro", format!("setsockopt(UDP_GRO): {e}")),
+    match recv::probe_gro(caps.gso) {
+        Ok(true) => caps.gro = true,
+        Ok(false) => {
+            caps.gro = true;
+            caps.note(
+                "gro",
+                "UDP_GRO accepted but a GSO send arrived uncoalesced".to_owned(),
+            );
+        }
+        Err(e) => caps.note("gro", e),
     }
 }
 
@@ -379,7 +384,7 @@ fn probe_send(dest: SocketAddr, rx: &UdpSocket, zero_copy: bool, gso: bool) -> R
     driver
         .send(
             tx.as_raw_fd(),
-            dest,
+            Some(dest),
             super::uring::Buf::Borrowed(&payload),
             100,
             chunk,

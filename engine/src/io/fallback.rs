@@ -48,7 +48,7 @@ impl Backoff {
 /// `sendto`. The baseline path.
 pub(crate) fn send_sendto(
     fd: i32,
-    dest: &SockAddr,
+    dest: Option<&SockAddr>,
     buf: &[u8],
     seg: usize,
     stats: &mut SendStats,
@@ -128,7 +128,7 @@ impl MmsgDriver {
     pub(crate) fn send(
         &mut self,
         fd: i32,
-        dest: &SockAddr,
+        dest: Option<&SockAddr>,
         buf: &[u8],
         seg: usize,
         chunk: usize,
@@ -142,6 +142,7 @@ impl MmsgDriver {
         let mut next = 0;
         let mut backoff = Backoff::default();
         let MmsgScratch { msgs, iovs } = &mut self.scratch;
+        let (name, namelen) = SockAddr::raw(dest);
         while next < n_chunks {
             let batch = (n_chunks - next).min(MMSG_BATCH);
             for j in 0..batch {
@@ -151,8 +152,8 @@ impl MmsgDriver {
                     iov_len: p.len(),
                 };
                 let hdr = &mut msgs[j].msg_hdr;
-                hdr.msg_name = dest.as_ptr().cast_mut().cast();
-                hdr.msg_namelen = dest.len();
+                hdr.msg_name = name.cast_mut().cast();
+                hdr.msg_namelen = namelen;
                 hdr.msg_iov = &mut iovs[j];
                 hdr.msg_iovlen = 1;
                 hdr.msg_control = std::ptr::null_mut();
@@ -163,7 +164,7 @@ impl MmsgDriver {
             stats.syscalls += 1;
             // SAFETY: the first `batch` headers were filled just above: each points at one
             // live iovec in `iovs`, which points into `buf` (borrowed for this whole call),
-            // and at `dest` (borrowed likewise). `sendmmsg` is synchronous and writes only
+            // and at `dest` (borrowed likewise, or null for the connected peer). `sendmmsg` is synchronous and writes only
             // the `msg_len` fields of those headers.
             let rc = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), batch as libc::c_uint, 0) };
             match usize::try_from(rc) {

@@ -217,6 +217,8 @@ pub struct UdpSender {
     local: SocketAddr,
     setup: SendSetup,
     pacer: Pacer,
+    /// The peer the socket is connected to, if any.
+    connected: Option<SocketAddr>,
     /// The socket's current `UDP_SEGMENT` value (0 = unset).
     gso_size: usize,
     total: SendStats,
@@ -323,9 +325,40 @@ impl UdpSender {
                 max_segments,
             },
             pacer,
+            connected: None,
             gso_size: 0,
             total: SendStats::default(),
         })
+    }
+
+    /// Connects the socket to `peer`. Sends to `peer` then carry no address, which saves
+    /// the kernel a route lookup per send; an ICMP error from the peer surfaces as
+    /// `ECONNREFUSED` on a later send and is counted in [`SendStats::dropped`], not returned.
+    pub fn connect(&mut self, peer: SocketAddr) -> Result<(), IoError> {
+        let peer = self.map_dest(peer)?;
+        self.socket
+            .connect(peer)
+            .map_err(|e| IoError::os("connect", e))?;
+        self.connected = Some(peer);
+        Ok(())
+    }
+
+    /// The peer set with [`UdpSender::connect`].
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.connected
+    }
+
+    /// Maps `dest` to the socket's address family (IPv4 to v4-mapped IPv6 on a v6 socket).
+    fn map_dest(&self, dest: SocketAddr) -> Result<SocketAddr, IoError> {
+        match (self.local, dest) {
+            (SocketAddr::V4(_), SocketAddr::V6(_)) => Err(IoError::InvalidArgument(
+                "IPv6 destination on an IPv4 socket",
+            )),
+            (SocketAddr::V6(_), SocketAddr::V4(v4)) => {
+                Ok(SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port()))
+            }
+            (_, d) => Ok(d),
+        }
     }
 
     /// The kernel path in use.
@@ -396,17 +429,9 @@ impl UdpSender {
         if seg == 0 || seg > MAX_UDP_PAYLOAD {
             return Err(IoError::InvalidArgument("segment_size must be 1..=65507"));
         }
-        let dest = match (self.local, dest) {
-            (SocketAddr::V4(_), SocketAddr::V6(_)) => {
-                return Err(IoError::InvalidArgument(
-                    "IPv6 destination on an IPv4 socket",
-                ));
-            }
-            (SocketAddr::V6(_), SocketAddr::V4(v4)) => {
-                SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port())
-            }
-            (_, d) => d,
-        };
+        let dest = self.map_dest(dest)?;
+        // To the connected peer, the sends carry no address.
+        let target = (self.connected != Some(dest)).then_some(dest);
         let len = match src {
             Source::Borrowed(b) => b.len(),
             Source::Staged(len) => {
@@ -452,7 +477,7 @@ impl UdpSender {
             }
             _ => Schedule::Once(Some(0..n)),
         };
-        let dest_raw = SockAddr::new(dest);
+        let dest_raw = target.map(SockAddr::new);
         let mut out = Ok(());
         for burst in schedule {
             if let Some(at) = burst.send_at {
@@ -463,8 +488,8 @@ impl UdpSender {
             stats.bursts += 1;
             out = self.send_range(
                 fd,
-                dest,
-                &dest_raw,
+                target,
+                dest_raw.as_ref(),
                 &src,
                 start..end,
                 seg,
@@ -483,8 +508,8 @@ impl UdpSender {
     fn send_range(
         &mut self,
         fd: RawFd,
-        dest: SocketAddr,
-        dest_raw: &SockAddr,
+        dest: Option<SocketAddr>,
+        dest_raw: Option<&SockAddr>,
         src: &Source<'_>,
         range: std::ops::Range<usize>,
         seg: usize,
@@ -572,6 +597,12 @@ fn wait_until(at: Instant) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sender_is_send() {
+        fn assert_send<T: Send>() {}
+        assert_send::<UdpSender>();
+    }
 
     #[test]
     fn stats_accounting() {

@@ -60,6 +60,11 @@ impl SockAddr {
         }
     }
 
+    /// `(pointer, length)` for an optional address; `(null, 0)` sends to the connected peer.
+    pub(crate) fn raw(dest: Option<&Self>) -> (*const libc::sockaddr, libc::socklen_t) {
+        dest.map_or((std::ptr::null(), 0), |d| (d.as_ptr(), d.len()))
+    }
+
     /// Length in bytes of the address behind [`SockAddr::as_ptr`].
     pub(crate) fn len(&self) -> libc::socklen_t {
         match self {
@@ -199,20 +204,13 @@ pub(crate) fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, IoError> {
     UdpSocket::bind(addr).map_err(|source| IoError::Os { op: "bind", source })
 }
 
-/// One `sendto(2)`; returns the bytes the kernel accepted.
-pub(crate) fn sendto(fd: RawFd, buf: &[u8], dest: &SockAddr) -> io::Result<usize> {
-    // SAFETY: `buf` is a live slice of `buf.len()` bytes and `dest` a live address of
-    // `dest.len()` bytes; `sendto` is synchronous, so neither is touched after it returns.
-    let rc = unsafe {
-        libc::sendto(
-            fd,
-            buf.as_ptr().cast(),
-            buf.len(),
-            0,
-            dest.as_ptr(),
-            dest.len(),
-        )
-    };
+/// One `sendto(2)` (to the connected peer when `dest` is `None`); returns the bytes the
+/// kernel accepted.
+pub(crate) fn sendto(fd: RawFd, buf: &[u8], dest: Option<&SockAddr>) -> io::Result<usize> {
+    let (addr, addr_len) = SockAddr::raw(dest);
+    // SAFETY: `buf` is a live slice of `buf.len()` bytes and `addr` is null or a live address
+    // of `addr_len` bytes; `sendto` is synchronous, so neither is touched after it returns.
+    let rc = unsafe { libc::sendto(fd, buf.as_ptr().cast(), buf.len(), 0, addr, addr_len) };
     usize::try_from(rc).map_err(|_| io::Error::last_os_error())
 }
 

@@ -78,7 +78,10 @@ pub(crate) struct UringDriver {
     // the memory it refers to.
     ring: IoUring,
     staging: Option<Box<[u8]>>,
+    /// Destination the SQEs point at (heap, so its address is stable).
     dest: Box<SockAddr>,
+    /// Whether SQEs carry `dest`; without it they go to the connected peer.
+    use_dest: bool,
     slots: Vec<Slot>,
     free: Vec<usize>,
     retry: Vec<usize>,
@@ -122,6 +125,7 @@ impl UringDriver {
             ring,
             staging,
             dest: Box::new(SockAddr::new(SocketAddr::from(([0, 0, 0, 0], 0)))),
+            use_dest: false,
             slots: vec![
                 Slot {
                     chunk: 0,
@@ -152,13 +156,13 @@ impl UringDriver {
         self.slots.len() - self.free.len()
     }
 
-    /// Sends `buf` to `dest` as chunks of `chunk` bytes (a multiple of `seg`; GSO needs the
+    /// Sends `buf` to `dest` (the connected peer if `None`) as chunks of `chunk` bytes (a multiple of `seg`; GSO needs the
     /// socket's `UDP_SEGMENT` set to `seg` beforehand) and returns when every operation it
     /// started has completed.
     pub(crate) fn send(
         &mut self,
         fd: RawFd,
-        dest: SocketAddr,
+        dest: Option<SocketAddr>,
         buf: Buf<'_>,
         seg: usize,
         chunk: usize,
@@ -195,7 +199,10 @@ impl UringDriver {
             return Err(IoError::InvalidArgument("chunk must be 1..=65507 bytes"));
         }
         // No operation is in flight (checked above), so nothing refers to the old address.
-        *self.dest = SockAddr::new(dest);
+        self.use_dest = dest.is_some();
+        if let Some(d) = dest {
+            *self.dest = SockAddr::new(d);
+        }
         let n_chunks = total.div_ceil(chunk);
         let mut next = 0usize;
         self.retry.clear();
@@ -220,8 +227,15 @@ impl UringDriver {
                     let len = chunk.min(total - offset);
                     // `offset < total` because `chunk_idx < n_chunks`; in bounds of `base`.
                     let ptr = base.wrapping_add(offset);
-                    let entry = build_sqe(self.zero_copy, &self.dest, fd, ptr, len, fixed)
-                        .user_data(slot as u64);
+                    let entry = build_sqe(
+                        self.zero_copy,
+                        self.use_dest.then_some(&*self.dest),
+                        fd,
+                        ptr,
+                        len,
+                        fixed,
+                    )
+                    .user_data(slot as u64);
                     // SAFETY: the SQE points at `len` bytes of the payload (borrowed for this
                     // call or owned by `self.staging`) and at `self.dest` (heap, owned by
                     // self). Neither is freed or changed before the operation's last CQE,
@@ -292,7 +306,7 @@ impl UringDriver {
             // Task work (e.g. a send that waited for socket buffer space) only runs on a
             // kernel entry; enter when it is flagged, and now and then regardless in case
             // the kernel did not set up the flag.
-            if self.ring.submission().taskrun() || spins % 4096 == 0 {
+            if self.ring.submission().taskrun() || spins.is_multiple_of(4096) {
                 stats.syscalls += 1;
                 self.ring.submit()?;
             }
@@ -394,10 +408,11 @@ impl UringDriver {
     }
 }
 
-/// One send SQE for `len` bytes at `ptr` to `dest`; `fixed` names a registered buffer.
+/// One send SQE for `len` bytes at `ptr` to `dest` (the connected peer if `None`); `fixed`
+/// names a registered buffer.
 fn build_sqe(
     zero_copy: bool,
-    dest: &SockAddr,
+    dest: Option<&SockAddr>,
     fd: RawFd,
     ptr: *const u8,
     len: usize,
@@ -405,7 +420,7 @@ fn build_sqe(
 ) -> squeue::Entry {
     // `len <= MAX_UDP_PAYLOAD` (checked by the caller), so it fits the SQE's u32.
     let len32 = len as u32;
-    let (addr, addr_len) = (dest.as_ptr(), dest.len());
+    let (addr, addr_len) = SockAddr::raw(dest);
     if zero_copy {
         opcode::SendZc::new(types::Fd(fd), ptr, len32)
             .dest_addr(addr)

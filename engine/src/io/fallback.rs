@@ -164,8 +164,8 @@ impl MmsgDriver {
             stats.syscalls += 1;
             // SAFETY: the first `batch` headers were filled just above: each points at one
             // live iovec in `iovs`, which points into `buf` (borrowed for this whole call),
-            // and at `dest` (borrowed likewise, or null for the connected peer). `sendmmsg` is synchronous and writes only
-            // the `msg_len` fields of those headers.
+            // and at `dest` (borrowed likewise, or null for the connected peer). `sendmmsg` is
+            // synchronous and writes only the `msg_len` fields of those headers.
             let rc = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), batch as libc::c_uint, 0) };
             match usize::try_from(rc) {
                 Ok(sent) if sent > 0 => {

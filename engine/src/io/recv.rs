@@ -157,6 +157,7 @@ pub struct UdpReceiver {
     local: SocketAddr,
     gro: bool,
     busy_spin: bool,
+    receive_buffer: usize,
     stats: RecvStats,
 }
 
@@ -187,6 +188,10 @@ impl UdpReceiver {
                 Err(e) => tracing::debug!(error = %e, "SO_RCVBUF not set"),
             }
         }
+        let receive_buffer = socket::get_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF)
+            .ok()
+            .and_then(|v| usize::try_from(v).ok())
+            .unwrap_or(0);
         if config.so_busy_poll_us > 0 {
             let us = libc::c_int::try_from(config.so_busy_poll_us).unwrap_or(libc::c_int::MAX);
             if let Err(e) = socket::set_int(fd, libc::SOL_SOCKET, libc::SO_BUSY_POLL, us) {
@@ -209,6 +214,7 @@ impl UdpReceiver {
             local,
             gro,
             busy_spin: config.busy_spin,
+            receive_buffer,
             stats: RecvStats::default(),
         })
     }
@@ -229,6 +235,13 @@ impl UdpReceiver {
     /// Whether UDP GRO is on for this socket.
     pub fn gro(&self) -> bool {
         self.gro
+    }
+
+    /// The socket's receive buffer in bytes as the kernel reports it (`SO_RCVBUF`: twice the
+    /// payload budget, socket(7)). Without `CAP_NET_ADMIN` it is capped by
+    /// `net.core.rmem_max`.
+    pub fn receive_buffer(&self) -> usize {
+        self.receive_buffer
     }
 
     /// Counters so far.

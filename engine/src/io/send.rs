@@ -233,7 +233,7 @@ impl UdpSender {
         tracing::info!(
             path = %sender.setup,
             reason = %choice.reason,
-            "udp send path: {}", sender.setup
+            "udp send path selected"
         );
         Ok(sender)
     }
@@ -501,7 +501,32 @@ impl UdpSender {
             }
         }
         self.total += stats;
+        if let Err(IoError::Os { source, .. }) = &out
+            && self.setup.path.uses_gso()
+            && source.raw_os_error() == Some(libc::EIO)
+        {
+            self.disable_gso(fd);
+        }
         out.map(|()| stats)
+    }
+
+    /// The kernel refuses GSO with `EIO` where it cannot segment (`udp_send_skb`: no
+    /// checksum offload on the route's device, or an IPsec (xfrm) route). Later frames go out
+    /// without GSO on the same driver; the failed frame is the caller's to drop or resend.
+    fn disable_gso(&mut self, fd: RawFd) {
+        let fallback = match self.setup.path {
+            SendPath::UringGso => SendPath::Uring,
+            _ => SendPath::Sendmmsg,
+        };
+        tracing::warn!(
+            from = %self.setup.path,
+            to = %fallback,
+            "UDP GSO send failed with EIO; continuing without GSO"
+        );
+        let _ = socket::set_int(fd, libc::SOL_UDP, libc::UDP_SEGMENT, 0);
+        self.gso_size = 0;
+        self.setup.path = fallback;
+        self.setup.max_segments = 1;
     }
 
     #[allow(clippy::too_many_arguments)]

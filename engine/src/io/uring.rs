@@ -156,9 +156,9 @@ impl UringDriver {
         self.slots.len() - self.free.len()
     }
 
-    /// Sends `buf` to `dest` (the connected peer if `None`) as chunks of `chunk` bytes (a multiple of `seg`; GSO needs the
-    /// socket's `UDP_SEGMENT` set to `seg` beforehand) and returns when every operation it
-    /// started has completed.
+    /// Sends `buf` to `dest` (the connected peer if `None`) as chunks of `chunk` bytes, a
+    /// multiple of `seg` (GSO needs the socket's `UDP_SEGMENT` set to `seg` beforehand), and
+    /// returns when every operation it started has completed.
     pub(crate) fn send(
         &mut self,
         fd: RawFd,
@@ -319,14 +319,14 @@ impl UringDriver {
         let mut progressed = false;
         for cqe in self.ring.completion() {
             let (res, flags) = (cqe.result(), cqe.flags());
-            let Some(slot) = usize::try_from(cqe.user_data())
+            let Some(idx) = usize::try_from(cqe.user_data())
                 .ok()
-                .and_then(|i| self.slots.get_mut(i))
+                .filter(|&i| i < self.slots.len())
             else {
                 stats.unexpected_completions += 1;
                 continue;
             };
-            let idx = cqe.user_data() as usize;
+            let slot = &mut self.slots[idx]; // in bounds: filtered just above
             if cqueue::notif(flags) {
                 if slot.state != SlotState::AwaitNotif {
                     stats.unexpected_completions += 1;

@@ -36,7 +36,8 @@ pub struct Caps {
     pub kernel_release: String,
     /// An io_uring could be set up and probed (`IORING_REGISTER_PROBE`, 5.6).
     pub uring: bool,
-    /// `IORING_OP_SEND` with a destination address delivered a datagram (6.0).
+    /// `IORING_OP_SEND` with a destination address delivered a datagram (6.1: commit
+    /// "io_uring/net: support non-zerocopy sendto").
     pub uring_send: bool,
     /// `IORING_OP_SEND_ZC` delivered a datagram and posted its notification (6.0), with
     /// GSO too when [`Caps::gso`] holds.

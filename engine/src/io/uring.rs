@@ -2,7 +2,7 @@
 //!
 //! One [`UringDriver::send`] call turns a run of equally sized chunks (GSO sends of up to
 //! 64 KiB, or single datagrams) into `IORING_OP_SEND` / `IORING_OP_SEND_ZC` SQEs carrying the
-//! destination address (`addr2`, Linux 6.0), submits as many as the slot table allows per
+//! destination address (`addr2`: 6.0 for SEND_ZC, 6.1 for SEND), submits as many as the slot table allows per
 //! `io_uring_enter`, and reaps completions until every operation is finished:
 //!
 //! ```text

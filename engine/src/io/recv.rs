@@ -257,7 +257,11 @@ impl UdpReceiver {
         timeout: Duration,
         mut on_datagram: impl FnMut(SocketAddr, &[u8]),
     ) -> Result<usize, IoError> {
-        let deadline = Instant::now() + timeout;
+        // `Duration::MAX` means "wait as long as it takes": cap it instead of overflowing.
+        let now = Instant::now();
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or(now + Duration::from_secs(365 * 24 * 3600));
         let Self {
             backend,
             socket,
@@ -797,6 +801,23 @@ mod tests {
     fn receiver_is_send() {
         fn assert_send<T: Send>() {}
         assert_send::<UdpReceiver>();
+    }
+
+    #[test]
+    fn huge_timeout_does_not_overflow() {
+        let mut rx = UdpReceiver::bind(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            &ReceiveConfig::default(),
+            &Caps::none(),
+        )
+        .expect("bind");
+        let to = rx.local_addr();
+        let tx = UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind");
+        tx.send_to(b"x", to).expect("send");
+        let n = rx
+            .recv(Duration::MAX, |_, d| assert_eq!(d, b"x"))
+            .expect("recv");
+        assert_eq!(n, 1);
     }
 
     #[test]

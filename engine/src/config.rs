@@ -69,10 +69,7 @@ pub struct PacingConfig {
 
 impl Default for PacingConfig {
     fn default() -> Self {
-        Self {
-            frame_share: 0.5,
-            burst_datagrams: 32,
-        }
+        Self { frame_share: 0.5, burst_datagrams: 32 }
     }
 }
 

@@ -7,9 +7,12 @@
 //!   audio code, and GF(2^16) Leopard-style blocks of up to 65535 shards for punktfunk/1.
 //! * [`wire`]: GameStream video, audio and control-message formats as pure functions over
 //!   caller-owned buffers, and the reassembly side used by tests and the reference client.
-//! * [`pacer`], [`ring`], [`pipeline`]: pure scheduling and hand-off between stages.
+//! * [`pacer`], [`ring`], [`pool`], [`pipeline`]: pure scheduling, buffers and hand-off between
+//!   the capture → encode → FEC → send stages.
+//! * [`stream`]: the engine's FEC/packetize stage for GameStream video.
 //! * [`io`]: the only code that touches the kernel: the io_uring UDP driver (GSO, SEND_ZC,
-//!   busy polling) with its fallbacks, the receive path, CPU pinning and the stage threads.
+//!   busy polling) with its fallbacks, the receive path, the send stage, CPU pinning and the
+//!   stage threads.
 //!
 //! What it deliberately does not do: capture, encode, or run a control plane. Those live in
 //! `punktfunk-capture` and `punktfunk-control`, which feed this crate frames and settings.
@@ -50,4 +53,5 @@ pub mod pacer;
 pub mod pipeline;
 pub mod pool;
 pub mod ring;
+pub mod stream;
 pub mod wire;

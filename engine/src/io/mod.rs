@@ -41,6 +41,7 @@ mod fallback;
 pub mod pin;
 mod recv;
 mod send;
+pub mod sink;
 mod socket;
 pub mod stages;
 mod uring;

@@ -1,0 +1,141 @@
+//! The send stage: packetized frames from the ring → the kernel, paced.
+//!
+//! [`SendSink`] is the pipeline's last stage. Each input [`FrameBuf`] holds a frame's datagrams
+//! back to back (`meta.segment_size` apart, see [`crate::stream::PacketizeStage`]); the sink
+//! hands them to [`UdpSender::send_frame`], which cuts them into GSO sends and spreads them over
+//! the frame interval per the pacing config. The destination is the client's address as the
+//! control plane learns it (GameStream: the source of the client's video pings), shared through
+//! a [`PeerAddr`]; until one is known frames are dropped and counted.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::{Pacing, SendStats, UdpSender};
+use crate::pipeline::{Sink, StageContext, StageError};
+use crate::pool::{FrameBuf, FrameMeta};
+
+/// Where the stream goes; set by the control plane, read by the send stage once per frame.
+#[derive(Debug, Default)]
+pub struct PeerAddr(Mutex<Option<SocketAddr>>);
+
+impl PeerAddr {
+    /// Sets (or clears) the destination.
+    pub fn set(&self, addr: Option<SocketAddr>) {
+        // A poisoned lock only means another thread panicked mid-assignment of a Copy value;
+        // the value is still whole, so keep using it.
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = addr;
+    }
+
+    /// The current destination.
+    pub fn get(&self) -> Option<SocketAddr> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Counters of the send stage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SinkStats {
+    /// Frames handed to the kernel.
+    pub frames: u64,
+    /// Frames dropped because no destination was known yet.
+    pub no_destination: u64,
+    /// Frames whose send failed (the error is logged; the stream goes on).
+    pub failed: u64,
+    /// Totals of the driver.
+    pub send: SendStats,
+}
+
+/// Called after each frame is sent, with its metadata and the driver's counters for it
+/// (latency accounting in benches and the host's stats).
+pub type OnSent = Box<dyn FnMut(&FrameMeta, &SendStats) + Send>;
+
+/// The pipeline's send stage (see the module docs).
+pub struct SendSink {
+    sender: UdpSender,
+    peer: Arc<PeerAddr>,
+    frame_interval: Duration,
+    paced: bool,
+    on_sent: Option<OnSent>,
+    stats: SinkStats,
+}
+
+impl std::fmt::Debug for SendSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendSink")
+            .field("path", &self.sender.path())
+            .field("frame_interval", &self.frame_interval)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SendSink {
+    /// A sink sending through `sender` to whatever `peer` holds, pacing each frame over
+    /// `frame_interval` when `paced` (the share comes from the sender's `SendConfig`).
+    pub fn new(
+        sender: UdpSender,
+        peer: Arc<PeerAddr>,
+        frame_interval: Duration,
+        paced: bool,
+    ) -> Self {
+        Self {
+            sender,
+            peer,
+            frame_interval,
+            paced,
+            on_sent: None,
+            stats: SinkStats::default(),
+        }
+    }
+
+    /// Installs a callback run after every frame sent.
+    pub fn on_sent(mut self, f: OnSent) -> Self {
+        self.on_sent = Some(f);
+        self
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> SinkStats {
+        self.stats
+    }
+}
+
+impl Sink for SendSink {
+    type Input = FrameBuf;
+
+    fn consume(&mut self, frame: FrameBuf, _cx: &mut StageContext<'_>) -> Result<(), StageError> {
+        let Some(dest) = self.peer.get() else {
+            self.stats.no_destination += 1;
+            return Ok(());
+        };
+        let seg = usize::from(frame.meta.segment_size);
+        if seg == 0 || frame.is_empty() {
+            return Err(StageError::failed(
+                "send stage got a frame that was not packetized",
+            ));
+        }
+        let pacing = if self.paced {
+            Pacing::Frame {
+                start: Instant::now(),
+                interval: self.frame_interval,
+            }
+        } else {
+            Pacing::Immediate
+        };
+        match self.sender.send_frame(dest, frame.as_slice(), seg, pacing) {
+            Ok(s) => {
+                self.stats.frames += 1;
+                self.stats.send += s;
+                if let Some(f) = &mut self.on_sent {
+                    f(&frame.meta, &s);
+                }
+            }
+            Err(e) => {
+                self.stats.failed += 1;
+                tracing::warn!(error = %e, %dest, "video frame send failed");
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,232 @@
+//! The engine's own pipeline stage for GameStream video: encoded frame in, datagrams out.
+//!
+//! [`PacketizeStage`] sits between the encoder and the send stage
+//! ([`crate::io::sink::SendSink`]). It takes an encoded frame ([`FrameBuf`], Annex-B), writes
+//! its datagrams back to back into a second buffer from the same pool (FEC computed, optionally
+//! encrypted) and hands that on with [`FrameMeta::segment_size`] set, so the send stage can
+//! push it to the kernel as GSO trains without copying.
+//!
+//! ```text
+//!  encoder ─► FrameBuf{Annex-B, meta.keyframe, meta.capture_ns}
+//!              │  PacketizeStage::process
+//!              ▼
+//!             FrameBuf{d0 d1 … p0 p1 … | next block …, meta.segment_size = P+16 (+32 encrypted)}
+//! ```
+//!
+//! GameStream needs frame indices that start at 1 and grow by exactly one per frame sent
+//! (gamestream-protocol.md §4.4), so the stage numbers frames itself: a frame dropped before it
+//! reaches this stage leaves no gap. The RTP timestamp is the capture time on a 90 kHz clock.
+//!
+//! Pure: no clock reads (time comes in `FrameMeta::capture_ns`), no sockets.
+
+use crate::pipeline::{Emit, Stage, StageContext, StageError};
+use crate::pool::FrameBuf;
+use crate::wire::WireError;
+use crate::wire::video::{
+    ENC_HEADER_LEN, FrameType, VideoCipher, VideoFrame, VideoPacketizer, VideoParams,
+};
+
+/// Counters of the packetize stage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PacketizeStats {
+    /// Frames packetized and passed on.
+    pub frames: u64,
+    /// Datagrams produced (data and parity).
+    pub datagrams: u64,
+    /// Frame bytes packetized (bitstream only).
+    pub payload_bytes: u64,
+    /// Frames sent without FEC because they needed more than 4 blocks.
+    pub fec_skipped: u64,
+    /// Frames dropped because no output buffer was free (a keyframe is requested).
+    pub pool_misses: u64,
+    /// Frames dropped because they did not fit the protocol or the buffer.
+    pub rejected: u64,
+}
+
+/// Packetizes encoded frames into GameStream video datagrams (see the module docs).
+#[derive(Debug)]
+pub struct PacketizeStage {
+    packetizer: VideoPacketizer,
+    cipher: Option<VideoCipher>,
+    next_index: u32,
+    stats: PacketizeStats,
+}
+
+impl PacketizeStage {
+    /// A stage for `params`, encrypting with `video_key` when the session negotiated
+    /// `SS_ENC_VIDEO`.
+    pub fn new(params: VideoParams, video_key: Option<[u8; 16]>) -> Result<Self, WireError> {
+        Ok(Self {
+            packetizer: VideoPacketizer::new(params)?,
+            cipher: video_key.as_ref().map(VideoCipher::new),
+            next_index: 1,
+            stats: PacketizeStats::default(),
+        })
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> PacketizeStats {
+        self.stats
+    }
+
+    /// Output bytes needed for a frame of `frame_len` bytes (size pool buffers with this).
+    pub fn max_output(&self, frame_len: usize) -> usize {
+        let p = self.packetizer.params();
+        let extra = if self.cipher.is_some() {
+            ENC_HEADER_LEN
+        } else {
+            0
+        };
+        p.max_datagrams(frame_len) * (p.stride() + extra)
+    }
+
+    /// Changes the FEC percentage from the next frame on.
+    pub fn set_fec_percent(&mut self, pct: u8) {
+        self.packetizer.set_fec_percent(pct);
+    }
+
+    /// Packetizes `input` into `out`. On error `out` holds nothing useful.
+    pub fn packetize_into(
+        &mut self,
+        input: &FrameBuf,
+        out: &mut FrameBuf,
+    ) -> Result<(), WireError> {
+        let frame = VideoFrame {
+            index: self.next_index,
+            // 90 kHz: ns · 9 / 100 000, wrapping like RTP timestamps do.
+            rtp_timestamp: (u128::from(input.meta.capture_ns) * 9 / 100_000) as u32,
+            frame_type: if input.meta.keyframe {
+                FrameType::Idr
+            } else {
+                FrameType::P
+            },
+            host_latency: 0,
+            bitstream: input.as_slice(),
+        };
+        let r = self.packetizer.packetize(&frame, out.spare_mut())?;
+        let (len, stride) = match &mut self.cipher {
+            Some(c) => {
+                let len = c.seal_frame(out.spare_mut(), r.datagrams, r.stride, frame.index)?;
+                (len, r.stride + ENC_HEADER_LEN)
+            }
+            None => (r.len(), r.stride),
+        };
+        out.set_len(len).map_err(|_| WireError::BufferTooSmall {
+            needed: len,
+            got: out.capacity(),
+        })?;
+        out.meta = input.meta;
+        out.meta.index = u64::from(frame.index);
+        out.meta.segment_size = stride as u16;
+        self.next_index = self.next_index.wrapping_add(1).max(1);
+        self.stats.frames += 1;
+        self.stats.datagrams += r.datagrams as u64;
+        self.stats.payload_bytes += input.len() as u64;
+        self.stats.fec_skipped += u64::from(r.fec_skipped);
+        Ok(())
+    }
+}
+
+impl Stage for PacketizeStage {
+    type Input = FrameBuf;
+    type Output = FrameBuf;
+
+    fn process(
+        &mut self,
+        input: FrameBuf,
+        output: &mut dyn Emit<FrameBuf>,
+        cx: &mut StageContext<'_>,
+    ) -> Result<(), StageError> {
+        let Some(mut out) = cx.take_buf() else {
+            self.stats.pool_misses += 1;
+            cx.request_keyframe();
+            return Ok(());
+        };
+        match self.packetize_into(&input, &mut out) {
+            Ok(()) => output.emit(out),
+            Err(e) => {
+                // A frame the protocol cannot carry: drop it, ask for a fresh keyframe, go on.
+                tracing::warn!(error = %e, len = input.len(), "video frame dropped");
+                self.stats.rejected += 1;
+                cx.request_keyframe();
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::PipelineControl;
+    use crate::pool::FramePool;
+    use crate::wire::video::VideoDepacketizer;
+
+    #[test]
+    fn packetizes_frames_with_contiguous_indices() {
+        let params = VideoParams {
+            packet_size: 1392,
+            fec_percent: 20,
+            min_parity: 2,
+        };
+        let pool = FramePool::new(4, 64 << 10).unwrap();
+        let control = PipelineControl::default();
+        let mut cx = StageContext::new(crate::pipeline::StageId::Fec, &pool, &control);
+        let mut stage = PacketizeStage::new(params, None).unwrap();
+        let mut depack = VideoDepacketizer::new(1392).unwrap();
+        let mut out: Vec<FrameBuf> = Vec::new();
+        for i in 0..3u8 {
+            let mut f = pool.take().unwrap();
+            f.fill_from(&vec![i; 5000 + i as usize]).unwrap();
+            f.meta.keyframe = i == 0;
+            f.meta.capture_ns = 1_000_000_000 * u64::from(i);
+            f.meta.index = 100 + u64::from(i) * 2; // gaps upstream do not matter
+            stage.process(f, &mut out, &mut cx).unwrap();
+        }
+        assert_eq!(out.len(), 3);
+        for (i, o) in out.iter().enumerate() {
+            assert_eq!(o.meta.index, i as u64 + 1);
+            assert_eq!(o.meta.segment_size, 1408);
+            for dg in o.as_slice().chunks(1408) {
+                depack.handle_datagram(dg).unwrap();
+            }
+            let f = depack.poll_frame().unwrap();
+            assert_eq!(f.index, i as u32 + 1);
+            assert_eq!(f.bitstream, vec![i as u8; 5000 + i]);
+            assert_eq!(f.rtp_timestamp, 90_000 * i as u32);
+            assert_eq!(
+                f.frame_type,
+                Some(if i == 0 { FrameType::Idr } else { FrameType::P })
+            );
+        }
+        assert_eq!(stage.stats().frames, 3);
+    }
+
+    #[test]
+    fn pool_miss_and_oversized_frames_are_counted_not_fatal() {
+        let params = VideoParams {
+            packet_size: 1392,
+            fec_percent: 20,
+            min_parity: 2,
+        };
+        let pool = FramePool::new(1, 8 << 10).unwrap();
+        let control = PipelineControl::default();
+        let mut cx = StageContext::new(crate::pipeline::StageId::Fec, &pool, &control);
+        let mut stage = PacketizeStage::new(params, Some([1; 16])).unwrap();
+        let mut out: Vec<FrameBuf> = Vec::new();
+        let mut f = pool.take().unwrap();
+        f.fill_from(&[1; 100]).unwrap();
+        // The only buffer is the input: no output buffer.
+        stage.process(f, &mut out, &mut cx).unwrap();
+        assert_eq!(stage.stats().pool_misses, 1);
+        assert!(control.keyframe().take());
+        // A frame too large for the output buffer.
+        let big = FramePool::new(2, 8 << 10).unwrap();
+        let mut cx = StageContext::new(crate::pipeline::StageId::Fec, &big, &control);
+        let mut f = big.take().unwrap();
+        f.fill_from(&[1; 8000]).unwrap();
+        stage.process(f, &mut out, &mut cx).unwrap();
+        assert_eq!(stage.stats().rejected, 1);
+        assert!(out.is_empty());
+    }
+}

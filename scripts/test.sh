@@ -23,7 +23,7 @@ step "cargo test"
 cargo test --workspace --locked
 
 step "criterion benches (test mode: every bench runs once)"
-cargo bench --workspace --locked -- --test
+cargo bench --workspace --locked --bench "*" -- --test
 
 step "headline report (no write)"
 cargo run --release --locked -p punktfunk-bench --bin report -- --no-write

@@ -365,6 +365,48 @@ pub trait Sink: Send + 'static {
     }
 }
 
+// Boxed stages, so a host can choose its source and encoder at run time.
+impl<T: Source + ?Sized> Source for Box<T> {
+    type Output = T::Output;
+
+    fn poll_frame(
+        &mut self,
+        cx: &mut StageContext<'_>,
+    ) -> Result<Captured<Self::Output>, StageError> {
+        (**self).poll_frame(cx)
+    }
+}
+
+impl<T: Stage + ?Sized> Stage for Box<T> {
+    type Input = T::Input;
+    type Output = T::Output;
+
+    fn process(
+        &mut self,
+        input: Self::Input,
+        output: &mut dyn Emit<Self::Output>,
+        cx: &mut StageContext<'_>,
+    ) -> Result<(), StageError> {
+        (**self).process(input, output, cx)
+    }
+
+    fn handle_idle(
+        &mut self,
+        output: &mut dyn Emit<Self::Output>,
+        cx: &mut StageContext<'_>,
+    ) -> Result<(), StageError> {
+        (**self).handle_idle(output, cx)
+    }
+
+    fn finish(
+        &mut self,
+        output: &mut dyn Emit<Self::Output>,
+        cx: &mut StageContext<'_>,
+    ) -> Result<(), StageError> {
+        (**self).finish(output, cx)
+    }
+}
+
 /// A sticky "send a keyframe next" flag plus a count of how often it was raised.
 #[derive(Debug, Default)]
 pub struct KeyframeRequest {

@@ -343,6 +343,13 @@ impl UdpSender {
         Ok(())
     }
 
+    /// A second handle to the sending socket, for reading what the peer sends to the same
+    /// port (GameStream clients ping the video port the host streams from). Reads on it do
+    /// not disturb the driver, which only writes.
+    pub fn try_clone_socket(&self) -> Result<UdpSocket, IoError> {
+        self.socket.try_clone().map_err(|e| IoError::os("dup", e))
+    }
+
     /// The peer set with [`UdpSender::connect`].
     pub fn peer(&self) -> Option<SocketAddr> {
         self.connected

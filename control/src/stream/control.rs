@@ -1,0 +1,354 @@
+//! The control stream's messages (gamestream-protocol.md §3.2–3.5), above ENet and below the
+//! session: decrypt what the client sends into typed [`ClientMessage`]s, seal what the host
+//! sends, count everything.
+//!
+//! ENet itself (connection, reliability, channels) is the act side's business (`session`);
+//! this module sees only the bytes of one ENet packet at a time.
+
+use punktfunk_engine::wire::control::{ControlCipher, Direction};
+
+/// Message types the client sends (inner V2 `type`, §3.3).
+pub mod types {
+    /// IDR request, also "Start A".
+    pub const IDR_REQUEST: u16 = 0x0302;
+    /// "Start B".
+    pub const START_B: u16 = 0x0307;
+    /// Periodic ping (every 100 ms).
+    pub const PING: u16 = 0x0200;
+    /// Reference-frame invalidation.
+    pub const RFI: u16 = 0x0301;
+    /// LTR frame ACK.
+    pub const LTR_ACK: u16 = 0x0350;
+    /// Frame FEC status (client → host).
+    pub const FEC_STATUS: u16 = 0x5502;
+    /// Input packet.
+    pub const INPUT: u16 = 0x0206;
+    /// Loss statistics (old clients).
+    pub const LOSS_STATS: u16 = 0x0201;
+    /// Termination (host → client).
+    pub const TERMINATION: u16 = 0x0109;
+    /// Rumble (host → client).
+    pub const RUMBLE: u16 = 0x010b;
+}
+
+/// Termination code for "the app closed" (graceful).
+pub const TERMINATION_GRACEFUL: u32 = 0x8003_0023;
+
+/// Frame FEC status report (`SS_FRAME_FEC_STATUS`, big-endian).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FecStatus {
+    /// Frame index.
+    pub frame_index: u32,
+    /// Data shards in the block.
+    pub total_data: u16,
+    /// Parity shards in the block.
+    pub total_parity: u16,
+    /// Data shards received.
+    pub received_data: u16,
+    /// Parity shards received.
+    pub received_parity: u16,
+    /// FEC percentage of the block.
+    pub fec_percent: u8,
+}
+
+/// A decrypted client message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientMessage<'a> {
+    /// Produce an IDR soon.
+    IdrRequest,
+    /// Start B: nothing to do.
+    StartB,
+    /// Keep-alive.
+    Ping,
+    /// Reference-frame invalidation for frames `first..=last` (answered with an IDR).
+    InvalidateRefs {
+        /// First frame.
+        first: u32,
+        /// Last frame.
+        last: u32,
+    },
+    /// LTR acknowledgement.
+    LtrAck(u32),
+    /// FEC status of one frame block.
+    FecStatus(FecStatus),
+    /// An input packet (`NV_INPUT_HEADER` …), to be decoded by the input module.
+    Input(&'a [u8]),
+    /// Old-style loss statistics.
+    LossStats,
+    /// A type this host does not know (counted, otherwise ignored).
+    Unknown(u16),
+}
+
+/// Why a control packet was dropped (hostile or corrupt input; counted, never fatal).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControlError {
+    /// The envelope was malformed or failed authentication.
+    #[error("control envelope: {0}")]
+    Envelope(#[from] punktfunk_engine::wire::WireError),
+    /// A sequence number was reused or went backwards (replay).
+    #[error("control message sequence {got} is not after {last}")]
+    Replay {
+        /// Sequence received.
+        got: u32,
+        /// Last sequence accepted.
+        last: u32,
+    },
+    /// A known message type with a payload of the wrong size.
+    #[error("control message {msg_type:#06x} has a {len}-byte payload")]
+    BadPayload {
+        /// Type.
+        msg_type: u16,
+        /// Length found.
+        len: usize,
+    },
+}
+
+/// Counters of one control stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ControlStats {
+    /// Messages accepted.
+    pub messages: u64,
+    /// IDR requests (incl. RFI answered with IDR).
+    pub idr_requests: u64,
+    /// Input packets passed on.
+    pub input: u64,
+    /// Pings.
+    pub pings: u64,
+    /// Unknown message types.
+    pub unknown: u64,
+    /// Packets dropped (bad envelope, replay, bad payload).
+    pub dropped: u64,
+    /// Messages the host sent.
+    pub sent: u64,
+}
+
+/// One session's control-message layer.
+#[derive(Debug)]
+pub struct ControlChannel {
+    cipher: ControlCipher,
+    last_rx: Option<u32>,
+    tx_seq: u32,
+    stats: ControlStats,
+}
+
+impl ControlChannel {
+    /// A channel keyed with the session's `rikey` (V2 nonces).
+    pub fn new(key: &[u8; 16]) -> Self {
+        Self {
+            cipher: ControlCipher::new(key),
+            last_rx: None,
+            tx_seq: 0,
+            stats: Default::default(),
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> ControlStats {
+        self.stats
+    }
+
+    /// Decrypts and classifies one ENet packet from the client. The returned message borrows
+    /// from `packet` (decrypted in place).
+    pub fn handle_packet<'a>(
+        &mut self,
+        packet: &'a mut [u8],
+    ) -> Result<ClientMessage<'a>, ControlError> {
+        let r = self.decode(packet);
+        match &r {
+            Ok(m) => {
+                self.stats.messages += 1;
+                match m {
+                    ClientMessage::IdrRequest | ClientMessage::InvalidateRefs { .. } => {
+                        self.stats.idr_requests += 1
+                    }
+                    ClientMessage::Input(_) => self.stats.input += 1,
+                    ClientMessage::Ping => self.stats.pings += 1,
+                    ClientMessage::Unknown(_) => self.stats.unknown += 1,
+                    _ => {}
+                }
+            }
+            Err(_) => self.stats.dropped += 1,
+        }
+        r
+    }
+
+    fn decode<'a>(&mut self, packet: &'a mut [u8]) -> Result<ClientMessage<'a>, ControlError> {
+        let m = self.cipher.open(packet, Direction::ClientToHost)?;
+        // The client counts up from 0; anything not newer is a replay (ENet already delivers
+        // reliable packets once and in order per channel, so this only trips on forgery or
+        // duplication by a middlebox).
+        if let Some(last) = self.last_rx
+            && m.seq <= last
+        {
+            return Err(ControlError::Replay { got: m.seq, last });
+        }
+        self.last_rx = Some(m.seq);
+        let p = m.payload;
+        let bad = || ControlError::BadPayload {
+            msg_type: m.msg_type,
+            len: p.len(),
+        };
+        let le32 = |at: usize| u32::from_le_bytes([p[at], p[at + 1], p[at + 2], p[at + 3]]);
+        Ok(match m.msg_type {
+            types::IDR_REQUEST => ClientMessage::IdrRequest,
+            types::START_B => ClientMessage::StartB,
+            types::PING => ClientMessage::Ping,
+            types::RFI => {
+                if p.len() < 12 {
+                    return Err(bad());
+                }
+                ClientMessage::InvalidateRefs {
+                    first: le32(0),
+                    last: le32(8),
+                }
+            }
+            types::LTR_ACK => {
+                if p.len() < 4 {
+                    return Err(bad());
+                }
+                ClientMessage::LtrAck(le32(0))
+            }
+            types::FEC_STATUS => {
+                if p.len() < 21 {
+                    return Err(bad());
+                }
+                let be16 = |at: usize| u16::from_be_bytes([p[at], p[at + 1]]);
+                ClientMessage::FecStatus(FecStatus {
+                    frame_index: u32::from_be_bytes([p[0], p[1], p[2], p[3]]),
+                    total_data: be16(10),
+                    total_parity: be16(12),
+                    received_data: be16(14),
+                    received_parity: be16(16),
+                    fec_percent: p[18],
+                })
+            }
+            types::INPUT => ClientMessage::Input(p),
+            types::LOSS_STATS => ClientMessage::LossStats,
+            other => ClientMessage::Unknown(other),
+        })
+    }
+
+    /// Seals a host → client message into `out`; returns its length.
+    pub fn seal(&mut self, msg_type: u16, payload: &[u8], out: &mut [u8]) -> Option<usize> {
+        let n = self
+            .cipher
+            .seal(self.tx_seq, Direction::HostToClient, msg_type, payload, out)
+            .ok()?;
+        self.tx_seq = self.tx_seq.wrapping_add(1);
+        self.stats.sent += 1;
+        Some(n)
+    }
+
+    /// The termination message (type 0x0109 with a big-endian reason code), sealed.
+    pub fn termination(&mut self, code: u32) -> Vec<u8> {
+        let mut out = vec![0u8; ControlCipher::sealed_len(4)];
+        // Sealing 4 bytes into a buffer sized by sealed_len(4) cannot fail.
+        let n = self
+            .seal(types::TERMINATION, &code.to_be_bytes(), &mut out)
+            .unwrap_or(0);
+        out.truncate(n);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: [u8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
+
+    fn client_packet(seq: u32, t: u16, payload: &[u8]) -> Vec<u8> {
+        let c = ControlCipher::new(&KEY);
+        let mut out = vec![0u8; ControlCipher::sealed_len(payload.len())];
+        let n = c
+            .seal(seq, Direction::ClientToHost, t, payload, &mut out)
+            .unwrap();
+        out.truncate(n);
+        out
+    }
+
+    #[test]
+    fn decodes_the_client_start_sequence() {
+        let mut ch = ControlChannel::new(&KEY);
+        // The protocol map's vector: IDR request, seq 0.
+        let mut p = vec![];
+        for i in (0..60).step_by(2) {
+            p.push(
+                u8::from_str_radix(
+                    &"01001a000000000022302723537811166cb9bfead7dad4575cd629f5cafe"[i..i + 2],
+                    16,
+                )
+                .unwrap(),
+            );
+        }
+        assert_eq!(ch.handle_packet(&mut p).unwrap(), ClientMessage::IdrRequest);
+        let mut p = client_packet(1, types::START_B, &[0]);
+        assert_eq!(ch.handle_packet(&mut p).unwrap(), ClientMessage::StartB);
+        let mut p = client_packet(2, types::PING, &[4, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(ch.handle_packet(&mut p).unwrap(), ClientMessage::Ping);
+        let input = [0, 0, 0, 8, 7, 0, 0, 0, 0, 1, 0, 1];
+        let mut p = client_packet(3, types::INPUT, &input);
+        assert_eq!(
+            ch.handle_packet(&mut p).unwrap(),
+            ClientMessage::Input(&input)
+        );
+        let mut rfi = [0u8; 24];
+        rfi[0] = 5;
+        rfi[8] = 9;
+        let mut p = client_packet(4, types::RFI, &rfi);
+        assert_eq!(
+            ch.handle_packet(&mut p).unwrap(),
+            ClientMessage::InvalidateRefs { first: 5, last: 9 }
+        );
+        let mut p = client_packet(5, 0x7777, &[]);
+        assert_eq!(
+            ch.handle_packet(&mut p).unwrap(),
+            ClientMessage::Unknown(0x7777)
+        );
+        let s = ch.stats();
+        assert_eq!(
+            (s.messages, s.idr_requests, s.input, s.pings, s.unknown),
+            (6, 2, 1, 1, 1)
+        );
+    }
+
+    #[test]
+    fn forged_replayed_and_short_packets_are_dropped() {
+        let mut ch = ControlChannel::new(&KEY);
+        let mut p = client_packet(3, types::PING, &[]);
+        ch.handle_packet(&mut p).unwrap();
+        let mut p = client_packet(3, types::PING, &[]);
+        assert_eq!(
+            ch.handle_packet(&mut p),
+            Err(ControlError::Replay { got: 3, last: 3 })
+        );
+        let mut p = client_packet(4, types::RFI, &[0; 4]);
+        assert!(matches!(
+            ch.handle_packet(&mut p),
+            Err(ControlError::BadPayload { .. })
+        ));
+        let mut p = client_packet(5, types::PING, &[]);
+        p[30 - 3] ^= 0x40;
+        assert!(matches!(
+            ch.handle_packet(&mut p),
+            Err(ControlError::Envelope(_))
+        ));
+        let mut other = ControlChannel::new(&[9; 16]);
+        let mut p = client_packet(6, types::PING, &[]);
+        assert!(other.handle_packet(&mut p).is_err());
+        assert_eq!(ch.stats().dropped, 3);
+    }
+
+    #[test]
+    fn termination_matches_the_protocol_map_vector() {
+        let mut ch = ControlChannel::new(&KEY);
+        let t = ch.termination(TERMINATION_GRACEFUL);
+        let want = "01001c0000000000b835a2b8ace857ddcbad385dce166aa9f2dd4edacf3be801";
+        let hex: String = t.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, want);
+        // Next message uses seq 1.
+        let t2 = ch.termination(TERMINATION_GRACEFUL);
+        assert_eq!(&t2[4..8], &[1, 0, 0, 0]);
+    }
+}

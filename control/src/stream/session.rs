@@ -1,0 +1,900 @@
+//! The streaming side of a GameStream host (act): the RTSP listener, and per stream the ENet
+//! control thread, the video thread (pings → engine pipeline) and the audio thread.
+//!
+//! ```text
+//!   /launch ──► StreamHost::prepare(spec) ── slot: Handshake (keys, ping payload, connect data)
+//!   RTSP :48010 (pf-rtsp) ── one request per connection ──► Handshake::handle
+//!        PLAY ──► bind UDP video/audio/control ──► pf-stream orchestrator
+//!                     ├─ pf-control: ENet host, envelope, IDR requests, input, liveness
+//!                     ├─ pf-video:   wait for a ping → Pipeline{source, encoder,
+//!                     │              PacketizeStage, SendSink} ; forward IDR requests
+//!                     └─ pf-audio:   wait for a ping → Opus → AudioPacketizer → UDP
+//!   /cancel, host exit ──► stop (termination message 0x0109 first)
+//!   client silent 10 s or ENet disconnect ──► stream ends, slot freed
+//! ```
+//!
+//! Media comes from a [`MediaFactory`] (test pattern + software H.264 by default, see
+//! `punktfunk-capture`), input goes to an [`InputHandler`].
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use punktfunk_engine::config::{Backpressure, PipelineConfig, SendConfig};
+use punktfunk_engine::io::sink::{PeerAddr, SendSink};
+use punktfunk_engine::io::stages::Pipeline;
+use punktfunk_engine::io::{Caps, UdpSender};
+use punktfunk_engine::pipeline::{Source, Stage};
+use punktfunk_engine::pool::FrameBuf;
+use punktfunk_engine::stream::PacketizeStage;
+use punktfunk_engine::wire::audio::{AudioDatagrams, AudioKey, AudioPacketizer};
+use punktfunk_engine::wire::video::VideoParams;
+use rusty_enet as enet;
+
+use super::control::{ClientMessage, ControlChannel, TERMINATION_GRACEFUL};
+use super::rtsp::{self, Handshake, HandshakeParams, RtspEvent};
+use super::sdp::{HostOffer, ML_FF_SESSION_ID_V1, StreamConfig, enc};
+
+/// The client gives up on a silent control stream after about 10 s; so does the host.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where the streaming side listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamEndpoints {
+    /// Address to bind (0.0.0.0 for all).
+    pub bind: IpAddr,
+    /// RTSP (TCP).
+    pub rtsp: u16,
+    /// Video (UDP).
+    pub video: u16,
+    /// Control / ENet (UDP).
+    pub control: u16,
+    /// Audio (UDP).
+    pub audio: u16,
+}
+
+/// A video source and encoder for one stream, as pipeline stages.
+pub struct VideoMedia {
+    /// Produces raw frames at the stream's frame rate.
+    pub source: Box<dyn Source<Output = FrameBuf>>,
+    /// Turns raw frames into Annex-B frames (keyframe flag set; honours keyframe requests).
+    pub encoder: Box<dyn Stage<Input = FrameBuf, Output = FrameBuf>>,
+    /// Largest buffer either stage needs (raw frame or encoded frame).
+    pub frame_capacity: usize,
+}
+
+/// One Opus packet per call, `packet_ms` of audio each, all the same length (CBR).
+pub trait AudioSource: Send {
+    /// The next packet.
+    fn next_packet(&mut self) -> Result<&[u8], String>;
+}
+
+/// Builds the media of a stream from its configuration.
+pub trait MediaFactory: Send + Sync + 'static {
+    /// Video for `config` (resolution, fps, bitrate, codec).
+    fn video(&self, config: &StreamConfig) -> Result<VideoMedia, String>;
+    /// Audio for `config` (channels, packet duration).
+    fn audio(&self, config: &StreamConfig) -> Result<Box<dyn AudioSource>, String>;
+}
+
+/// Receives the input packets of control message 0x0206.
+pub trait InputHandler: Send {
+    /// One input packet (`NV_INPUT_HEADER` …), exactly as the client sent it.
+    fn handle_input(&mut self, packet: &[u8]);
+}
+
+/// Host-wide streaming options (from the tuning profile).
+#[derive(Debug, Clone)]
+pub struct StreamOptions {
+    /// FEC percentage for video.
+    pub fec_percent: u8,
+    /// Send-side io settings for video.
+    pub send: SendConfig,
+    /// DESCRIBE offer.
+    pub offer: HostOffer,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        Self {
+            fec_percent: 20,
+            send: SendConfig::default(),
+            offer: HostOffer {
+                feature_flags: 0,
+                encryption_supported: enc::CONTROL_V2 | enc::VIDEO | enc::AUDIO,
+                encryption_requested: 0,
+            },
+        }
+    }
+}
+
+/// What `/launch` or `/resume` hands the streaming side.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LaunchSpec {
+    /// Session number (for logs and status).
+    pub session_id: u32,
+    /// `rikey`.
+    pub rikey: [u8; 16],
+    /// `rikeyid`.
+    pub rikeyid: u32,
+}
+
+impl std::fmt::Debug for LaunchSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LaunchSpec")
+            .field("session_id", &self.session_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the current session stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamState {
+    /// No session.
+    Idle,
+    /// Launched; the client has not finished the RTSP handshake.
+    Prepared {
+        /// Session number.
+        session_id: u32,
+    },
+    /// Streaming to a client.
+    Streaming {
+        /// Session number.
+        session_id: u32,
+        /// The negotiated configuration.
+        config: StreamConfig,
+        /// Whether the control stream is connected.
+        connected: bool,
+    },
+}
+
+/// Counters of the streaming side, for the management API and tests.
+#[derive(Debug, Default)]
+pub struct StreamCounters {
+    /// Streams started (PLAY accepted).
+    pub streams: AtomicU64,
+    /// Video frames sent.
+    pub video_frames: AtomicU64,
+    /// Audio packets sent.
+    pub audio_packets: AtomicU64,
+    /// IDR requests received.
+    pub idr_requests: AtomicU64,
+    /// Input packets received.
+    pub input_packets: AtomicU64,
+    /// Control packets dropped (bad envelope, replay, …).
+    pub control_dropped: AtomicU64,
+    /// RTSP requests refused as malformed.
+    pub rtsp_malformed: AtomicU64,
+    /// Pings ignored (wrong payload or size).
+    pub bad_pings: AtomicU64,
+}
+
+struct Slot {
+    spec: LaunchSpec,
+    handshake: Handshake,
+    stream: Option<RunningStream>,
+}
+
+struct RunningStream {
+    config: StreamConfig,
+    stop: Arc<AtomicBool>,
+    terminate: Arc<AtomicBool>,
+    connected: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+struct Shared {
+    endpoints: StreamEndpoints,
+    options: StreamOptions,
+    media: Arc<dyn MediaFactory>,
+    input: Arc<Mutex<dyn InputHandler>>,
+    caps: Caps,
+    slot: Mutex<Option<Slot>>,
+    counters: StreamCounters,
+    shutdown: AtomicBool,
+}
+
+impl Shared {
+    fn slot(&self) -> MutexGuard<'_, Option<Slot>> {
+        // Plain data behind the lock; a panicking holder leaves it usable.
+        self.slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The streaming side of the host (see the module docs).
+pub struct StreamHost {
+    shared: Arc<Shared>,
+    rtsp: Option<JoinHandle<()>>,
+    rtsp_port: u16,
+}
+
+impl std::fmt::Debug for StreamHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamHost")
+            .field("endpoints", &self.shared.endpoints)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StreamHost {
+    /// Binds the RTSP listener and starts serving it. UDP ports are bound per stream.
+    pub fn start(
+        endpoints: StreamEndpoints,
+        options: StreamOptions,
+        media: Arc<dyn MediaFactory>,
+        input: Arc<Mutex<dyn InputHandler>>,
+    ) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(SocketAddr::new(endpoints.bind, endpoints.rtsp))?;
+        let rtsp_port = listener.local_addr()?.port();
+        listener.set_nonblocking(true)?;
+        let shared = Arc::new(Shared {
+            endpoints,
+            options,
+            media,
+            input,
+            caps: Caps::probe(),
+            slot: Mutex::new(None),
+            counters: StreamCounters::default(),
+            shutdown: AtomicBool::new(false),
+        });
+        let s = shared.clone();
+        let rtsp = std::thread::Builder::new()
+            .name("pf-rtsp".into())
+            .spawn(move || rtsp_loop(&s, listener))?;
+        Ok(Self {
+            shared,
+            rtsp: Some(rtsp),
+            rtsp_port,
+        })
+    }
+
+    /// The RTSP port actually bound.
+    pub fn rtsp_port(&self) -> u16 {
+        self.rtsp_port
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> &StreamCounters {
+        &self.shared.counters
+    }
+
+    /// Prepares a session for `spec` (launch or resume): any running stream is stopped (with
+    /// a termination message), and the next RTSP handshake uses the new keys.
+    pub fn prepare(&self, spec: LaunchSpec) {
+        self.stop_stream(true);
+        let mut seed = [0u8; 16];
+        fill_random(&mut seed);
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02X}")).collect::<String>();
+        let mut ping_payload = [0u8; 16];
+        ping_payload.copy_from_slice(hex(&seed[..8]).as_bytes());
+        let params = HandshakeParams {
+            session_id: hex(&seed[8..14]),
+            ping_payload,
+            connect_data: u32::from_le_bytes([seed[12], seed[13], seed[14], seed[15]]),
+            audio_port: self.shared.endpoints.audio,
+            video_port: self.shared.endpoints.video,
+            control_port: self.shared.endpoints.control,
+            offer: self.shared.options.offer,
+        };
+        *self.shared.slot() = Some(Slot {
+            spec,
+            handshake: Handshake::new(params),
+            stream: None,
+        });
+    }
+
+    /// Stops the current stream and frees the session. With `terminate`, the client is told
+    /// the app ended (0x0109) before the control stream closes.
+    pub fn stop_stream(&self, terminate: bool) {
+        let stream = self.shared.slot().take().and_then(|s| s.stream);
+        if let Some(mut st) = stream {
+            st.terminate.store(terminate, Ordering::SeqCst);
+            st.stop.store(true, Ordering::SeqCst);
+            if let Some(t) = st.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    /// Where the session stands.
+    pub fn state(&self) -> StreamState {
+        match &*self.shared.slot() {
+            None => StreamState::Idle,
+            Some(Slot {
+                spec, stream: None, ..
+            }) => StreamState::Prepared {
+                session_id: spec.session_id,
+            },
+            Some(Slot {
+                spec,
+                stream: Some(st),
+                ..
+            }) => StreamState::Streaming {
+                session_id: spec.session_id,
+                config: st.config.clone(),
+                connected: st.connected.load(Ordering::Relaxed),
+            },
+        }
+    }
+
+    /// Stops everything: the stream (with a termination message) and the RTSP listener.
+    pub fn shutdown(mut self) {
+        self.stop_stream(true);
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        if let Some(t) = self.rtsp.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for StreamHost {
+    fn drop(&mut self) {
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        if let Some(t) = self.rtsp.take() {
+            self.stop_stream(true);
+            let _ = t.join();
+        }
+    }
+}
+
+fn fill_random(buf: &mut [u8]) {
+    // /dev/urandom is always there on Linux; fall back to time-derived bytes (only session
+    // tokens depend on this, not keys: keys come from the client).
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(buf))
+        .is_err()
+    {
+        let mut x = Instant::now().elapsed().as_nanos() as u64 ^ 0x9e37_79b9_7f4a_7c15;
+        for b in buf {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+    }
+}
+
+fn rtsp_loop(shared: &Arc<Shared>, listener: TcpListener) {
+    while !shared.shutdown.load(Ordering::Relaxed) {
+        match listener.accept() {
+            Ok((conn, peer)) => {
+                if let Err(e) = serve_rtsp(shared, conn, peer) {
+                    tracing::debug!(%peer, error = %e, "rtsp connection failed");
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "rtsp accept failed");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        reap_ended(shared);
+    }
+}
+
+/// Frees the slot of a stream whose threads ended on their own (client gone).
+fn reap_ended(shared: &Shared) {
+    let mut slot = shared.slot();
+    let ended = slot
+        .as_ref()
+        .and_then(|s| s.stream.as_ref())
+        .is_some_and(|st| st.thread.as_ref().is_some_and(JoinHandle::is_finished));
+    if ended {
+        if let Some(mut st) = slot.take().and_then(|s| s.stream)
+            && let Some(t) = st.thread.take()
+        {
+            let _ = t.join();
+        }
+        tracing::info!("session freed: the client went away");
+    }
+}
+
+fn serve_rtsp(shared: &Arc<Shared>, mut conn: TcpStream, peer: SocketAddr) -> std::io::Result<()> {
+    conn.set_nonblocking(false)?;
+    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 4096];
+    let response = loop {
+        let n = conn.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        match rtsp::parse_request(&buf) {
+            Ok(None) => continue,
+            Ok(Some(req)) => break handle_rtsp(shared, &req, peer),
+            Err(e) => {
+                shared
+                    .counters
+                    .rtsp_malformed
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%peer, error = %e, "malformed rtsp request");
+                break b"RTSP/1.0 400 Bad Request\r\nCSeq: 0\r\n\r\n".to_vec();
+            }
+        }
+    };
+    conn.write_all(&response)?;
+    conn.flush()?;
+    // One request per connection: the client reads until we close.
+    let _ = conn.shutdown(Shutdown::Both);
+    Ok(())
+}
+
+fn handle_rtsp(shared: &Arc<Shared>, req: &rtsp::Request<'_>, peer: SocketAddr) -> Vec<u8> {
+    let mut slot = shared.slot();
+    let Some(s) = slot.as_mut() else {
+        let cseq = req.header("CSeq").unwrap_or("0");
+        return format!("RTSP/1.0 454 Session Not Found\r\nCSeq: {cseq}\r\n\r\n").into_bytes();
+    };
+    let (mut response, event) = s.handshake.handle(req);
+    if let Some(RtspEvent::Play) = event
+        && s.stream.is_none()
+    {
+        let config = s.handshake.config().cloned();
+        match config.map(|c| start_stream(shared, s, c, peer.ip())) {
+            Some(Ok(st)) => s.stream = Some(st),
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "could not start the stream");
+                response.code = 500;
+            }
+            None => response.code = 455,
+        }
+    }
+    response.to_bytes()
+}
+
+/// Sockets of one stream, bound before PLAY is answered (the client connects ENet right
+/// after).
+struct StreamSockets {
+    video: UdpSender,
+    audio: UdpSocket,
+    control: UdpSocket,
+}
+
+fn bind_sockets(shared: &Shared) -> std::io::Result<StreamSockets> {
+    let ep = shared.endpoints;
+    let video = UdpSender::new(
+        SocketAddr::new(ep.bind, ep.video),
+        &shared.options.send,
+        &shared.caps,
+    )
+    .map_err(std::io::Error::other)?;
+    let audio = UdpSocket::bind(SocketAddr::new(ep.bind, ep.audio))?;
+    let control = UdpSocket::bind(SocketAddr::new(ep.bind, ep.control))?;
+    Ok(StreamSockets {
+        video,
+        audio,
+        control,
+    })
+}
+
+fn start_stream(
+    shared: &Arc<Shared>,
+    slot: &Slot,
+    config: StreamConfig,
+    client_ip: IpAddr,
+) -> std::io::Result<RunningStream> {
+    let sockets = bind_sockets(shared)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let terminate = Arc::new(AtomicBool::new(false));
+    let connected = Arc::new(AtomicBool::new(false));
+    let ctx = StreamCtx {
+        shared: shared.clone(),
+        spec: slot.spec.clone(),
+        params: slot.handshake.params().clone(),
+        config: config.clone(),
+        client_ip,
+        stop: stop.clone(),
+        terminate: terminate.clone(),
+        connected: connected.clone(),
+        idr: Arc::new(AtomicBool::new(true)),
+    };
+    shared.counters.streams.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(
+        session = slot.spec.session_id,
+        mode = %format!("{}x{}@{}", config.width, config.height, config.fps),
+        codec = ?config.codec,
+        bitrate_kbps = config.bitrate_kbps,
+        packet_size = config.packet_size,
+        fec = %format!("{}% (min {} parity)", shared.options.fec_percent, config.min_fec_packets),
+        encryption = %format!(
+            "control:{} video:{} audio:{}",
+            config.encryption.control_v2, config.encryption.video, config.encryption.audio
+        ),
+        audio = %format!("{}ch {}ms", config.audio_channels, config.audio_packet_ms),
+        "stream starting"
+    );
+    let thread = std::thread::Builder::new()
+        .name("pf-stream".into())
+        .spawn(move || run_stream(ctx, sockets))?;
+    Ok(RunningStream {
+        config,
+        stop,
+        terminate,
+        connected,
+        thread: Some(thread),
+    })
+}
+
+#[derive(Clone)]
+struct StreamCtx {
+    shared: Arc<Shared>,
+    spec: LaunchSpec,
+    params: HandshakeParams,
+    config: StreamConfig,
+    client_ip: IpAddr,
+    stop: Arc<AtomicBool>,
+    terminate: Arc<AtomicBool>,
+    connected: Arc<AtomicBool>,
+    /// Set by the control thread on an IDR request; the video thread forwards it.
+    idr: Arc<AtomicBool>,
+}
+
+impl StreamCtx {
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    fn end(&self, why: &str) {
+        if !self.stop.swap(true, Ordering::SeqCst) {
+            tracing::info!(
+                session = self.spec.session_id,
+                reason = why,
+                "stream ending"
+            );
+        }
+    }
+
+    /// Whether `bytes` from `from` is this session's ping (§4.1): the 16-character payload
+    /// plus a sequence number, or the legacy `PING` from the client's address.
+    fn is_ping(&self, bytes: &[u8], from: SocketAddr) -> bool {
+        let ok = if bytes.len() >= 16 && bytes[..16] == self.params.ping_payload {
+            true
+        } else {
+            bytes == b"PING" && from.ip() == self.client_ip
+        };
+        if !ok {
+            self.shared
+                .counters
+                .bad_pings
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        ok
+    }
+}
+
+fn run_stream(ctx: StreamCtx, sockets: StreamSockets) {
+    let started = Instant::now();
+    let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+        std::thread::Builder::new().name(name.into()).spawn(f)
+    };
+    let (c1, c2, c3) = (ctx.clone(), ctx.clone(), ctx.clone());
+    let StreamSockets {
+        video,
+        audio,
+        control,
+    } = sockets;
+    let threads = [
+        spawn("pf-control", Box::new(move || control_thread(&c1, control))),
+        spawn("pf-video", Box::new(move || video_thread(&c2, video))),
+        spawn("pf-audio", Box::new(move || audio_thread(&c3, audio))),
+    ];
+    for t in threads {
+        match t {
+            Ok(t) => {
+                let _ = t.join();
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not start a stream thread");
+                ctx.end("thread start failed");
+            }
+        }
+    }
+    let c = &ctx.shared.counters;
+    tracing::info!(
+        session = ctx.spec.session_id,
+        seconds = started.elapsed().as_secs(),
+        video_frames = c.video_frames.load(Ordering::Relaxed),
+        audio_packets = c.audio_packets.load(Ordering::Relaxed),
+        idr_requests = c.idr_requests.load(Ordering::Relaxed),
+        "stream stopped"
+    );
+}
+
+fn control_thread(ctx: &StreamCtx, socket: UdpSocket) {
+    let settings = enet::HostSettings {
+        peer_limit: 4,
+        channel_limit: 255,
+        ..Default::default()
+    };
+    let mut host = match enet::Host::new(socket, settings) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!(error = ?e, "enet host");
+            ctx.end("control stream failed");
+            return;
+        }
+    };
+    let mut channel = ControlChannel::new(&ctx.spec.rikey);
+    let mut peer_id: Option<enet::PeerID> = None;
+    let started = Instant::now();
+    let mut last_rx = Instant::now();
+    let check_connect = ctx.config.ml_feature_flags & ML_FF_SESSION_ID_V1 != 0;
+    loop {
+        if ctx.stopped() {
+            if let Some(id) = peer_id
+                && let Some(peer) = host.get_peer_mut(id)
+            {
+                if ctx.terminate.load(Ordering::SeqCst) {
+                    let msg = channel.termination(TERMINATION_GRACEFUL);
+                    let _ = peer.send(0, &enet::Packet::reliable(msg.as_slice()));
+                }
+                peer.disconnect_later(0);
+            }
+            // Let ENet deliver the termination and the disconnect.
+            let deadline = Instant::now() + Duration::from_millis(300);
+            while Instant::now() < deadline {
+                match host.service() {
+                    Ok(Some(enet::Event::Disconnect { .. })) => break,
+                    Ok(Some(_)) => {}
+                    _ => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+            host.flush();
+            return;
+        }
+        match host.service() {
+            Ok(Some(event)) => match event {
+                enet::Event::Connect { peer, data } => {
+                    if check_connect && data != ctx.params.connect_data {
+                        tracing::warn!(data, "enet connect with unknown session data; refused");
+                        peer.disconnect_now(0);
+                        continue;
+                    }
+                    if peer_id.is_some() {
+                        peer.disconnect_now(0);
+                        continue;
+                    }
+                    peer.set_timeout(2, 10_000, 10_000);
+                    peer_id = Some(peer.id());
+                    last_rx = Instant::now();
+                    ctx.connected.store(true, Ordering::SeqCst);
+                    tracing::info!(peer = ?peer.address(), "control stream connected");
+                }
+                enet::Event::Disconnect { peer, .. } => {
+                    if Some(peer.id()) == peer_id {
+                        ctx.connected.store(false, Ordering::SeqCst);
+                        ctx.end("client disconnected the control stream");
+                    }
+                }
+                enet::Event::Receive { peer, packet, .. } => {
+                    if Some(peer.id()) != peer_id {
+                        continue;
+                    }
+                    last_rx = Instant::now();
+                    let mut bytes = packet.data().to_vec();
+                    handle_control(ctx, &mut channel, &mut bytes);
+                }
+            },
+            Ok(None) => std::thread::sleep(Duration::from_millis(1)),
+            Err(e) => {
+                // ICMP errors from a peer that went away surface here; liveness decides.
+                tracing::debug!(error = %e, "enet service");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        let silent = if peer_id.is_some() {
+            last_rx.elapsed()
+        } else {
+            started.elapsed()
+        };
+        if silent > CLIENT_TIMEOUT {
+            ctx.connected.store(false, Ordering::SeqCst);
+            ctx.end(if peer_id.is_some() {
+                "client silent for 10 s"
+            } else {
+                "client never opened the control stream"
+            });
+        }
+    }
+}
+
+fn handle_control(ctx: &StreamCtx, channel: &mut ControlChannel, bytes: &mut [u8]) {
+    let counters = &ctx.shared.counters;
+    match channel.handle_packet(bytes) {
+        Ok(ClientMessage::IdrRequest | ClientMessage::InvalidateRefs { .. }) => {
+            counters.idr_requests.fetch_add(1, Ordering::Relaxed);
+            ctx.idr.store(true, Ordering::SeqCst);
+        }
+        Ok(ClientMessage::Input(packet)) => {
+            counters.input_packets.fetch_add(1, Ordering::Relaxed);
+            ctx.shared
+                .input
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .handle_input(packet);
+        }
+        Ok(ClientMessage::Unknown(t)) => tracing::debug!(msg_type = t, "unknown control message"),
+        Ok(_) => {}
+        Err(e) => {
+            counters.control_dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(error = %e, "control packet dropped");
+        }
+    }
+}
+
+/// Waits for the first ping on `socket`; returns its source, or `None` when stopped.
+fn wait_for_ping(ctx: &StreamCtx, socket: &UdpSocket) -> Option<SocketAddr> {
+    let _ = socket.set_read_timeout(Some(Duration::from_millis(100)));
+    let mut buf = [0u8; 64];
+    while !ctx.stopped() {
+        if let Ok((n, from)) = socket.recv_from(&mut buf)
+            && ctx.is_ping(&buf[..n], from)
+        {
+            return Some(from);
+        }
+    }
+    None
+}
+
+fn video_thread(ctx: &StreamCtx, sender: UdpSender) {
+    let pings = match sender.try_clone_socket() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "video socket");
+            ctx.end("video socket failed");
+            return;
+        }
+    };
+    let Some(dest) = wait_for_ping(ctx, &pings) else {
+        return;
+    };
+    tracing::info!(%dest, "video ping received; streaming");
+    let peer = Arc::new(PeerAddr::default());
+    peer.set(Some(dest));
+    let media = match ctx.shared.media.video(&ctx.config) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(error = %e, "video source or encoder");
+            ctx.end("video setup failed");
+            return;
+        }
+    };
+    let params = VideoParams {
+        packet_size: ctx.config.packet_size,
+        fec_percent: ctx.shared.options.fec_percent,
+        min_parity: ctx.config.min_fec_packets,
+    };
+    let video_key = ctx.config.encryption.video.then_some(ctx.spec.rikey);
+    let packetize = match PacketizeStage::new(params, video_key) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "video packetizer");
+            ctx.end("video setup failed");
+            return;
+        }
+    };
+    let frame_capacity = media
+        .frame_capacity
+        .max(packetize.max_output(media.frame_capacity));
+    let config = PipelineConfig {
+        ring_depth: 2,
+        pool_frames: 10,
+        frame_capacity,
+        backpressure: Backpressure::DropOldest,
+        ..PipelineConfig::default()
+    };
+    let interval = Duration::from_secs(1) / ctx.config.fps.max(1);
+    let frames = Arc::new(AtomicU64::new(0));
+    let counted = frames.clone();
+    let sink =
+        SendSink::new(sender, peer.clone(), interval, true).on_sent(Box::new(move |_, _| {
+            counted.fetch_add(1, Ordering::Relaxed);
+        }));
+    let handle = match Pipeline::spawn(&config, media.source, media.encoder, packetize, sink) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!(error = %e, "video pipeline");
+            ctx.end("video pipeline failed");
+            return;
+        }
+    };
+    let _ = pings.set_read_timeout(Some(Duration::from_millis(20)));
+    let mut buf = [0u8; 64];
+    let mut reported = 0;
+    while !ctx.stopped() {
+        if ctx.idr.swap(false, Ordering::SeqCst) {
+            handle.request_keyframe();
+        }
+        if let Ok((n, from)) = pings.recv_from(&mut buf)
+            && ctx.is_ping(&buf[..n], from)
+            && peer.get() != Some(from)
+        {
+            tracing::info!(%from, "video destination moved");
+            peer.set(Some(from));
+        }
+        let sent = frames.load(Ordering::Relaxed);
+        ctx.shared
+            .counters
+            .video_frames
+            .fetch_add(sent - reported, Ordering::Relaxed);
+        reported = sent;
+        if handle.is_finished() {
+            ctx.end("video pipeline stopped");
+        }
+    }
+    if let Err(e) = handle.shutdown() {
+        tracing::warn!(error = %e, "video pipeline ended with an error");
+    }
+}
+
+fn audio_thread(ctx: &StreamCtx, socket: UdpSocket) {
+    let Some(mut dest) = wait_for_ping(ctx, &socket) else {
+        return;
+    };
+    let mut source = match ctx.shared.media.audio(&ctx.config) {
+        Ok(s) => s,
+        Err(e) => {
+            // Audio is optional for the client; video goes on.
+            tracing::warn!(error = %e, "no audio for this stream");
+            return;
+        }
+    };
+    let key = ctx.config.encryption.audio.then_some(AudioKey {
+        key: ctx.spec.rikey,
+        key_id: ctx.spec.rikeyid,
+    });
+    let mut packetizer = match AudioPacketizer::new(ctx.config.audio_packet_ms, key) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "audio packetizer");
+            return;
+        }
+    };
+    let _ = socket.set_nonblocking(true);
+    let mut out = AudioDatagrams::default();
+    let step = Duration::from_millis(u64::from(ctx.config.audio_packet_ms));
+    let mut due = Instant::now();
+    let mut buf = [0u8; 64];
+    while !ctx.stopped() {
+        let now = Instant::now();
+        if now < due {
+            std::thread::sleep((due - now).min(Duration::from_millis(2)));
+            continue;
+        }
+        due += step;
+        if now > due + Duration::from_millis(200) {
+            due = now; // fell far behind (suspend, overload): resync instead of bursting
+        }
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            if ctx.is_ping(&buf[..n], from) {
+                dest = from;
+            }
+        }
+        let packet = match source.next_packet() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "audio source failed; audio stops");
+                return;
+            }
+        };
+        if let Err(e) = packetizer.packetize(packet, &mut out) {
+            tracing::debug!(error = %e, "audio packet dropped");
+            continue;
+        }
+        for d in out.iter() {
+            let _ = socket.send_to(d, dest);
+        }
+        ctx.shared
+            .counters
+            .audio_packets
+            .fetch_add(1, Ordering::Relaxed);
+    }
+}

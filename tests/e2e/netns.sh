@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Two network namespaces joined by a veth pair, for end-to-end tests over a real (virtual)
+# link with loss injected by nftables on the client's side.
+#
+#   netns.sh up                 create pf-host (10.77.0.1) and pf-client (10.77.0.2)
+#   netns.sh loss PERCENT       drop PERCENT % of packets arriving at the client (0 = none)
+#   netns.sh down               remove both namespaces
+#
+# The kernel here has no netem; random loss comes from an nftables `numgen random` rule in the
+# receiver's prerouting chain (in an output chain the sender would see EPERM instead).
+set -euo pipefail
+HOST_NS=pf-host
+CLIENT_NS=pf-client
+
+up() {
+    down 2>/dev/null || true
+    ip netns add "$HOST_NS"
+    ip netns add "$CLIENT_NS"
+    ip link add pf-veth-h type veth peer name pf-veth-c
+    ip link set pf-veth-h netns "$HOST_NS"
+    ip link set pf-veth-c netns "$CLIENT_NS"
+    ip -n "$HOST_NS" addr add 10.77.0.1/24 dev pf-veth-h
+    ip -n "$CLIENT_NS" addr add 10.77.0.2/24 dev pf-veth-c
+    for ns in "$HOST_NS" "$CLIENT_NS"; do
+        ip -n "$ns" link set lo up
+    done
+    ip -n "$HOST_NS" link set pf-veth-h up
+    ip -n "$CLIENT_NS" link set pf-veth-c up
+    ip netns exec "$CLIENT_NS" nft add table inet pfloss
+    ip netns exec "$CLIENT_NS" nft add chain inet pfloss pre \
+        '{ type filter hook prerouting priority -300; policy accept; }'
+}
+
+loss() {
+    local pct="${1:?percent}"
+    ip netns exec "$CLIENT_NS" nft flush chain inet pfloss pre
+    if [ "$pct" -gt 0 ]; then
+        ip netns exec "$CLIENT_NS" nft add rule inet pfloss pre \
+            iifname pf-veth-c numgen random mod 100 '<' "$pct" counter drop
+    fi
+}
+
+down() {
+    ip netns del "$HOST_NS" 2>/dev/null || true
+    ip netns del "$CLIENT_NS" 2>/dev/null || true
+}
+
+counter() {
+    ip netns exec "$CLIENT_NS" nft list chain inet pfloss pre
+}
+
+case "${1:-}" in
+    up) up ;;
+    down) down ;;
+    loss) loss "${2:-0}" ;;
+    counter) counter ;;
+    *) echo "usage: $0 up|down|loss PERCENT|counter" >&2; exit 2 ;;
+esac

@@ -1,7 +1,7 @@
 //! A live test-pattern source: [`TestPattern`] frames stamped with the capture clock.
 //!
 //! The thin act around the pure generator: it numbers frames and reads
-//! [`clock::monotonic_us`](crate::clock::monotonic_us) once per frame. It does not pace: the
+//! [`clock::monotonic_us`] once per frame. It does not pace: the
 //! host's capture stage decides when to ask for the next frame (e.g. every 1/fps seconds).
 
 use crate::clock;

@@ -284,6 +284,39 @@ mod tests {
     }
 
     #[test]
+    fn cell_bits_fixture() {
+        // Frame 1 at 1000 µs: bytes 00000001 00000000000003e8, CRC-32 e952eba5 (zlib.crc32).
+        // The same rows are printed in docs/capture.md.
+        let rows = [
+            "0000000000000000",
+            "0000000000000001",
+            "0000000000000000",
+            "0000000000000000",
+            "0000000000000000",
+            "0000001111101000",
+            "1110100101010010",
+            "1110101110100101",
+        ];
+        let mut f = Frame::new(1280, 720).unwrap();
+        write_stamp(
+            &mut f,
+            Stamp {
+                frame: 1,
+                capture_us: 1000,
+            },
+        )
+        .unwrap();
+        for (r, bits) in rows.iter().enumerate() {
+            for (i, bit) in bits.chars().enumerate() {
+                // Centre pixel of cell (r, 2 + i), B = 16.
+                let (x, y) = ((2 + i) * 16 + 8, r * 16 + 8);
+                let want = if bit == '1' { LEVEL_ONE } else { LEVEL_ZERO };
+                assert_eq!(f.y()[y * 1280 + x], want, "row {r} bit {i}");
+            }
+        }
+    }
+
+    #[test]
     fn no_stamp_and_short_input() {
         let f = Frame::new(640, 480).unwrap(); // flat grey: no contrast
         assert_eq!(read_stamp(f.y(), 640, 480, 640), None);

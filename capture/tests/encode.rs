@@ -4,7 +4,7 @@
 //!   B slices; every decoded frame differs from the one before; [`read_stamp`] recovers every
 //!   frame number and capture time from the decoded (lossy) pictures.
 //! * `stamps_survive_a_low_bitrate_with_noise`: the same at 1 Mbit/s with the noise band on.
-//! * `python_reader_agrees`: tests/pattern_stamp.py reads the same stamps from decoded Y
+//! * `python_reader_agrees`: tests/pattern_stamp.py passes its self-test and reads the same stamps from decoded Y
 //!   planes saved as PNG (skipped, with a message, when no python3 with numpy is found).
 //! * `ffmpeg_decodes_and_python_reads_rgb`: FFmpeg (the decoder Moonlight uses) decodes the
 //!   Annex-B stream to RGB PNGs and the Python reader reads them (skipped without ffmpeg).
@@ -261,6 +261,17 @@ fn python_reader_agrees() {
         eprintln!("SKIP python_reader_agrees: no python3 with numpy (install python3-numpy)");
         return;
     };
+    // The script's own self-test first (synthetic frames, no arguments).
+    let selftest = Command::new(&python)
+        .arg(reader_script())
+        .output()
+        .expect("python3 ran a moment ago");
+    assert!(
+        selftest.status.success(),
+        "pattern_stamp.py self-test failed: {}{}",
+        String::from_utf8_lossy(&selftest.stdout),
+        String::from_utf8_lossy(&selftest.stderr)
+    );
     let units = encode_pattern(6_000, false);
     let planes = decode_luma(&units);
     let dir = Scratch::new("py");

@@ -166,25 +166,26 @@ pub fn read_stamp(y_plane: &[u8], width: usize, height: usize, stride: usize) ->
     }
     let inset = b / 4;
     let side = b - 2 * inset;
-    let cell_sum = |row: usize, col: usize| -> u32 {
+    let cell_sum = |row: usize, col: usize| -> u64 {
         let (x0, y0) = (col * b + inset, row * b + inset);
         (y0..y0 + side)
             .map(|py| {
                 let start = py * stride + x0;
                 y_plane[start..start + side]
                     .iter()
-                    .map(|&p| u32::from(p))
-                    .sum::<u32>()
+                    .map(|&p| u64::from(p))
+                    .sum::<u64>()
             })
             .sum()
     };
-    // Sums over `side²` pixels; compare sums instead of means to stay in integers.
-    let count = (side * side) as u32;
+    // Sums over `side²` pixels; compare sums instead of means to stay in integers (u64: no
+    // overflow whatever the picture size).
+    let count = (side * side) as u64;
     let mut bytes = [0u8; 16];
     for row in 0..ROWS as usize {
         let white = cell_sum(row, 0);
         let black = cell_sum(row, 1);
-        if white < black || white - black < MIN_CONTRAST * count {
+        if white < black || white - black < u64::from(MIN_CONTRAST) * count {
             return None;
         }
         let threshold2 = white + black; // bit is 1 when 2·sum > white + black

@@ -1,1 +1,66 @@
-//! punktfunk-capture (work in progress).
+//! punktfunk-capture: the frames and sound a GameStream host sends, and their encoders.
+//!
+//! What it does:
+//! * [`pattern::TestPattern`]: an animated I420 test picture at any even size from 64×64 to
+//!   3840×2160. It is never black, moves every frame, and carries the frame number and the
+//!   capture time in big black/white blocks ([`stamp`]) that survive lossy H.264, so a client
+//!   can read them back from decoded frames ([`stamp::read_stamp`], or `tests/pattern_stamp.py`
+//!   from Python). [`source::PatternSource`] adds frame numbering and the clock.
+//! * [`video::VideoEncoder`]: the encoder interface of the host's encode stage (Annex-B out,
+//!   IDR on request, reconfigure by rebuilding), and [`h264::OpenH264Encoder`], a software
+//!   H.264 encoder with low-latency settings.
+//! * [`annexb`]: NAL splitting, slice types and SPS fields, to check an encoder's output.
+//! * [`audio`]: a continuous-phase test tone and an Opus encoder configured like Sunshine
+//!   (CBR, restricted low delay, stereo/5.1/7.1, 5 or 10 ms packets), plus a decoder.
+//!
+//! What it deliberately does not do: pace frames (the pipeline's capture stage asks when it
+//! wants one), packetize, encrypt or send (engine), or capture real screens and sound yet
+//! (PipeWire and hardware encoders plug in behind the same types later). Layouts and settings
+//! are documented in docs/capture.md.
+//!
+//! Decide and act: `frame`, `stamp`, `pattern`, `annexb`, `video`, `audio::config` and
+//! `audio::tone` are pure (no clock, no I/O, `#![forbid(unsafe_code)]`). `clock` reads
+//! `CLOCK_MONOTONIC`, `source` uses it, `h264` drives openh264 and `audio::opus` is the libopus
+//! FFI (the crate's only `unsafe`, besides the clock read).
+//!
+//! # Example
+//!
+//! ```
+//! use punktfunk_capture::h264::OpenH264Encoder;
+//! use punktfunk_capture::pattern::TestPattern;
+//! use punktfunk_capture::stamp::read_stamp;
+//! use punktfunk_capture::video::{VideoEncoder, VideoEncoderConfig};
+//!
+//! let config = VideoEncoderConfig { width: 640, height: 360, fps: 60, bitrate_kbps: 4_000 };
+//! let mut pattern = TestPattern::new(640, 360)?;
+//! let mut frame = pattern.new_frame(); // allocated once, reused
+//! let mut encoder = OpenH264Encoder::new(config)?;
+//! let mut out = vec![0u8; encoder.max_encoded_len()];
+//!
+//! pattern.render(&mut frame, 0, 1_000)?; // frame 0, captured at t = 1000 µs
+//! let stamp = read_stamp(frame.y(), 640, 360, frame.y_stride()).expect("just written");
+//! assert_eq!((stamp.frame, stamp.capture_us), (0, 1_000));
+//!
+//! let encoded = encoder.encode(&frame, &mut out)?;
+//! assert!(encoded.is_keyframe()); // the first frame is an IDR with SPS and PPS
+//! let access_unit = &out[..encoded.len]; // Annex-B, ready for the packetizer
+//! # assert!(access_unit.starts_with(&[0, 0, 0, 1]));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod annexb;
+pub mod audio;
+#[allow(unsafe_code)]
+pub mod clock;
+pub mod frame;
+pub mod h264;
+pub mod pattern;
+pub mod source;
+pub mod stamp;
+pub mod video;
+
+pub use frame::{Frame, FrameError};
+pub use stamp::{Stamp, read_stamp};
+pub use video::{EncodeError, EncodedFrame, FrameKind, VideoEncoder, VideoEncoderConfig};

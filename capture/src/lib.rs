@@ -58,6 +58,7 @@ pub mod frame;
 pub mod h264;
 pub mod pattern;
 pub mod source;
+pub mod stages;
 pub mod stamp;
 pub mod video;
 

@@ -11,5 +11,6 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod media;
 pub mod stream;
 pub mod tune;

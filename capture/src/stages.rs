@@ -1,0 +1,228 @@
+//! This crate's sources and encoders as stages of the engine's pipeline
+//! (`punktfunk_engine::pipeline`).
+//!
+//! ```text
+//!  PatternCapture (Source) ── FrameBuf{I420 bytes, meta.index, meta.capture_ns} ──►
+//!  EncodeStage<E> (Stage)  ── FrameBuf{Annex-B access unit, meta.keyframe}       ──► FEC stage
+//! ```
+//!
+//! [`PatternCapture`] paces itself at the stream's frame rate (act: it reads the clock and
+//! sleeps). [`EncodeStage`] turns keyframe requests from the pipeline (dropped frames, the
+//! client's IDR requests) into [`VideoEncoder::request_idr`].
+
+use std::time::{Duration, Instant};
+
+use punktfunk_engine::pipeline::{Captured, Emit, Source, Stage, StageContext, StageError};
+use punktfunk_engine::pool::FrameBuf;
+
+use crate::frame::Frame;
+use crate::source::PatternSource;
+use crate::video::{FrameKind, VideoEncoder};
+
+/// Raw I420 bytes of a `width`×`height` frame.
+pub fn raw_frame_len(width: u32, height: u32) -> usize {
+    width as usize * height as usize * 3 / 2
+}
+
+/// The test pattern as a pipeline source, one frame every `1/fps` seconds.
+#[derive(Debug)]
+pub struct PatternCapture {
+    source: PatternSource,
+    interval: Duration,
+    next_due: Option<Instant>,
+    /// Frames not produced because no pool buffer was free.
+    pub pool_misses: u64,
+}
+
+impl PatternCapture {
+    /// A `width`×`height` pattern at `fps`.
+    pub fn new(width: u32, height: u32, fps: u32) -> Result<Self, crate::FrameError> {
+        Ok(Self {
+            source: PatternSource::new(width, height)?,
+            interval: Duration::from_secs(1) / fps.max(1),
+            next_due: None,
+            pool_misses: 0,
+        })
+    }
+}
+
+impl Source for PatternCapture {
+    type Output = FrameBuf;
+
+    fn poll_frame(&mut self, cx: &mut StageContext<'_>) -> Result<Captured<FrameBuf>, StageError> {
+        let now = Instant::now();
+        if let Some(due) = self.next_due
+            && now < due
+        {
+            // Short sleeps keep a stop request visible (the runner checks between polls).
+            std::thread::sleep((due - now).min(Duration::from_millis(2)));
+            return Ok(Captured::Idle);
+        }
+        // Stay on the frame grid; after a stall (more than one interval late) restart it
+        // rather than bursting frames to catch up.
+        self.next_due = Some(match self.next_due {
+            Some(due) if now < due + self.interval => due + self.interval,
+            _ => now + self.interval,
+        });
+        let Some(mut buf) = cx.take_buf() else {
+            self.pool_misses += 1;
+            return Ok(Captured::Idle);
+        };
+        let frame = self.source.capture();
+        buf.fill_from(frame.as_bytes())
+            .map_err(StageError::failed)?;
+        buf.meta.index = frame.index;
+        buf.meta.capture_ns = frame.capture_us.saturating_mul(1000);
+        buf.meta.keyframe = false;
+        Ok(Captured::Frame(buf))
+    }
+}
+
+/// Counters of the encode stage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EncodeStats {
+    /// Access units produced.
+    pub frames: u64,
+    /// IDRs produced.
+    pub idrs: u64,
+    /// Frames the encoder skipped.
+    pub skipped: u64,
+    /// Frames lost to encoder errors or a full pool (an IDR follows).
+    pub failed: u64,
+}
+
+/// A [`VideoEncoder`] as a pipeline stage: raw I420 [`FrameBuf`] in, Annex-B out.
+pub struct EncodeStage<E: VideoEncoder> {
+    encoder: E,
+    scratch: Frame,
+    stats: EncodeStats,
+}
+
+impl<E: VideoEncoder> std::fmt::Debug for EncodeStage<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncodeStage")
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E: VideoEncoder> EncodeStage<E> {
+    /// Wraps `encoder`; its configured size decides the raw frames accepted.
+    pub fn new(encoder: E) -> Result<Self, crate::FrameError> {
+        let c = encoder.config();
+        Ok(Self {
+            scratch: Frame::new(c.width, c.height)?,
+            encoder,
+            stats: EncodeStats::default(),
+        })
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> EncodeStats {
+        self.stats
+    }
+}
+
+impl<E: VideoEncoder + 'static> Stage for EncodeStage<E> {
+    type Input = FrameBuf;
+    type Output = FrameBuf;
+
+    fn process(
+        &mut self,
+        input: FrameBuf,
+        output: &mut dyn Emit<FrameBuf>,
+        cx: &mut StageContext<'_>,
+    ) -> Result<(), StageError> {
+        let raw = input.as_slice();
+        let (y, u, v) = self.scratch.planes_mut();
+        if raw.len() != y.len() + u.len() + v.len() {
+            return Err(StageError::failed(format!(
+                "raw frame of {} bytes does not match the encoder's size",
+                raw.len()
+            )));
+        }
+        let (ry, ruv) = raw.split_at(y.len());
+        let (ru, rv) = ruv.split_at(u.len());
+        y.copy_from_slice(ry);
+        u.copy_from_slice(ru);
+        v.copy_from_slice(rv);
+        self.scratch.index = input.meta.index;
+        self.scratch.capture_us = input.meta.capture_ns / 1000;
+        if cx.take_keyframe_request() {
+            self.encoder.request_idr();
+        }
+        let Some(mut out) = cx.take_buf() else {
+            self.stats.failed += 1;
+            self.encoder.request_idr();
+            return Ok(());
+        };
+        match self.encoder.encode(&self.scratch, out.spare_mut()) {
+            Ok(e) if e.kind == FrameKind::Skipped || e.len == 0 => {
+                self.stats.skipped += 1;
+                Ok(())
+            }
+            Ok(e) => {
+                out.set_len(e.len).map_err(StageError::failed)?;
+                out.meta = input.meta;
+                out.meta.keyframe = e.is_keyframe();
+                self.stats.frames += 1;
+                self.stats.idrs += u64::from(e.is_keyframe());
+                output.emit(out)
+            }
+            Err(err) => {
+                // The encoder forces an IDR after a lost frame; the stream goes on.
+                self.stats.failed += 1;
+                tracing::warn!(error = %err, "frame not encoded");
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::h264::OpenH264Encoder;
+    use crate::video::VideoEncoderConfig;
+    use punktfunk_engine::pipeline::{PipelineControl, StageId};
+    use punktfunk_engine::pool::FramePool;
+
+    #[test]
+    fn pattern_frames_encode_with_idr_first_and_on_request() {
+        let (w, h) = (320, 192);
+        let enc = OpenH264Encoder::new(VideoEncoderConfig {
+            width: w,
+            height: h,
+            fps: 60,
+            bitrate_kbps: 2000,
+        })
+        .unwrap();
+        let cap = enc.config().max_encoded_len().max(raw_frame_len(w, h));
+        let pool = FramePool::new(6, cap).unwrap();
+        let control = PipelineControl::default();
+        let mut cx = StageContext::new(StageId::Capture, &pool, &control);
+        let mut src = PatternCapture::new(w, h, 1000).unwrap();
+        let mut stage = EncodeStage::new(enc).unwrap();
+        let mut out: Vec<FrameBuf> = Vec::new();
+        for i in 0..6 {
+            let f = loop {
+                if let Captured::Frame(f) = src.poll_frame(&mut cx).unwrap() {
+                    break f;
+                }
+            };
+            assert_eq!(f.meta.index, i);
+            assert_eq!(f.len(), raw_frame_len(w, h));
+            if i == 4 {
+                control.keyframe().request();
+            }
+            stage.process(f, &mut out, &mut cx).unwrap();
+            let last = out.pop().unwrap();
+            assert_eq!(last.meta.keyframe, i == 0 || i == 4, "frame {i}");
+            assert!(
+                last.as_slice().starts_with(&[0, 0, 0, 1])
+                    || last.as_slice().starts_with(&[0, 0, 1])
+            );
+        }
+        assert_eq!(stage.stats().idrs, 2);
+    }
+}

@@ -1,0 +1,113 @@
+//! The host's default media: the built-in test pattern encoded with software H.264, and a test
+//! tone encoded with Opus. Used when no compositor capture or GPU encoder is configured.
+
+use punktfunk_capture::audio::{AudioLayout, OpusConfig, OpusEncoder, PacketDuration, ToneSource};
+use punktfunk_capture::h264::OpenH264Encoder;
+use punktfunk_capture::stages::{EncodeStage, PatternCapture, raw_frame_len};
+use punktfunk_capture::{VideoEncoder, VideoEncoderConfig};
+
+use crate::stream::sdp::{StreamConfig, VideoCodec};
+use crate::stream::session::{AudioSource, MediaFactory, VideoMedia};
+
+/// Test pattern + openh264, tone + Opus.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TestMedia;
+
+impl MediaFactory for TestMedia {
+    fn video(&self, config: &StreamConfig) -> Result<VideoMedia, String> {
+        if config.codec != VideoCodec::H264 {
+            return Err(format!(
+                "codec {:?} is not available; this host encodes H.264",
+                config.codec
+            ));
+        }
+        // The pattern and the encoder want even sizes; Moonlight forces an even height already.
+        let (w, h) = (config.width & !1, config.height & !1);
+        let enc = OpenH264Encoder::new(VideoEncoderConfig {
+            width: w,
+            height: h,
+            fps: config.fps.min(240),
+            bitrate_kbps: config.bitrate_kbps.clamp(100, 500_000),
+        })
+        .map_err(|e| e.to_string())?;
+        let frame_capacity = enc.max_encoded_len().max(raw_frame_len(w, h));
+        let source = PatternCapture::new(w, h, config.fps).map_err(|e| e.to_string())?;
+        let encoder = EncodeStage::new(enc).map_err(|e| e.to_string())?;
+        Ok(VideoMedia {
+            source: Box::new(source),
+            encoder: Box::new(encoder),
+            frame_capacity,
+        })
+    }
+
+    fn audio(&self, config: &StreamConfig) -> Result<Box<dyn AudioSource>, String> {
+        let layout = match config.audio_channels {
+            2 => AudioLayout::Stereo,
+            6 => AudioLayout::Surround51,
+            8 => AudioLayout::Surround71,
+            n => return Err(format!("{n} audio channels are not supported")),
+        };
+        let packet_duration =
+            PacketDuration::from_millis(config.audio_packet_ms).ok_or_else(|| {
+                format!(
+                    "{} ms audio packets are not supported",
+                    config.audio_packet_ms
+                )
+            })?;
+        let cfg = OpusConfig {
+            layout,
+            high_quality: config.audio_high_quality && layout != AudioLayout::Stereo,
+            packet_duration,
+        };
+        let tone = ToneSource::for_channels(cfg.channels()).map_err(|e| e.to_string())?;
+        let encoder = OpusEncoder::new(cfg).map_err(|e| e.to_string())?;
+        Ok(Box::new(ToneOpus {
+            tone,
+            encoder,
+            pcm: vec![0; cfg.pcm_len()],
+            out: vec![0; 1400],
+            len: 0,
+        }))
+    }
+}
+
+/// A test tone, Opus-encoded packet by packet.
+struct ToneOpus {
+    tone: ToneSource,
+    encoder: OpusEncoder,
+    pcm: Vec<i16>,
+    out: Vec<u8>,
+    len: usize,
+}
+
+impl AudioSource for ToneOpus {
+    fn next_packet(&mut self) -> Result<&[u8], String> {
+        self.tone
+            .fill_i16(&mut self.pcm)
+            .map_err(|e| e.to_string())?;
+        self.len = self
+            .encoder
+            .encode_i16(&self.pcm, &mut self.out)
+            .map_err(|e| e.to_string())?;
+        Ok(&self.out[..self.len])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_video_and_audio_for_a_typical_announce() {
+        let body = crate::stream::sdp::tests::ANNOUNCE;
+        let config = StreamConfig::parse(body.as_bytes()).unwrap();
+        let v = TestMedia.video(&config).unwrap();
+        assert!(v.frame_capacity >= 1280 * 720 * 3 / 2);
+        let mut a = TestMedia.audio(&config).unwrap();
+        let first = a.next_packet().unwrap().len();
+        assert_eq!(first, 60, "96 kbit/s CBR at 5 ms");
+        for _ in 0..20 {
+            assert_eq!(a.next_packet().unwrap().len(), first);
+        }
+    }
+}

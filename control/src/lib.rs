@@ -11,4 +11,5 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod input;
 pub mod tune;

@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod input;
 pub mod media;
 pub mod stream;
 pub mod tune;

@@ -1,0 +1,1 @@
+//! The act half of the GameStream host: files, sockets, servers and the CLI client.

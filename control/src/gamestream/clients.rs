@@ -73,13 +73,14 @@ struct File {
     clients: Vec<PairedClient>,
 }
 
+#[derive(Clone)]
 struct Entry {
     fingerprint: [u8; 32],
     info: PairedClient,
 }
 
 /// The paired clients.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Clients {
     entries: Vec<Entry>,
 }

@@ -216,6 +216,7 @@ pub struct PinAccepted {
 
 type Key = [u8; 16];
 
+#[allow(clippy::enum_variant_names)] // each step is "awaiting" its phase, by design
 enum Step {
     AwaitingPin,
     AwaitingClientChallenge {

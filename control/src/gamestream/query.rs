@@ -136,7 +136,7 @@ fn percent_decode(s: &str) -> Result<String, QueryError> {
 /// Decodes hex of either case. `name` labels the error.
 pub fn hex_decode(name: &'static str, s: &str) -> Result<Vec<u8>, QueryError> {
     let b = s.as_bytes();
-    if b.len() % 2 != 0 {
+    if !b.len().is_multiple_of(2) {
         return Err(QueryError::BadValue {
             name,
             reason: "odd number of hex digits",

@@ -71,10 +71,10 @@ impl Xml {
 
     /// Closes the innermost open element.
     pub fn close(mut self) -> Self {
-        if self.open.len() > 1 {
-            if let Some(name) = self.open.pop() {
-                let _ = write!(self.out, "</{name}>");
-            }
+        if self.open.len() > 1
+            && let Some(name) = self.open.pop()
+        {
+            let _ = write!(self.out, "</{name}>");
         }
         self
     }

@@ -625,3 +625,163 @@ pub async fn serve(
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gamestream::cert::tests::CLIENT_CERT_PEM;
+    use crate::gamestream::clients::Clients;
+    use crate::gamestream::identity::tests::fixture;
+    use crate::gamestream::nvhttp::{SCM_H264, desktop};
+    use crate::gamestream::pairing::PairingConfig;
+    use crate::gamestream::pairing::tests::TestClient;
+    use crate::gamestream::ports::Ports;
+    use crate::gamestream::query::hex_decode;
+    use crate::gamestream::session::InMemorySessions;
+
+    const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    fn ctx(pin_timeout: Duration) -> Arc<NvHttp> {
+        let identity = Arc::new(fixture());
+        let info = HostInfo {
+            hostname: "test".into(),
+            uniqueid: "0123456789abcdef".into(),
+            ports: Ports::default(),
+            codec_modes: SCM_H264,
+            apps: vec![desktop()],
+        };
+        Arc::new(NvHttp::new(
+            info,
+            Arc::clone(&identity),
+            Pairing::new(identity, PairingConfig::default(), [1; 32]),
+            Arc::new(ClientStore::in_memory(Clients::default())),
+            Arc::new(InMemorySessions::new()),
+            pin_timeout,
+        ))
+    }
+
+    fn text(r: &Reply) -> String {
+        String::from_utf8(r.body.clone()).unwrap()
+    }
+
+    fn field(r: &Reply, tag: &str) -> Vec<u8> {
+        let t = text(r);
+        let open = format!("<{tag}>");
+        let start = t.find(&open).unwrap_or_else(|| panic!("no {tag} in {t}")) + open.len();
+        let end = start + t[start..].find('<').unwrap();
+        hex_decode("x", &t[start..end]).unwrap()
+    }
+
+    async fn wait_for_pin_request(ctx: &NvHttp) {
+        for _ in 0..500 {
+            if matches!(ctx.pairing_status(), PairingStatus::AwaitingPin { .. }) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("no pairing waits for a PIN");
+    }
+
+    fn phase1_query(client: &TestClient) -> String {
+        let (salt, cert) = client.phase1();
+        format!(
+            "uniqueid=U&uuid=1&devicename=roth&updateState=1&phrase=getservercert&salt={salt}&clientcert={cert}"
+        )
+    }
+
+    #[tokio::test]
+    async fn pairing_through_the_handlers_then_launch() {
+        let ctx = ctx(Duration::from_secs(10));
+        let mut client = TestClient::new("1234");
+        let q1 = phase1_query(&client);
+        let c = Arc::clone(&ctx);
+        let phase1 =
+            tokio::spawn(async move { c.handle(Transport::Http, LOCAL, None, "/pair", &q1).await });
+        wait_for_pin_request(&ctx).await;
+        let c = Arc::clone(&ctx);
+        let pin = tokio::spawn(async move { c.submit_pin("1234", Some("Rust")).await });
+
+        let r1 = phase1.await.unwrap();
+        assert_eq!(field(&r1, "plaincert"), fixture().cert_pem().as_bytes());
+        client.take_plaincert(&field(&r1, "plaincert"));
+        let q2 = format!("uniqueid=U&clientchallenge={}", client.phase2());
+        let r2 = ctx.handle(Transport::Http, LOCAL, None, "/pair", &q2).await;
+        let (server_hash, resp) = client.phase3(&field(&r2, "challengeresponse"));
+        let q3 = format!("uniqueid=U&serverchallengeresp={resp}");
+        let r3 = ctx.handle(Transport::Http, LOCAL, None, "/pair", &q3).await;
+        client
+            .check_server(&server_hash, &field(&r3, "pairingsecret"))
+            .unwrap();
+        let q4 = format!("uniqueid=U&clientpairingsecret={}", client.phase4());
+        let r4 = ctx.handle(Transport::Http, LOCAL, None, "/pair", &q4).await;
+        assert!(text(&r4).contains("<paired>1</paired>"), "{}", text(&r4));
+        let Ok(PinOutcome::Paired(paired)) = pin.await.unwrap() else {
+            panic!("PIN sender not told about the pairing");
+        };
+        assert_eq!(paired.name, "Rust");
+
+        // Phase 5 and everything after it go over HTTPS with the paired certificate.
+        let fp = Certificate::from_pem(CLIENT_CERT_PEM.as_bytes())
+            .unwrap()
+            .fingerprint();
+        let https = |path: &'static str, q: &'static str, fp: Option<[u8; 32]>| {
+            let ctx = Arc::clone(&ctx);
+            async move { ctx.handle(Transport::Https, LOCAL, fp, path, q).await }
+        };
+        let r5 = https("/pair", "uniqueid=U&phrase=pairchallenge", Some(fp)).await;
+        assert!(text(&r5).contains("<paired>1</paired>"));
+        assert!(
+            text(&https("/serverinfo", "", Some(fp)).await).contains("<PairStatus>1</PairStatus>")
+        );
+        let launch = https(
+            "/launch",
+            "appid=1&mode=1920x1080x60&rikey=000102030405060708090a0b0c0d0e0f&rikeyid=5&localAudioPlayMode=0",
+            Some(fp),
+        )
+        .await;
+        assert!(text(&launch).contains("<sessionUrl0>rtsp://127.0.0.1:48010</sessionUrl0>"));
+        assert!(text(&https("/serverinfo", "", Some(fp)).await).contains("SUNSHINE_SERVER_BUSY"));
+        let png = https("/appasset", "appid=1", Some(fp)).await;
+        assert_eq!(png.content_type, "image/png");
+        // Another certificate gets 401 for everything.
+        assert_eq!(
+            https("/serverinfo", "", Some([0; 32])).await.status_code(),
+            Some(401)
+        );
+        assert_eq!(https("/applist", "", None).await.status_code(), Some(401));
+    }
+
+    #[tokio::test]
+    async fn pin_wait_times_out() {
+        let ctx = ctx(Duration::from_millis(50));
+        let client = TestClient::new("1234");
+        let r = ctx
+            .handle(
+                Transport::Http,
+                LOCAL,
+                None,
+                "/pair",
+                &phase1_query(&client),
+            )
+            .await;
+        assert_eq!(r.status_code(), Some(408));
+        assert_eq!(ctx.pairing_status(), PairingStatus::Idle);
+        assert_eq!(ctx.submit_pin("1234", None).await, Err(PinError::NoPairing));
+    }
+
+    #[tokio::test]
+    async fn a_vanished_phase1_request_ends_its_pairing() {
+        let ctx = ctx(Duration::from_secs(10));
+        let client = TestClient::new("1234");
+        let q1 = phase1_query(&client);
+        let c = Arc::clone(&ctx);
+        let phase1 =
+            tokio::spawn(async move { c.handle(Transport::Http, LOCAL, None, "/pair", &q1).await });
+        wait_for_pin_request(&ctx).await;
+        phase1.abort();
+        let _ = phase1.await;
+        assert_eq!(ctx.pairing_status(), PairingStatus::Idle);
+        assert_eq!(ctx.submit_pin("1234", None).await, Err(PinError::NoPairing));
+        assert_eq!(ctx.submit_pin("12", None).await, Err(PinError::InvalidPin));
+    }
+}

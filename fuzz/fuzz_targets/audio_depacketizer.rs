@@ -5,7 +5,13 @@ use libfuzzer_sys::fuzz_target;
 use punktfunk_engine::wire::audio::{AudioDepacketizer, AudioKey};
 
 fuzz_target!(|data: &[u8]| {
-    let mut d = AudioDepacketizer::new(5, Some(AudioKey { key: [7; 16], key_id: 1 }));
+    let mut d = AudioDepacketizer::new(
+        5,
+        Some(AudioKey {
+            key: [7; 16],
+            key_id: 1,
+        }),
+    );
     for dg in data.split(|&b| b == 0xff) {
         let _ = d.handle_datagram(dg);
     }

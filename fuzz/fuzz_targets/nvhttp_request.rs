@@ -8,15 +8,27 @@ use punktfunk_control::gamestream::nvhttp::{Transport, decide};
 use punktfunk_control::gamestream::session::ClientIdentity;
 
 const PATHS: &[&str] = &[
-    "/serverinfo", "/pair", "/unpair", "/applist", "/appasset", "/launch", "/resume", "/cancel",
-    "/", "",
+    "/serverinfo",
+    "/pair",
+    "/unpair",
+    "/applist",
+    "/appasset",
+    "/launch",
+    "/resume",
+    "/cancel",
+    "/",
+    "",
 ];
 
 fuzz_target!(|data: &[u8]| {
     let Some((&sel, rest)) = data.split_first() else {
         return;
     };
-    let transport = if sel & 1 == 0 { Transport::Http } else { Transport::Https };
+    let transport = if sel & 1 == 0 {
+        Transport::Http
+    } else {
+        Transport::Https
+    };
     let client = ClientIdentity {
         id: "0011223344556677".into(),
         name: "fuzz".into(),

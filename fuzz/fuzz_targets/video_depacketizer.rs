@@ -6,7 +6,9 @@ use libfuzzer_sys::fuzz_target;
 use punktfunk_engine::wire::video::VideoDepacketizer;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(mut d) = VideoDepacketizer::new(64) else { return };
+    let Ok(mut d) = VideoDepacketizer::new(64) else {
+        return;
+    };
     for dg in data.split(|&b| b == 0xff) {
         let _ = d.handle_datagram(dg);
         while d.poll_frame().is_some() {}

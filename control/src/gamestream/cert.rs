@@ -185,7 +185,7 @@ impl<'a> Der<'a> {
         Ok((tag, contents))
     }
 
-    fn expect(&mut self, tag: u8, what: &'static str) -> Result<&'a [u8], CertError> {
+    fn read_tagged(&mut self, tag: u8, what: &'static str) -> Result<&'a [u8], CertError> {
         match self.next()? {
             (t, c) if t == tag => Ok(c),
             _ => Err(CertError::Malformed(what)),
@@ -208,14 +208,14 @@ impl Certificate {
             return Err(CertError::TooLarge(der.len()));
         }
         let mut outer = Der::new(der);
-        let cert = outer.expect(TAG_SEQUENCE, "certificate is not a SEQUENCE")?;
+        let cert = outer.read_tagged(TAG_SEQUENCE, "certificate is not a SEQUENCE")?;
         if !outer.rest.is_empty() {
             return Err(CertError::Malformed("trailing bytes after certificate"));
         }
         let mut cert = Der::new(cert);
-        let tbs = cert.expect(TAG_SEQUENCE, "tbsCertificate")?;
-        cert.expect(TAG_SEQUENCE, "signatureAlgorithm")?;
-        let sig = cert.expect(TAG_BIT_STRING, "signatureValue")?;
+        let tbs = cert.read_tagged(TAG_SEQUENCE, "tbsCertificate")?;
+        cert.read_tagged(TAG_SEQUENCE, "signatureAlgorithm")?;
+        let sig = cert.read_tagged(TAG_BIT_STRING, "signatureValue")?;
         let signature = bit_string_bytes(sig, "signatureValue has unused bits")?;
         if signature.is_empty() {
             return Err(CertError::Malformed("empty signatureValue"));
@@ -225,25 +225,25 @@ impl Certificate {
         if tbs.peek_tag() == Some(TAG_VERSION) {
             tbs.next()?;
         }
-        tbs.expect(TAG_INTEGER, "serialNumber")?;
-        tbs.expect(TAG_SEQUENCE, "signature")?;
-        tbs.expect(TAG_SEQUENCE, "issuer")?;
-        tbs.expect(TAG_SEQUENCE, "validity")?;
-        tbs.expect(TAG_SEQUENCE, "subject")?;
-        let spki = tbs.expect(TAG_SEQUENCE, "subjectPublicKeyInfo")?;
+        tbs.read_tagged(TAG_INTEGER, "serialNumber")?;
+        tbs.read_tagged(TAG_SEQUENCE, "signature")?;
+        tbs.read_tagged(TAG_SEQUENCE, "issuer")?;
+        tbs.read_tagged(TAG_SEQUENCE, "validity")?;
+        tbs.read_tagged(TAG_SEQUENCE, "subject")?;
+        let spki = tbs.read_tagged(TAG_SEQUENCE, "subjectPublicKeyInfo")?;
 
         let mut spki = Der::new(spki);
-        let alg = spki.expect(TAG_SEQUENCE, "key algorithm")?;
-        let key = spki.expect(TAG_BIT_STRING, "subjectPublicKey")?;
+        let alg = spki.read_tagged(TAG_SEQUENCE, "key algorithm")?;
+        let key = spki.read_tagged(TAG_BIT_STRING, "subjectPublicKey")?;
         let key = bit_string_bytes(key, "subjectPublicKey has unused bits")?;
         let mut alg = Der::new(alg);
-        let oid = alg.expect(TAG_OID, "key algorithm OID")?;
+        let oid = alg.read_tagged(TAG_OID, "key algorithm OID")?;
         let key_kind = if oid == OID_RSA {
             KeyKind::Rsa
         } else if oid == OID_ED25519 {
             KeyKind::Ed25519
         } else if oid == OID_EC_PUBLIC_KEY {
-            match alg.expect(TAG_OID, "EC curve")? {
+            match alg.read_tagged(TAG_OID, "EC curve")? {
                 c if c == OID_P256 => KeyKind::EcdsaP256,
                 c if c == OID_P384 => KeyKind::EcdsaP384,
                 _ => return Err(CertError::UnsupportedKey),

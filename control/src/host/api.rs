@@ -1,0 +1,423 @@
+//! The management API: JSON over HTTP on 127.0.0.1 (default port base+1 = 47990), for the
+//! `punktfunk` CLI and anything else on this machine. Described by `docs/openapi.yaml`; a
+//! test checks that every route in [`ROUTES`] is in that document.
+//!
+//! | method   | path                 | what                                               |
+//! |----------|----------------------|----------------------------------------------------|
+//! | `POST`   | `/api/pin`           | `{"pin","name"}`: the PIN a pairing client shows   |
+//! | `GET`    | `/api/status`        | host, ports, pairing state, session                |
+//! | `GET`    | `/api/sessions`      | the running session (a list of 0 or 1)             |
+//! | `GET`    | `/api/clients`       | paired clients                                     |
+//! | `DELETE` | `/api/clients/{id}`  | unpair a client (and end its session)              |
+//!
+//! Every request needs `Authorization: Bearer <token>`, the token being the contents of
+//! `<state dir>/api-token` (mode 0600). That limits the API to users who can read the state
+//! directory, and stops web pages in a local browser from posting PINs (they cannot read the
+//! token). Bodies are limited to 4 KiB.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use subtle::ConstantTimeEq as _;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::gamestream::clients::PairedClient;
+use crate::gamestream::pairing::PairingStatus;
+use crate::gamestream::session::{ClientIdentity, SessionInfo};
+
+use super::nvhttp::{NvHttp, PinError, PinOutcome};
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 4096;
+
+/// One route of the management API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// HTTP method.
+    pub method: &'static str,
+    /// Path template; `{id}` matches one path segment.
+    pub path: &'static str,
+}
+
+/// Every route the API serves; `docs/openapi.yaml` documents each.
+pub const ROUTES: &[Route] = &[
+    Route {
+        method: "POST",
+        path: "/api/pin",
+    },
+    Route {
+        method: "GET",
+        path: "/api/status",
+    },
+    Route {
+        method: "GET",
+        path: "/api/sessions",
+    },
+    Route {
+        method: "GET",
+        path: "/api/clients",
+    },
+    Route {
+        method: "DELETE",
+        path: "/api/clients/{id}",
+    },
+];
+
+/// Why a request matched no route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoRoute {
+    /// No route has this path.
+    NotFound,
+    /// A route has this path, with another method.
+    MethodNotAllowed,
+}
+
+/// Matches a request to a route; returns it with the `{id}` segment, if the route has one.
+pub fn match_route(method: &str, path: &str) -> Result<(Route, Option<String>), NoRoute> {
+    let mut path_matched = false;
+    for r in ROUTES {
+        let param = match r.path.strip_suffix("{id}") {
+            Some(prefix) => match path.strip_prefix(prefix) {
+                Some(seg) if !seg.is_empty() && !seg.contains('/') => Some(seg.to_owned()),
+                _ => continue,
+            },
+            None if r.path == path => None,
+            None => continue,
+        };
+        path_matched = true;
+        if r.method == method {
+            return Ok((*r, param));
+        }
+    }
+    Err(if path_matched {
+        NoRoute::MethodNotAllowed
+    } else {
+        NoRoute::NotFound
+    })
+}
+
+/// A paired client as the API shows it (no certificate).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientView {
+    /// Id (16 hex digits).
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// SHA-256 fingerprint of the certificate.
+    pub fingerprint: String,
+    /// Unix seconds.
+    pub paired_at: u64,
+    /// The `uniqueid` sent while pairing.
+    pub uniqueid: String,
+}
+
+impl From<&PairedClient> for ClientView {
+    fn from(c: &PairedClient) -> Self {
+        Self {
+            id: c.id.clone(),
+            name: c.name.clone(),
+            fingerprint: c.fingerprint.clone(),
+            paired_at: c.paired_at,
+            uniqueid: c.uniqueid.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct PinBody {
+    pin: String,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+/// The management API's state.
+pub struct Api {
+    ctx: Arc<NvHttp>,
+    token: String,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api").finish_non_exhaustive()
+    }
+}
+
+fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(value.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    json_response(status, &json!({ "error": message }))
+}
+
+fn session_json(s: &SessionInfo) -> serde_json::Value {
+    serde_json::to_value(s).unwrap_or_default()
+}
+
+impl Api {
+    /// An API over the nvhttp state, requiring `token`.
+    pub fn new(ctx: Arc<NvHttp>, token: String) -> Self {
+        Self { ctx, token }
+    }
+
+    fn authorized(&self, req: &Request<Incoming>) -> bool {
+        let Some(value) = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return false;
+        };
+        let Some(token) = value.strip_prefix("Bearer ") else {
+            return false;
+        };
+        bool::from(token.trim().as_bytes().ct_eq(self.token.as_bytes()))
+    }
+
+    /// Handles one request.
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let (route, param) = match match_route(req.method().as_str(), req.uri().path()) {
+            Ok(m) => m,
+            Err(NoRoute::NotFound) => return error(StatusCode::NOT_FOUND, "no such route"),
+            Err(NoRoute::MethodNotAllowed) => {
+                return error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+            }
+        };
+        if !self.authorized(&req) {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token (see <state dir>/api-token)",
+            );
+        }
+        match (route.method, route.path) {
+            ("POST", "/api/pin") => {
+                let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+                    Ok(b) => b.to_bytes(),
+                    Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
+                };
+                let body: PinBody = match serde_json::from_slice(&body) {
+                    Ok(b) => b,
+                    Err(e) => return error(StatusCode::BAD_REQUEST, &format!("bad JSON: {e}")),
+                };
+                self.pin(&body.pin, body.name.as_deref()).await
+            }
+            ("GET", "/api/status") => self.status(),
+            ("GET", "/api/sessions") => {
+                let sessions: Vec<_> = self
+                    .ctx
+                    .sessions()
+                    .status()
+                    .iter()
+                    .map(session_json)
+                    .collect();
+                json_response(StatusCode::OK, &json!(sessions))
+            }
+            ("GET", "/api/clients") => {
+                let list: Vec<ClientView> = self
+                    .ctx
+                    .clients()
+                    .list()
+                    .iter()
+                    .map(ClientView::from)
+                    .collect();
+                json_response(StatusCode::OK, &json!(list))
+            }
+            ("DELETE", "/api/clients/{id}") => self.unpair(param.unwrap_or_default()).await,
+            _ => error(StatusCode::NOT_FOUND, "no such route"),
+        }
+    }
+
+    async fn pin(&self, pin: &str, name: Option<&str>) -> Response<Full<Bytes>> {
+        match self.ctx.submit_pin(pin, name).await {
+            Ok(PinOutcome::Paired(c)) => json_response(
+                StatusCode::OK,
+                &json!({ "outcome": "paired", "client": ClientView::from(&c) }),
+            ),
+            Ok(PinOutcome::Failed(reason)) => json_response(
+                StatusCode::OK,
+                &json!({ "outcome": "failed", "reason": reason }),
+            ),
+            Ok(PinOutcome::Pending) => {
+                json_response(StatusCode::ACCEPTED, &json!({ "outcome": "pending" }))
+            }
+            Err(e @ PinError::InvalidPin) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+            Err(e) => error(StatusCode::CONFLICT, &e.to_string()),
+        }
+    }
+
+    fn status(&self) -> Response<Full<Bytes>> {
+        let info = self.ctx.info();
+        let p = info.ports;
+        let pairing = match self.ctx.pairing_status() {
+            PairingStatus::AwaitingPin {
+                uniqueid,
+                device_name,
+                ..
+            } => {
+                json!({ "state": "awaiting_pin", "uniqueid": uniqueid, "device_name": device_name })
+            }
+            PairingStatus::InProgress { uniqueid, .. } => {
+                json!({ "state": "in_progress", "uniqueid": uniqueid })
+            }
+            _ => json!({ "state": "idle" }),
+        };
+        let session = self.ctx.sessions().status();
+        json_response(
+            StatusCode::OK,
+            &json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "hostname": info.hostname,
+                "uniqueid": info.uniqueid,
+                "ports": {
+                    "http": p.http(), "https": p.https(), "management": p.management(),
+                    "rtsp": p.rtsp(), "video": p.video(), "control": p.control(), "audio": p.audio(),
+                },
+                "pairing": pairing,
+                "session": session.as_ref().map(session_json),
+                "paired_clients": self.ctx.clients().list().len(),
+            }),
+        )
+    }
+
+    async fn unpair(&self, id: String) -> Response<Full<Bytes>> {
+        let store = Arc::clone(self.ctx.clients());
+        let removed = match tokio::task::spawn_blocking(move || store.remove(&id)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        };
+        let Some(client) = removed else {
+            return error(StatusCode::NOT_FOUND, "no paired client with this id");
+        };
+        tracing::info!(id = %client.id, name = %client.name, "client unpaired");
+        // An unpaired client must not keep streaming.
+        if let Some(s) = self.ctx.sessions().status()
+            && s.owner.id == client.id
+        {
+            let sessions = Arc::clone(self.ctx.sessions());
+            let who = ClientIdentity {
+                id: client.id.clone(),
+                name: client.name.clone(),
+            };
+            let _ = tokio::task::spawn_blocking(move || sessions.cancel(&who)).await;
+        }
+        json_response(
+            StatusCode::OK,
+            &json!({ "removed": ClientView::from(&client) }),
+        )
+    }
+}
+
+/// Serves the management API on `listener` until `shutdown` turns true.
+pub async fn serve(api: Arc<Api>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let (stream, _peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "management API accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let api = Arc::clone(&api);
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let api = Arc::clone(&api);
+                async move { Ok::<_, Infallible>(api.handle(req).await) }
+            });
+            let _ = http1::Builder::new()
+                .keep_alive(false)
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_match() {
+        assert_eq!(match_route("POST", "/api/pin").unwrap().0.path, "/api/pin");
+        assert_eq!(
+            match_route("DELETE", "/api/clients/0011aabb").unwrap(),
+            (ROUTES[4], Some("0011aabb".into()))
+        );
+        assert_eq!(
+            match_route("GET", "/api/pin"),
+            Err(NoRoute::MethodNotAllowed)
+        );
+        assert_eq!(
+            match_route("GET", "/api/clients/x/y"),
+            Err(NoRoute::NotFound)
+        );
+        assert_eq!(
+            match_route("DELETE", "/api/clients/"),
+            Err(NoRoute::NotFound)
+        );
+        assert_eq!(match_route("GET", "/nope"), Err(NoRoute::NotFound));
+    }
+
+    /// Every route is in docs/openapi.yaml, with its method, and the document has no path
+    /// the router lacks.
+    #[test]
+    fn openapi_document_lists_every_route() {
+        let doc = include_str!("../../../docs/openapi.yaml");
+        let mut documented = Vec::new();
+        let mut in_paths = false;
+        let mut current: Option<String> = None;
+        for line in doc.lines() {
+            if line.starts_with("paths:") {
+                in_paths = true;
+                continue;
+            }
+            if in_paths && !line.starts_with(' ') && !line.trim().is_empty() {
+                in_paths = false;
+            }
+            if !in_paths {
+                continue;
+            }
+            let indent = line.len() - line.trim_start().len();
+            let t = line.trim();
+            if indent == 2 && t.ends_with(':') {
+                current = Some(t.trim_end_matches(':').trim_matches('"').to_owned());
+            } else if indent == 4 && t.ends_with(':') {
+                let method = t.trim_end_matches(':').to_ascii_uppercase();
+                if ["GET", "POST", "PUT", "DELETE", "PATCH"].contains(&method.as_str())
+                    && let Some(p) = &current
+                {
+                    documented.push((method, p.clone()));
+                }
+            }
+        }
+        let mut routed: Vec<_> = ROUTES
+            .iter()
+            .map(|r| (r.method.to_owned(), r.path.to_owned()))
+            .collect();
+        routed.sort();
+        documented.sort();
+        assert_eq!(routed, documented);
+    }
+}

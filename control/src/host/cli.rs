@@ -1,0 +1,252 @@
+//! The CLI side of the management API: `punktfunk pin`, `punktfunk clients`,
+//! `punktfunk unpair`.
+//!
+//! Finding the running host: `--api ADDR` if given, else `run.json` in the state directory
+//! (written by `serve` with its actual address), else `management_addr` in `settings.json`,
+//! else 127.0.0.1:47990. The bearer token is read from `<state dir>/api-token`.
+//!
+//! The HTTP client is a few lines over `std::net::TcpStream` (one request, `Connection:
+//! close`, read to the end): the CLI needs no async runtime.
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::state::{StateDir, StateError};
+use crate::gamestream::ports::{DEFAULT_BASE_PORT, Ports};
+
+/// How long the CLI waits for an answer (`/api/pin` waits up to 30 s for the pairing).
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// Why a CLI command failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CliError {
+    /// Reading the state directory failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// No token: `serve` never ran with this state directory.
+    #[error("no API token in {0}: is `punktfunk serve` running with this --state-dir?")]
+    NoToken(String),
+    /// Nothing listens at the address.
+    #[error("cannot reach punktfunk at {addr} ({source}): is `punktfunk serve` running?")]
+    NotRunning {
+        /// Where we looked.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The connection failed mid-way.
+    #[error("talking to punktfunk at {addr}: {source}")]
+    Io {
+        /// Where.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The host answered with an error.
+    #[error("{message} (HTTP {status})")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The `error` field of the answer.
+        message: String,
+    },
+    /// The answer was not the expected JSON.
+    #[error("unexpected answer from punktfunk: {0}")]
+    BadResponse(String),
+}
+
+/// A client of one running host's management API.
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    addr: SocketAddr,
+    token: String,
+}
+
+impl ApiClient {
+    /// Finds the API of the host using `state_dir` (see the module docs).
+    pub fn discover(state_dir: &Path, api: Option<SocketAddr>) -> Result<Self, CliError> {
+        let dir = StateDir::existing(state_dir);
+        let token = dir
+            .read_api_token()?
+            .ok_or_else(|| CliError::NoToken(state_dir.display().to_string()))?;
+        let addr = match api {
+            Some(a) => a,
+            None => match dir.read_runtime() {
+                Some(rt) => rt.management_addr,
+                None => {
+                    let s = dir.load_settings()?;
+                    s.management_addr.unwrap_or_else(|| {
+                        let base = s.base_port.unwrap_or(DEFAULT_BASE_PORT);
+                        let port = Ports::new(base).unwrap_or_default().management();
+                        SocketAddr::from(([127, 0, 0, 1], port))
+                    })
+                }
+            },
+        };
+        Ok(Self { addr, token })
+    }
+
+    /// A client for `addr` with `token`.
+    pub fn new(addr: SocketAddr, token: String) -> Self {
+        Self { addr, token }
+    }
+
+    /// Sends one request; returns the JSON answer of a 2xx, else [`CliError::Api`].
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), CliError> {
+        let io = |source| CliError::Io {
+            addr: self.addr,
+            source,
+        };
+        let mut stream =
+            TcpStream::connect_timeout(&self.addr, Duration::from_secs(5)).map_err(|source| {
+                CliError::NotRunning {
+                    addr: self.addr,
+                    source,
+                }
+            })?;
+        stream
+            .set_read_timeout(Some(RESPONSE_TIMEOUT))
+            .map_err(io)?;
+        let body = body.map(Value::to_string).unwrap_or_default();
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.addr,
+            self.token,
+            body.len()
+        );
+        stream.write_all(req.as_bytes()).map_err(io)?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).map_err(io)?;
+        let (status, body) = parse_response(&raw)?;
+        let value: Value = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(body).map_err(|e| CliError::BadResponse(e.to_string()))?
+        };
+        if (200..300).contains(&status) {
+            Ok((status, value))
+        } else {
+            Err(CliError::Api {
+                status,
+                message: value
+                    .get("error")
+                    .and_then(Value::as_str)
+                    .unwrap_or("error")
+                    .to_owned(),
+            })
+        }
+    }
+}
+
+/// Splits an HTTP/1.1 response into status and body (honouring `Content-Length`).
+fn parse_response(raw: &[u8]) -> Result<(u16, &[u8]), CliError> {
+    let bad = |what: &str| CliError::BadResponse(what.to_owned());
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("no end of headers"))?;
+    let head = std::str::from_utf8(&raw[..end]).map_err(|_| bad("headers are not text"))?;
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("no status line"))?;
+    let mut body = &raw[end + 4..];
+    for l in lines {
+        if let Some((k, v)) = l.split_once(':')
+            && k.eq_ignore_ascii_case("content-length")
+        {
+            let n: usize = v.trim().parse().map_err(|_| bad("bad Content-Length"))?;
+            body = body.get(..n).ok_or_else(|| bad("short body"))?;
+        }
+    }
+    Ok((status, body))
+}
+
+fn client_line(c: &Value) -> String {
+    let s = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or("?").to_owned();
+    format!("{}  {}", s("id"), s("name"))
+}
+
+/// `punktfunk pin PIN [--name NAME]`: delivers the PIN; returns the text to print and
+/// whether the client ended up paired.
+pub fn pin(api: &ApiClient, pin: &str, name: Option<&str>) -> Result<(String, bool), CliError> {
+    let mut body = serde_json::json!({ "pin": pin });
+    if let Some(n) = name {
+        body["name"] = Value::from(n);
+    }
+    let (_, v) = api.request("POST", "/api/pin", Some(&body))?;
+    Ok(match v.get("outcome").and_then(Value::as_str) {
+        Some("paired") => (
+            format!(
+                "paired: {}\n",
+                client_line(v.get("client").unwrap_or(&Value::Null))
+            ),
+            true,
+        ),
+        Some("failed") => (
+            format!(
+                "pairing failed: {}\n",
+                v.get("reason").and_then(Value::as_str).unwrap_or("unknown")
+            ),
+            false,
+        ),
+        _ => (
+            "PIN delivered; the client has not finished pairing yet\n".into(),
+            false,
+        ),
+    })
+}
+
+/// `punktfunk clients`: one line per paired client.
+pub fn clients(api: &ApiClient) -> Result<String, CliError> {
+    let (_, v) = api.request("GET", "/api/clients", None)?;
+    let list = v
+        .as_array()
+        .ok_or_else(|| CliError::BadResponse("expected a list".into()))?;
+    if list.is_empty() {
+        return Ok("no paired clients\n".into());
+    }
+    Ok(list.iter().map(|c| client_line(c) + "\n").collect())
+}
+
+/// `punktfunk unpair ID`.
+pub fn unpair(api: &ApiClient, id: &str) -> Result<String, CliError> {
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(CliError::Api {
+            status: 400,
+            message: "a client id is hex digits (see `punktfunk clients`)".into(),
+        });
+    }
+    let (_, v) = api.request("DELETE", &format!("/api/clients/{id}"), None)?;
+    Ok(format!(
+        "unpaired: {}\n",
+        client_line(v.get("removed").unwrap_or(&Value::Null))
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_responses() {
+        let raw = b"HTTP/1.1 409 Conflict\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}xx";
+        assert_eq!(parse_response(raw).unwrap(), (409, &b"{}"[..]));
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\n").is_err());
+        assert!(parse_response(b"junk\r\n\r\n").is_err());
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n{}").is_err());
+    }
+}

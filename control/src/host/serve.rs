@@ -1,0 +1,368 @@
+//! `punktfunk serve`: opens the state directory, then runs nvhttp (HTTP + HTTPS), the
+//! management API and mDNS until Ctrl-C or SIGTERM.
+//!
+//! ```text
+//! Host::open(ServeOptions)          state dir (locked), identity, uniqueid, clients,
+//!                                   settings.json, tuning profile, ports
+//!   │  host.ports(), host.tuning(), host.settings().apps, host.identity()
+//!   │        └──► the streaming side builds its SessionManager from these
+//!   ▼                (RTSP listener on ports().rtsp(), video/audio/control ports)
+//! host.run(sessions, shutdown)      binds base, base-5, management; mDNS; serves until
+//!                                   shutdown resolves; removes run.json
+//! ```
+//!
+//! The seam for RTSP/streaming is the [`SessionManager`] passed to [`Host::run`]. Today
+//! [`run_blocking`] passes [`InMemorySessions`], which admits launches and keeps books but
+//! streams nothing; the streaming side replaces that one line with its own manager, and
+//! starts its listeners from the same [`Host`] before calling `run`.
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::gamestream::identity::HostIdentity;
+use crate::gamestream::nvhttp::{HostInfo, SCM_AV1_MAIN8, SCM_H264, SCM_HEVC};
+use crate::gamestream::pairing::{Pairing, PairingConfig};
+use crate::gamestream::ports::{DEFAULT_BASE_PORT, PortRangeError, Ports};
+use crate::gamestream::session::{InMemorySessions, SessionManager};
+
+use super::api::{self, Api};
+use super::mdns;
+use super::nvhttp::{self, NvHttp};
+use super::state::{Runtime, Settings, StateDir, StateError, StateLock, os_random};
+use super::store::ClientStore;
+use super::tls;
+
+/// What `punktfunk serve` was asked for on the command line.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// `--state-dir` (default [`StateDir::default_path`]).
+    pub state_dir: Option<PathBuf>,
+    /// `--profile`: a tuning profile (default: built-in defaults).
+    pub profile: Option<PathBuf>,
+    /// `--base-port` (default settings.json, else 47989).
+    pub base_port: Option<u16>,
+    /// `--api`: management API address (default settings.json, else 127.0.0.1:base+1).
+    pub management_addr: Option<SocketAddr>,
+    /// `--bind`: address for nvhttp (default all interfaces, IPv6 and IPv4).
+    pub bind: Option<IpAddr>,
+    /// `--no-mdns` turns this off.
+    pub mdns: bool,
+}
+
+/// Why the host could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The state directory.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The tuning profile.
+    #[error(transparent)]
+    Profile(#[from] punktfunk_tuning::TuningError),
+    /// The base port.
+    #[error(transparent)]
+    Ports(#[from] PortRangeError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The TLS configuration was refused.
+    #[error("TLS setup: {0}")]
+    Tls(#[from] rustls::Error),
+    /// The async runtime could not start.
+    #[error("starting the runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// A host, opened and ready to run.
+pub struct Host {
+    state: StateDir,
+    _lock: StateLock,
+    identity: Arc<HostIdentity>,
+    info: HostInfo,
+    settings: Settings,
+    tuning: punktfunk_tuning::Settings,
+    clients: Arc<ClientStore>,
+    token: String,
+    management_addr: SocketAddr,
+    bind: Option<IpAddr>,
+    mdns: bool,
+    pin_timeout: Duration,
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host")
+            .field("state", &self.state)
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The system's host name (`/proc/sys/kernel/hostname`), or "punktfunk".
+fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "punktfunk".into())
+}
+
+/// `ServerCodecModeSupport` for the profile's codec: H.264 always (every client decodes it),
+/// plus the profile's codec.
+pub fn codec_modes(codec: punktfunk_tuning::Codec) -> u32 {
+    match codec {
+        punktfunk_tuning::Codec::Hevc => SCM_H264 | SCM_HEVC,
+        punktfunk_tuning::Codec::Av1 => SCM_H264 | SCM_AV1_MAIN8,
+        _ => SCM_H264,
+    }
+}
+
+impl Host {
+    /// Opens the state directory (locking it), loads or creates the identity, `uniqueid`,
+    /// clients and API token, and reads settings and the profile.
+    pub fn open(opts: ServeOptions) -> Result<Self, ServeError> {
+        let root = match opts.state_dir {
+            Some(p) => p,
+            None => StateDir::default_path()?,
+        };
+        let state = StateDir::open(root)?;
+        let lock = state.lock()?;
+        let settings = state.load_settings()?;
+        let tuning = match &opts.profile {
+            Some(p) => punktfunk_tuning::load(p)?.settings,
+            None => punktfunk_tuning::Settings::default(),
+        };
+        let ports = Ports::new(
+            opts.base_port
+                .or(settings.base_port)
+                .unwrap_or(DEFAULT_BASE_PORT),
+        )?;
+        let clients = state.load_clients()?;
+        let identity = Arc::new(state.load_or_create_identity()?);
+        let uniqueid = state.load_or_create_uniqueid()?;
+        let token = state.load_or_create_api_token()?;
+        // Validated by load_settings.
+        let apps = settings
+            .app_list()
+            .unwrap_or_else(|_| vec![crate::gamestream::nvhttp::desktop()]);
+        let info = HostInfo {
+            hostname: settings.hostname.clone().unwrap_or_else(system_hostname),
+            uniqueid,
+            ports,
+            codec_modes: codec_modes(tuning.video.codec),
+            apps,
+        };
+        let management_addr = opts
+            .management_addr
+            .or(settings.management_addr)
+            .unwrap_or_else(|| SocketAddr::from((Ipv4Addr::LOCALHOST, ports.management())));
+        let pin_timeout = Duration::from_secs(settings.pin_timeout_secs.unwrap_or(120).max(1));
+        Ok(Self {
+            clients: Arc::new(ClientStore::new(state.clone(), clients)),
+            state,
+            _lock: lock,
+            identity,
+            info,
+            settings,
+            tuning,
+            token,
+            management_addr,
+            bind: opts.bind,
+            mdns: opts.mdns,
+            pin_timeout,
+        })
+    }
+
+    /// The ports.
+    pub fn ports(&self) -> Ports {
+        self.info.ports
+    }
+
+    /// What `/serverinfo` and `/applist` say.
+    pub fn info(&self) -> &HostInfo {
+        &self.info
+    }
+
+    /// `settings.json` (apps with their commands).
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The resolved tuning profile, for the engine.
+    pub fn tuning(&self) -> &punktfunk_tuning::Settings {
+        &self.tuning
+    }
+
+    /// The host identity.
+    pub fn identity(&self) -> &Arc<HostIdentity> {
+        &self.identity
+    }
+
+    /// The state directory.
+    pub fn state_dir(&self) -> &StateDir {
+        &self.state
+    }
+
+    /// The paired clients.
+    pub fn clients(&self) -> &Arc<ClientStore> {
+        &self.clients
+    }
+
+    async fn bind(&self, port: u16) -> Result<TcpListener, ServeError> {
+        let candidates: Vec<IpAddr> = match self.bind {
+            Some(ip) => vec![ip],
+            // Dual-stack first; fall back to IPv4 where IPv6 is off.
+            None => vec![
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            ],
+        };
+        let mut last = None;
+        for ip in candidates {
+            let addr = SocketAddr::new(ip, port);
+            match TcpListener::bind(addr).await {
+                Ok(l) => return Ok(l),
+                Err(source) => last = Some(ServeError::Bind { addr, source }),
+            }
+        }
+        Err(last.unwrap_or(ServeError::Bind {
+            addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
+            source: std::io::Error::other("no address to bind"),
+        }))
+    }
+
+    /// Serves until `shutdown` resolves.
+    pub async fn run(
+        self,
+        sessions: Arc<dyn SessionManager>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), ServeError> {
+        let ports = self.ports();
+        let http = self.bind(ports.http()).await?;
+        let https = self.bind(ports.https()).await?;
+        let mgmt = TcpListener::bind(self.management_addr)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: self.management_addr,
+                source,
+            })?;
+        let management_addr = mgmt.local_addr().unwrap_or(self.management_addr);
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(&self.identity)?);
+
+        let pairing = Pairing::new(
+            Arc::clone(&self.identity),
+            PairingConfig {
+                pin_timeout: self.pin_timeout,
+                ..PairingConfig::default()
+            },
+            os_random::<32>()?,
+        );
+        let ctx = Arc::new(NvHttp::new(
+            self.info.clone(),
+            Arc::clone(&self.identity),
+            pairing,
+            Arc::clone(&self.clients),
+            sessions,
+            self.pin_timeout,
+        ));
+        let api = Arc::new(Api::new(Arc::clone(&ctx), self.token.clone()));
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let tasks = [
+            tokio::spawn(nvhttp::serve(Arc::clone(&ctx), http, None, stop_rx.clone())),
+            tokio::spawn(nvhttp::serve(
+                Arc::clone(&ctx),
+                https,
+                Some(acceptor),
+                stop_rx.clone(),
+            )),
+            tokio::spawn(api::serve(api, mgmt, stop_rx)),
+        ];
+
+        self.state.write_runtime(&Runtime {
+            pid: std::process::id(),
+            management_addr,
+            http_port: ports.http(),
+            https_port: ports.https(),
+        })?;
+
+        let advert = if self.mdns {
+            match mdns::advertise(&self.info.hostname, ports.http()) {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    tracing::warn!(error = %e, "mDNS advertisement failed; add this host in Moonlight by address");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+
+        tracing::info!(
+            hostname = %self.info.hostname,
+            uniqueid = %self.info.uniqueid,
+            http = ports.http(),
+            https = ports.https(),
+            rtsp = ports.rtsp(),
+            api = %management_addr,
+            paired_clients = self.clients.list().len(),
+            state_dir = %self.state.path().display(),
+            "punktfunk host ready"
+        );
+
+        shutdown.await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+        drop(advert);
+        for t in tasks {
+            let _ = t.await;
+        }
+        self.state.remove_runtime();
+        Ok(())
+    }
+}
+
+async fn ctrl_c_or_term() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+/// `punktfunk serve`: opens the host and runs it with the in-memory session manager until
+/// Ctrl-C or SIGTERM.
+pub fn run_blocking(opts: ServeOptions) -> Result<(), ServeError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("punktfunk-host")
+        .build()
+        .map_err(ServeError::Runtime)?;
+    runtime.block_on(async {
+        let host = Host::open(opts)?;
+        // Seam for RTSP/streaming: replace with the streaming session manager.
+        let sessions: Arc<dyn SessionManager> = Arc::new(InMemorySessions::new());
+        tracing::warn!(
+            "streaming is not wired in yet: launches are admitted and recorded, but no RTSP/video is served"
+        );
+        host.run(sessions, ctrl_c_or_term()).await
+    })
+}

@@ -1,0 +1,175 @@
+"""Fixtures: a real `punktfunk serve` per test, and moonlight-python clients to talk to it.
+
+The host runs on 127.0.0.1 with a temporary state directory, a random base port (so all
+derived ports are non-default) and no mDNS. `punktfunk pin` is the real CLI, talking to the
+host's management API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from moonlight_python.http_client import NvHTTP
+from moonlight_python.identity import Identity
+from moonlight_python.pairing import pair
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(os.environ.get("PUNKTFUNK_BIN", REPO / "target" / "debug" / "punktfunk"))
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def _free_base_port() -> int:
+    for _ in range(200):
+        base = random.randrange(20000, 60000)
+        if all(_port_free(base + off) for off in (-5, 0, 1)):
+            return base
+    raise RuntimeError("no free base port")
+
+
+def wait_for(pred, timeout: float = 20.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Host:
+    """One `punktfunk serve` process."""
+
+    def __init__(self, state_dir: Path, log_path: Path, base_port: int | None = None):
+        self.state_dir = state_dir
+        self.base = base_port or _free_base_port()
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def http_port(self) -> int:
+        return self.base
+
+    @property
+    def https_port(self) -> int:
+        return self.base - 5
+
+    def start(self) -> "Host":
+        assert BIN.exists(), f"{BIN} not built (run tests/e2e/run.sh)"
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [str(BIN), "serve", "--state-dir", str(self.state_dir),
+             "--base-port", str(self.base), "--bind", "127.0.0.1", "--no-mdns"],
+            stdout=log, stderr=log, env={**os.environ, "RUST_LOG": "info,punktfunk_control=debug"},
+        )
+        wait_for(lambda: (self.state_dir / "run.json").exists() and not _port_free(self.base),
+                 what="punktfunk serve to listen")
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def api(self, method: str, path: str, body: dict | None = None):
+        token = (self.state_dir / "api-token").read_text().strip()
+        run = json.loads((self.state_dir / "run.json").read_text())
+        req = urllib.request.Request(
+            f"http://{run['management_addr']}{path}", method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=40) as resp:
+            return json.loads(resp.read())
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN), *args, "--state-dir", str(self.state_dir)],
+                              capture_output=True, text=True, timeout=60)
+
+    def host_cert_pem(self) -> bytes:
+        return (self.state_dir / "host-cert.pem").read_bytes()
+
+
+class Client:
+    """A moonlight-python identity and its NvHTTP connection to the host."""
+
+    def __init__(self, host: Host, config_dir: Path):
+        self.host = host
+        self.identity = Identity(config_dir)
+        self.http = NvHTTP("127.0.0.1", self.identity, http_port=host.http_port,
+                           https_port=host.https_port)
+
+    def server_info(self):
+        return self.http.parse_server_info(self.http.get_server_info())
+
+    def start_pairing(self, pin: str) -> dict:
+        """Runs moonlight-python's pairing in a thread; returns a dict that gets `cert` or
+        `error` when it ends (and `thread`)."""
+        info = self.server_info()
+        result: dict = {}
+
+        def run():
+            try:
+                result["cert"] = pair(self.http, self.identity, pin, info, timeout=60)
+            except Exception as e:  # noqa: BLE001 - handed to the test
+                result["error"] = e
+
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        result["thread"] = t
+        return result
+
+    def pair_with_pin(self, pin: str = "4711", name: str | None = None) -> subprocess.CompletedProcess:
+        """Full pairing: start it, wait until the host asks for the PIN, enter it with the CLI."""
+        result = self.start_pairing(pin)
+        wait_awaiting_pin(self.host)
+        args = ["pin", pin] + (["--name", name] if name else [])
+        cp = self.host.cli(*args)
+        result["thread"].join(60)
+        assert "error" not in result, f"pairing failed: {result.get('error')!r}\n{self.host.log()}"
+        self.http.server_cert_pem = result["cert"]
+        return cp
+
+
+def wait_awaiting_pin(host: Host) -> dict:
+    return wait_for(
+        lambda: (s := host.api("GET", "/api/status"))["pairing"]["state"] == "awaiting_pin" and s,
+        what="a client waiting for the PIN")
+
+
+@pytest.fixture
+def host(tmp_path):
+    h = Host(tmp_path / "state", tmp_path / "host.log").start()
+    yield h
+    h.stop()
+
+
+@pytest.fixture
+def client_factory(tmp_path, host):
+    n = {"i": 0}
+
+    def make() -> Client:
+        n["i"] += 1
+        return Client(host, tmp_path / f"client{n['i']}")
+
+    return make

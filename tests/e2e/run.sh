@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# End-to-end tests of the GameStream host with a real Moonlight client library.
+#
+#   tests/e2e/run.sh [pytest args]
+#
+# Creates tests/.venv (Python 3 with venv: scripts/setup.sh installs python3-venv), installs
+# tests/requirements.txt, builds the `punktfunk` binary and runs pytest on tests/e2e.
+# The tests start `punktfunk serve` themselves, on loopback, with temporary state dirs and
+# random non-default ports, and without mDNS.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+VENV=tests/.venv
+if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+
+cargo build --locked -p punktfunk-control --bin punktfunk
+export PUNKTFUNK_BIN="$PWD/target/debug/punktfunk"
+
+exec "$VENV/bin/python" -m pytest -v tests/e2e "$@"

@@ -17,6 +17,7 @@ pub mod cli;
 pub mod mdns;
 pub mod nvhttp;
 pub mod serve;
+pub mod sessions;
 pub mod state;
 pub mod store;
 pub mod tls;

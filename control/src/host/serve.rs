@@ -29,7 +29,12 @@ use crate::gamestream::identity::HostIdentity;
 use crate::gamestream::nvhttp::{HostInfo, SCM_AV1_MAIN8, SCM_H264, SCM_HEVC};
 use crate::gamestream::pairing::{Pairing, PairingConfig};
 use crate::gamestream::ports::{DEFAULT_BASE_PORT, PortRangeError, Ports};
-use crate::gamestream::session::{InMemorySessions, SessionManager};
+use crate::gamestream::session::SessionManager;
+use crate::input::InputDispatcher;
+use crate::media::TestMedia;
+use crate::stream::session::{InputHandler, StreamEndpoints, StreamHost, StreamOptions};
+
+use super::sessions::StreamingSessions;
 
 use super::api::{self, Api};
 use super::mdns;
@@ -348,21 +353,53 @@ async fn ctrl_c_or_term() {
     }
 }
 
-/// `punktfunk serve`: opens the host and runs it with the in-memory session manager until
-/// Ctrl-C or SIGTERM.
+/// `punktfunk serve`: opens the host, starts the streaming side (RTSP listener; control,
+/// video and audio per stream) and runs nvhttp, the management API and mDNS until Ctrl-C or
+/// SIGTERM.
 pub fn run_blocking(opts: ServeOptions) -> Result<(), ServeError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("punktfunk-host")
         .build()
         .map_err(ServeError::Runtime)?;
+    // Streaming sockets are IPv4 for now: a specific IPv4 --bind is honoured, anything else
+    // listens on all IPv4 interfaces.
+    let stream_bind = match opts.bind {
+        Some(ip @ IpAddr::V4(_)) => ip,
+        _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    };
     runtime.block_on(async {
         let host = Host::open(opts)?;
-        // Seam for RTSP/streaming: replace with the streaming session manager.
-        let sessions: Arc<dyn SessionManager> = Arc::new(InMemorySessions::new());
-        tracing::warn!(
-            "streaming is not wired in yet: launches are admitted and recorded, but no RTSP/video is served"
-        );
-        host.run(sessions, ctrl_c_or_term()).await
+        let ports = host.ports();
+        let endpoints = StreamEndpoints {
+            bind: stream_bind,
+            rtsp: ports.rtsp(),
+            video: ports.video(),
+            control: ports.control(),
+            audio: ports.audio(),
+        };
+        let options = StreamOptions {
+            fec_percent: host.tuning().fec.percent,
+            send: host.tuning().send.clone(),
+            ..StreamOptions::default()
+        };
+        let input: Arc<std::sync::Mutex<dyn InputHandler>> = Arc::new(std::sync::Mutex::new(
+            InputDispatcher::new(crate::input::open_default()),
+        ));
+        let streaming =
+            StreamHost::start(endpoints, options, Arc::new(TestMedia), input).map_err(|e| {
+                ServeError::Bind {
+                    addr: SocketAddr::new(stream_bind, ports.rtsp()),
+                    source: e,
+                }
+            })?;
+        let sessions = Arc::new(StreamingSessions::new(streaming));
+        let manager: Arc<dyn SessionManager> = sessions.clone();
+        let result = host.run(manager, ctrl_c_or_term()).await;
+        // Tell a connected client the app ended before the process goes away.
+        if let Ok(s) = Arc::try_unwrap(sessions) {
+            s.into_stream_host().shutdown();
+        }
+        result
     })
 }

@@ -19,12 +19,32 @@
 //!
 //! Pure: no clock reads (time comes in `FrameMeta::capture_ns`), no sockets.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use crate::pipeline::{Emit, Stage, StageContext, StageError};
 use crate::pool::FrameBuf;
 use crate::wire::WireError;
 use crate::wire::video::{
     ENC_HEADER_LEN, FrameType, VideoCipher, VideoFrame, VideoPacketizer, VideoParams,
 };
+
+/// The receiver's packet loss as the control plane estimates it, shared with the packetize
+/// stage (which reads it once per frame to size parity, see [`crate::fec::adaptive`]).
+#[derive(Debug, Default)]
+pub struct LossFeedback(AtomicU32);
+
+impl LossFeedback {
+    /// Publishes a new estimate (a fraction, 0..=0.5).
+    pub fn set(&self, loss: f64) {
+        self.0.store((loss as f32).to_bits(), Ordering::Relaxed);
+    }
+
+    /// The latest estimate.
+    pub fn get(&self) -> f64 {
+        f64::from(f32::from_bits(self.0.load(Ordering::Relaxed)))
+    }
+}
 
 /// Counters of the packetize stage.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -48,6 +68,7 @@ pub struct PacketizeStats {
 pub struct PacketizeStage {
     packetizer: VideoPacketizer,
     cipher: Option<VideoCipher>,
+    loss: Option<Arc<LossFeedback>>,
     next_index: u32,
     stats: PacketizeStats,
 }
@@ -59,9 +80,16 @@ impl PacketizeStage {
         Ok(Self {
             packetizer: VideoPacketizer::new(params)?,
             cipher: video_key.as_ref().map(VideoCipher::new),
+            loss: None,
             next_index: 1,
             stats: PacketizeStats::default(),
         })
+    }
+
+    /// Sizes parity from `loss` (read once per frame) instead of the fixed percentage alone.
+    pub fn with_loss_feedback(mut self, loss: Arc<LossFeedback>) -> Self {
+        self.loss = Some(loss);
+        self
     }
 
     /// Counters so far.
@@ -91,6 +119,9 @@ impl PacketizeStage {
         input: &FrameBuf,
         out: &mut FrameBuf,
     ) -> Result<(), WireError> {
+        if let Some(l) = &self.loss {
+            self.packetizer.set_loss_estimate(l.get());
+        }
         let frame = VideoFrame {
             index: self.next_index,
             // 90 kHz: ns · 9 / 100 000, wrapping like RTP timestamps do.

@@ -3,7 +3,8 @@
 # link with loss injected by nftables on the client's side.
 #
 #   netns.sh up                 create pf-host (10.77.0.1) and pf-client (10.77.0.2)
-#   netns.sh loss PERCENT       drop PERCENT % of packets arriving at the client (0 = none)
+#   netns.sh loss PERCENT [MATCH...]  drop PERCENT % of packets arriving at the client
+#                               (0 = none); MATCH narrows it, e.g. `udp sport 47998`
 #   netns.sh down               remove both namespaces
 #
 # The kernel here has no netem; random loss comes from an nftables `numgen random` rule in the
@@ -24,6 +25,11 @@ up() {
     for ns in "$HOST_NS" "$CLIENT_NS"; do
         ip -n "$ns" link set lo up
     done
+    # A veth passes UDP GSO trains across whole; the client's nftables rule would then see
+    # (and drop) a whole frame's burst as one packet. One segment per packet makes the stack
+    # segment in software at the device, as a NIC without USO does, so loss hits single
+    # datagrams as on a real wire.
+    ip -n "$HOST_NS" link set pf-veth-h gso_max_segs 1
     ip -n "$HOST_NS" link set pf-veth-h up
     ip -n "$CLIENT_NS" link set pf-veth-c up
     ip netns exec "$CLIENT_NS" nft add table inet pfloss
@@ -33,10 +39,12 @@ up() {
 
 loss() {
     local pct="${1:?percent}"
+    shift || true
     ip netns exec "$CLIENT_NS" nft flush chain inet pfloss pre
     if [ "$pct" -gt 0 ]; then
+        # Extra arguments narrow the rule (e.g. `udp sport 47998`).
         ip netns exec "$CLIENT_NS" nft add rule inet pfloss pre \
-            iifname pf-veth-c numgen random mod 100 '<' "$pct" counter drop
+            iifname pf-veth-c "$@" numgen random mod 100 '<' "$pct" counter drop
     fi
 }
 
@@ -52,7 +60,7 @@ counter() {
 case "${1:-}" in
     up) up ;;
     down) down ;;
-    loss) loss "${2:-0}" ;;
+    loss) shift; loss "$@" ;;
     counter) counter ;;
     *) echo "usage: $0 up|down|loss PERCENT|counter" >&2; exit 2 ;;
 esac

@@ -39,6 +39,8 @@ pub const TERMINATION_GRACEFUL: u32 = 0x8003_0023;
 pub struct FecStatus {
     /// Frame index.
     pub frame_index: u32,
+    /// Packets missing below the highest sequence number received.
+    pub missing: u16,
     /// Data shards in the block.
     pub total_data: u16,
     /// Parity shards in the block.
@@ -216,6 +218,7 @@ impl ControlChannel {
                 let be16 = |at: usize| u16::from_be_bytes([p[at], p[at + 1]]);
                 ClientMessage::FecStatus(FecStatus {
                     frame_index: u32::from_be_bytes([p[0], p[1], p[2], p[3]]),
+                    missing: be16(8),
                     total_data: be16(10),
                     total_parity: be16(12),
                     received_data: be16(14),

@@ -29,7 +29,8 @@ use punktfunk_engine::io::stages::Pipeline;
 use punktfunk_engine::io::{Caps, UdpSender};
 use punktfunk_engine::pipeline::{Source, Stage};
 use punktfunk_engine::pool::FrameBuf;
-use punktfunk_engine::stream::PacketizeStage;
+use punktfunk_engine::fec::adaptive::LossEstimator;
+use punktfunk_engine::stream::{LossFeedback, PacketizeStage};
 use punktfunk_engine::wire::audio::{AudioDatagrams, AudioKey, AudioPacketizer};
 use punktfunk_engine::wire::video::VideoParams;
 use rusty_enet as enet;
@@ -495,6 +496,7 @@ fn start_stream(
         terminate: terminate.clone(),
         connected: connected.clone(),
         idr: Arc::new(AtomicBool::new(true)),
+        loss: Arc::new(LossFeedback::default()),
     };
     shared.counters.streams.fetch_add(1, Ordering::Relaxed);
     tracing::info!(
@@ -535,6 +537,8 @@ struct StreamCtx {
     connected: Arc<AtomicBool>,
     /// Set by the control thread on an IDR request; the video thread forwards it.
     idr: Arc<AtomicBool>,
+    /// Loss estimate from the client's FEC status reports, for adaptive parity.
+    loss: Arc<LossFeedback>,
 }
 
 impl StreamCtx {
@@ -623,6 +627,7 @@ fn control_thread(ctx: &StreamCtx, socket: UdpSocket) {
         }
     };
     let mut channel = ControlChannel::new(&ctx.spec.rikey);
+    let mut loss = LossEstimator::default();
     let mut peer_id: Option<enet::PeerID> = None;
     let started = Instant::now();
     let mut last_rx = Instant::now();
@@ -680,7 +685,7 @@ fn control_thread(ctx: &StreamCtx, socket: UdpSocket) {
                     }
                     last_rx = Instant::now();
                     let mut bytes = packet.data().to_vec();
-                    handle_control(ctx, &mut channel, &mut bytes);
+                    handle_control(ctx, &mut channel, &mut loss, &mut bytes);
                 }
             },
             Ok(None) => std::thread::sleep(Duration::from_millis(1)),
@@ -706,7 +711,12 @@ fn control_thread(ctx: &StreamCtx, socket: UdpSocket) {
     }
 }
 
-fn handle_control(ctx: &StreamCtx, channel: &mut ControlChannel, bytes: &mut [u8]) {
+fn handle_control(
+    ctx: &StreamCtx,
+    channel: &mut ControlChannel,
+    loss: &mut LossEstimator,
+    bytes: &mut [u8],
+) {
     let counters = &ctx.shared.counters;
     match channel.handle_packet(bytes) {
         Ok(ClientMessage::IdrRequest | ClientMessage::InvalidateRefs { .. }) => {
@@ -720,6 +730,16 @@ fn handle_control(ctx: &StreamCtx, channel: &mut ControlChannel, bytes: &mut [u8
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .handle_input(packet);
+        }
+        Ok(ClientMessage::FecStatus(f)) => {
+            let received = u32::from(f.received_data) + u32::from(f.received_parity);
+            loss.record(u32::from(f.missing), received);
+            let before = ctx.loss.get();
+            let now = loss.estimate();
+            ctx.loss.set(now);
+            if (now - before).abs() > 0.01 {
+                tracing::debug!(loss = now, reports = loss.reports(), "loss estimate");
+            }
         }
         Ok(ClientMessage::Unknown(t)) => tracing::debug!(msg_type = t, "unknown control message"),
         Ok(_) => {}
@@ -774,7 +794,7 @@ fn video_thread(ctx: &StreamCtx, sender: UdpSender) {
     };
     let video_key = ctx.config.encryption.video.then_some(ctx.spec.rikey);
     let packetize = match PacketizeStage::new(params, video_key) {
-        Ok(p) => p,
+        Ok(p) => p.with_loss_feedback(ctx.loss.clone()),
         Err(e) => {
             tracing::error!(error = %e, "video packetizer");
             ctx.end("video setup failed");

@@ -13,6 +13,7 @@
 //! This module does not decide *how much* parity to send (the packetizers and the adaptive FEC
 //! controller do) and does not lay shards out in packets (see [`crate::wire`]).
 
+pub mod adaptive;
 pub mod audio;
 pub mod field;
 pub mod gf16;

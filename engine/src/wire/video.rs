@@ -38,6 +38,7 @@ use aes_gcm::{Aes128Gcm, Nonce, Tag};
 use super::WireError;
 use super::bytes::*;
 use crate::fec::Kernel;
+use crate::fec::adaptive::{DEFAULT_TARGET, parity_for_loss};
 use crate::fec::gf8::{Gf8Code, MAX_SHARDS};
 
 /// RTP header plus the 4-byte extension.
@@ -131,9 +132,15 @@ impl VideoParams {
     /// size output buffers with `max_datagrams(len) * stride()`.
     pub fn max_datagrams(&self, frame_len: usize) -> usize {
         let n = (frame_len + FRAME_HEADER_LEN).div_ceil(self.chunk()).max(1);
-        // Every block gets at most ⌈ds·pct/100⌉ or min_parity parity shards.
-        n + (n * self.fec_percent as usize).div_ceil(100)
-            + MAX_BLOCKS * (self.min_parity as usize + 1)
+        if self.fec_percent == 0 {
+            return n;
+        }
+        // Each block holds at most 255 shards once parity is in, unless FEC is skipped for a
+        // frame too large for 4 blocks (then there is no parity). Adaptive parity can take a
+        // block to 255 shards whatever the percentage says.
+        let max_ds = (MAX_SHARDS * 100) / (100 + self.fec_percent as usize);
+        let blocks = n.div_ceil(max_ds).clamp(1, MAX_BLOCKS);
+        (blocks * MAX_SHARDS).max(n)
     }
 }
 
@@ -200,24 +207,24 @@ impl PacketizedFrame {
 /// Invariants (tested exhaustively): the returned percentage reproduces the returned count
 /// through the client's formula, `ds + ps ≤ 255`, and `ps` is at least the smaller of `min`
 /// and the largest count an 8-bit percentage can express for this `ds` within 255 shards.
-pub fn parity_for_block(ds: usize, pct: u8, min: u8) -> (usize, u8) {
+pub fn parity_for_block(ds: usize, pct: u8, min: usize) -> (usize, u8) {
     let client = |q: usize| (ds * q).div_ceil(100);
     if pct == 0 || ds == 0 {
         return (0, 0);
     }
     let ps = client(pct as usize);
-    if ps >= min as usize {
+    if ps >= min {
         return (ps, pct);
     }
     // Sunshine's rewrite, when it reproduces `min` (always for ds < 100).
-    let sunshine = 100 * min as usize / ds;
-    if sunshine <= 255 && client(sunshine) == min as usize && ds + min as usize <= MAX_SHARDS {
-        return (min as usize, sunshine as u8);
+    let sunshine = 100 * min / ds;
+    if sunshine <= 255 && client(sunshine) == min && ds + min <= MAX_SHARDS {
+        return (min, sunshine as u8);
     }
     // Otherwise the smallest percentage whose client-side count reaches `min`; for ds > 100 one
     // step of the percentage can add more than one shard, so the count may land above `min`.
-    let mut q = (pct as usize).max(100 * (min as usize - 1) / ds).min(255);
-    while q < 255 && client(q) < min as usize {
+    let mut q = (pct as usize).max(100 * (min - 1) / ds).min(255);
+    while q < 255 && client(q) < min {
         q += 1;
     }
     while q > pct as usize && ds + client(q) > MAX_SHARDS {
@@ -245,6 +252,9 @@ fn plan_blocks(n: usize, pct: u8) -> (usize, usize, u8, bool) {
 #[derive(Debug, Clone)]
 pub struct VideoPacketizer {
     params: VideoParams,
+    /// Estimated packet loss at the receiver; blocks get the parity it calls for
+    /// ([`crate::fec::adaptive`]), never less than `params.fec_percent` gives.
+    loss: f64,
     /// Running packet counter: RTP sequence (truncated to 16 bits) and `streamPacketIndex`.
     low_seq: u32,
     code: Gf8Code,
@@ -261,6 +271,7 @@ impl VideoPacketizer {
         params.validate()?;
         Ok(Self {
             params,
+            loss: 0.0,
             low_seq: 0,
             code: Gf8Code::nanors(1, 0)?.with_kernel(kernel)?,
         })
@@ -274,6 +285,11 @@ impl VideoPacketizer {
     /// Changes the FEC percentage from the next frame on (adaptive FEC).
     pub fn set_fec_percent(&mut self, pct: u8) {
         self.params.fec_percent = pct;
+    }
+
+    /// Sets the receiver's estimated packet loss (0..=0.5), used from the next frame on.
+    pub fn set_loss_estimate(&mut self, loss: f64) {
+        self.loss = if loss.is_finite() { loss.clamp(0.0, 0.5) } else { 0.0 };
     }
 
     /// Writes all datagrams of `frame` into `out` (see the module docs for the layout).
@@ -297,7 +313,13 @@ impl VideoPacketizer {
         let mut datagrams = 0;
         for (b, l) in layout.iter_mut().enumerate().take(blocks) {
             let data = per_block.min(n - b * per_block);
-            let (parity, fec_percent) = parity_for_block(data, pct, p.min_parity);
+            let needed = if pct == 0 {
+                0
+            } else {
+                parity_for_loss(data, self.loss, DEFAULT_TARGET, MAX_SHARDS - data)
+            };
+            let min = needed.max(usize::from(p.min_parity));
+            let (parity, fec_percent) = parity_for_block(data, pct, min);
             *l = BlockLayout {
                 first: datagrams,
                 data,
@@ -954,7 +976,7 @@ mod tests {
             };
             for ds in 1..=max_ds {
                 for min in 0..=8u8 {
-                    let (ps, q) = parity_for_block(ds, pct, min);
+                    let (ps, q) = parity_for_block(ds, pct, usize::from(min));
                     if pct == 0 {
                         assert_eq!((ps, q), (0, 0));
                         continue;

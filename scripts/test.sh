@@ -22,11 +22,14 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test"
 cargo test --workspace --locked
 
-step "criterion benches (test mode: every bench runs once)"
-cargo bench --workspace --locked --bench "*" -- --test
+step "criterion benches (test mode: every bench runs once, release build shared with the report)"
+cargo test --release --locked -p punktfunk-bench --benches
 
 step "headline report (no write)"
 cargo run --release --locked -p punktfunk-bench --bin report -- --no-write
+
+step "end-to-end: moonlight-python (moonlight-common-c) against punktfunk serve"
+tests/e2e/run.sh
 
 if [ "$FUZZ_SECONDS" -gt 0 ]; then
     step "fuzz smoke: ${FUZZ_SECONDS}s per target"

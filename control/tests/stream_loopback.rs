@@ -295,6 +295,100 @@ fn handshake_control_video_audio_and_termination() {
         }
     }
     assert!(frames.len() >= 40, "only {} frames", frames.len());
+
+    // Hostile control traffic on the live session: forged envelopes (wrong key), a replayed
+    // sequence number, unknown message types and garbage inputs. All are dropped or counted;
+    // the stream goes on.
+    let dropped_before = host
+        .counters()
+        .control_dropped
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let forger = ControlCipher::new(&[0x55; 16]);
+    for i in 0..5u32 {
+        let mut out = vec![0u8; ControlCipher::sealed_len(2)];
+        let n = forger
+            .seal(
+                1000 + i,
+                Direction::ClientToHost,
+                types::IDR_REQUEST,
+                &[0, 0],
+                &mut out,
+            )
+            .unwrap();
+        client
+            .peer_mut(peer)
+            .send(0, &enet::Packet::reliable(&out[..n]))
+            .unwrap();
+    }
+    client
+        .peer_mut(peer)
+        .send(0, &enet::Packet::reliable(&[0xde, 0xad][..]))
+        .unwrap();
+    {
+        // Seq 0 again: a replay.
+        let mut out = vec![0u8; ControlCipher::sealed_len(2)];
+        let n = cipher
+            .seal(
+                0,
+                Direction::ClientToHost,
+                types::IDR_REQUEST,
+                &[0, 0],
+                &mut out,
+            )
+            .unwrap();
+        client
+            .peer_mut(peer)
+            .send(0, &enet::Packet::reliable(&out[..n]))
+            .unwrap();
+    }
+    send(&mut client, 0x7777, &[1, 2, 3]);
+    for junk in [
+        &[][..],
+        &[0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff][..],
+        &[1; 300][..],
+    ] {
+        send(&mut client, types::INPUT, junk);
+    }
+    let more_until = Instant::now() + Duration::from_secs(3);
+    let mut more = 0;
+    while Instant::now() < more_until {
+        let _ = client.service();
+        if last_ping.elapsed() > Duration::from_millis(200) {
+            vsock
+                .send_to(&ping_bytes, ("127.0.0.1", video_port))
+                .unwrap();
+            send(&mut client, types::PING, &[4, 0, 0, 0, 0, 0, 0, 0]);
+            last_ping = Instant::now();
+        }
+        if let Ok(n) = vsock.recv(&mut buf) {
+            let plain = vcipher
+                .open(&mut buf[..n])
+                .expect("video decrypts with rikey");
+            vdepack.handle_datagram(plain).expect("valid video packet");
+            while vdepack.poll_frame().is_some() {
+                more += 1;
+            }
+        }
+        while asock.recv(&mut buf).is_ok() {}
+    }
+    assert!(
+        more > 20,
+        "the stream went on after hostile control traffic ({more} frames)"
+    );
+    let dropped = host
+        .counters()
+        .control_dropped
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        dropped - dropped_before,
+        7,
+        "5 forged + 1 garbage + 1 replay"
+    );
+    assert_eq!(
+        inputs.lock().unwrap().0.len(),
+        4,
+        "1 mouse move + 3 junk inputs handed on"
+    );
     // Frame indices start at 1 and are contiguous; the first frame is a keyframe (the IDR
     // request and the first-frame request both ask for one).
     for (i, f) in frames.iter().enumerate() {
@@ -323,7 +417,7 @@ fn handshake_control_video_audio_and_termination() {
             .load(std::sync::atomic::Ordering::Relaxed)
             >= 1
     );
-    assert_eq!(inputs.lock().unwrap().0, vec![mouse.to_vec()]);
+    assert_eq!(inputs.lock().unwrap().0[0], mouse.to_vec());
 
     // /cancel: the client gets the termination message, then the disconnect.
     let stopper = std::thread::spawn(move || {

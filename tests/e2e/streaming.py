@@ -93,7 +93,7 @@ def stream(http: NvHTTP, address: str, seconds: float, width: int, height: int, 
         termination_error = session.termination_error
         session.stop()
         decoder.close()
-    if quit_after:
+    if quit_after and not terminated:
         http.quit_app()
     span = (max(numbers) - min(numbers) + 1) if numbers else 0
     return {

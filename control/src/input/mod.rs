@@ -204,4 +204,18 @@ mod tests {
         sink.inject(&InputEvent::EnableHaptics { enabled: true })
             .unwrap();
     }
+
+    #[test]
+    fn dispatcher_counts_good_bad_and_unknown_packets() {
+        use crate::stream::session::InputHandler;
+        let mut d = InputDispatcher::new(Box::new(CountingSink::new()));
+        let good = encode(&InputEvent::MouseMove { dx: 1, dy: -1 });
+        d.handle_input(&good);
+        d.handle_input(&[]);
+        d.handle_input(&[0, 0, 0, 4, 0x78, 0x56, 0x34, 0x12]);
+        d.handle_input(&[0xff; 64]);
+        let s = d.stats();
+        assert_eq!((s.decoded, s.unknown_type, s.malformed), (1, 1, 2));
+        assert_eq!(d.inject_errors(), 0);
+    }
 }

@@ -24,12 +24,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use punktfunk_engine::config::{Backpressure, PipelineConfig, SendConfig};
+use punktfunk_engine::fec::adaptive::LossEstimator;
 use punktfunk_engine::io::sink::{PeerAddr, SendSink};
 use punktfunk_engine::io::stages::Pipeline;
 use punktfunk_engine::io::{Caps, UdpSender};
 use punktfunk_engine::pipeline::{Source, Stage};
 use punktfunk_engine::pool::FrameBuf;
-use punktfunk_engine::fec::adaptive::LossEstimator;
 use punktfunk_engine::stream::{LossFeedback, PacketizeStage};
 use punktfunk_engine::wire::audio::{AudioDatagrams, AudioKey, AudioPacketizer};
 use punktfunk_engine::wire::video::VideoParams;
@@ -39,8 +39,9 @@ use super::control::{ClientMessage, ControlChannel, TERMINATION_GRACEFUL};
 use super::rtsp::{self, Handshake, HandshakeParams, RtspEvent};
 use super::sdp::{HostOffer, ML_FF_SESSION_ID_V1, StreamConfig, enc};
 
-/// The client gives up on a silent control stream after about 10 s; so does the host.
-pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client pings the control stream every 100 ms; after 8 s of silence it is gone, and the
+/// session is freed (the bound is 10 s; the client itself gives up after about 10 s).
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// Where the streaming side listens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -73,7 +73,12 @@ impl LossEstimator {
     /// An estimator with per-report `decay` in (0, 1) (0.98: a report counts half after ~35
     /// more).
     pub fn new(decay: f64) -> Self {
-        Self { lost: 0.0, seen: 0.0, decay: decay.clamp(0.5, 0.9999), reports: 0 }
+        Self {
+            lost: 0.0,
+            seen: 0.0,
+            decay: decay.clamp(0.5, 0.9999),
+            reports: 0,
+        }
     }
 
     /// One report: `lost` packets missing out of `lost + received` the receiver accounted for.
@@ -107,7 +112,9 @@ mod tests {
     fn tail_matches_direct_sums() {
         // Bin(12, 0.05): P[X > 2] = 1 - (0.95^12 + 12·0.05·0.95^11 + 66·0.05²·0.95^10)
         let direct = 1.0
-            - (0.95f64.powi(12) + 12.0 * 0.05 * 0.95f64.powi(11) + 66.0 * 0.0025 * 0.95f64.powi(10));
+            - (0.95f64.powi(12)
+                + 12.0 * 0.05 * 0.95f64.powi(11)
+                + 66.0 * 0.0025 * 0.95f64.powi(10));
         assert!((binomial_tail_above(12, 0.05, 2) - direct).abs() < 1e-12);
         assert_eq!(binomial_tail_above(10, 0.0, 0), 0.0);
         assert_eq!(binomial_tail_above(10, 0.3, 10), 0.0);
@@ -122,7 +129,10 @@ mod tests {
         assert_eq!(parity_for_loss(10, 0.0, DEFAULT_TARGET, 100), 0);
         let small = parity_for_loss(10, 0.05, DEFAULT_TARGET, 100);
         let big = parity_for_loss(200, 0.05, DEFAULT_TARGET, 55);
-        assert_eq!(small, 4, "10 packets at 5 % loss need 4 parity for < 0.1 % block loss");
+        assert_eq!(
+            small, 4,
+            "10 packets at 5 % loss need 4 parity for < 0.1 % block loss"
+        );
         assert!(binomial_tail_above(10 + small, 0.05, small) <= DEFAULT_TARGET);
         assert!(binomial_tail_above(10 + small - 1, 0.05, small - 1) > DEFAULT_TARGET);
         assert!((big as f64 / 200.0) < (small as f64 / 10.0));

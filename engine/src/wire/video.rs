@@ -289,7 +289,11 @@ impl VideoPacketizer {
 
     /// Sets the receiver's estimated packet loss (0..=0.5), used from the next frame on.
     pub fn set_loss_estimate(&mut self, loss: f64) {
-        self.loss = if loss.is_finite() { loss.clamp(0.0, 0.5) } else { 0.0 };
+        self.loss = if loss.is_finite() {
+            loss.clamp(0.0, 0.5)
+        } else {
+            0.0
+        };
     }
 
     /// Writes all datagrams of `frame` into `out` (see the module docs for the layout).

@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use punktfunk_engine::config::{Backpressure, PipelineConfig, SendConfig};
-use punktfunk_engine::io::sink::{PeerAddr, SendSink};
+use punktfunk_engine::io::sink::{OnSent, PeerAddr, SendSink};
 use punktfunk_engine::io::stages::Pipeline;
 use punktfunk_engine::io::{Caps, Pacing, ReceiveConfig, SendPath, UdpReceiver, UdpSender};
 use punktfunk_engine::pipeline::{Captured, Emit, Source, Stage, StageContext, StageError};
@@ -172,9 +172,18 @@ fn gbps(bytes: u64, elapsed: Duration) -> f64 {
     bytes as f64 * 8.0 / elapsed.as_secs_f64() / 1e9
 }
 
-/// The engine path (see the module docs) for `frames` frames of `frame_len` bytes.
-pub fn engine_path(caps: &Caps, frame_len: usize, frames: u64) -> Throughput {
-    let drain = Drain::start(caps);
+/// Runs the engine path (see the module docs) over `frames` copies of a `frame_len`-byte frame
+/// into `drain`, at most one frame per `interval` (as fast as possible when `None`), calling
+/// `on_sent` after each frame's send; returns when the pipeline has finished.
+fn run_engine(
+    caps: &Caps,
+    drain: &Drain,
+    frame_len: usize,
+    frames: u64,
+    epoch: Instant,
+    interval: Option<Duration>,
+    on_sent: OnSent,
+) {
     let frame = Arc::new(crate::random_shards(1, frame_len, 11).remove(0));
     let fec = PacketizeStage::new(params(), None).expect("valid params");
     let config = PipelineConfig {
@@ -192,21 +201,31 @@ pub fn engine_path(caps: &Caps, frame_len: usize, frames: u64) -> Throughput {
     .expect("sender");
     let peer = Arc::new(PeerAddr::default());
     peer.set(Some(drain.dest));
+    let sink = SendSink::new(sender, peer, Duration::ZERO, false).on_sent(on_sent);
+    let source = FrameFeeder::new(frame, frames, epoch, interval);
+    Pipeline::spawn(&config, source, Passthrough, fec, sink)
+        .expect("pipeline starts")
+        .join()
+        .expect("pipeline runs");
+}
+
+/// The engine path (see the module docs) for `frames` frames of `frame_len` bytes.
+pub fn engine_path(caps: &Caps, frame_len: usize, frames: u64) -> Throughput {
+    let drain = Drain::start(caps);
     let sent = Arc::new(AtomicU64::new(0));
     let counter = sent.clone();
-    let sink = SendSink::new(sender, peer, Duration::ZERO, false).on_sent(Box::new(move |_, s| {
-        counter.fetch_add(s.datagrams, Ordering::Relaxed);
-    }));
     let start = Instant::now();
-    let handle = Pipeline::spawn(
-        &config,
-        FrameFeeder::new(frame, frames, start, None),
-        Passthrough,
-        fec,
-        sink,
-    )
-    .expect("pipeline starts");
-    handle.join().expect("pipeline runs");
+    run_engine(
+        caps,
+        &drain,
+        frame_len,
+        frames,
+        start,
+        None,
+        Box::new(move |_, s| {
+            counter.fetch_add(s.datagrams, Ordering::Relaxed);
+        }),
+    );
     let elapsed = start.elapsed();
     let (received, _) = drain.finish();
     Throughput {
@@ -268,45 +287,26 @@ pub fn prebuilt_path(caps: &Caps, path: SendPath, frame_len: usize, frames: u64)
 /// hand-off to the engine to the return of the send call for its last datagram, in µs.
 pub fn engine_latency(caps: &Caps, frame_len: usize, frames: u64, fps: u32) -> Vec<f64> {
     let drain = Drain::start(caps);
-    let frame = Arc::new(crate::random_shards(1, frame_len, 12).remove(0));
-    let fec = PacketizeStage::new(params(), None).expect("valid params");
-    let config = PipelineConfig {
-        ring_depth: 2,
-        pool_frames: 8,
-        frame_capacity: fec.max_output(frame_len),
-        backpressure: Backpressure::Block,
-        ..PipelineConfig::default()
-    };
-    let sender = UdpSender::new(
-        "127.0.0.1:0".parse().expect("literal"),
-        &SendConfig::default(),
-        caps,
-    )
-    .expect("sender");
-    let peer = Arc::new(PeerAddr::default());
-    peer.set(Some(drain.dest));
     let epoch = Instant::now();
     let samples = Arc::new(Mutex::new(Vec::with_capacity(frames as usize)));
     let sink_samples = samples.clone();
-    let sink =
-        SendSink::new(sender, peer, Duration::ZERO, false).on_sent(Box::new(move |meta, _| {
+    let iv = Duration::from_secs(1) / fps;
+    run_engine(
+        caps,
+        &drain,
+        frame_len,
+        frames,
+        epoch,
+        Some(iv),
+        Box::new(move |meta, _| {
             let now = epoch.elapsed().as_nanos() as u64;
             let us = now.saturating_sub(meta.capture_ns) as f64 / 1e3;
             sink_samples
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .push(us);
-        }));
-    let iv = Duration::from_secs(1) / fps;
-    let handle = Pipeline::spawn(
-        &config,
-        FrameFeeder::new(frame, frames, epoch, Some(iv)),
-        Passthrough,
-        fec,
-        sink,
-    )
-    .expect("pipeline starts");
-    handle.join().expect("pipeline runs");
+        }),
+    );
     drain.finish();
     std::mem::take(&mut *samples.lock().unwrap_or_else(|p| p.into_inner()))
 }

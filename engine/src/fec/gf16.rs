@@ -136,27 +136,25 @@ impl Gf16Code {
 
     /// Restores missing data shards without slice vectors: `present` yields `(index, shard)`
     /// for shards that arrived (data indices `< data_shards()`, parity after them, any order,
-    /// each `len` bytes), and `restored(i, shard)` receives every data shard that was missing.
+    /// each `len` bytes). The returned [`Restored`] lists every data shard that was missing;
+    /// it borrows the code, not the caller's shards, so the caller can write them back into
+    /// the buffer it fed them from.
     ///
     /// Feeding more than `data_shards()` shards is allowed but costs a copy each; callers that
-    /// know which data shards are missing can stop after enough parity.
+    /// know how many data shards are missing can stop after that much parity.
     pub fn reconstruct_each<'a, I>(
         &mut self,
         len: usize,
         present: I,
-        mut restored: impl FnMut(usize, &[u8]),
-    ) -> Result<(), FecError>
+    ) -> Result<Restored<'_>, FecError>
     where
         I: IntoIterator<Item = (usize, &'a [u8])>,
     {
-        let Some(dec) = self.feed_decoder(len, present)? else {
-            return Ok(());
+        let result = match self.feed_decoder(len, present)? {
+            Some(dec) => Some(dec.decode().map_err(backend)?),
+            None => None,
         };
-        let result = dec.decode().map_err(backend)?;
-        for (i, shard) in result.restored_original_iter() {
-            restored(i, shard);
-        }
-        Ok(())
+        Ok(Restored { result })
     }
 
     /// Resets the decoder for `len`-byte shards and adds `present`; `None` when no data shard
@@ -212,6 +210,26 @@ impl Gf16Code {
             });
         }
         Ok(Some(dec))
+    }
+}
+
+/// The data shards a [`Gf16Code::reconstruct_each`] call restored.
+pub struct Restored<'a> {
+    result: Option<reed_solomon_simd::DecoderResult<'a>>,
+}
+
+impl Restored<'_> {
+    /// `(index, shard)` for every data shard that was missing, in index order.
+    pub fn iter(&self) -> impl Iterator<Item = (usize, &[u8])> + '_ {
+        self.result.iter().flat_map(|r| r.restored_original_iter())
+    }
+}
+
+impl std::fmt::Debug for Restored<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Restored")
+            .field("shards", &self.iter().count())
+            .finish()
     }
 }
 
@@ -447,10 +465,9 @@ mod tests {
                 .enumerate()
                 .skip(ps)
                 .map(|(i, s)| (i, s.as_slice()));
-            let mut got = Vec::new();
-            code.reconstruct_each(len, given, |i, s| got.push((i, s.to_vec())))
-                .unwrap();
-            got.sort();
+            let restored = code.reconstruct_each(len, given).unwrap();
+            let got: Vec<(usize, Vec<u8>)> =
+                restored.iter().map(|(i, s)| (i, s.to_vec())).collect();
             assert_eq!(got.len(), ps);
             for (i, s) in got {
                 assert_eq!(s, data[i]);
@@ -462,11 +479,11 @@ mod tests {
         ));
         code.reshape(2, 1).unwrap();
         assert!(matches!(
-            code.reconstruct_each(8, [(0, [0u8; 8].as_slice())], |_, _| {}),
+            code.reconstruct_each(8, [(0, [0u8; 8].as_slice())]),
             Err(FecError::TooFewShards { .. })
         ));
         assert!(matches!(
-            code.reconstruct_each(8, [(7, [0u8; 8].as_slice())], |_, _| {}),
+            code.reconstruct_each(8, [(7, [0u8; 8].as_slice())]),
             Err(FecError::ShardCount { .. })
         ));
         assert!(code.reshape(0, 1).is_err());

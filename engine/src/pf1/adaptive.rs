@@ -23,7 +23,12 @@
 //! Pure: reports in, numbers out.
 
 use super::Pf1Error;
-use crate::fec::adaptive::{DEFAULT_TARGET, LossEstimator, parity_for_loss};
+use crate::fec::adaptive::{LossEstimator, parity_for_loss};
+
+/// Probability of losing a frame that punktfunk/1's parity aims for: one frame in 10 000, about
+/// one every three minutes at 60 fps. A lost frame costs a keyframe request, so this is ten
+/// times stricter than GameStream's per-block [`crate::fec::adaptive::DEFAULT_TARGET`].
+pub const DEFAULT_FRAME_LOSS_TARGET: f64 = 1e-4;
 
 /// Datagrams the host sent and the client received during one reporting window.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -106,7 +111,7 @@ impl Default for FecControllerConfig {
             max_percent: 50,
             initial_percent: 20,
             reference_data_shards: 1024,
-            target: DEFAULT_TARGET,
+            target: DEFAULT_FRAME_LOSS_TARGET,
             decay: 0.9,
             decay_step: 1,
             loss_boost: 5,
@@ -260,7 +265,7 @@ mod tests {
             c.handle_report(&window(&mut rng, 0.10));
         }
         let at_10 = c.parity_percent();
-        // 1024 data shards at 10 % loss need ~13 % for a 1e-3 block-loss target.
+        // 1024 data shards at 10 % loss need ~14 % for a 1e-4 frame-loss target.
         assert!((13..=18).contains(&at_10), "{at_10}");
         for _ in 0..20 {
             c.handle_report(&window(&mut rng, 0.10));

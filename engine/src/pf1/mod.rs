@@ -69,6 +69,9 @@ pub mod recv;
 pub mod send;
 pub mod stage;
 
+#[cfg(test)]
+mod sim;
+
 pub use adaptive::{FecController, FecControllerConfig, LossReport};
 pub use crypto::{DataKey, EXPORTER_LABEL, KEY_MATERIAL_LEN};
 pub use header::{HEADER_LEN, Header, OVERHEAD, TAG_LEN};

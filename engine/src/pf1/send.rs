@@ -38,9 +38,10 @@
 //! reused whatever the frame shape.
 
 use super::Pf1Error;
+use super::adaptive::DEFAULT_FRAME_LOSS_TARGET;
 use super::crypto::{DataKey, packet_limit};
 use super::header::{HEADER_LEN, Header, MAX_SHARD_LEN, OVERHEAD, PacketType, TAG_LEN, flags};
-use crate::fec::adaptive::{DEFAULT_TARGET, parity_for_loss};
+use crate::fec::adaptive::parity_for_loss;
 use crate::fec::gf16::{Gf16Code, MAX_SHARDS};
 
 /// Default shard length: 1460-byte datagrams, for a 1500-byte MTU over IPv4.
@@ -74,7 +75,7 @@ impl Default for Pf1SenderConfig {
             parity_percent: 20,
             min_parity: 1,
             max_frame_len: 32 << 20,
-            target: DEFAULT_TARGET,
+            target: DEFAULT_FRAME_LOSS_TARGET,
         }
     }
 }

@@ -230,7 +230,7 @@ impl Session {
             self.next_frame += 1;
             let t = FRAME_INTERVAL * id as u32;
             self.client_until(t, &mut phase);
-            if self.adaptive && id % FRAMES_PER_REPORT == 0 {
+            if self.adaptive && id.is_multiple_of(FRAMES_PER_REPORT) {
                 // The client's report reaches the host's controller; the host applies it.
                 let report = self.rx.take_loss_report();
                 self.fec.handle_report(&report);
@@ -238,7 +238,7 @@ impl Session {
                 self.tx.set_loss_estimate(self.fec.loss_estimate());
             }
             // A keyframe of ~1 MB every 2 s, P-frames of 60–300 KB in between.
-            let len = if id % 120 == 0 {
+            let len = if id.is_multiple_of(120) {
                 1 << 20
             } else {
                 self.rng.random_range(60_000..300_000)

@@ -306,9 +306,10 @@ impl Pf1Receiver {
     }
 
     /// Gives a delivered frame's buffer back for reuse.
-    pub fn recycle(&mut self, mut buf: Vec<u8>) {
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        // Kept as it is: its length is the frame's, so reusing it for a frame of the same
+        // shape zero-fills only the parity area, not the whole buffer.
         if self.spare.len() < self.slots.len() * 2 {
-            buf.clear();
             self.spare.push(buf);
         }
     }
@@ -530,7 +531,11 @@ impl Pf1Receiver {
             buf = bigger;
         }
         // Old contents may remain: every shard is written before it is marked present.
-        buf.resize(total * l, 0);
+        if buf.len() >= total * l {
+            buf.truncate(total * l);
+        } else {
+            buf.resize(total * l, 0);
+        }
         let s = &mut self.slots[i];
         s.buf = buf;
         s.active = true;

@@ -23,7 +23,9 @@ use rand::RngExt;
 use punktfunk_engine::config::SendConfig;
 use punktfunk_engine::io::pf1::{Pf1FrameSender, Pf1ReceiveLoop};
 use punktfunk_engine::io::pin;
-use punktfunk_engine::io::{Caps, Pacing, ReceiveConfig, SendPath, UdpReceiver, UdpSender};
+use punktfunk_engine::io::{
+    Caps, Pacing, ReceiveConfig, RecvPathPreference, SendPath, UdpReceiver, UdpSender,
+};
 use punktfunk_engine::pf1::{
     DataKey, FrameInfo, KEY_MATERIAL_LEN, Pf1Event, Pf1Receiver, Pf1ReceiverConfig, Pf1Sender,
     Pf1SenderConfig,
@@ -142,6 +144,8 @@ pub struct GoodputConfig {
     pub ceiling: bool,
     /// Shard length (datagrams are 52 bytes longer).
     pub shard_len: usize,
+    /// Receive backend.
+    pub recv_path: RecvPathPreference,
 }
 
 impl Default for GoodputConfig {
@@ -154,6 +158,7 @@ impl Default for GoodputConfig {
             cores: None,
             ceiling: true,
             shard_len: Pf1SenderConfig::default().shard_len,
+            recv_path: RecvPathPreference::Auto,
         }
     }
 }
@@ -187,6 +192,7 @@ pub fn goodput_with(caps: &Caps, config: &GoodputConfig) -> Pf1Goodput {
             gro: true,
             socket_receive_buffer: 64 << 20,
             batch: config.recv_batch,
+            path: config.recv_path,
             ..Default::default()
         },
         caps,

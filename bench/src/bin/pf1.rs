@@ -3,12 +3,12 @@
 //! `cargo run --release -p punktfunk-bench --bin pf1 [-- SECONDS LOSS SIZE_MIB…]`
 //! (defaults: 3 s, 0.01, frames of 1 2 4 MiB). Environment knobs for experiments:
 //! `PF1_BATCH` (recvmmsg batch), `PF1_CORES=tx,rx` (pin the threads), `PF1_NO_CEILING=1`,
-//! `PF1_SHARD` (shard length).
+//! `PF1_SHARD` (shard length), `PF1_MULTISHOT=1` (io_uring multishot receive).
 
 use std::time::Duration;
 
 use punktfunk_bench::pf1::{GoodputConfig, PARITY_PERCENT, goodput_with};
-use punktfunk_engine::io::Caps;
+use punktfunk_engine::io::{Caps, RecvPathPreference};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -43,6 +43,11 @@ fn main() {
                 recv_batch,
                 cores,
                 ceiling: env("PF1_NO_CEILING").is_none(),
+                recv_path: if env("PF1_MULTISHOT").is_some() {
+                    RecvPathPreference::UringMultishot
+                } else {
+                    RecvPathPreference::Auto
+                },
                 shard_len: env("PF1_SHARD")
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(defaults.shard_len),

@@ -14,7 +14,11 @@ use punktfunk_engine::pf1::{
 
 fn content(id: u32, len: usize) -> Vec<u8> {
     (0..len)
-        .map(|i| (i as u32).wrapping_mul(167).wrapping_add(id.wrapping_mul(31)) as u8)
+        .map(|i| {
+            (i as u32)
+                .wrapping_mul(167)
+                .wrapping_add(id.wrapping_mul(31)) as u8
+        })
         .collect()
 }
 
@@ -103,7 +107,10 @@ fuzz_target!(|data: &[u8]| {
                     } else {
                         d[at] ^= 1 << (s.byte().unwrap_or(0) % 8);
                     }
-                    assert!(rx.handle_datagram(now, &d).is_err(), "mutated datagram accepted");
+                    assert!(
+                        rx.handle_datagram(now, &d).is_err(),
+                        "mutated datagram accepted"
+                    );
                 }
             }
             6 => {

@@ -1,15 +1,16 @@
 //! The act halves of the punktfunk/1 data plane: a frame sender over [`UdpSender`] and a
 //! receive loop over [`UdpReceiver`] feeding [`Pf1Receiver`].
 //!
-//! Inside the host's pipeline, frames go through [`Pf1PacketizeStage`](crate::pf1::Pf1PacketizeStage)
-//! and the ordinary [`SendSink`](super::sink::SendSink); [`Pf1FrameSender`] is the same path
-//! without the pipeline threads, for benches, tests and tools.
+//! Inside the host's pipeline, frames go through
+//! [`Pf1PacketizeStage`](crate::pf1::Pf1PacketizeStage) and the ordinary
+//! [`SendSink`](super::sink::SendSink); [`Pf1FrameSender`] is the same path without the
+//! pipeline threads, for benches, tests and tools.
 //!
 //! ```text
-//!  Pf1FrameSender::send_frame                       Pf1ReceiveLoop::poll
-//!   Pf1Sender::packetize → own buffer                UdpReceiver::recv (GRO batches)
-//!   UdpSender::send_frame(stride = L + 52) ──UDP──►   └ each datagram → Pf1Receiver::handle_datagram
-//!     (io_uring + GSO, paced)                         Pf1Receiver::handle_timeout, poll_event → callback
+//!  Pf1FrameSender::send_frame                  Pf1ReceiveLoop::poll
+//!   Pf1Sender::packetize → own buffer           UdpReceiver::recv (GRO batches)
+//!   UdpSender::send_frame(stride L + 52) ─UDP─►  └ each datagram → Pf1Receiver::handle_datagram
+//!     (io_uring + GSO, paced)                    handle_timeout, poll_event → callback
 //! ```
 //!
 //! These read the clock (`Instant::now()` once per receive batch) and touch sockets; the

@@ -52,7 +52,8 @@ proptest! {
         seed in any::<u64>(),
     ) {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let mut tx = Pf1Sender::new(Pf1SenderConfig { parity_percent: pct, ..Default::default() }, key()).unwrap();
+        let config = Pf1SenderConfig { parity_percent: pct, ..Default::default() };
+        let mut tx = Pf1Sender::new(config, key()).unwrap();
         let mut rx = Pf1Receiver::new(Pf1ReceiverConfig::default(), key()).unwrap();
         let now = Instant::now();
         let mut out = Vec::new();
@@ -295,8 +296,8 @@ fn adaptive_fec_converges_under_ten_percent_loss() {
     let stats = s.rx.stats();
     assert_eq!(stats.auth_failures + stats.malformed + stats.duplicates, 0);
     eprintln!(
-        "warm-up {warm:?} → {pct_after_warmup} %, steady {steady:?} at {pct} % (loss est {est:.3}), \
-         clean {clean:?}; stats {stats:?}"
+        "warm-up {warm:?} → {pct_after_warmup} %, steady {steady:?} at {pct} % \
+         (loss est {est:.3}), clean {clean:?}; stats {stats:?}"
     );
 }
 

@@ -91,11 +91,6 @@ impl Pf1FrameSender {
             .send_frame(dest, &self.buf[..p.len()], p.layout.stride, pacing)?;
         Ok((p, stats))
     }
-
-    /// The datagrams of the last frame sent (for tests and baselines that resend them).
-    pub fn last_datagrams(&self, p: &Packetized) -> &[u8] {
-        &self.buf[..p.len().min(self.buf.len())]
-    }
 }
 
 /// Counters of a [`Pf1ReceiveLoop`] beyond the receiver's own.

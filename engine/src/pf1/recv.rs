@@ -97,6 +97,16 @@ pub struct ReceivedFrame {
     pub data: Vec<u8>,
 }
 
+impl ReceivedFrame {
+    /// Latency against `now_us`, a reading of the host's capture clock taken by the caller
+    /// (for callers that keep their own clock mapping instead of
+    /// [`Pf1Receiver::set_host_clock`]).
+    pub fn latency_at(&self, now_us: u64) -> i64 {
+        (i128::from(now_us) - i128::from(self.capture_us)).clamp(i64::MIN.into(), i64::MAX.into())
+            as i64
+    }
+}
+
 /// What the receiver has for the application.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pf1Event {
@@ -983,6 +993,8 @@ mod tests {
                 panic!()
             };
             assert_eq!(f.latency_us, Some(700));
+            assert_eq!(f.latency_at(info.capture_us + 700), 700);
+            assert_eq!(f.latency_at(0), -(info.capture_us as i64));
             assert_eq!(f.data, frame);
             let ptr = f.data.as_ptr();
             match first_ptr {

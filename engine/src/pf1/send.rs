@@ -40,7 +40,7 @@
 use super::Pf1Error;
 use super::adaptive::DEFAULT_FRAME_LOSS_TARGET;
 use super::crypto::{DataKey, packet_limit};
-use super::header::{HEADER_LEN, Header, MAX_SHARD_LEN, OVERHEAD, PacketType, TAG_LEN, flags};
+use super::header::{HEADER_LEN, Header, MAX_SHARD_LEN, OVERHEAD, PacketType, flags};
 use crate::fec::adaptive::parity_for_loss;
 use crate::fec::gf16::{Gf16Code, MAX_SHARDS};
 
@@ -403,20 +403,10 @@ impl Pf1Sender {
                 .chain(padded.then_some(self.pad.as_slice()))
         };
 
-        // Parity straight into the parity datagrams' payload slots.
-        self.code.reshape(ds, ps)?;
-        if ps > 0 {
-            let parity_area = &mut out[ds * stride..total * stride];
-            self.code.encode_each(l, data(), |j, shard| {
-                parity_area[j * stride + HEADER_LEN..][..l].copy_from_slice(shard);
-            })?;
-        }
-        for (i, shard) in data().enumerate() {
-            out[i * stride + HEADER_LEN..][..l].copy_from_slice(shard);
-        }
-
-        // Headers and sealing.
-        let mut header = Header {
+        // Every datagram is written whole (header, shard, seal) while its shard is in L1:
+        // parity datagrams as the encoder hands out each parity shard, then the data
+        // datagrams from the frame. One pass over the output.
+        let header = Header {
             packet_type: PacketType::VideoShard,
             flags: if info.keyframe { flags::KEYFRAME } else { 0 }
                 | if info.new_mode { flags::NEW_MODE } else { 0 },
@@ -433,17 +423,17 @@ impl Pf1Sender {
             frame_len: frame.len() as u32,
             capture_us: info.capture_us,
         };
-        for (k, dg) in out[..total * stride].chunks_exact_mut(stride).enumerate() {
-            header.shard_index = k as u16;
-            header.packet_number = first_pn + k as u64;
-            let (head, rest) = dg.split_at_mut(HEADER_LEN);
-            let head: &mut [u8; HEADER_LEN] = head
-                .try_into()
-                .expect("split_at_mut(HEADER_LEN) yields HEADER_LEN bytes");
-            header.write(head);
-            let (payload, tag) = rest.split_at_mut(l);
-            tag.copy_from_slice(&self.key.seal(header.packet_number, head, payload));
-            debug_assert_eq!(tag.len(), TAG_LEN);
+        let key = &self.key;
+        let (data_area, parity_area) = out[..total * stride].split_at_mut(ds * stride);
+        self.code.reshape(ds, ps)?;
+        if ps > 0 {
+            self.code.encode_each(l, data(), |j, shard| {
+                let dg = &mut parity_area[j * stride..(j + 1) * stride];
+                seal_datagram(key, header, ds + j, shard, dg);
+            })?;
+        }
+        for ((i, shard), dg) in data().enumerate().zip(data_area.chunks_exact_mut(stride)) {
+            seal_datagram(key, header, i, shard, dg);
         }
 
         self.next_packet_number = first_pn + total as u64;
@@ -459,6 +449,22 @@ impl Pf1Sender {
             layout,
         })
     }
+}
+
+/// Writes datagram `k` of the frame `header` describes into `dg` (exactly one stride):
+/// header, `shard`, and the AES-GCM seal of the shard in place.
+fn seal_datagram(key: &DataKey, mut header: Header, k: usize, shard: &[u8], dg: &mut [u8]) {
+    // Fits: k < data + parity ≤ 65535.
+    header.shard_index = k as u16;
+    header.packet_number += k as u64;
+    let (head, rest) = dg.split_at_mut(HEADER_LEN);
+    let head: &mut [u8; HEADER_LEN] = head
+        .try_into()
+        .expect("split_at_mut(HEADER_LEN) yields HEADER_LEN bytes");
+    header.write(head);
+    let (payload, tag) = rest.split_at_mut(shard.len());
+    payload.copy_from_slice(shard);
+    tag.copy_from_slice(&key.seal(header.packet_number, head, payload));
 }
 
 #[cfg(test)]

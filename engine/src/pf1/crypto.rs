@@ -35,7 +35,7 @@
 //!
 //! # Replay
 //!
-//! [`ReplayWindow`] remembers the packet numbers of the last [`REPLAY_WINDOW`] datagrams
+//! The replay window remembers the packet numbers of the last [`REPLAY_WINDOW`] datagrams
 //! (a bitmap indexed by packet number modulo the window, like RFC 6479 / DTLS 1.3 §4.5.1):
 //! a number seen before, or older than the window, is refused. Only authenticated datagrams
 //! enter the window, so forged packet numbers cannot push it forward.

@@ -15,7 +15,7 @@
 //!             SendSink ─► UdpSender::send_frame (io_uring + GSO, paced)
 //! ```
 //!
-//! The control plane owns the [`FecController`](super::FecController) and publishes its output
+//! The control plane owns the [`FecController`] and publishes its output
 //! through a shared [`Pf1Feedback`], which the stage reads once per frame; key updates travel
 //! the same way. Pure: no clock reads (capture time comes in `FrameMeta::capture_ns`), no
 //! sockets.

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use rand::{RngExt, SeedableRng};
 
 pub mod fec;
+pub mod pf1;
 pub mod send;
 
 /// A seeded generator for bench inputs.

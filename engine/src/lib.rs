@@ -10,6 +10,8 @@
 //! * [`pacer`], [`ring`], [`pool`], [`pipeline`]: pure scheduling, buffers and hand-off between
 //!   the capture → encode → FEC → send stages.
 //! * [`stream`]: the engine's FEC/packetize stage for GameStream video.
+//! * [`pf1`]: the punktfunk/1 data plane: AES-GCM-sealed datagrams carrying one GF(2^16) FEC
+//!   block per frame, its packetizer, reassembler, adaptive-FEC controller and pipeline stage.
 //! * [`io`]: the only code that touches the kernel: the io_uring UDP driver (GSO, SEND_ZC,
 //!   busy polling) with its fallbacks, the receive path, the send stage, CPU pinning and the
 //!   stage threads.
@@ -50,6 +52,7 @@ pub mod config;
 pub mod fec;
 pub mod io;
 pub mod pacer;
+pub mod pf1;
 pub mod pipeline;
 pub mod pool;
 pub mod ring;

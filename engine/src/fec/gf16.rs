@@ -21,8 +21,10 @@ pub const MAX_SHARDS: usize = 65535;
 pub struct Gf16Code {
     data: usize,
     parity: usize,
-    encoder: Option<(ReedSolomonEncoder, usize)>,
-    decoder: Option<(ReedSolomonDecoder, usize)>,
+    /// Kept across blocks: `reset` reuses its work buffer whenever it is large enough.
+    encoder: Option<ReedSolomonEncoder>,
+    /// Kept across blocks like the encoder.
+    decoder: Option<ReedSolomonDecoder>,
 }
 
 impl std::fmt::Debug for Gf16Code {
@@ -38,22 +40,7 @@ impl Gf16Code {
     /// A code for `data` + `parity` shards. `parity` may be 0 (nothing to encode; recovery of a
     /// lost shard then fails).
     pub fn new(data: usize, parity: usize) -> Result<Self, FecError> {
-        let shape = |reason| {
-            Err(FecError::Shape {
-                data,
-                parity,
-                reason,
-            })
-        };
-        if data == 0 {
-            return shape("at least one data shard is needed");
-        }
-        if data + parity > MAX_SHARDS {
-            return shape("more than 65535 shards in one GF(2^16) block");
-        }
-        if parity > 0 && !ReedSolomonEncoder::supports(data, parity) {
-            return shape("data/parity ratio not supported by the GF(2^16) backend");
-        }
+        check_shape(data, parity)?;
         Ok(Self {
             data,
             parity,
@@ -62,16 +49,245 @@ impl Gf16Code {
         })
     }
 
-    fn check_len(&self, len: usize) -> Result<(), FecError> {
-        if len == 0 || !len.is_multiple_of(2) {
-            return Err(FecError::ShardSize {
-                index: 0,
-                expected: len.max(2) & !1,
-                got: len,
+    /// Changes the shape to `data` + `parity`, keeping the backend's work buffers: a code
+    /// reshaped to sizes it has seen before encodes and decodes without allocating.
+    pub fn reshape(&mut self, data: usize, parity: usize) -> Result<(), FecError> {
+        check_shape(data, parity)?;
+        self.data = data;
+        self.parity = parity;
+        Ok(())
+    }
+
+    /// The largest parity count the backend supports next to `data` data shards, within
+    /// [`MAX_SHARDS`] in all (0 when `data` is 0 or leaves no room).
+    ///
+    /// The Leopard code runs at "high rate" when `next_pow2(parity) + data ≤ 65536` or at "low
+    /// rate" when `next_pow2(data) + parity ≤ 65536` (reed-solomon-simd 3.1,
+    /// `src/rate/rate_{high,low}.rs`): up to 32768 data shards, parity up to
+    /// `65536 − next_pow2(data)` (at least 32768) works; above that it is limited to a power
+    /// of two.
+    pub fn max_parity(data: usize) -> usize {
+        if data == 0 || data >= MAX_SHARDS {
+            return 0;
+        }
+        let room = MAX_SHARDS - data;
+        let low = (1usize << 16).saturating_sub(data.next_power_of_two());
+        // Largest power of two ≤ 65536 − data.
+        let high = 1usize << (usize::BITS - 1 - ((1usize << 16) - data).leading_zeros());
+        low.max(high).min(room)
+    }
+
+    /// Encodes without slice vectors: `data` yields exactly [`FecEngine::data_shards`] shards
+    /// of `len` bytes (even, non-zero), and `parity(j, shard)` receives each parity shard in
+    /// order. The backend copies each data shard once into its work buffer.
+    pub fn encode_each<'a, I>(
+        &mut self,
+        len: usize,
+        data: I,
+        mut parity: impl FnMut(usize, &[u8]),
+    ) -> Result<(), FecError>
+    where
+        I: IntoIterator<Item = &'a [u8]>,
+    {
+        check_len(len)?;
+        if self.parity == 0 {
+            return check_count(self.data, len, data);
+        }
+        let enc = match &mut self.encoder {
+            Some(enc) => {
+                enc.reset(self.data, self.parity.max(1), len)
+                    .map_err(backend)?;
+                enc
+            }
+            slot => slot.insert(
+                ReedSolomonEncoder::new(self.data, self.parity.max(1), len).map_err(backend)?,
+            ),
+        };
+        let mut count = 0;
+        for (i, d) in data.into_iter().enumerate() {
+            if d.len() != len {
+                return Err(FecError::ShardSize {
+                    index: i,
+                    expected: len,
+                    got: d.len(),
+                });
+            }
+            if i >= self.data {
+                return Err(FecError::ShardCount {
+                    expected: self.data,
+                    got: i + 1,
+                });
+            }
+            enc.add_original_shard(d).map_err(backend)?;
+            count += 1;
+        }
+        if count != self.data {
+            return Err(FecError::ShardCount {
+                expected: self.data,
+                got: count,
             });
+        }
+        let result = enc.encode().map_err(backend)?;
+        for (j, rec) in result.recovery_iter().enumerate() {
+            parity(j, rec);
         }
         Ok(())
     }
+
+    /// Restores missing data shards without slice vectors: `present` yields `(index, shard)`
+    /// for shards that arrived (data indices `< data_shards()`, parity after them, any order,
+    /// each `len` bytes). The returned [`Restored`] lists every data shard that was missing;
+    /// it borrows the code, not the caller's shards, so the caller can write them back into
+    /// the buffer it fed them from.
+    ///
+    /// Feeding more than `data_shards()` shards is allowed but costs a copy each; callers that
+    /// know how many data shards are missing can stop after that much parity.
+    pub fn reconstruct_each<'a, I>(
+        &mut self,
+        len: usize,
+        present: I,
+    ) -> Result<Restored<'_>, FecError>
+    where
+        I: IntoIterator<Item = (usize, &'a [u8])>,
+    {
+        let result = match self.feed_decoder(len, present)? {
+            Some(dec) => Some(dec.decode().map_err(backend)?),
+            None => None,
+        };
+        Ok(Restored { result })
+    }
+
+    /// Resets the decoder for `len`-byte shards and adds `present`; `None` when no data shard
+    /// is missing (nothing to decode).
+    fn feed_decoder<'a, I>(
+        &mut self,
+        len: usize,
+        present: I,
+    ) -> Result<Option<&mut ReedSolomonDecoder>, FecError>
+    where
+        I: IntoIterator<Item = (usize, &'a [u8])>,
+    {
+        check_len(len)?;
+        let (data, total) = (self.data, self.data + self.parity);
+        let dec = match &mut self.decoder {
+            Some(dec) => {
+                dec.reset(data, self.parity.max(1), len).map_err(backend)?;
+                dec
+            }
+            slot => slot
+                .insert(ReedSolomonDecoder::new(data, self.parity.max(1), len).map_err(backend)?),
+        };
+        let (mut originals, mut recovery) = (0usize, 0usize);
+        for (i, shard) in present {
+            if shard.len() != len {
+                return Err(FecError::ShardSize {
+                    index: i,
+                    expected: len,
+                    got: shard.len(),
+                });
+            }
+            if i < data {
+                dec.add_original_shard(i, shard).map_err(backend)?;
+                originals += 1;
+            } else if i < total {
+                dec.add_recovery_shard(i - data, shard).map_err(backend)?;
+                recovery += 1;
+            } else {
+                return Err(FecError::ShardCount {
+                    expected: total,
+                    got: i + 1,
+                });
+            }
+        }
+        let missing = data - originals;
+        if missing == 0 {
+            return Ok(None);
+        }
+        if recovery < missing {
+            return Err(FecError::TooFewShards {
+                missing,
+                available: recovery,
+            });
+        }
+        Ok(Some(dec))
+    }
+}
+
+/// The data shards a [`Gf16Code::reconstruct_each`] call restored.
+pub struct Restored<'a> {
+    result: Option<reed_solomon_simd::DecoderResult<'a>>,
+}
+
+impl Restored<'_> {
+    /// `(index, shard)` for every data shard that was missing, in index order.
+    pub fn iter(&self) -> impl Iterator<Item = (usize, &[u8])> + '_ {
+        self.result.iter().flat_map(|r| r.restored_original_iter())
+    }
+}
+
+impl std::fmt::Debug for Restored<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Restored")
+            .field("shards", &self.iter().count())
+            .finish()
+    }
+}
+
+fn check_shape(data: usize, parity: usize) -> Result<(), FecError> {
+    let shape = |reason| {
+        Err(FecError::Shape {
+            data,
+            parity,
+            reason,
+        })
+    };
+    if data == 0 {
+        return shape("at least one data shard is needed");
+    }
+    if data + parity > MAX_SHARDS {
+        return shape("more than 65535 shards in one GF(2^16) block");
+    }
+    if parity > 0 && !ReedSolomonEncoder::supports(data, parity) {
+        return shape("data/parity ratio not supported by the GF(2^16) backend");
+    }
+    Ok(())
+}
+
+/// Checks that `data` yields exactly `count` shards of `len` bytes.
+fn check_count<'a>(
+    count: usize,
+    len: usize,
+    data: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<(), FecError> {
+    let mut n = 0;
+    for (i, d) in data.into_iter().enumerate() {
+        if d.len() != len {
+            return Err(FecError::ShardSize {
+                index: i,
+                expected: len,
+                got: d.len(),
+            });
+        }
+        n += 1;
+    }
+    if n != count {
+        return Err(FecError::ShardCount {
+            expected: count,
+            got: n,
+        });
+    }
+    Ok(())
+}
+
+fn check_len(len: usize) -> Result<(), FecError> {
+    if len == 0 || !len.is_multiple_of(2) {
+        return Err(FecError::ShardSize {
+            index: 0,
+            expected: len.max(2) & !1,
+            got: len,
+        });
+    }
+    Ok(())
 }
 
 fn backend(e: reed_solomon_simd::Error) -> FecError {
@@ -101,30 +317,15 @@ impl FecEngine for Gf16Code {
             });
         }
         let len = data[0].len();
-        self.check_len(len)?;
+        check_len(len)?;
         check_sizes(data, 0, len)?;
         check_sizes(parity, self.data, len)?;
         if self.parity == 0 {
             return Ok(());
         }
-        let enc = match &mut self.encoder {
-            Some((enc, l)) if *l == len => {
-                enc.reset(self.data, self.parity, len).map_err(backend)?;
-                enc
-            }
-            slot => {
-                let enc = ReedSolomonEncoder::new(self.data, self.parity, len).map_err(backend)?;
-                &mut slot.insert((enc, len)).0
-            }
-        };
-        for d in data {
-            enc.add_original_shard(d).map_err(backend)?;
-        }
-        let result = enc.encode().map_err(backend)?;
-        for (out, rec) in parity.iter_mut().zip(result.recovery_iter()) {
-            out.copy_from_slice(rec);
-        }
-        Ok(())
+        self.encode_each(len, data.iter().copied(), |j, rec| {
+            parity[j].copy_from_slice(rec)
+        })
     }
 
     fn reconstruct(
@@ -154,29 +355,16 @@ impl FecEngine for Gf16Code {
             return Err(FecError::TooFewShards { missing, available });
         }
         let len = shards[0].len();
-        self.check_len(len)?;
+        check_len(len)?;
         check_sizes(shards, 0, len)?;
-        let dec = match &mut self.decoder {
-            Some((dec, l)) if *l == len => {
-                dec.reset(self.data, self.parity, len).map_err(backend)?;
-                dec
-            }
-            slot => {
-                let dec = ReedSolomonDecoder::new(self.data, self.parity, len).map_err(backend)?;
-                &mut slot.insert((dec, len)).0
-            }
+        let given = shards
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| present[*i])
+            .map(|(i, s)| (i, &**s));
+        let Some(dec) = self.feed_decoder(len, given)? else {
+            return Ok(());
         };
-        for (i, shard) in shards.iter().enumerate() {
-            if !present[i] {
-                continue;
-            }
-            if i < self.data {
-                dec.add_original_shard(i, &**shard).map_err(backend)?;
-            } else {
-                dec.add_recovery_shard(i - self.data, &**shard)
-                    .map_err(backend)?;
-            }
-        }
         let result = dec.decode().map_err(backend)?;
         for (i, restored) in result.restored_original_iter() {
             shards[i].copy_from_slice(restored);
@@ -234,6 +422,78 @@ mod tests {
             idx.truncate(ps);
             roundtrip(ds, ps, half * 2, &idx, seed);
         }
+    }
+
+    #[test]
+    fn max_parity_matches_the_backend() {
+        assert_eq!(Gf16Code::max_parity(0), 0);
+        assert_eq!(Gf16Code::max_parity(MAX_SHARDS), 0);
+        for data in (1..MAX_SHARDS).step_by(7).chain([32768, 32769, 65534]) {
+            let p = Gf16Code::max_parity(data);
+            assert!(data + p <= MAX_SHARDS, "{data}");
+            assert!(
+                p >= 1 && ReedSolomonEncoder::supports(data, p),
+                "{data}+{p}"
+            );
+            assert!(
+                data + p == MAX_SHARDS || !ReedSolomonEncoder::supports(data, p + 1),
+                "{data}+{p} is not the largest"
+            );
+        }
+        assert_eq!(Gf16Code::max_parity(1000), 65536 - 1024);
+        assert_eq!(Gf16Code::max_parity(40000), 16384);
+    }
+
+    #[test]
+    fn streaming_api_matches_and_reuses_the_code() {
+        let mut code = Gf16Code::new(5, 2).unwrap();
+        for (ds, ps, len) in [(5, 2, 64), (9, 3, 100), (5, 2, 64), (3, 0, 8)] {
+            code.reshape(ds, ps).unwrap();
+            let data = shards(ds, len, ds as u64);
+            let mut parity = vec![vec![0u8; len]; ps];
+            code.encode_each(len, data.iter().map(Vec::as_slice), |j, p| {
+                parity[j].copy_from_slice(p)
+            })
+            .unwrap();
+            if ps == 0 {
+                continue;
+            }
+            // Lose the first `ps` data shards, rebuild them from the rest.
+            let given = data
+                .iter()
+                .chain(&parity)
+                .enumerate()
+                .skip(ps)
+                .map(|(i, s)| (i, s.as_slice()));
+            let restored = code.reconstruct_each(len, given).unwrap();
+            let got: Vec<(usize, Vec<u8>)> =
+                restored.iter().map(|(i, s)| (i, s.to_vec())).collect();
+            assert_eq!(got.len(), ps);
+            for (i, s) in got {
+                assert_eq!(s, data[i]);
+            }
+        }
+        assert!(matches!(
+            code.encode_each(8, [[0u8; 8].as_slice()], |_, _| {}),
+            Err(FecError::ShardCount { .. })
+        ));
+        code.reshape(2, 1).unwrap();
+        assert!(matches!(
+            code.reconstruct_each(8, [(0, [0u8; 8].as_slice())]),
+            Err(FecError::TooFewShards { .. })
+        ));
+        assert!(matches!(
+            code.reconstruct_each(8, [(7, [0u8; 8].as_slice())]),
+            Err(FecError::ShardCount { .. })
+        ));
+        assert!(code.reshape(0, 1).is_err());
+    }
+
+    fn shards(count: usize, len: usize, seed: u64) -> Vec<Vec<u8>> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        (0..count)
+            .map(|_| (0..len).map(|_| rng.random()).collect())
+            .collect()
     }
 
     #[test]

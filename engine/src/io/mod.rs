@@ -29,6 +29,11 @@
 //! multishot `recvmsg` with a provided-buffer ring, both optionally with UDP GRO; coalesced
 //! GRO buffers are split back into datagrams before they reach the caller.
 //!
+//! # punktfunk/1
+//!
+//! [`pf1`] pairs the pure punktfunk/1 packetizer and reassembler ([`crate::pf1`]) with these
+//! drivers: [`pf1::Pf1FrameSender`] and the client's [`pf1::Pf1ReceiveLoop`].
+//!
 //! # Threads
 //!
 //! [`stages`] runs the capture → encode → FEC → send pipeline on threads joined by the rings
@@ -38,6 +43,7 @@
 
 mod caps;
 mod fallback;
+pub mod pf1;
 pub mod pin;
 mod recv;
 mod send;

@@ -1,0 +1,310 @@
+//! The punktfunk/1 pipeline stage: encoded frame in, sealed datagrams out.
+//!
+//! [`Pf1PacketizeStage`] takes the place of [`crate::stream::PacketizeStage`] between the
+//! encoder and [`SendSink`](crate::io::sink::SendSink): it packetizes each encoded frame with
+//! [`Pf1Sender`] into a second buffer from the pool and hands that on with
+//! [`FrameMeta::segment_size`](crate::pool::FrameMeta::segment_size) set to the datagram
+//! stride, so the sink sends it as GSO trains unchanged.
+//!
+//! ```text
+//!  encoder ─► FrameBuf{bitstream, meta.keyframe, meta.capture_ns}
+//!              │  Pf1PacketizeStage::process   ◄── Pf1Feedback (parity %, loss, next key)
+//!              ▼                                     written by the control plane
+//!             FrameBuf{|hdr|shard|tag| × (ds + ps), meta.segment_size = L + 52}
+//!              ▼
+//!             SendSink ─► UdpSender::send_frame (io_uring + GSO, paced)
+//! ```
+//!
+//! The control plane owns the [`FecController`] and publishes its output
+//! through a shared [`Pf1Feedback`], which the stage reads once per frame; key updates travel
+//! the same way. Pure: no clock reads (capture time comes in `FrameMeta::capture_ns`), no
+//! sockets.
+
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::Pf1Error;
+use super::adaptive::FecController;
+use super::crypto::DataKey;
+use super::send::{FrameInfo, Packetized, Pf1Sender, Pf1SenderConfig};
+use crate::pipeline::{Emit, Stage, StageContext, StageError};
+use crate::pool::FrameBuf;
+
+/// Shared between the control plane and [`Pf1PacketizeStage`]: the FEC settings to use and the
+/// next key, plus the stage's "key update due" signal back.
+#[derive(Debug, Default)]
+pub struct Pf1Feedback {
+    /// Parity percentage; 0 = not set yet (the stage keeps its configured one).
+    percent: AtomicU8,
+    /// Loss estimate as `f32` bits.
+    loss: AtomicU32,
+    key_pending: AtomicBool,
+    next_key: Mutex<Option<DataKey>>,
+    update_due: AtomicBool,
+}
+
+impl Pf1Feedback {
+    /// Publishes a parity percentage (5–50) and loss estimate (0..=0.5).
+    pub fn set_fec(&self, percent: u8, loss: f64) {
+        self.percent.store(percent, Ordering::Relaxed);
+        self.loss.store((loss as f32).to_bits(), Ordering::Relaxed);
+    }
+
+    /// Publishes the controller's current output.
+    pub fn publish(&self, controller: &FecController) {
+        self.set_fec(controller.parity_percent(), controller.loss_estimate());
+    }
+
+    /// The published percentage (0 if none) and loss estimate.
+    pub fn fec(&self) -> (u8, f64) {
+        (
+            self.percent.load(Ordering::Relaxed),
+            f64::from(f32::from_bits(self.loss.load(Ordering::Relaxed))),
+        )
+    }
+
+    /// Hands the stage the next key generation; it switches at the next frame.
+    pub fn offer_key(&self, key: DataKey) {
+        // A poisoned lock only means a thread panicked while swapping an Option; the value is
+        // whole either way.
+        *self.next_key.lock().unwrap_or_else(|p| p.into_inner()) = Some(key);
+        self.key_pending.store(true, Ordering::Release);
+    }
+
+    /// Whether the stage's key sealed half its packet limit (the control plane should derive
+    /// and [`offer_key`](Self::offer_key) the next generation).
+    pub fn key_update_due(&self) -> bool {
+        self.update_due.load(Ordering::Relaxed)
+    }
+
+    fn take_key(&self) -> Option<DataKey> {
+        if !self.key_pending.swap(false, Ordering::Acquire) {
+            return None;
+        }
+        self.next_key
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+}
+
+/// Counters of the stage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pf1StageStats {
+    /// Frames packetized and passed on.
+    pub frames: u64,
+    /// Datagrams produced.
+    pub datagrams: u64,
+    /// Frame bytes packetized.
+    pub payload_bytes: u64,
+    /// Frames dropped because no output buffer was free (a keyframe is requested).
+    pub pool_misses: u64,
+    /// Frames dropped because they did not fit the protocol, the buffer or the key's limit.
+    pub rejected: u64,
+}
+
+/// The punktfunk/1 packetize stage (see the module docs).
+#[derive(Debug)]
+pub struct Pf1PacketizeStage {
+    sender: Pf1Sender,
+    feedback: Option<Arc<Pf1Feedback>>,
+    mode: u16,
+    new_mode: bool,
+    stats: Pf1StageStats,
+}
+
+impl Pf1PacketizeStage {
+    /// A stage sealing under `key` with `config` (from the control plane's negotiation).
+    pub fn new(config: Pf1SenderConfig, key: DataKey) -> Result<Self, Pf1Error> {
+        Ok(Self {
+            sender: Pf1Sender::new(config, key)?,
+            feedback: None,
+            mode: 0,
+            new_mode: false,
+            stats: Pf1StageStats::default(),
+        })
+    }
+
+    /// Reads FEC settings and key updates from `feedback` once per frame.
+    pub fn with_feedback(mut self, feedback: Arc<Pf1Feedback>) -> Self {
+        self.feedback = Some(feedback);
+        self
+    }
+
+    /// Starts mode `mode`: the next frame carries the new-mode flag and every frame the id.
+    pub fn set_mode(&mut self, mode: u16) {
+        self.mode = mode;
+        self.new_mode = true;
+    }
+
+    /// The packetizer.
+    pub fn sender(&self) -> &Pf1Sender {
+        &self.sender
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> Pf1StageStats {
+        self.stats
+    }
+
+    /// Output bytes needed for a frame of `frame_len` bytes (size pool buffers with this).
+    pub fn max_output(&self, frame_len: usize) -> usize {
+        self.sender.max_output(frame_len)
+    }
+
+    /// Packetizes `input` into `out`. On error `out` holds nothing useful.
+    pub fn packetize_into(
+        &mut self,
+        input: &FrameBuf,
+        out: &mut FrameBuf,
+    ) -> Result<Packetized, Pf1Error> {
+        if let Some(f) = &self.feedback {
+            let (pct, loss) = f.fec();
+            if pct > 0 {
+                self.sender.set_parity_percent(pct);
+            }
+            self.sender.set_loss_estimate(loss);
+            if let Some(key) = f.take_key() {
+                self.sender.update_key(key);
+            }
+        }
+        let info = FrameInfo {
+            capture_us: input.meta.capture_ns / 1000,
+            keyframe: input.meta.keyframe,
+            new_mode: self.new_mode,
+            mode: self.mode,
+        };
+        let p = self
+            .sender
+            .packetize(input.as_slice(), &info, out.spare_mut())?;
+        if let Some(f) = &self.feedback {
+            f.update_due
+                .store(self.sender.key_update_due(), Ordering::Relaxed);
+        }
+        out.set_len(p.len()).map_err(|_| Pf1Error::BufferTooSmall {
+            needed: p.len(),
+            got: out.capacity(),
+        })?;
+        out.meta = input.meta;
+        out.meta.index = u64::from(p.frame_id);
+        // Fits: a datagram is at most 65507 bytes.
+        out.meta.segment_size = p.layout.stride as u16;
+        self.new_mode = false;
+        self.stats.frames += 1;
+        self.stats.datagrams += p.layout.datagrams() as u64;
+        self.stats.payload_bytes += input.len() as u64;
+        Ok(p)
+    }
+}
+
+impl Stage for Pf1PacketizeStage {
+    type Input = FrameBuf;
+    type Output = FrameBuf;
+
+    fn process(
+        &mut self,
+        input: FrameBuf,
+        output: &mut dyn Emit<FrameBuf>,
+        cx: &mut StageContext<'_>,
+    ) -> Result<(), StageError> {
+        let Some(mut out) = cx.take_buf() else {
+            self.stats.pool_misses += 1;
+            cx.request_keyframe();
+            return Ok(());
+        };
+        match self.packetize_into(&input, &mut out) {
+            Ok(_) => output.emit(out),
+            Err(e) => {
+                // A frame the protocol, the buffer or the key cannot carry: drop it, ask for a
+                // fresh keyframe, go on.
+                tracing::warn!(error = %e, len = input.len(), "punktfunk/1 frame dropped");
+                self.stats.rejected += 1;
+                cx.request_keyframe();
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pf1::{KEY_MATERIAL_LEN, Pf1Event, Pf1Receiver, Pf1ReceiverConfig};
+    use crate::pipeline::PipelineControl;
+    use crate::pool::FramePool;
+
+    fn material() -> [u8; KEY_MATERIAL_LEN] {
+        [5; KEY_MATERIAL_LEN]
+    }
+
+    #[test]
+    fn packetizes_frames_for_the_send_sink() {
+        let config = Pf1SenderConfig::default();
+        let key = DataKey::from_key_material(&material());
+        let feedback = Arc::new(Pf1Feedback::default());
+        let mut stage = Pf1PacketizeStage::new(config, key.clone())
+            .unwrap()
+            .with_feedback(feedback.clone());
+        let pool = FramePool::new(4, stage.max_output(50_000)).unwrap();
+        let control = PipelineControl::default();
+        let mut cx = StageContext::new(crate::pipeline::StageId::Fec, &pool, &control);
+        let mut rx = Pf1Receiver::new(Pf1ReceiverConfig::default(), key).unwrap();
+        let mut out: Vec<FrameBuf> = Vec::new();
+        stage.set_mode(7);
+        for i in 0..3u8 {
+            if i == 2 {
+                feedback.set_fec(50, 0.0);
+                feedback.offer_key(DataKey::from_key_material(&material()).with_generation(1));
+            }
+            let mut f = pool.take().unwrap();
+            f.fill_from(&vec![i; 40_000 + usize::from(i)]).unwrap();
+            f.meta.keyframe = i == 0;
+            f.meta.capture_ns = 2_000_000 * u64::from(i);
+            stage.process(f, &mut out, &mut cx).unwrap();
+        }
+        rx.install_key(DataKey::from_key_material(&material()).with_generation(1));
+        assert_eq!(out.len(), 3);
+        let now = std::time::Instant::now();
+        for (i, o) in out.iter().enumerate() {
+            assert_eq!(o.meta.index, i as u64);
+            assert_eq!(o.meta.segment_size, 1460);
+            let dgs = o.as_slice().len() / 1460;
+            // 29 data shards: 20 % → 6 parity; 50 % → 15.
+            assert_eq!(dgs, if i == 2 { 29 + 15 } else { 29 + 6 });
+            for dg in o.as_slice().chunks(1460) {
+                rx.handle_datagram(now, dg).unwrap();
+            }
+            let Some(Pf1Event::Frame(f)) = rx.poll_event() else {
+                panic!("frame {i}");
+            };
+            assert_eq!(f.data, vec![i as u8; 40_000 + i]);
+            assert_eq!((f.keyframe, f.new_mode, f.mode), (i == 0, i == 0, 7));
+            assert_eq!(f.capture_us, 2000 * i as u64);
+        }
+        assert_eq!(stage.stats().frames, 3);
+        assert_eq!(stage.sender().key_id(), 1);
+        assert!(!feedback.key_update_due());
+    }
+
+    #[test]
+    fn pool_miss_and_oversized_frames_are_counted_not_fatal() {
+        let key = DataKey::from_key_material(&material());
+        let mut stage = Pf1PacketizeStage::new(Pf1SenderConfig::default(), key).unwrap();
+        let pool = FramePool::new(1, 8 << 10).unwrap();
+        let control = PipelineControl::default();
+        let mut cx = StageContext::new(crate::pipeline::StageId::Fec, &pool, &control);
+        let mut out: Vec<FrameBuf> = Vec::new();
+        let mut f = pool.take().unwrap();
+        f.fill_from(&[1; 100]).unwrap();
+        stage.process(f, &mut out, &mut cx).unwrap();
+        assert_eq!(stage.stats().pool_misses, 1);
+        assert!(control.keyframe().take());
+        let big = FramePool::new(2, 8 << 10).unwrap();
+        let mut cx = StageContext::new(crate::pipeline::StageId::Fec, &big, &control);
+        let mut f = big.take().unwrap();
+        f.fill_from(&[1; 8000]).unwrap();
+        stage.process(f, &mut out, &mut cx).unwrap();
+        assert_eq!(stage.stats().rejected, 1);
+        assert!(out.is_empty());
+    }
+}

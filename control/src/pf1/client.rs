@@ -664,7 +664,7 @@ impl ClientSession {
                     parity_percent: w.parity_percent,
                     shard_payload: w.shard_payload,
                     mode: w.mode,
-                    peer_ip: self.link.conn.remote_address().ip(),
+                    peer_ip: self.link.conn.remote_address().ip().to_canonical(),
                     host_data_port: w.data_port,
                     client_data_port: 0,
                 };

@@ -948,7 +948,8 @@ impl HostSession {
                     parity_percent: offer.parity_percent,
                     shard_payload: offer.shard_payload,
                     mode: offer.mode,
-                    peer_ip: c.link.conn.remote_address().ip(),
+                    // A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d.
+                    peer_ip: c.link.conn.remote_address().ip().to_canonical(),
                     host_data_port: offer.data_port,
                     client_data_port: start.data_port,
                 };

@@ -106,15 +106,15 @@ pub fn load_or_create_identity(dir: &StateDir, role: Role) -> Result<Identity, S
                 }
                 tracing::warn!(dir = %dir.path().display(), "{missing} is missing: making a new punktfunk/1 identity");
             }
-            let name = match role {
-                Role::Host => "punktfunk host",
-                Role::Client => "punktfunk client",
+            let (name, what) = match role {
+                Role::Host => ("punktfunk host", "host"),
+                Role::Client => ("punktfunk client", "client"),
             };
             let id = Identity::generate(name)
                 .map_err(|e| corrupt(cert_path.clone(), e.to_string(), "Generation failed."))?;
             write_atomic(&key_path, id.key_pem().as_bytes(), 0o600)?;
             write_atomic(&cert_path, id.cert_pem().as_bytes(), 0o644)?;
-            tracing::info!(fingerprint = %id.fingerprint(), "made the punktfunk/1 {name} identity");
+            tracing::info!(fingerprint = %id.fingerprint(), "made the punktfunk/1 {what} identity");
             Ok(id)
         }
     }

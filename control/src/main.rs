@@ -83,10 +83,14 @@ enum Command {
         #[arg(long)]
         state_dir: Option<PathBuf>,
     },
-    /// Enter the PIN a pairing Moonlight client shows.
+    /// Enter the PIN a pairing Moonlight client shows (or, with --pf1, arm a PIN for the
+    /// next punktfunk/1 client).
     Pin {
-        /// The 4-digit PIN.
+        /// The 4-digit PIN (with --pf1: 4 to 10 digits of your choice).
         pin: String,
+        /// Arm the PIN on the punktfunk/1 listener instead.
+        #[arg(long)]
+        pf1: bool,
         /// Name for the client.
         #[arg(long)]
         name: Option<String>,
@@ -227,7 +231,20 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             },
         ),
-        Command::Pin { pin, name, api } => report(
+        Command::Pin {
+            pin,
+            pf1: true,
+            api,
+            ..
+        } => report(
+            "pin",
+            api_client(&api).and_then(|c| cli::pf1_pin(&c, &pin)),
+            |text| {
+                print!("{text}");
+                ExitCode::SUCCESS
+            },
+        ),
+        Command::Pin { pin, name, api, .. } => report(
             "pin",
             api_client(&api).and_then(|c| cli::pin(&c, &pin, name.as_deref())),
             |(text, paired)| {

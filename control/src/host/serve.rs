@@ -111,6 +111,7 @@ pub struct Host {
     bind: Option<IpAddr>,
     mdns: bool,
     pin_timeout: Duration,
+    pf1: Option<crate::pf1::net::HostHandle>,
 }
 
 impl std::fmt::Debug for Host {
@@ -194,6 +195,7 @@ impl Host {
             bind: opts.bind,
             mdns: opts.mdns,
             pin_timeout,
+            pf1: None,
         })
     }
 
@@ -230,6 +232,11 @@ impl Host {
     /// The paired clients.
     pub fn clients(&self) -> &Arc<ClientStore> {
         &self.clients
+    }
+
+    /// Connects the management API's `/api/pf1/pin` to a running punktfunk/1 listener.
+    pub fn set_pf1(&mut self, handle: crate::pf1::net::HostHandle) {
+        self.pf1 = Some(handle);
     }
 
     async fn bind(&self, port: u16) -> Result<TcpListener, ServeError> {
@@ -289,7 +296,8 @@ impl Host {
             sessions,
             self.pin_timeout,
         ));
-        let api = Arc::new(Api::new(Arc::clone(&ctx), self.token.clone()));
+        let api =
+            Arc::new(Api::new(Arc::clone(&ctx), self.token.clone()).with_pf1(self.pf1.clone()));
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let tasks = [
@@ -383,7 +391,7 @@ pub fn run_blocking(opts: ServeOptions) -> Result<(), ServeError> {
         o
     });
     runtime.block_on(async {
-        let host = Host::open(opts)?;
+        let mut host = Host::open(opts)?;
         // punktfunk/1 runs on its own thread with blocking UDP (pf1::net).
         let pf1 = match pf1 {
             Some(mut o) => {
@@ -393,7 +401,9 @@ pub fn run_blocking(opts: ServeOptions) -> Result<(), ServeError> {
                     punktfunk_tuning::Codec::Av1 => crate::pf1::Codec::Av1,
                     _ => crate::pf1::Codec::H264,
                 };
-                Some(Listener::start(host.state_dir(), o)?)
+                let l = Listener::start(host.state_dir(), o)?;
+                host.set_pf1(l.handle());
+                Some(l)
             }
             None => None,
         };

@@ -9,6 +9,8 @@
 //!   clocks or threads.
 //! * [`host`] acts: the state directory, the nvhttp HTTP/HTTPS servers, the management API,
 //!   mDNS, `punktfunk serve` and the CLI client of the management API.
+//! * [`pf1`]: punktfunk/1, the native protocol: a sans-IO QUIC control plane (quinn-proto),
+//!   PIN pairing, renegotiation, and blocking UDP drivers for host and client.
 //! * [`tune`]: `punktfunk tune`.
 //!
 //! What it deliberately does not do: move media. Frames, FEC and sockets for media belong to
@@ -36,5 +38,6 @@ pub mod gamestream;
 pub mod host;
 pub mod input;
 pub mod media;
+pub mod pf1;
 pub mod stream;
 pub mod tune;

@@ -49,11 +49,48 @@ enum Command {
         /// Do not advertise the host with mDNS.
         #[arg(long)]
         no_mdns: bool,
+        /// UDP port of the punktfunk/1 listener.
+        #[arg(long, default_value_t = punktfunk_control::pf1::DEFAULT_PORT)]
+        pf1_port: u16,
+        /// Do not run the punktfunk/1 listener.
+        #[arg(long)]
+        no_pf1: bool,
+        /// punktfunk/1: refuse clients that are not paired (they can pair with --pair).
+        #[arg(long)]
+        require_pairing: bool,
     },
-    /// Enter the PIN a pairing Moonlight client shows.
+    /// Connect to a punktfunk/1 host (reference client: negotiates a session, no media yet).
+    Client {
+        /// HOST or HOST:PORT (default port 47900).
+        host: String,
+        /// Pair with the host: give the PIN it shows, or leave it out to be asked for it.
+        #[arg(long, num_args = 0..=1, default_missing_value = "", value_name = "PIN")]
+        pair: Option<String>,
+        /// Mode to ask for, WIDTHxHEIGHT@FPS.
+        #[arg(long, default_value = "1920x1080@60", value_parser = parse_mode)]
+        mode: punktfunk_control::pf1::Mode,
+        /// Ask for this mode once streaming (tests renegotiation).
+        #[arg(long, value_parser = parse_mode)]
+        reconfigure: Option<punktfunk_control::pf1::Mode>,
+        /// Name the host shows for this client (default: this machine's host name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Seconds to stay in the session before saying Goodbye.
+        #[arg(long, default_value_t = 1)]
+        hold: u64,
+        /// State directory for the client identity and pinned hosts
+        /// (default ~/.local/share/punktfunk).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+    /// Enter the PIN a pairing Moonlight client shows (or, with --pf1, arm a PIN for the
+    /// next punktfunk/1 client).
     Pin {
-        /// The 4-digit PIN.
+        /// The 4-digit PIN (with --pf1: 4 to 10 digits of your choice).
         pin: String,
+        /// Arm the PIN on the punktfunk/1 listener instead.
+        #[arg(long)]
+        pf1: bool,
         /// Name for the client.
         #[arg(long)]
         name: Option<String>,
@@ -102,6 +139,50 @@ fn report<T>(
     }
 }
 
+fn parse_mode(s: &str) -> Result<punktfunk_control::pf1::Mode, String> {
+    let bad = || format!("{s:?} is not WIDTHxHEIGHT@FPS");
+    let (wh, fps) = s.split_once('@').ok_or_else(bad)?;
+    let (w, h) = wh.split_once('x').ok_or_else(bad)?;
+    let n = |v: &str| v.trim().parse::<u16>().map_err(|_| bad());
+    Ok(punktfunk_control::pf1::Mode::new(n(w)?, n(h)?, n(fps)?))
+}
+
+fn client(
+    host: String,
+    pair: Option<String>,
+    mode: punktfunk_control::pf1::Mode,
+    reconfigure: Option<punktfunk_control::pf1::Mode>,
+    name: Option<String>,
+    hold: u64,
+    state_dir: Option<PathBuf>,
+) -> Result<String, String> {
+    use punktfunk_control::pf1::{Pin, connect};
+    let pair = match pair.as_deref() {
+        None => None,
+        Some("") => Some(None),
+        Some(p) => Some(Some(Pin::parse(p).map_err(|e| e.to_string())?)),
+    };
+    let dir = match state_dir {
+        Some(d) => d,
+        None => StateDir::default_path().map_err(|e| e.to_string())?,
+    };
+    let name = name.unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|_| "punktfunk client".into())
+    });
+    connect::run(connect::ConnectOptions {
+        host,
+        state_dir: StateDir::open(dir).map_err(|e| e.to_string())?,
+        pair,
+        mode,
+        reconfigure,
+        name,
+        hold: std::time::Duration::from_secs(hold),
+    })
+    .map_err(|e| e.to_string())
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -118,6 +199,9 @@ fn main() -> ExitCode {
             api,
             bind,
             no_mdns,
+            pf1_port,
+            no_pf1,
+            require_pairing,
         } => {
             let opts = ServeOptions {
                 state_dir,
@@ -126,10 +210,41 @@ fn main() -> ExitCode {
                 management_addr: api,
                 bind,
                 mdns: !no_mdns,
+                pf1_port: (!no_pf1).then_some(pf1_port),
+                require_pairing,
             };
             report("serve", serve::run_blocking(opts), |()| ExitCode::SUCCESS)
         }
-        Command::Pin { pin, name, api } => report(
+        Command::Client {
+            host,
+            pair,
+            mode,
+            reconfigure,
+            name,
+            hold,
+            state_dir,
+        } => report(
+            "client",
+            client(host, pair, mode, reconfigure, name, hold, state_dir),
+            |text| {
+                print!("{text}");
+                ExitCode::SUCCESS
+            },
+        ),
+        Command::Pin {
+            pin,
+            pf1: true,
+            api,
+            ..
+        } => report(
+            "pin",
+            api_client(&api).and_then(|c| cli::pf1_pin(&c, &pin)),
+            |text| {
+                print!("{text}");
+                ExitCode::SUCCESS
+            },
+        ),
+        Command::Pin { pin, name, api, .. } => report(
             "pin",
             api_client(&api).and_then(|c| cli::pin(&c, &pin, name.as_deref())),
             |(text, paired)| {

@@ -5,6 +5,7 @@
 //! | method   | path                 | what                                               |
 //! |----------|----------------------|----------------------------------------------------|
 //! | `POST`   | `/api/pin`           | `{"pin","name"}`: the PIN a pairing client shows   |
+//! | `POST`   | `/api/pf1/pin`       | `{"pin"}`: arm a PIN for the next punktfunk/1 client |
 //! | `GET`    | `/api/status`        | host, ports, pairing state, session                |
 //! | `GET`    | `/api/sessions`      | the running session (a list of 0 or 1)             |
 //! | `GET`    | `/api/clients`       | paired clients                                     |
@@ -70,6 +71,10 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "DELETE",
         path: "/api/clients/{id}",
+    },
+    Route {
+        method: "POST",
+        path: "/api/pf1/pin",
     },
 ];
 
@@ -140,10 +145,16 @@ struct PinBody {
     name: Option<String>,
 }
 
+#[derive(Debug, Deserialize)]
+struct Pf1PinBody {
+    pin: String,
+}
+
 /// The management API's state.
 pub struct Api {
     ctx: Arc<NvHttp>,
     token: String,
+    pf1: Option<crate::pf1::net::HostHandle>,
 }
 
 impl std::fmt::Debug for Api {
@@ -173,7 +184,17 @@ fn session_json(s: &SessionInfo) -> serde_json::Value {
 impl Api {
     /// An API over the nvhttp state, requiring `token`.
     pub fn new(ctx: Arc<NvHttp>, token: String) -> Self {
-        Self { ctx, token }
+        Self {
+            ctx,
+            token,
+            pf1: None,
+        }
+    }
+
+    /// Lets `/api/pf1/pin` arm PINs on a running punktfunk/1 listener.
+    pub fn with_pf1(mut self, handle: Option<crate::pf1::net::HostHandle>) -> Self {
+        self.pf1 = handle;
+        self
     }
 
     fn authorized(&self, req: &Request<Incoming>) -> bool {
@@ -217,6 +238,17 @@ impl Api {
                 };
                 self.pin(&body.pin, body.name.as_deref()).await
             }
+            ("POST", "/api/pf1/pin") => {
+                let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+                    Ok(b) => b.to_bytes(),
+                    Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
+                };
+                let body: Pf1PinBody = match serde_json::from_slice(&body) {
+                    Ok(b) => b,
+                    Err(e) => return error(StatusCode::BAD_REQUEST, &format!("bad JSON: {e}")),
+                };
+                self.pf1_pin(&body.pin)
+            }
             ("GET", "/api/status") => self.status(),
             ("GET", "/api/sessions") => {
                 let sessions: Vec<_> = self
@@ -258,6 +290,27 @@ impl Api {
             }
             Err(e @ PinError::InvalidPin) => error(StatusCode::BAD_REQUEST, &e.to_string()),
             Err(e) => error(StatusCode::CONFLICT, &e.to_string()),
+        }
+    }
+
+    /// Arms a PIN on the punktfunk/1 listener: the next client that asks to pair (with
+    /// `punktfunk client HOST --pair PIN`) must give it; consumed by the first attempt.
+    fn pf1_pin(&self, pin: &str) -> Response<Full<Bytes>> {
+        let pin = match crate::pf1::Pin::parse(pin) {
+            Ok(p) => p,
+            Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+        };
+        let Some(handle) = &self.pf1 else {
+            return error(
+                StatusCode::CONFLICT,
+                "the punktfunk/1 listener is not running (serve --no-pf1)",
+            );
+        };
+        if handle.send(crate::pf1::net::HostCommand::ArmPin(pin)) {
+            tracing::info!("punktfunk/1 PIN armed through the management API");
+            json_response(StatusCode::OK, &json!({ "outcome": "armed" }))
+        } else {
+            error(StatusCode::CONFLICT, "the punktfunk/1 listener has stopped")
         }
     }
 

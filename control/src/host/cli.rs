@@ -210,6 +210,19 @@ pub fn pin(api: &ApiClient, pin: &str, name: Option<&str>) -> Result<(String, bo
     })
 }
 
+/// `punktfunk pin --pf1 PIN`: arms a PIN on the punktfunk/1 listener for the next client
+/// that pairs (`punktfunk client HOST --pair PIN`).
+pub fn pf1_pin(api: &ApiClient, pin: &str) -> Result<String, CliError> {
+    api.request(
+        "POST",
+        "/api/pf1/pin",
+        Some(&serde_json::json!({ "pin": pin })),
+    )?;
+    Ok(format!(
+        "PIN armed for punktfunk/1: run `punktfunk client HOST --pair {pin}` within 120 s\n"
+    ))
+}
+
 /// `punktfunk clients`: one line per paired client.
 pub fn clients(api: &ApiClient) -> Result<String, CliError> {
     let (_, v) = api.request("GET", "/api/clients", None)?;

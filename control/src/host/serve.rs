@@ -32,6 +32,7 @@ use crate::gamestream::ports::{DEFAULT_BASE_PORT, PortRangeError, Ports};
 use crate::gamestream::session::SessionManager;
 use crate::input::InputDispatcher;
 use crate::media::TestMedia;
+use crate::pf1::listener::{Listener, ListenerOptions};
 use crate::stream::session::{InputHandler, StreamEndpoints, StreamHost, StreamOptions};
 
 use super::sessions::StreamingSessions;
@@ -58,6 +59,10 @@ pub struct ServeOptions {
     pub bind: Option<IpAddr>,
     /// `--no-mdns` turns this off.
     pub mdns: bool,
+    /// `--pf1-port`: UDP port of the punktfunk/1 listener; `None` (`--no-pf1`): no listener.
+    pub pf1_port: Option<u16>,
+    /// `--require-pairing`: punktfunk/1 refuses clients that are not paired.
+    pub require_pairing: bool,
 }
 
 /// Why the host could not start or stopped with an error.
@@ -87,6 +92,9 @@ pub enum ServeError {
     /// The async runtime could not start.
     #[error("starting the runtime: {0}")]
     Runtime(std::io::Error),
+    /// The punktfunk/1 listener could not start.
+    #[error(transparent)]
+    Pf1(#[from] crate::pf1::listener::ListenerError),
 }
 
 /// A host, opened and ready to run.
@@ -103,6 +111,7 @@ pub struct Host {
     bind: Option<IpAddr>,
     mdns: bool,
     pin_timeout: Duration,
+    pf1: Option<crate::pf1::net::HostHandle>,
 }
 
 impl std::fmt::Debug for Host {
@@ -186,6 +195,7 @@ impl Host {
             bind: opts.bind,
             mdns: opts.mdns,
             pin_timeout,
+            pf1: None,
         })
     }
 
@@ -222,6 +232,11 @@ impl Host {
     /// The paired clients.
     pub fn clients(&self) -> &Arc<ClientStore> {
         &self.clients
+    }
+
+    /// Connects the management API's `/api/pf1/pin` to a running punktfunk/1 listener.
+    pub fn set_pf1(&mut self, handle: crate::pf1::net::HostHandle) {
+        self.pf1 = Some(handle);
     }
 
     async fn bind(&self, port: u16) -> Result<TcpListener, ServeError> {
@@ -281,7 +296,8 @@ impl Host {
             sessions,
             self.pin_timeout,
         ));
-        let api = Arc::new(Api::new(Arc::clone(&ctx), self.token.clone()));
+        let api =
+            Arc::new(Api::new(Arc::clone(&ctx), self.token.clone()).with_pf1(self.pf1.clone()));
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let tasks = [
@@ -368,8 +384,29 @@ pub fn run_blocking(opts: ServeOptions) -> Result<(), ServeError> {
         Some(ip @ IpAddr::V4(_)) => ip,
         _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
     };
+    let pf1 = opts.pf1_port.map(|port| {
+        let mut o = ListenerOptions::new(port);
+        o.bind = opts.bind;
+        o.require_pairing = opts.require_pairing;
+        o
+    });
     runtime.block_on(async {
-        let host = Host::open(opts)?;
+        let mut host = Host::open(opts)?;
+        // punktfunk/1 runs on its own thread with blocking UDP (pf1::net).
+        let pf1 = match pf1 {
+            Some(mut o) => {
+                o.parity_percent = host.tuning().fec.percent;
+                o.codec = match host.tuning().video.codec {
+                    punktfunk_tuning::Codec::Hevc => crate::pf1::Codec::Hevc,
+                    punktfunk_tuning::Codec::Av1 => crate::pf1::Codec::Av1,
+                    _ => crate::pf1::Codec::H264,
+                };
+                let l = Listener::start(host.state_dir(), o)?;
+                host.set_pf1(l.handle());
+                Some(l)
+            }
+            None => None,
+        };
         let ports = host.ports();
         let endpoints = StreamEndpoints {
             bind: stream_bind,
@@ -399,6 +436,9 @@ pub fn run_blocking(opts: ServeOptions) -> Result<(), ServeError> {
         // Tell a connected client the app ended before the process goes away.
         if let Ok(s) = Arc::try_unwrap(sessions) {
             s.into_stream_host().shutdown();
+        }
+        if let Some(l) = pf1 {
+            l.shutdown();
         }
         result
     })

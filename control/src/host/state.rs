@@ -216,7 +216,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StateErr
 }
 
 /// Reads a file; `Ok(None)` if it does not exist.
-fn read_optional(path: &Path) -> Result<Option<String>, StateError> {
+pub(crate) fn read_optional(path: &Path) -> Result<Option<String>, StateError> {
     match fs::read(path) {
         Ok(bytes) => String::from_utf8(bytes)
             .map(Some)

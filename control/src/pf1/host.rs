@@ -1,0 +1,1084 @@
+//! The host's punktfunk/1 endpoint (pure): a quinn-proto [`Endpoint`] and its connections,
+//! each running the control protocol. Sans-IO: the caller feeds datagrams and time, and
+//! sends what [`HostSession::poll_transmit`] returns.
+//!
+//! Per connection:
+//!
+//! ```text
+//!  Handshaking ──TLS done──► AwaitHello ──Hello──┬─(wants pairing)─► PairReady ──PairStart──►
+//!                                                 │                  PairConfirm ──ok──┐
+//!                                                 ├─(paired, or pairing optional)──────┤
+//!                                                 └─(unpaired, pairing required)─► Goodbye(NotPaired)
+//!  AwaitDecision ◄──────────────────────────────────────────────────────────────────────┘
+//!    │ accept(offer): Welcome                  refuse(): Goodbye(Refused)
+//!    ▼
+//!  AwaitStart ──Start──► Streaming ◄──► Reconfigure / Reconfigured, IdrRequest, LossReport,
+//!                                       Stats, input datagrams
+//!  any phase: Goodbye (either side), malformed or unexpected message → Goodbye
+//!  (ProtocolViolation), setup deadline → Goodbye(Timeout), QUIC idle timeout → Closed
+//! ```
+//!
+//! A peer's malformed input never panics and never surfaces as an error of a method: the
+//! connection is ended with a Goodbye naming the problem, the event stream reports
+//! [`HostEvent::Closed`], and [`HostStats`] counts it. Malformed or early input datagrams are
+//! dropped and counted.
+//!
+//! # PINs
+//!
+//! When a client asks to pair, the PIN that applies is, in order: a PIN armed with
+//! [`HostSession::arm_pin`] (from `punktfunk pin`, for any one connection), else a fresh PIN
+//! generated for this connection alone and reported as [`HostEvent::PairingPin`] for the log.
+//! Either is consumed by the first `PairStart` that uses it, whatever the outcome, and
+//! expires after [`HostConfig::pin_ttl`].
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::BytesMut;
+use quinn_proto::crypto::rustls::QuicServerConfig;
+use quinn_proto::{DatagramEvent, Dir, Endpoint, Event, StreamEvent};
+use rand_chacha::ChaCha20Rng;
+use rand_chacha::rand_core::{Rng as _, SeedableRng as _};
+
+use super::datagram::Datagram;
+use super::link::{self, Link};
+use super::message::{
+    self, FecScheme, Hello, LossReport, Message, MessageError, Mode, PROTOCOL_VERSION,
+    Reconfigured, Stats, Welcome,
+};
+use super::pairing::{self, HostPairing, PairingContext, Pin};
+use super::tls::{self, DATA_KEY_LABEL, Fingerprint, Identity};
+use super::{Closed, Codec, ConnId, DataPlaneParams, GoodbyeReason, SessionError, Transmit};
+use crate::input::wire::InputEvent;
+
+/// Most endpoint-generated responses (version negotiation, stateless resets, refusals)
+/// queued at once; beyond it they are dropped and counted, so a flood cannot grow memory.
+const MAX_RESPONSES: usize = 64;
+
+/// How a host runs its punktfunk/1 endpoint.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// The host's certificate and key.
+    pub identity: Identity,
+    /// Refuse clients that are not paired (unless they pair on this connection).
+    pub require_pairing: bool,
+    /// Digits of a generated PIN (4..=10).
+    pub pin_digits: u8,
+    /// How long a PIN (generated or armed) stays usable.
+    pub pin_ttl: Duration,
+    /// How long a client may take from the handshake to Hello, and from Welcome to Start.
+    pub setup_timeout: Duration,
+    /// QUIC idle timeout.
+    pub idle_timeout: Duration,
+    /// QUIC keep-alive interval.
+    pub keep_alive: Option<Duration>,
+    /// Most simultaneous connections; more are refused at the QUIC level.
+    pub max_connections: usize,
+    /// Seed of every random choice (session ids, PINs, SPAKE2 scalars, QUIC ids). Draw it
+    /// from the OS in production, fix it in simulations.
+    pub seed: [u8; 32],
+}
+
+impl HostConfig {
+    /// Defaults: pairing optional, 6-digit PINs valid 120 s, 10 s setup, 8 s idle timeout,
+    /// 1 s keep-alive, 8 connections.
+    pub fn new(identity: Identity, seed: [u8; 32]) -> Self {
+        Self {
+            identity,
+            require_pairing: false,
+            pin_digits: pairing::DEFAULT_PIN_DIGITS,
+            pin_ttl: Duration::from_secs(120),
+            setup_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(8),
+            keep_alive: Some(Duration::from_secs(1)),
+            max_connections: 8,
+            seed,
+        }
+    }
+}
+
+/// What the host grants a client in Welcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionOffer {
+    /// Codec of the stream.
+    pub codec: Codec,
+    /// FEC scheme.
+    pub fec: FecScheme,
+    /// Parity shards as a percentage of data shards.
+    pub parity_percent: u8,
+    /// Payload bytes per FEC shard (non-zero, even).
+    pub shard_payload: u16,
+    /// The host's data-plane UDP port.
+    pub data_port: u16,
+    /// The mode granted.
+    pub mode: Mode,
+}
+
+/// Something the host application should know or act on.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum HostEvent {
+    /// A QUIC/TLS handshake completed.
+    Connected {
+        /// The connection.
+        conn: ConnId,
+        /// The client's address.
+        peer: SocketAddr,
+        /// SHA-256 of the client's certificate.
+        fingerprint: Fingerprint,
+    },
+    /// A client asks to pair and no PIN was armed: show this PIN to the user (host log).
+    PairingPin {
+        /// The connection.
+        conn: ConnId,
+        /// The PIN to type into the client.
+        pin: Pin,
+        /// The name the client gave.
+        client_name: String,
+        /// The client's certificate fingerprint.
+        fingerprint: Fingerprint,
+    },
+    /// A PIN ceremony ended. On success the fingerprint is trusted from now on; persist it.
+    PairingResult {
+        /// The connection.
+        conn: ConnId,
+        /// The client's certificate fingerprint.
+        fingerprint: Fingerprint,
+        /// The name the client gave.
+        client_name: String,
+        /// Paired.
+        ok: bool,
+    },
+    /// A client said Hello (after pairing, if it asked to pair): answer with
+    /// [`HostSession::accept`] or [`HostSession::refuse`].
+    HelloReceived {
+        /// The connection.
+        conn: ConnId,
+        /// What the client asked for.
+        hello: Hello,
+        /// The client's certificate fingerprint.
+        fingerprint: Fingerprint,
+        /// Whether the fingerprint is trusted (paired).
+        paired: bool,
+    },
+    /// The client sent Start: begin sending media with these parameters.
+    Started {
+        /// The connection.
+        conn: ConnId,
+        /// What the data plane needs.
+        params: DataPlaneParams,
+    },
+    /// The client asks for another mode: rebuild source and encoder, then call
+    /// [`HostSession::reconfigured`].
+    ReconfigureRequested {
+        /// The connection.
+        conn: ConnId,
+        /// The mode asked for.
+        mode: Mode,
+    },
+    /// The client asks for a key frame.
+    IdrRequested {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// The client's data-plane loss report.
+    LossReport {
+        /// The connection.
+        conn: ConnId,
+        /// The report.
+        report: LossReport,
+    },
+    /// The client's playback statistics.
+    Stats {
+        /// The connection.
+        conn: ConnId,
+        /// The statistics.
+        stats: Stats,
+    },
+    /// An input event from a streaming client.
+    Input {
+        /// The connection.
+        conn: ConnId,
+        /// The event.
+        event: InputEvent,
+    },
+    /// The connection ended; no more events for it.
+    Closed {
+        /// The connection.
+        conn: ConnId,
+        /// How.
+        closed: Closed,
+    },
+}
+
+/// Counters of the host endpoint, peer misbehaviour included.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostStats {
+    /// Connections accepted at the QUIC level.
+    pub connections: u64,
+    /// Connections refused: over [`HostConfig::max_connections`].
+    pub refused_connections: u64,
+    /// Control frames that did not decode (connection ended).
+    pub malformed_messages: u64,
+    /// Control frames over the size limit (connection ended; also in `malformed_messages`).
+    pub oversized_frames: u64,
+    /// Well-formed messages out of place: wrong direction, wrong phase, replays.
+    pub unexpected_messages: u64,
+    /// Datagrams that did not decode (dropped).
+    pub malformed_datagrams: u64,
+    /// Well-formed datagrams outside a streaming session (dropped).
+    pub dropped_datagrams: u64,
+    /// PIN ceremonies started (`PairStart` received).
+    pub pairing_attempts: u64,
+    /// PIN ceremonies that failed.
+    pub pairing_failures: u64,
+    /// Endpoint responses dropped because too many were queued.
+    pub dropped_responses: u64,
+}
+
+#[derive(Debug)]
+struct Live {
+    params: DataPlaneParams,
+    epoch: u32,
+    mode: Mode,
+}
+
+#[derive(Debug)]
+enum Phase {
+    Handshaking,
+    AwaitHello,
+    PairReady,
+    PairConfirm(Box<HostPairing>),
+    AwaitDecision,
+    AwaitStart {
+        session_id: u64,
+        offer: SessionOffer,
+    },
+    Streaming(Box<Live>),
+    Closed,
+}
+
+impl Phase {
+    fn name(&self) -> &'static str {
+        match self {
+            Phase::Handshaking => "handshaking",
+            Phase::AwaitHello => "waiting for Hello",
+            Phase::PairReady => "waiting for PairStart",
+            Phase::PairConfirm(_) => "waiting for PairConfirm",
+            Phase::AwaitDecision => "waiting for accept or refuse",
+            Phase::AwaitStart { .. } => "waiting for Start",
+            Phase::Streaming(_) => "streaming",
+            Phase::Closed => "closed",
+        }
+    }
+}
+
+struct HostConn {
+    id: ConnId,
+    link: Link,
+    phase: Phase,
+    fingerprint: Fingerprint,
+    hello: Option<Hello>,
+    /// A PIN generated for this connection, and when it expires.
+    pin: Option<(Pin, Instant)>,
+    /// Setup deadline (Hello, pairing, Start).
+    deadline: Option<Instant>,
+}
+
+/// A fixed wall clock for quinn's address-validation tokens, which this host never issues
+/// (no Retry, no NEW_TOKEN): the state machine reads no clock.
+#[derive(Debug)]
+struct NoWallClock;
+
+impl quinn_proto::TimeSource for NoWallClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::UNIX_EPOCH
+    }
+}
+
+/// The host's punktfunk/1 endpoint.
+pub struct HostSession {
+    config: HostConfig,
+    endpoint: Endpoint,
+    conns: BTreeMap<ConnId, HostConn>,
+    by_handle: BTreeMap<quinn_proto::ConnectionHandle, ConnId>,
+    next_id: u64,
+    trusted: BTreeSet<Fingerprint>,
+    armed_pin: Option<(Pin, Instant)>,
+    rng: ChaCha20Rng,
+    events: VecDeque<HostEvent>,
+    responses: VecDeque<(Transmit, Vec<u8>)>,
+    stats: HostStats,
+    cursor: ConnId,
+    scratch: Vec<u8>,
+}
+
+impl std::fmt::Debug for HostSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostSession")
+            .field("fingerprint", &self.config.identity.fingerprint())
+            .field("connections", &self.conns.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HostSession {
+    /// A host endpoint trusting the `paired` client fingerprints.
+    pub fn new(
+        config: HostConfig,
+        paired: impl IntoIterator<Item = Fingerprint>,
+    ) -> Result<Self, SessionError> {
+        let mut rng = ChaCha20Rng::from_seed(config.seed);
+        let tls = tls::server_config(&config.identity)?;
+        let quic_tls =
+            QuicServerConfig::try_from(tls).map_err(|e| SessionError::QuicTls(e.to_string()))?;
+        let mut token_key = [0u8; 64];
+        rng.fill_bytes(&mut token_key);
+        let prk = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, &[]).extract(&token_key);
+        let mut server = quinn_proto::ServerConfig::new(Arc::new(quic_tls), Arc::new(prk));
+        server
+            .transport_config(Arc::new(link::transport(
+                config.idle_timeout,
+                config.keep_alive,
+                1,
+            )))
+            .time_source(Arc::new(NoWallClock))
+            .max_incoming(config.max_connections.max(1) * 2)
+            .incoming_buffer_size(64 * 1024)
+            .incoming_buffer_size_total(1024 * 1024);
+        let endpoint = link::endpoint(&mut rng, Some(Arc::new(server)));
+        Ok(Self {
+            config,
+            endpoint,
+            conns: BTreeMap::new(),
+            by_handle: BTreeMap::new(),
+            next_id: 1,
+            trusted: paired.into_iter().collect(),
+            armed_pin: None,
+            rng,
+            events: VecDeque::new(),
+            responses: VecDeque::new(),
+            stats: HostStats::default(),
+            cursor: ConnId(0),
+            scratch: Vec::new(),
+        })
+    }
+
+    /// The host certificate's fingerprint.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.config.identity.fingerprint()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &HostStats {
+        &self.stats
+    }
+
+    /// Connections not yet closed.
+    pub fn connections(&self) -> Vec<ConnId> {
+        self.conns
+            .values()
+            .filter(|c| !matches!(c.phase, Phase::Closed))
+            .map(|c| c.id)
+            .collect()
+    }
+
+    /// Whether no connection is left, closed or draining.
+    pub fn is_idle(&self) -> bool {
+        self.conns.is_empty() && self.responses.is_empty()
+    }
+
+    /// Whether `fp` is trusted (paired).
+    pub fn is_trusted(&self, fp: &Fingerprint) -> bool {
+        self.trusted.contains(fp)
+    }
+
+    /// Trusts `fp` from now on (e.g. after the management API paired it).
+    pub fn trust(&mut self, fp: Fingerprint) {
+        self.trusted.insert(fp);
+    }
+
+    /// Stops trusting `fp` (unpair). Open connections are not ended. Returns whether it was
+    /// trusted.
+    pub fn untrust(&mut self, fp: &Fingerprint) -> bool {
+        self.trusted.remove(fp)
+    }
+
+    /// Arms `pin` for the next pairing client (any connection), for [`HostConfig::pin_ttl`].
+    /// Replaces an armed PIN.
+    pub fn arm_pin(&mut self, now: Instant, pin: Pin) {
+        self.armed_pin = Some((pin, now + self.config.pin_ttl));
+    }
+
+    /// Drops an armed PIN.
+    pub fn disarm_pin(&mut self) {
+        self.armed_pin = None;
+    }
+
+    /// Whether an armed PIN is waiting.
+    pub fn has_armed_pin(&self, now: Instant) -> bool {
+        self.armed_pin.as_ref().is_some_and(|(_, exp)| *exp > now)
+    }
+
+    /// The fingerprint of a connection's client, once connected.
+    pub fn peer_fingerprint(&self, conn: ConnId) -> Option<Fingerprint> {
+        self.conns
+            .get(&conn)
+            .filter(|c| !matches!(c.phase, Phase::Handshaking))
+            .map(|c| c.fingerprint)
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<HostEvent> {
+        self.events.pop_front()
+    }
+
+    /// A UDP datagram arrived from `from`.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        let ev = self
+            .endpoint
+            .handle(now, from, None, None, BytesMut::from(bytes), &mut buf);
+        match ev {
+            Some(DatagramEvent::ConnectionEvent(ch, cev)) => {
+                if let Some(&id) = self.by_handle.get(&ch) {
+                    if let Some(c) = self.conns.get_mut(&id) {
+                        c.link.conn.handle_event(cev);
+                    }
+                    self.process(id, now);
+                }
+            }
+            Some(DatagramEvent::NewConnection(incoming)) => {
+                let open = self
+                    .conns
+                    .values()
+                    .filter(|c| !matches!(c.phase, Phase::Closed))
+                    .count();
+                if open >= self.config.max_connections {
+                    self.stats.refused_connections += 1;
+                    let t = self.endpoint.refuse(incoming, &mut buf);
+                    self.queue_response(t, &buf);
+                } else {
+                    match self.endpoint.accept(incoming, now, &mut buf, None) {
+                        Ok((ch, conn)) => {
+                            let id = ConnId(self.next_id);
+                            self.next_id += 1;
+                            self.stats.connections += 1;
+                            self.by_handle.insert(ch, id);
+                            self.conns.insert(
+                                id,
+                                HostConn {
+                                    id,
+                                    link: Link::new(ch, conn),
+                                    phase: Phase::Handshaking,
+                                    fingerprint: Fingerprint([0; 32]),
+                                    hello: None,
+                                    pin: None,
+                                    deadline: None,
+                                },
+                            );
+                            self.process(id, now);
+                        }
+                        Err(e) => {
+                            if let Some(t) = e.response {
+                                self.queue_response(t, &buf);
+                            }
+                        }
+                    }
+                }
+            }
+            Some(DatagramEvent::Response(t)) => self.queue_response(t, &buf),
+            None => {}
+        }
+        self.scratch = buf;
+    }
+
+    fn queue_response(&mut self, t: quinn_proto::Transmit, buf: &[u8]) {
+        if self.responses.len() >= MAX_RESPONSES {
+            self.stats.dropped_responses += 1;
+            return;
+        }
+        let Some(bytes) = buf.get(..t.size) else {
+            return;
+        };
+        self.responses.push_back((
+            Transmit {
+                destination: t.destination,
+                size: t.size,
+                segment_size: t.segment_size,
+                send_at: None,
+            },
+            bytes.to_vec(),
+        ));
+    }
+
+    /// Timers: call when [`HostSession::poll_timeout`]'s instant has passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.armed_pin.as_ref().is_some_and(|(_, exp)| *exp <= now) {
+            self.armed_pin = None;
+        }
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for id in ids {
+            if let Some(c) = self.conns.get_mut(&id) {
+                c.link.handle_timeout(now);
+                let late = c.deadline.is_some_and(|d| now >= d);
+                if late {
+                    c.deadline = None;
+                    let what = c.phase.name();
+                    self.end(
+                        id,
+                        now,
+                        GoodbyeReason::Timeout,
+                        &format!("setup timed out while {what}"),
+                    );
+                }
+            }
+            self.process(id, now);
+        }
+    }
+
+    /// When [`HostSession::handle_timeout`] is next due.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.conns
+            .values_mut()
+            .flat_map(|c| [c.link.poll_timeout(), c.deadline])
+            .flatten()
+            .min()
+    }
+
+    /// The next datagram to send, written into `buf` (cleared first).
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        if let Some((t, bytes)) = self.responses.pop_front() {
+            buf.clear();
+            buf.extend_from_slice(&bytes);
+            return Some(t);
+        }
+        // Round robin from the connection after the last one that sent.
+        let order: Vec<ConnId> = self
+            .conns
+            .range(ConnId(self.cursor.0 + 1)..)
+            .chain(self.conns.range(..=self.cursor))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in order {
+            let Some(c) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            if let Some(t) = c.link.poll_transmit(now, buf) {
+                self.cursor = id;
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    fn conn_mut(&mut self, conn: ConnId) -> Result<&mut HostConn, SessionError> {
+        match self.conns.get_mut(&conn) {
+            Some(c) if !matches!(c.phase, Phase::Closed) && !c.link.is_closing() => Ok(c),
+            _ => Err(SessionError::UnknownConnection(conn)),
+        }
+    }
+
+    /// Answers a Hello: sends Welcome with `offer` and a new session id, which it returns.
+    pub fn accept(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        offer: SessionOffer,
+    ) -> Result<u64, SessionError> {
+        let session_id = self.rng.next_u64();
+        let setup = self.config.setup_timeout;
+        let c = self.conn_mut(conn)?;
+        if !matches!(c.phase, Phase::AwaitDecision) {
+            return Err(SessionError::WrongPhase {
+                op: "accept",
+                phase: c.phase.name(),
+            });
+        }
+        c.link.send(&Message::Welcome(Welcome {
+            session_id,
+            codec: offer.codec,
+            fec: offer.fec,
+            parity_percent: offer.parity_percent,
+            shard_payload: offer.shard_payload,
+            data_port: offer.data_port,
+            mode: offer.mode,
+            key_epoch: 0,
+            exporter_label: String::from_utf8_lossy(DATA_KEY_LABEL).into_owned(),
+        }))?;
+        c.phase = Phase::AwaitStart { session_id, offer };
+        c.deadline = Some(now + setup);
+        Ok(session_id)
+    }
+
+    /// Refuses a Hello (or ends any connection): Goodbye with `reason`.
+    pub fn refuse(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        reason: GoodbyeReason,
+        text: &str,
+    ) -> Result<(), SessionError> {
+        self.goodbye(now, conn, reason, text)
+    }
+
+    /// Ends a connection with Goodbye{reason, text}; reports [`HostEvent::Closed`].
+    pub fn goodbye(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        reason: GoodbyeReason,
+        text: &str,
+    ) -> Result<(), SessionError> {
+        self.conn_mut(conn)?;
+        self.end(conn, now, reason, text);
+        Ok(())
+    }
+
+    /// Says Goodbye to every connection (host shutdown).
+    pub fn close_all(&mut self, now: Instant, reason: GoodbyeReason, text: &str) {
+        for id in self.connections() {
+            self.end(id, now, reason, text);
+        }
+    }
+
+    /// The new mode runs: sends Reconfigured{mode, epoch + 1, first_frame_id}, whether the
+    /// client asked (Reconfigure) or the host changed mode on its own. Returns the epoch.
+    pub fn reconfigured(
+        &mut self,
+        conn: ConnId,
+        mode: Mode,
+        first_frame_id: u32,
+    ) -> Result<u32, SessionError> {
+        let c = self.conn_mut(conn)?;
+        let Phase::Streaming(live) = &mut c.phase else {
+            return Err(SessionError::WrongPhase {
+                op: "reconfigured",
+                phase: c.phase.name(),
+            });
+        };
+        let epoch = live.epoch.wrapping_add(1);
+        c.link.send(&Message::Reconfigured(Reconfigured {
+            mode,
+            epoch,
+            first_frame_id,
+        }))?;
+        live.epoch = epoch;
+        live.mode = mode;
+        Ok(epoch)
+    }
+
+    /// Sends the host's statistics to a streaming client.
+    pub fn send_stats(&mut self, conn: ConnId, stats: Stats) -> Result<(), SessionError> {
+        let c = self.conn_mut(conn)?;
+        if !matches!(c.phase, Phase::Streaming(_)) {
+            return Err(SessionError::WrongPhase {
+                op: "send_stats",
+                phase: c.phase.name(),
+            });
+        }
+        c.link.send(&Message::Stats(stats))?;
+        Ok(())
+    }
+
+    /// The data-plane parameters of a streaming connection.
+    pub fn data_params(&self, conn: ConnId) -> Option<&DataPlaneParams> {
+        match &self.conns.get(&conn)?.phase {
+            Phase::Streaming(live) => Some(&live.params),
+            _ => None,
+        }
+    }
+
+    /// Ends `id` from this side and reports it.
+    fn end(&mut self, id: ConnId, now: Instant, reason: GoodbyeReason, text: &str) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if let Some(closed) = c.link.goodbye(now, reason, text) {
+            self.report_closed(id, closed);
+        }
+    }
+
+    fn report_closed(&mut self, id: ConnId, closed: Closed) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if c.link.reported {
+            return;
+        }
+        c.link.reported = true;
+        c.deadline = None;
+        // A ceremony cut short after its PIN was consumed is a failed attempt.
+        let mid_ceremony = matches!(c.phase, Phase::PairConfirm(_));
+        c.phase = Phase::Closed;
+        if mid_ceremony {
+            self.pairing_failed(id);
+        }
+        self.events
+            .push_back(HostEvent::Closed { conn: id, closed });
+    }
+
+    fn pairing_failed(&mut self, id: ConnId) {
+        let Some(c) = self.conns.get(&id) else {
+            return;
+        };
+        self.stats.pairing_failures += 1;
+        self.events.push_back(HostEvent::PairingResult {
+            conn: id,
+            fingerprint: c.fingerprint,
+            client_name: c
+                .hello
+                .as_ref()
+                .map(|h| h.client_name.clone())
+                .unwrap_or_default(),
+            ok: false,
+        });
+    }
+
+    /// Runs a connection after input: endpoint events, QUIC events, the control stream,
+    /// datagrams; removes it once drained.
+    fn process(&mut self, id: ConnId, now: Instant) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        c.link.drive_endpoint(&mut self.endpoint);
+        while let Some(ev) = self.conns.get_mut(&id).and_then(|c| c.link.conn.poll()) {
+            self.on_quic_event(id, now, ev);
+        }
+        self.read_stream(id, now);
+        while let Some(d) = self.conns.get_mut(&id).and_then(|c| c.link.recv_datagram()) {
+            self.on_datagram(id, &d);
+        }
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        c.link.flush();
+        c.link.drive_endpoint(&mut self.endpoint);
+        if c.link.conn.is_drained() {
+            let closed = Closed {
+                by_peer: false,
+                reason: GoodbyeReason::Normal,
+                text: "drained".into(),
+            };
+            self.report_closed(id, closed);
+            if let Some(c) = self.conns.remove(&id) {
+                self.by_handle.remove(&c.link.handle);
+            }
+        }
+    }
+
+    fn on_quic_event(&mut self, id: ConnId, now: Instant, ev: Event) {
+        let setup = self.config.setup_timeout;
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        match ev {
+            Event::Connected => {
+                let Some(fp) = tls::peer_fingerprint(c.link.conn.crypto_session()) else {
+                    // The verifier makes client certificates mandatory; be safe anyway.
+                    self.end(
+                        id,
+                        now,
+                        GoodbyeReason::NotPaired,
+                        "a client certificate is required",
+                    );
+                    return;
+                };
+                c.fingerprint = fp;
+                c.phase = Phase::AwaitHello;
+                c.deadline = Some(now + setup);
+                let peer = c.link.conn.remote_address();
+                self.events.push_back(HostEvent::Connected {
+                    conn: id,
+                    peer,
+                    fingerprint: fp,
+                });
+            }
+            Event::ConnectionLost { reason } => {
+                let closed = c.link.lost(&reason);
+                self.report_closed(id, closed);
+            }
+            Event::Stream(StreamEvent::Opened { dir: Dir::Bi }) => c.link.accept_stream(),
+            Event::Stream(StreamEvent::Writable { .. }) => c.link.flush(),
+            Event::Stream(StreamEvent::Finished { .. }) => c.link.stream_finished(now),
+            Event::Stream(_)
+            | Event::HandshakeDataReady
+            | Event::DatagramReceived
+            | Event::DatagramsUnblocked => {}
+        }
+    }
+
+    fn read_stream(&mut self, id: ConnId, now: Instant) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if matches!(c.phase, Phase::Handshaking | Phase::Closed) {
+            return;
+        }
+        c.link.accept_stream();
+        let inbox = c.link.read();
+        for m in inbox.messages {
+            if self
+                .conns
+                .get(&id)
+                .is_none_or(|c| matches!(c.phase, Phase::Closed))
+            {
+                return;
+            }
+            match m {
+                Ok(msg) => self.on_message(id, now, msg),
+                Err(e) => {
+                    self.stats.malformed_messages += 1;
+                    if matches!(e, MessageError::FrameTooLong { .. }) {
+                        self.stats.oversized_frames += 1;
+                    }
+                    self.end(
+                        id,
+                        now,
+                        GoodbyeReason::ProtocolViolation,
+                        &format!("malformed control message: {e}"),
+                    );
+                }
+            }
+        }
+        if inbox.ended {
+            self.end(
+                id,
+                now,
+                GoodbyeReason::ProtocolViolation,
+                "the control stream ended without Goodbye",
+            );
+        }
+    }
+
+    fn on_datagram(&mut self, id: ConnId, bytes: &[u8]) {
+        let streaming = self
+            .conns
+            .get(&id)
+            .is_some_and(|c| matches!(c.phase, Phase::Streaming(_)));
+        match Datagram::decode(bytes) {
+            Ok(Datagram::Input(event)) if streaming => {
+                self.events.push_back(HostEvent::Input { conn: id, event });
+            }
+            Ok(_) => self.stats.dropped_datagrams += 1,
+            Err(_) => self.stats.malformed_datagrams += 1,
+        }
+    }
+
+    fn unexpected(&mut self, id: ConnId, now: Instant, msg: &Message) {
+        self.stats.unexpected_messages += 1;
+        let phase = self.conns.get(&id).map_or("gone", |c| c.phase.name());
+        self.end(
+            id,
+            now,
+            GoodbyeReason::ProtocolViolation,
+            &format!("unexpected {} while {phase}", msg.name()),
+        );
+    }
+
+    fn on_message(&mut self, id: ConnId, now: Instant, msg: Message) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        match (&mut c.phase, msg) {
+            (_, Message::Goodbye(g)) => {
+                let closed = c.link.peer_goodbye(now, &g);
+                self.report_closed(id, closed);
+            }
+            (Phase::AwaitHello, Message::Hello(h)) => self.on_hello(id, now, h),
+            (Phase::PairReady, Message::PairStart { spake }) => self.on_pair_start(id, now, &spake),
+            (Phase::PairConfirm(hp), Message::PairConfirm { mac }) => {
+                let ok = hp.confirm(&mac).is_ok();
+                let fp = c.fingerprint;
+                let name = c
+                    .hello
+                    .as_ref()
+                    .map(|h| h.client_name.clone())
+                    .unwrap_or_default();
+                if !ok {
+                    // report_closed (through end) records the failure.
+                    self.end(
+                        id,
+                        now,
+                        GoodbyeReason::PairingFailed,
+                        "key confirmation failed: wrong PIN, or the connection is relayed",
+                    );
+                    return;
+                }
+                self.trusted.insert(fp);
+                self.events.push_back(HostEvent::PairingResult {
+                    conn: id,
+                    fingerprint: fp,
+                    client_name: name,
+                    ok: true,
+                });
+                if let Err(e) = c.link.send(&Message::PairResult { ok: true }) {
+                    self.end(id, now, GoodbyeReason::Internal, &e.to_string());
+                    return;
+                }
+                c.phase = Phase::AwaitDecision;
+                c.deadline = None;
+                if let Some(hello) = c.hello.clone() {
+                    self.events.push_back(HostEvent::HelloReceived {
+                        conn: id,
+                        hello,
+                        fingerprint: fp,
+                        paired: true,
+                    });
+                }
+            }
+            (Phase::AwaitStart { session_id, offer }, Message::Start(start)) => {
+                let (session_id, offer) = (*session_id, *offer);
+                let Some(key_material) =
+                    tls::export_data_key(c.link.conn.crypto_session(), session_id)
+                else {
+                    self.end(id, now, GoodbyeReason::Internal, "TLS key export failed");
+                    return;
+                };
+                let params = DataPlaneParams {
+                    session_id,
+                    key_material,
+                    key_epoch: 0,
+                    codec: offer.codec,
+                    fec: offer.fec,
+                    parity_percent: offer.parity_percent,
+                    shard_payload: offer.shard_payload,
+                    mode: offer.mode,
+                    // A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d.
+                    peer_ip: c.link.conn.remote_address().ip().to_canonical(),
+                    host_data_port: offer.data_port,
+                    client_data_port: start.data_port,
+                };
+                c.phase = Phase::Streaming(Box::new(Live {
+                    params: params.clone(),
+                    epoch: 0,
+                    mode: offer.mode,
+                }));
+                c.deadline = None;
+                self.events
+                    .push_back(HostEvent::Started { conn: id, params });
+            }
+            (Phase::Streaming(_), Message::Reconfigure(mode)) => {
+                self.events
+                    .push_back(HostEvent::ReconfigureRequested { conn: id, mode });
+            }
+            (Phase::Streaming(_), Message::IdrRequest) => {
+                self.events.push_back(HostEvent::IdrRequested { conn: id });
+            }
+            (Phase::Streaming(_), Message::LossReport(report)) => {
+                self.events
+                    .push_back(HostEvent::LossReport { conn: id, report });
+            }
+            (Phase::Streaming(_), Message::Stats(stats)) => {
+                self.events.push_back(HostEvent::Stats { conn: id, stats });
+            }
+            (_, msg) => self.unexpected(id, now, &msg),
+        }
+    }
+
+    fn on_hello(&mut self, id: ConnId, now: Instant, hello: Hello) {
+        let pin_ttl = self.config.pin_ttl;
+        let armed = self.has_armed_pin(now);
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if hello.version != PROTOCOL_VERSION {
+            let text = format!(
+                "host speaks punktfunk/1 version {PROTOCOL_VERSION}, client {}",
+                hello.version
+            );
+            self.end(id, now, GoodbyeReason::VersionMismatch, &text);
+            return;
+        }
+        let fp = c.fingerprint;
+        let trusted = self.trusted.contains(&fp);
+        c.hello = Some(hello.clone());
+        c.deadline = None;
+        if hello.wants_pairing {
+            let digits = if let (true, Some((pin, _))) = (armed, &self.armed_pin) {
+                pin.digits()
+            } else {
+                let pin = Pin::generate(&mut self.rng, self.config.pin_digits);
+                let digits = pin.digits();
+                c.pin = Some((pin.clone(), now + pin_ttl));
+                self.events.push_back(HostEvent::PairingPin {
+                    conn: id,
+                    pin,
+                    client_name: hello.client_name.clone(),
+                    fingerprint: fp,
+                });
+                digits
+            };
+            if let Err(e) = c.link.send(&Message::PairReady { digits }) {
+                self.end(id, now, GoodbyeReason::Internal, &e.to_string());
+                return;
+            }
+            c.phase = Phase::PairReady;
+            c.deadline = Some(now + pin_ttl);
+        } else if trusted || !self.config.require_pairing {
+            c.phase = Phase::AwaitDecision;
+            self.events.push_back(HostEvent::HelloReceived {
+                conn: id,
+                hello,
+                fingerprint: fp,
+                paired: trusted,
+            });
+        } else {
+            self.end(
+                id,
+                now,
+                GoodbyeReason::NotPaired,
+                "this host only streams to paired clients: connect with --pair and type \
+                 the PIN the host shows",
+            );
+        }
+    }
+
+    fn on_pair_start(&mut self, id: ConnId, now: Instant, spake: &[u8; message::SPAKE_MSG_LEN]) {
+        self.stats.pairing_attempts += 1;
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        // The PIN is consumed here, before anything is answered: one attempt per PIN.
+        let pin = match c.pin.take() {
+            Some((pin, exp)) => (exp > now).then_some(pin),
+            None => self
+                .armed_pin
+                .take()
+                .and_then(|(pin, exp)| (exp > now).then_some(pin)),
+        };
+        let channel_binding = tls::channel_binding(c.link.conn.crypto_session());
+        let (Some(pin), Some(channel_binding)) = (pin, channel_binding) else {
+            self.pairing_failed(id);
+            self.end(
+                id,
+                now,
+                GoodbyeReason::PairingFailed,
+                "no PIN is waiting (expired or already used): ask to pair again",
+            );
+            return;
+        };
+        let ctx = PairingContext {
+            client_fp: c.fingerprint.0,
+            host_fp: self.config.identity.fingerprint().0,
+            channel_binding,
+        };
+        match HostPairing::respond(&pin, ctx, spake, &mut self.rng) {
+            Ok((hp, y, mac)) => {
+                if let Err(e) = c.link.send(&Message::PairReply { spake: y, mac }) {
+                    self.end(id, now, GoodbyeReason::Internal, &e.to_string());
+                    return;
+                }
+                c.phase = Phase::PairConfirm(Box::new(hp));
+            }
+            Err(e) => {
+                self.pairing_failed(id);
+                self.end(id, now, GoodbyeReason::PairingFailed, &e.to_string());
+            }
+        }
+    }
+}

@@ -1,0 +1,1519 @@
+//! Deterministic simulation of punktfunk/1: host and client state machines exchanging
+//! datagrams through a virtual network (seeded loss, duplication, reordering and delay) on
+//! a virtual clock. No sockets, no threads, no sleeping.
+//!
+//! Besides the two real state machines, the simulation has raw QUIC peers built directly on
+//! quinn-proto with the punktfunk/1 TLS configurations: a hostile client that writes
+//! arbitrary bytes on the control stream, and a relay (man in the middle) that terminates
+//! QUIC on both sides with its own certificate and copies control-stream bytes through.
+
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use punktfunk_control::input::wire::{InputEvent, MouseButton};
+use punktfunk_control::pf1::message::{FrameDecoder, Hello, LossReport, Message, Stats};
+use punktfunk_control::pf1::{
+    ClientConfig, ClientEvent, ClientSession, Codec, DATA_KEY_MATERIAL_LEN, FecScheme, Fingerprint,
+    GoodbyeReason, HostConfig, HostEvent, HostPin, HostSession, HostTrust, Identity, Mode, Pin,
+    SessionOffer, Transmit, tls,
+};
+use quinn_proto::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn_proto::{
+    Connection, ConnectionHandle, DatagramEvent, Dir, Endpoint, EndpointConfig, Event, StreamId,
+    VarInt,
+};
+use rand_chacha::ChaCha20Rng;
+use rand_chacha::rand_core::{Rng, SeedableRng};
+
+const HOST: &str = "10.0.0.1:47900";
+const CLIENT: &str = "10.0.0.2:50000";
+const RELAY_FRONT: &str = "10.0.0.3:47900";
+const RELAY_BACK: &str = "10.0.0.4:50001";
+const EVIL: &str = "10.0.0.5:50002";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+const MODE: Mode = Mode::new(1920, 1080, 60);
+
+fn offer() -> SessionOffer {
+    SessionOffer {
+        codec: Codec::H264,
+        fec: FecScheme::Gf16Leopard,
+        parity_percent: 20,
+        shard_payload: 1200,
+        data_port: 47910,
+        mode: MODE,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Virtual network
+
+#[derive(Debug, Clone, Copy)]
+struct Impairment {
+    loss: f64,
+    duplicate: f64,
+    min_delay: Duration,
+    jitter: Duration,
+}
+
+impl Impairment {
+    fn clean() -> Self {
+        Self {
+            loss: 0.0,
+            duplicate: 0.0,
+            min_delay: Duration::from_millis(5),
+            jitter: Duration::ZERO,
+        }
+    }
+
+    fn rough() -> Self {
+        Self {
+            loss: 0.10,
+            duplicate: 0.05,
+            min_delay: Duration::from_millis(10),
+            // Jitter well above the packet spacing reorders packets.
+            jitter: Duration::from_millis(30),
+        }
+    }
+}
+
+struct Packet {
+    from: SocketAddr,
+    to: SocketAddr,
+    bytes: Vec<u8>,
+}
+
+struct Net {
+    rng: ChaCha20Rng,
+    imp: Impairment,
+    queue: BinaryHeap<Reverse<(Instant, u64, usize)>>,
+    packets: Vec<Option<Packet>>,
+    seq: u64,
+    sent: u64,
+    dropped: u64,
+}
+
+impl Net {
+    fn new(seed: u64, imp: Impairment) -> Self {
+        Self {
+            rng: ChaCha20Rng::seed_from_u64(seed),
+            imp,
+            queue: BinaryHeap::new(),
+            packets: Vec::new(),
+            seq: 0,
+            sent: 0,
+            dropped: 0,
+        }
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        p > 0.0 && (self.rng.next_u32() as f64 / u32::MAX as f64) < p
+    }
+
+    fn send(&mut self, now: Instant, from: SocketAddr, to: SocketAddr, bytes: &[u8]) {
+        self.sent += 1;
+        if self.chance(self.imp.loss) {
+            self.dropped += 1;
+            return;
+        }
+        let copies = if self.chance(self.imp.duplicate) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let jitter_us = self.imp.jitter.as_micros() as u64;
+            let extra = if jitter_us > 0 {
+                Duration::from_micros(self.rng.next_u64() % jitter_us)
+            } else {
+                Duration::ZERO
+            };
+            let at = now + self.imp.min_delay + extra;
+            self.packets.push(Some(Packet {
+                from,
+                to,
+                bytes: bytes.to_vec(),
+            }));
+            self.seq += 1;
+            self.queue
+                .push(Reverse((at, self.seq, self.packets.len() - 1)));
+        }
+    }
+
+    fn next_at(&self) -> Option<Instant> {
+        self.queue.peek().map(|Reverse((at, _, _))| *at)
+    }
+
+    fn pop_due(&mut self, now: Instant) -> Option<Packet> {
+        let Reverse((at, _, idx)) = *self.queue.peek()?;
+        if at > now {
+            return None;
+        }
+        self.queue.pop();
+        self.packets[idx].take()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Raw QUIC peers (hostile client, relay halves)
+
+struct RawPeer {
+    ep: Endpoint,
+    conn: Option<(ConnectionHandle, Connection)>,
+    stream: Option<StreamId>,
+    connected: bool,
+    lost: bool,
+    rx: Vec<u8>,
+    responses: VecDeque<(Transmit, Vec<u8>)>,
+    is_client: bool,
+    peer_fp: Option<Fingerprint>,
+}
+
+impl RawPeer {
+    fn endpoint(server: Option<Arc<quinn_proto::ServerConfig>>, seed: u8) -> Endpoint {
+        let cfg = EndpointConfig::new(Arc::new(ring::hmac::Key::new(
+            ring::hmac::HMAC_SHA256,
+            &[seed; 32],
+        )));
+        Endpoint::new(Arc::new(cfg), server, true, Some([seed; 32]))
+    }
+
+    fn server(id: &Identity, seed: u8) -> Self {
+        let qsc = QuicServerConfig::try_from(tls::server_config(id).unwrap()).unwrap();
+        let prk = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, &[]).extract(&[seed; 32]);
+        let sc = quinn_proto::ServerConfig::new(Arc::new(qsc), Arc::new(prk));
+        Self {
+            ep: Self::endpoint(Some(Arc::new(sc)), seed),
+            conn: None,
+            stream: None,
+            connected: false,
+            lost: false,
+            rx: Vec::new(),
+            responses: VecDeque::new(),
+            is_client: false,
+            peer_fp: None,
+        }
+    }
+
+    fn client(id: &Identity, seed: u8, now: Instant, server: SocketAddr) -> Self {
+        let qcc = QuicClientConfig::try_from(tls::client_config(id).unwrap()).unwrap();
+        let cc = quinn_proto::ClientConfig::new(Arc::new(qcc));
+        let mut ep = Self::endpoint(None, seed);
+        let conn = ep.connect(now, cc, server, "punktfunk.host").unwrap();
+        Self {
+            ep,
+            conn: Some(conn),
+            stream: None,
+            connected: false,
+            lost: false,
+            rx: Vec::new(),
+            responses: VecDeque::new(),
+            is_client: true,
+            peer_fp: None,
+        }
+    }
+
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        let mut buf = Vec::new();
+        match self
+            .ep
+            .handle(now, from, None, None, BytesMut::from(bytes), &mut buf)
+        {
+            Some(DatagramEvent::ConnectionEvent(_, ev)) => {
+                if let Some((_, c)) = &mut self.conn {
+                    c.handle_event(ev);
+                }
+            }
+            Some(DatagramEvent::NewConnection(inc)) => {
+                if self.conn.is_none() {
+                    if let Ok(c) = self.ep.accept(inc, now, &mut buf, None) {
+                        self.conn = Some(c);
+                    }
+                } else {
+                    self.ep.ignore(inc);
+                }
+            }
+            Some(DatagramEvent::Response(t)) => self.responses.push_back((
+                Transmit {
+                    destination: t.destination,
+                    size: t.size,
+                    segment_size: None,
+                    send_at: None,
+                },
+                buf[..t.size].to_vec(),
+            )),
+            None => {}
+        }
+        self.process();
+    }
+
+    fn process(&mut self) {
+        let Some((h, c)) = &mut self.conn else { return };
+        while let Some(ev) = c.poll_endpoint_events() {
+            if let Some(back) = self.ep.handle_event(*h, ev) {
+                c.handle_event(back);
+            }
+        }
+        while let Some(ev) = c.poll() {
+            match ev {
+                Event::Connected => {
+                    self.connected = true;
+                    let certs = c
+                        .crypto_session()
+                        .peer_identity()
+                        .unwrap()
+                        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                        .unwrap();
+                    self.peer_fp = Some(Fingerprint::of(&certs[0]));
+                    if self.is_client {
+                        self.stream = c.streams().open(Dir::Bi);
+                    }
+                }
+                Event::Stream(quinn_proto::StreamEvent::Opened { dir: Dir::Bi })
+                    if self.stream.is_none() =>
+                {
+                    self.stream = c.streams().accept(Dir::Bi);
+                }
+                Event::ConnectionLost { .. } => self.lost = true,
+                _ => {}
+            }
+        }
+        if let Some(id) = self.stream
+            && let Ok(mut chunks) = c.recv_stream(id).read(true)
+        {
+            while let Ok(Some(ch)) = chunks.next(usize::MAX) {
+                self.rx.extend_from_slice(&ch.bytes);
+            }
+            let _ = chunks.finalize();
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let (Some((_, c)), Some(id)) = (&mut self.conn, self.stream) else {
+            panic!("no stream to write on")
+        };
+        let mut off = 0;
+        while off < bytes.len() {
+            match c.send_stream(id).write(&bytes[off..]) {
+                Ok(n) => off += n,
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn send_datagram(&mut self, bytes: &[u8]) {
+        if let Some((_, c)) = &mut self.conn {
+            let _ = c
+                .datagrams()
+                .send(bytes::Bytes::copy_from_slice(bytes), false);
+        }
+    }
+
+    fn close(&mut self, now: Instant) {
+        if let Some((_, c)) = &mut self.conn {
+            c.close(now, VarInt::from_u32(0), bytes::Bytes::new());
+        }
+    }
+
+    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        if let Some((t, b)) = self.responses.pop_front() {
+            buf.clear();
+            buf.extend_from_slice(&b);
+            return Some(t);
+        }
+        let (_, c) = self.conn.as_mut()?;
+        buf.clear();
+        let t = c.poll_transmit(now, 1, buf)?;
+        Some(Transmit {
+            destination: t.destination,
+            size: t.size,
+            segment_size: None,
+            send_at: None,
+        })
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        self.conn.as_mut()?.1.poll_timeout()
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        if let Some((_, c)) = &mut self.conn {
+            c.handle_timeout(now);
+        }
+        self.process();
+    }
+}
+
+/// A relay: QUIC server towards the client, QUIC client towards the host, control-stream
+/// bytes copied both ways. Its certificate is its own: it holds neither real key.
+struct Relay {
+    id: Identity,
+    front: RawPeer,
+    back: Option<RawPeer>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Simulation
+
+enum Node {
+    Host(Box<HostSession>),
+    Client(Box<ClientSession>),
+    Raw(Box<RawPeer>),
+    Relay(Box<Relay>),
+}
+
+struct Sim {
+    now: Instant,
+    net: Net,
+    nodes: Vec<(SocketAddr, Node)>,
+    host_log: Vec<HostEvent>,
+    client_log: Vec<ClientEvent>,
+}
+
+impl Sim {
+    fn new(seed: u64, imp: Impairment) -> Self {
+        Self {
+            now: Instant::now(),
+            net: Net::new(seed, imp),
+            nodes: Vec::new(),
+            host_log: Vec::new(),
+            client_log: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, at: &str, node: Node) {
+        self.nodes.push((addr(at), node));
+    }
+
+    fn host(&mut self) -> &mut HostSession {
+        self.nodes
+            .iter_mut()
+            .find_map(|(_, n)| match n {
+                Node::Host(h) => Some(&mut **h),
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    fn client(&mut self) -> &mut ClientSession {
+        self.nodes
+            .iter_mut()
+            .find_map(|(_, n)| match n {
+                Node::Client(c) => Some(&mut **c),
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    fn raw(&mut self) -> &mut RawPeer {
+        self.nodes
+            .iter_mut()
+            .find_map(|(_, n)| match n {
+                Node::Raw(r) => Some(&mut **r),
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    fn flush(&mut self) {
+        let now = self.now;
+        let mut buf = Vec::new();
+        for (a, node) in &mut self.nodes {
+            loop {
+                let sent = match node {
+                    Node::Host(h) => h.poll_transmit(now, &mut buf).map(|t| (*a, t)),
+                    Node::Client(c) => c.poll_transmit(now, &mut buf).map(|t| (*a, t)),
+                    Node::Raw(r) => r.poll_transmit(now, &mut buf).map(|t| (*a, t)),
+                    Node::Relay(r) => match r.front.poll_transmit(now, &mut buf) {
+                        Some(t) => Some((addr(RELAY_FRONT), t)),
+                        None => r
+                            .back
+                            .as_mut()
+                            .and_then(|b| b.poll_transmit(now, &mut buf))
+                            .map(|t| (addr(RELAY_BACK), t)),
+                    },
+                };
+                let Some((from, t)) = sent else { break };
+                assert!(t.size <= buf.len());
+                self.net.send(now, from, t.destination, &buf[..t.size]);
+            }
+        }
+    }
+
+    fn collect(&mut self) {
+        for (_, node) in &mut self.nodes {
+            match node {
+                Node::Host(h) => {
+                    while let Some(ev) = h.poll_event() {
+                        self.host_log.push(ev);
+                    }
+                }
+                Node::Client(c) => {
+                    while let Some(ev) = c.poll_event() {
+                        self.client_log.push(ev);
+                    }
+                }
+                Node::Relay(r) => {
+                    // Copy control-stream bytes through, both ways.
+                    if r.front.connected && r.back.is_none() {
+                        r.back = Some(RawPeer::client(&r.id, 77, self.now, addr(HOST)));
+                    }
+                    if let Some(back) = &mut r.back {
+                        if !r.front.rx.is_empty() && back.stream.is_some() {
+                            let b = std::mem::take(&mut r.front.rx);
+                            back.write(&b);
+                        }
+                        if !back.rx.is_empty() && r.front.stream.is_some() {
+                            let b = std::mem::take(&mut back.rx);
+                            r.front.write(&b);
+                        }
+                    }
+                }
+                Node::Raw(_) => {}
+            }
+        }
+    }
+
+    fn next_timeout(&mut self) -> Option<Instant> {
+        let mut t = self.net.next_at();
+        for (_, node) in &mut self.nodes {
+            let n = match node {
+                Node::Host(h) => h.poll_timeout(),
+                Node::Client(c) => c.poll_timeout(),
+                Node::Raw(r) => r.poll_timeout(),
+                Node::Relay(r) => [
+                    r.front.poll_timeout(),
+                    r.back.as_mut().and_then(|b| b.poll_timeout()),
+                ]
+                .into_iter()
+                .flatten()
+                .min(),
+            };
+            t = match (t, n) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        t
+    }
+
+    fn deliver(&mut self) {
+        let now = self.now;
+        while let Some(p) = self.net.pop_due(now) {
+            for (a, node) in &mut self.nodes {
+                match node {
+                    Node::Host(h) if *a == p.to => h.handle_datagram(now, p.from, &p.bytes),
+                    Node::Client(c) if *a == p.to => c.handle_datagram(now, p.from, &p.bytes),
+                    Node::Raw(r) if *a == p.to => r.handle_datagram(now, p.from, &p.bytes),
+                    Node::Relay(r) => {
+                        if p.to == addr(RELAY_FRONT) {
+                            r.front.handle_datagram(now, p.from, &p.bytes);
+                        } else if p.to == addr(RELAY_BACK)
+                            && let Some(b) = &mut r.back
+                        {
+                            b.handle_datagram(now, p.from, &p.bytes);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for (_, node) in &mut self.nodes {
+            match node {
+                Node::Host(h) => {
+                    if h.poll_timeout().is_some_and(|t| t <= now) {
+                        h.handle_timeout(now);
+                    }
+                }
+                Node::Client(c) => {
+                    if c.poll_timeout().is_some_and(|t| t <= now) {
+                        c.handle_timeout(now);
+                    }
+                }
+                Node::Raw(r) => {
+                    if r.poll_timeout().is_some_and(|t| t <= now) {
+                        r.handle_timeout(now);
+                    }
+                }
+                Node::Relay(r) => {
+                    if r.front.poll_timeout().is_some_and(|t| t <= now) {
+                        r.front.handle_timeout(now);
+                    }
+                    if let Some(b) = &mut r.back
+                        && b.poll_timeout().is_some_and(|t| t <= now)
+                    {
+                        b.handle_timeout(now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs until `done` holds or `limit` of virtual time has passed.
+    fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&Sim) -> bool) -> bool {
+        let end = self.now + limit;
+        loop {
+            self.flush();
+            self.collect();
+            self.flush();
+            if done(self) {
+                return true;
+            }
+            match self.next_timeout() {
+                Some(t) if t <= end => {
+                    self.now = self.now.max(t);
+                    self.deliver();
+                }
+                _ => {
+                    self.now = end;
+                    return false;
+                }
+            }
+        }
+    }
+
+    fn run_for(&mut self, d: Duration) {
+        self.run_until(d, |_| false);
+    }
+
+    fn host_pin(&self) -> Option<Pin> {
+        self.host_log.iter().rev().find_map(|e| match e {
+            HostEvent::PairingPin { pin, .. } => Some(pin.clone()),
+            _ => None,
+        })
+    }
+}
+
+fn host_has(sim: &Sim, f: impl Fn(&HostEvent) -> bool) -> bool {
+    sim.host_log.iter().any(f)
+}
+
+fn client_has(sim: &Sim, f: impl Fn(&ClientEvent) -> bool) -> bool {
+    sim.client_log.iter().any(f)
+}
+
+fn hello_conn(sim: &Sim) -> Option<punktfunk_control::pf1::ConnId> {
+    sim.host_log.iter().find_map(|e| match e {
+        HostEvent::HelloReceived { conn, .. } => Some(*conn),
+        _ => None,
+    })
+}
+
+fn ids() -> (Identity, Identity) {
+    (
+        Identity::generate("sim host").unwrap(),
+        Identity::generate("sim client").unwrap(),
+    )
+}
+
+fn host_config(id: &Identity, seed: u8) -> HostConfig {
+    HostConfig::new(id.clone(), [seed; 32])
+}
+
+fn client_config(id: &Identity, seed: u8) -> ClientConfig {
+    let mut c = ClientConfig::new(id.clone(), "sim tv", MODE, [seed; 32]);
+    c.codecs = c.codecs.with(Codec::Hevc);
+    c
+}
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// Hello → Welcome → Start → streaming; checks both sides' parameters. Returns the conn.
+fn establish(sim: &mut Sim) -> punktfunk_control::pf1::ConnId {
+    assert!(
+        sim.run_until(LONG, |s| hello_conn(s).is_some()),
+        "no Hello: {:?} / {:?}",
+        sim.host_log,
+        sim.client_log
+    );
+    let conn = hello_conn(sim).unwrap();
+    let now = sim.now;
+    let session_id = sim.host().accept(now, conn, offer()).unwrap();
+    assert!(sim.run_until(LONG, |s| client_has(s, |e| matches!(
+        e,
+        ClientEvent::Welcome(_)
+    ))));
+    let client_params = sim.client().start(50010).unwrap();
+    assert_eq!(client_params.session_id, session_id);
+    assert!(sim.run_until(LONG, |s| host_has(s, |e| matches!(
+        e,
+        HostEvent::Started { .. }
+    ))));
+    let host_params = sim
+        .host_log
+        .iter()
+        .find_map(|e| match e {
+            HostEvent::Started { params, .. } => Some(params.clone()),
+            _ => None,
+        })
+        .unwrap();
+    // Both sides derived the same key material from their TLS sessions.
+    assert_eq!(host_params.key_material, client_params.key_material);
+    assert_eq!(host_params.key_material.len(), DATA_KEY_MATERIAL_LEN);
+    assert_ne!(host_params.key_material, [0; DATA_KEY_MATERIAL_LEN]);
+    assert_eq!(host_params.aes_key(), client_params.aes_key());
+    assert_eq!(host_params.nonce_salt(), client_params.nonce_salt());
+    assert_eq!(host_params.client_data_port, 50010);
+    assert_eq!(client_params.host_data_port, 47910);
+    assert_eq!(host_params.peer_ip, addr(CLIENT).ip());
+    assert_eq!(client_params.peer_ip, addr(HOST).ip());
+    assert_eq!(host_params.fec, FecScheme::Gf16Leopard);
+    assert_eq!(host_params.parity_percent, 20);
+    assert_eq!(host_params.shard_payload, 1200);
+    assert_eq!(host_params.mode, MODE);
+    assert_eq!(sim.host().data_params(conn), Some(&host_params));
+    conn
+}
+
+fn full_session(seed: u64, imp: Impairment) -> (Sim, u64) {
+    let (hid, cid) = ids();
+    let mut sim = Sim::new(seed, imp);
+    sim.add(
+        HOST,
+        Node::Host(Box::new(
+            HostSession::new(host_config(&hid, 1), []).unwrap(),
+        )),
+    );
+    let client = ClientSession::connect(client_config(&cid, 2), sim.now, addr(HOST)).unwrap();
+    sim.add(CLIENT, Node::Client(Box::new(client)));
+    let conn = establish(&mut sim);
+
+    // Connected carried both fingerprints.
+    assert!(host_has(&sim, |e| matches!(
+        e,
+        HostEvent::Connected { fingerprint, .. } if *fingerprint == cid.fingerprint()
+    )));
+    assert!(client_has(&sim, |e| matches!(
+        e,
+        ClientEvent::Connected { fingerprint, trust: HostTrust::FirstUse }
+            if *fingerprint == hid.fingerprint()
+    )));
+    // Hello carried the client's caps.
+    assert!(host_has(&sim, |e| matches!(
+        e,
+        HostEvent::HelloReceived { hello: Hello { client_name, codecs, requested, .. }, paired: false, .. }
+            if client_name == "sim tv" && codecs.contains(Codec::Hevc) && *requested == MODE
+    )));
+
+    // Renegotiation round trip.
+    let new_mode = Mode::new(2560, 1440, 120);
+    sim.client().request_reconfigure(new_mode).unwrap();
+    assert!(sim.run_until(LONG, |s| host_has(s, |e| matches!(
+        e,
+        HostEvent::ReconfigureRequested { mode, .. } if *mode == new_mode
+    ))));
+    assert_eq!(sim.host().reconfigured(conn, new_mode, 600).unwrap(), 1);
+    assert!(sim.run_until(LONG, |s| client_has(s, |e| matches!(
+        e,
+        ClientEvent::Reconfigured(r) if r.mode == new_mode && r.epoch == 1 && r.first_frame_id == 600
+    ))));
+    assert_eq!(sim.client().data_params().unwrap().mode, new_mode);
+
+    // IDR, loss reports and stats, in order.
+    sim.client().request_idr().unwrap();
+    for w in 0..5 {
+        sim.client()
+            .send_loss_report(LossReport {
+                window_id: w,
+                expected: 1000,
+                received: 990 - w,
+                frames_complete: 60,
+                frames_unrecoverable: w,
+            })
+            .unwrap();
+    }
+    sim.client()
+        .send_stats(Stats {
+            window_id: 9,
+            frames_decoded: 60,
+            ..Stats::default()
+        })
+        .unwrap();
+    assert!(sim.run_until(LONG, |s| host_has(s, |e| matches!(
+        e,
+        HostEvent::Stats { stats, .. } if stats.window_id == 9
+    ))));
+    assert!(host_has(&sim, |e| matches!(
+        e,
+        HostEvent::IdrRequested { .. }
+    )));
+    let windows: Vec<u32> = sim
+        .host_log
+        .iter()
+        .filter_map(|e| match e {
+            HostEvent::LossReport { report, .. } => Some(report.window_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(windows, [0, 1, 2, 3, 4], "reliable and ordered");
+
+    // Host stats flow the other way.
+    sim.host()
+        .send_stats(
+            conn,
+            Stats {
+                window_id: 3,
+                ..Stats::default()
+            },
+        )
+        .unwrap();
+    assert!(sim.run_until(LONG, |s| client_has(s, |e| matches!(
+        e,
+        ClientEvent::Stats(st) if st.window_id == 3
+    ))));
+
+    // Input datagrams (unreliable: count what arrives).
+    for i in 0..20 {
+        let ev = if i % 2 == 0 {
+            InputEvent::MouseMove { dx: i, dy: -i }
+        } else {
+            InputEvent::MouseButton {
+                down: true,
+                button: MouseButton::Left,
+            }
+        };
+        sim.client().send_input(&ev).unwrap();
+    }
+    sim.run_for(Duration::from_secs(2));
+    let inputs = sim
+        .host_log
+        .iter()
+        .filter(|e| matches!(e, HostEvent::Input { .. }))
+        .count() as u64;
+    assert!(inputs > 0 && inputs <= 20, "{inputs}");
+
+    // Goodbye with a reason, reported on both sides.
+    let now = sim.now;
+    sim.client()
+        .goodbye(now, GoodbyeReason::Normal, "user quit");
+    assert!(sim.run_until(LONG, |s| host_has(s, |e| matches!(
+        e,
+        HostEvent::Closed { closed, .. }
+            if closed.by_peer && closed.reason == GoodbyeReason::Normal && closed.text == "user quit"
+    ))));
+    assert!(client_has(&sim, |e| matches!(
+        e,
+        ClientEvent::Closed(c) if !c.by_peer && c.reason == GoodbyeReason::Normal
+    )));
+    // Both sides drain and the host forgets the connection.
+    sim.run_for(Duration::from_secs(10));
+    assert!(sim.host().is_idle());
+    assert!(sim.client().is_drained());
+    // Exactly one Closed per side.
+    assert_eq!(
+        sim.client_log
+            .iter()
+            .filter(|e| matches!(e, ClientEvent::Closed(_)))
+            .count(),
+        1
+    );
+    assert_eq!(
+        sim.host_log
+            .iter()
+            .filter(|e| matches!(e, HostEvent::Closed { .. }))
+            .count(),
+        1
+    );
+    assert_eq!(sim.host().stats().malformed_messages, 0);
+    assert_eq!(sim.host().stats().unexpected_messages, 0);
+    (sim, inputs)
+}
+
+#[test]
+fn session_on_a_clean_network() {
+    let (sim, inputs) = full_session(1, Impairment::clean());
+    assert_eq!(inputs, 20, "no loss, every input datagram arrives");
+    assert_eq!(sim.net.dropped, 0);
+}
+
+#[test]
+fn session_survives_loss_reordering_and_duplication() {
+    for seed in 1..=6 {
+        let (sim, _) = full_session(seed, Impairment::rough());
+        assert!(
+            sim.net.dropped > 0,
+            "seed {seed}: the impairment was active"
+        );
+    }
+}
+
+#[test]
+fn same_seed_same_history() {
+    // The event sequence (not the encrypted bytes) is a function of the seeds.
+    let run = |seed| {
+        let (sim, inputs) = full_session(seed, Impairment::rough());
+        let kinds: Vec<String> = sim
+            .host_log
+            .iter()
+            .map(|e| {
+                format!("{e:?}")
+                    .split([' ', '{', '('])
+                    .next()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        (kinds, inputs, sim.net.sent, sim.net.dropped)
+    };
+    assert_eq!(run(3), run(3));
+}
+
+// ---------------------------------------------------------------------------------------
+// Pairing
+
+fn pairing_sim(seed: u64, imp: Impairment, require_pairing: bool) -> (Sim, Identity, Identity) {
+    let (hid, cid) = ids();
+    let mut sim = Sim::new(seed, imp);
+    let mut hc = host_config(&hid, 1);
+    hc.require_pairing = require_pairing;
+    sim.add(
+        HOST,
+        Node::Host(Box::new(HostSession::new(hc, []).unwrap())),
+    );
+    let mut cc = client_config(&cid, 2);
+    cc.pair = true;
+    let client = ClientSession::connect(cc, sim.now, addr(HOST)).unwrap();
+    sim.add(CLIENT, Node::Client(Box::new(client)));
+    (sim, hid, cid)
+}
+
+#[test]
+fn pairing_with_the_right_pin() {
+    for (seed, imp) in [(1, Impairment::clean()), (5, Impairment::rough())] {
+        let (mut sim, hid, cid) = pairing_sim(seed, imp, true);
+        assert!(sim.run_until(LONG, |s| client_has(s, |e| matches!(
+            e,
+            ClientEvent::PinNeeded { digits: 6 }
+        ))));
+        // The host generated a PIN for this connection, bound to the client's fingerprint.
+        assert!(host_has(&sim, |e| matches!(
+            e,
+            HostEvent::PairingPin { fingerprint, client_name, .. }
+                if *fingerprint == cid.fingerprint() && client_name == "sim tv"
+        )));
+        let pin = sim.host_pin().unwrap();
+        sim.client().pair(pin).unwrap();
+        assert!(sim.run_until(LONG, |s| client_has(s, |e| matches!(
+            e,
+            ClientEvent::PairingResult { ok: true }
+        ))));
+        assert!(host_has(&sim, |e| matches!(
+            e,
+            HostEvent::PairingResult { ok: true, fingerprint, .. } if *fingerprint == cid.fingerprint()
+        )));
+        assert!(sim.host().is_trusted(&cid.fingerprint()));
+        // After pairing the Hello is released, marked paired, and the session proceeds.
+        assert!(host_has(&sim, |e| matches!(
+            e,
+            HostEvent::HelloReceived { paired: true, .. }
+        )));
+        establish(&mut sim);
+        assert_eq!(sim.host().stats().pairing_attempts, 1);
+        assert_eq!(sim.host().stats().pairing_failures, 0);
+        assert_eq!(sim.client().host_fingerprint(), Some(hid.fingerprint()));
+    }
+}
+
+#[test]
+fn pairing_with_a_wrong_pin_fails_and_consumes_the_pin() {
+    let (mut sim, _hid, cid) = pairing_sim(2, Impairment::clean(), true);
+    assert!(sim.run_until(LONG, |s| client_has(s, |e| matches!(
+        e,
+        ClientEvent::PinNeeded { .. }
+    ))));
+    let right = sim.host_pin().unwrap();
+    let wrong = Pin::parse(if right.as_str() == "000000" {
+        "000001"
+    } else {
+        "000000"
+    })
+    .unwrap();
+    sim.client().pair(wrong).unwrap();
+    assert!(sim.run_until(LONG, |s| client_has(s, |e| matches!(
+        e,
+        ClientEvent::Closed(_)
+    ))));
+    assert!(client_has(&sim, |e| matches!(
+        e,
+        ClientEvent::PairingResult { ok: false }
+    )));
+    assert!(client_has(&sim, |e| matches!(
+        e,
+        ClientEvent::Closed(c) if c.reason == GoodbyeReason::PairingFailed
+    )));
+    assert!(sim.run_until(LONG, |s| host_has(s, |e| matches!(
+        e,
+        HostEvent::PairingResult { ok: false, .. }
+    ))));
+    assert!(!sim.host().is_trusted(&cid.fingerprint()));
+    assert!(!host_has(&sim, |e| matches!(
+        e,
+        HostEvent::HelloReceived { .. }
+    )));
+    assert_eq!(sim.host().stats().pairing_attempts, 1);
+    assert_eq!(sim.host().stats().pairing_failures, 1);
+
+    // A second client (same identity) asking to pair gets a new PIN; the old one is gone.
+    sim.run_for(Duration::from_secs(5));
+    let mut cc = client_config(&cid, 3);
+    cc.pair = true;
+    cc.pin = Some(right.clone());
+    let now = sim.now;
+    sim.nodes.retain(|(_, n)| !matches!(n, Node::Client(_)));
+    sim.client_log.clear();
+    sim.add(
+        CLIENT,
+        Node::Client(Box::new(
+            ClientSession::connect(cc, now, addr(HOST)).unwrap(),
+        )),
+    );
+    // The client sends the old PIN straight away: it no longer applies.
+    assert!(sim.run_until(LONG, |s| client_has(s, |e| matches!(
+        e,
+        ClientEvent::Closed(_)
+    ))));
+    let fresh = sim.host_pin().unwrap();
+    assert!(client_has(&sim, |e| matches!(
+        e,
+        ClientEvent::PairingResult { ok: false }
+    )));
+    assert!(!sim.host().is_trusted(&cid.fingerprint()));
+    // The fresh PIN (a different draw) was consumed by this wrong attempt too.
+    assert_ne!(fresh, right);
+    assert!(sim.run_until(LONG, |s| {
+        s.host_log
+            .iter()
+            .filter(|e| matches!(e, HostEvent::PairingResult { ok: false, .. }))
+            .count()
+            == 2
+    }));
+    assert_eq!(sim.host().stats().pairing_failures, 2);
+    assert_eq!(sim.host().stats().pairing_attempts, 2);
+}
+
+#[test]
+fn armed_pin_from_the_management_side() {
+    let (mut sim, _hid, cid) = pairing_sim(4, Impairment::clean(), true);
+    let now = sim.now;
+    sim.host().arm_pin(now, Pin::parse("4321").unwrap());
+    // Replace the client by one that knows the PIN up front (`--pair 4321`).
+    sim.nodes.retain(|(_, n)| !matches!(n, Node::Client(_)));
+    let mut cc = client_config(&cid, 9);
+    cc.pair = true;
+    cc.pin = Some(Pin::parse("4321").unwrap());
+    sim.add(
+        CLIENT,
+        Node::Client(Box::new(
+            ClientSession::connect(cc, now, addr(HOST)).unwrap(),
+        )),
+    );
+    assert!(sim.run_until(LONG, |s| client_has(s, |e| matches!(
+        e,
+        ClientEvent::PairingResult { ok: true }
+    ))));
+    // No PIN was generated: the armed one applied, and it is consumed.
+    assert!(!host_has(&sim, |e| matches!(
+        e,
+        HostEvent::PairingPin { .. }
+    )));
+    let now = sim.now;
+    assert!(!sim.host().has_armed_pin(now));
+    assert!(sim.host().is_trusted(&cid.fingerprint()));
+}
+
+#[test]
+fn expired_pin_fails() {
+    let (mut sim, _hid, cid) = pairing_sim(6, Impairment::clean(), false);
+    assert!(sim.run_until(LONG, |s| client_has(s, |e| matches!(
+        e,
+        ClientEvent::PinNeeded { .. }
+    ))));
+    let pin = sim.host_pin().unwrap();
+    // The user takes longer than the PIN's lifetime (120 s) — the host's setup deadline
+    // ends the connection at the same moment.
+    sim.run_for(Duration::from_secs(121));
+    let _ = sim.client().pair(pin);
+    sim.run_for(Duration::from_secs(5));
+    assert!(client_has(&sim, |e| matches!(e, ClientEvent::Closed(_))));
+    assert!(!sim.host().is_trusted(&cid.fingerprint()));
+}
+
+#[test]
+fn unpaired_client_is_refused_when_pairing_is_required() {
+    let (hid, cid) = ids();
+    let mut sim = Sim::new(7, Impairment::clean());
+    let mut hc = host_config(&hid, 1);
+    hc.require_pairing = true;
+    sim.add(
+        HOST,
+        Node::Host(Box::new(HostSession::new(hc, []).unwrap())),
+    );
+    sim.add(
+        CLIENT,
+        Node::Client(Box::new(
+            ClientSession::connect(client_config(&cid, 2), sim.now, addr(HOST)).unwrap(),
+        )),
+    );
+    assert!(sim.run_until(LONG, |s| client_has(s, |e| matches!(
+        e,
+        ClientEvent::Closed(c) if c.by_peer && c.reason == GoodbyeReason::NotPaired && c.text.contains("paired")
+    ))));
+    assert!(!host_has(&sim, |e| matches!(
+        e,
+        HostEvent::HelloReceived { .. }
+    )));
+
+    // A paired client gets through.
+    let mut sim = Sim::new(7, Impairment::clean());
+    let mut hc = host_config(&hid, 1);
+    hc.require_pairing = true;
+    sim.add(
+        HOST,
+        Node::Host(Box::new(HostSession::new(hc, [cid.fingerprint()]).unwrap())),
+    );
+    sim.add(
+        CLIENT,
+        Node::Client(Box::new(
+            ClientSession::connect(client_config(&cid, 2), sim.now, addr(HOST)).unwrap(),
+        )),
+    );
+    establish(&mut sim);
+    assert!(host_has(&sim, |e| matches!(
+        e,
+        HostEvent::HelloReceived { paired: true, .. }
+    )));
+}
+
+#[test]
+fn pinned_host_certificate() {
+    let (hid, cid) = ids();
+    let other = Identity::generate("impostor").unwrap();
+    // Pinned and matching.
+    let mut sim = Sim::new(8, Impairment::clean());
+    sim.add(
+        HOST,
+        Node::Host(Box::new(
+            HostSession::new(host_config(&hid, 1), []).unwrap(),
+        )),
+    );
+    let mut cc = client_config(&cid, 2);
+    cc.host_pin = HostPin::Expect(hid.fingerprint());
+    sim.add(
+        CLIENT,
+        Node::Client(Box::new(
+            ClientSession::connect(cc, sim.now, addr(HOST)).unwrap(),
+        )),
+    );
+    establish(&mut sim);
+    assert!(client_has(&sim, |e| matches!(
+        e,
+        ClientEvent::Connected {
+            trust: HostTrust::Pinned,
+            ..
+        }
+    )));
+
+    // A different host certificate is refused before anything is sent.
+    let mut sim = Sim::new(8, Impairment::clean());
+    sim.add(
+        HOST,
+        Node::Host(Box::new(
+            HostSession::new(host_config(&other, 1), []).unwrap(),
+        )),
+    );
+    let mut cc = client_config(&cid, 2);
+    cc.host_pin = HostPin::Expect(hid.fingerprint());
+    sim.add(
+        CLIENT,
+        Node::Client(Box::new(
+            ClientSession::connect(cc, sim.now, addr(HOST)).unwrap(),
+        )),
+    );
+    assert!(sim.run_until(LONG, |s| client_has(s, |e| matches!(
+        e,
+        ClientEvent::Closed(c) if c.reason == GoodbyeReason::HostChanged
+            && c.text.contains(&hid.fingerprint().to_hex())
+            && c.text.contains(&other.fingerprint().to_hex())
+    ))));
+    assert!(!client_has(&sim, |e| matches!(
+        e,
+        ClientEvent::Connected { .. }
+    )));
+    sim.run_for(Duration::from_secs(1));
+    assert!(!host_has(&sim, |e| matches!(
+        e,
+        HostEvent::HelloReceived { .. }
+    )));
+}
+
+#[test]
+fn a_relay_cannot_pair() {
+    let (hid, cid) = ids();
+    let relay_id = Identity::generate("relay").unwrap();
+    let mut sim = Sim::new(11, Impairment::clean());
+    let mut hc = host_config(&hid, 1);
+    hc.require_pairing = true;
+    sim.add(
+        HOST,
+        Node::Host(Box::new(HostSession::new(hc, []).unwrap())),
+    );
+    sim.add(
+        RELAY_FRONT,
+        Node::Relay(Box::new(Relay {
+            front: RawPeer::server(&relay_id, 66),
+            back: None,
+            id: relay_id.clone(),
+        })),
+    );
+    // The client was lured to the relay's address and has never seen the host.
+    let mut cc = client_config(&cid, 2);
+    cc.pair = true;
+    sim.add(
+        CLIENT,
+        Node::Client(Box::new(
+            ClientSession::connect(cc, sim.now, addr(RELAY_FRONT)).unwrap(),
+        )),
+    );
+    assert!(sim.run_until(LONG, |s| client_has(s, |e| matches!(
+        e,
+        ClientEvent::PinNeeded { .. }
+    ))));
+    // The host saw the relay's certificate, not the client's, and shows a PIN for it; the
+    // user types it into the real client.
+    assert!(host_has(&sim, |e| matches!(
+        e,
+        HostEvent::PairingPin { fingerprint, .. } if *fingerprint == relay_id.fingerprint()
+    )));
+    let pin = sim.host_pin().unwrap();
+    sim.client().pair(pin).unwrap();
+    assert!(sim.run_until(LONG, |s| client_has(s, |e| matches!(
+        e,
+        ClientEvent::Closed(_)
+    ))));
+    // The client caught it (the host's MAC does not verify under its view of the
+    // fingerprints), the host learns of the failure through the relayed Goodbye.
+    assert!(client_has(&sim, |e| matches!(
+        e,
+        ClientEvent::PairingResult { ok: false }
+    )));
+    assert!(client_has(&sim, |e| matches!(
+        e,
+        ClientEvent::Closed(c) if c.reason == GoodbyeReason::PairingFailed && !c.by_peer
+    )));
+    assert!(sim.run_until(LONG, |s| host_has(s, |e| matches!(
+        e,
+        HostEvent::PairingResult { ok: false, .. }
+    ))));
+    assert!(!sim.host().is_trusted(&relay_id.fingerprint()));
+    assert!(!sim.host().is_trusted(&cid.fingerprint()));
+    assert!(!host_has(&sim, |e| matches!(
+        e,
+        HostEvent::HelloReceived { .. }
+    )));
+    assert_eq!(sim.host().stats().pairing_failures, 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// Hostile input
+
+/// A raw client with its own certificate, connected to a host that does not require
+/// pairing. Returns the sim, after the handshake.
+fn hostile(seed: u64) -> Sim {
+    let (hid, _) = ids();
+    let evil = Identity::generate("evil").unwrap();
+    let mut sim = Sim::new(seed, Impairment::clean());
+    sim.add(
+        HOST,
+        Node::Host(Box::new(
+            HostSession::new(host_config(&hid, 1), []).unwrap(),
+        )),
+    );
+    let now = sim.now;
+    sim.add(
+        EVIL,
+        Node::Raw(Box::new(RawPeer::client(&evil, 5, now, addr(HOST)))),
+    );
+    assert!(sim.run_until(LONG, |s| host_has(s, |e| matches!(
+        e,
+        HostEvent::Connected { .. }
+    ))));
+    sim
+}
+
+fn frame(m: &Message) -> Vec<u8> {
+    let mut v = Vec::new();
+    m.encode(&mut v).unwrap();
+    v
+}
+
+fn hello(pair: bool) -> Message {
+    Message::Hello(Hello {
+        version: 1,
+        client_name: "evil".into(),
+        codecs: Default::default(),
+        max_mode: MODE,
+        requested: MODE,
+        wants_pairing: pair,
+    })
+}
+
+type StatsCheck = fn(&punktfunk_control::pf1::HostStats) -> bool;
+
+fn closed_with(sim: &Sim, reason: GoodbyeReason) -> bool {
+    host_has(
+        sim,
+        |e| matches!(e, HostEvent::Closed { closed, .. } if closed.reason == reason),
+    )
+}
+
+#[test]
+fn hostile_control_streams_end_the_connection_and_are_counted() {
+    let cases: Vec<(&str, Vec<u8>, StatsCheck)> = vec![
+        ("unknown type", vec![0, 0, 0, 1, 0x7f], |s| {
+            s.malformed_messages == 1
+        }),
+        ("oversized frame", vec![0, 1, 0, 1, 0x01], |s| {
+            s.oversized_frames == 1 && s.malformed_messages == 1
+        }),
+        ("empty frame", vec![0, 0, 0, 0], |s| {
+            s.malformed_messages == 1
+        }),
+        ("truncated Hello", vec![0, 0, 0, 3, 0x01, 0, 1], |s| {
+            s.malformed_messages == 1
+        }),
+        ("trailing bytes", vec![0, 0, 0, 2, 0x06, 0], |s| {
+            s.malformed_messages == 1
+        }),
+        ("message before Hello", frame(&Message::IdrRequest), |s| {
+            s.unexpected_messages == 1
+        }),
+        (
+            "host-only message",
+            frame(&Message::PairResult { ok: true }),
+            |s| s.unexpected_messages == 1,
+        ),
+        (
+            "replayed Hello",
+            [frame(&hello(false)), frame(&hello(false))].concat(),
+            |s| s.unexpected_messages == 1,
+        ),
+        (
+            "PairConfirm without PairStart",
+            [
+                frame(&hello(true)),
+                frame(&Message::PairConfirm { mac: [0; 32] }),
+            ]
+            .concat(),
+            |s| s.unexpected_messages == 1,
+        ),
+        (
+            "Start before Welcome",
+            [
+                frame(&hello(false)),
+                frame(&Message::Start(punktfunk_control::pf1::message::Start {
+                    data_port: 1,
+                })),
+            ]
+            .concat(),
+            |s| s.unexpected_messages == 1,
+        ),
+        (
+            "garbage SPAKE2 point",
+            [frame(&hello(true)), {
+                // The wrong side byte: not a client's SPAKE2 message.
+                let mut spake = [0x11; 33];
+                spake[0] = b'B';
+                frame(&Message::PairStart { spake })
+            }]
+            .concat(),
+            |s| s.pairing_failures == 1 && s.pairing_attempts == 1,
+        ),
+    ];
+    for (i, (name, bytes, check)) in cases.into_iter().enumerate() {
+        let mut sim = hostile(100 + i as u64);
+        sim.run_for(Duration::from_millis(100));
+        sim.raw().write(&bytes);
+        let ended = sim.run_until(LONG, |s| {
+            host_has(s, |e| matches!(e, HostEvent::Closed { .. }))
+        });
+        assert!(ended, "{name}: connection not ended: {:?}", sim.host_log);
+        let stats = *sim.host().stats();
+        assert!(check(&stats), "{name}: {stats:?}");
+        assert!(
+            closed_with(&sim, GoodbyeReason::ProtocolViolation)
+                || closed_with(&sim, GoodbyeReason::PairingFailed),
+            "{name}: {:?}",
+            sim.host_log
+        );
+        // The host's Goodbye names the problem to the peer too.
+        sim.run_for(Duration::from_secs(1));
+        let mut d = FrameDecoder::new();
+        d.push(&sim.raw().rx);
+        let mut last = None;
+        while let Ok(Some(m)) = d.next_message() {
+            last = Some(m);
+        }
+        assert!(
+            matches!(&last, Some(Message::Goodbye(g)) if !g.text.is_empty()),
+            "{name}: {last:?}"
+        );
+        assert!(!host_has(&sim, |e| matches!(e, HostEvent::Started { .. })));
+    }
+}
+
+#[test]
+fn hostile_datagrams_are_dropped_and_counted() {
+    let mut sim = hostile(200);
+    sim.raw().write(&frame(&hello(false)));
+    assert!(sim.run_until(LONG, |s| hello_conn(s).is_some()));
+    // Input before Start is dropped; garbage is counted; the connection lives on.
+    sim.raw()
+        .send_datagram(&[0x01, 0, 0, 0, 8, 7, 0, 0, 0, 0, 1, 0, 1]);
+    sim.raw().send_datagram(&[0x99, 1, 2, 3]);
+    sim.raw().send_datagram(&[0x01, 0xff]);
+    sim.run_for(Duration::from_secs(1));
+    let s = *sim.host().stats();
+    assert_eq!(s.dropped_datagrams, 1);
+    assert_eq!(s.malformed_datagrams, 2);
+    assert!(!host_has(&sim, |e| matches!(e, HostEvent::Input { .. })));
+    assert!(!host_has(&sim, |e| matches!(e, HostEvent::Closed { .. })));
+}
+
+#[test]
+fn silent_clients_time_out_and_vanished_clients_are_freed() {
+    // Handshake but no Hello: the setup deadline (10 s) ends it.
+    let mut sim = hostile(300);
+    assert!(sim.run_until(LONG, |s| host_has(s, |e| matches!(
+        e,
+        HostEvent::Closed { closed, .. } if closed.reason == GoodbyeReason::Timeout
+    ))));
+    sim.run_for(Duration::from_secs(10));
+    assert!(sim.host().is_idle());
+
+    // A streaming client that vanishes is freed after the idle timeout.
+    let (hid, cid) = ids();
+    let mut sim = Sim::new(301, Impairment::clean());
+    sim.add(
+        HOST,
+        Node::Host(Box::new(
+            HostSession::new(host_config(&hid, 1), []).unwrap(),
+        )),
+    );
+    sim.add(
+        CLIENT,
+        Node::Client(Box::new(
+            ClientSession::connect(client_config(&cid, 2), sim.now, addr(HOST)).unwrap(),
+        )),
+    );
+    establish(&mut sim);
+    sim.nodes.retain(|(_, n)| !matches!(n, Node::Client(_)));
+    let t0 = sim.now;
+    assert!(sim.run_until(LONG, |s| host_has(s, |e| matches!(
+        e,
+        HostEvent::Closed { closed, .. } if closed.reason == GoodbyeReason::Timeout
+    ))));
+    let took = sim.now - t0;
+    assert!(took <= Duration::from_secs(9), "{took:?}");
+    sim.run_for(Duration::from_secs(5));
+    assert!(sim.host().is_idle());
+}
+
+#[test]
+fn connection_limit_and_host_goodbye() {
+    let (hid, _) = ids();
+    let mut sim = Sim::new(400, Impairment::clean());
+    let mut hc = host_config(&hid, 1);
+    hc.max_connections = 1;
+    sim.add(
+        HOST,
+        Node::Host(Box::new(HostSession::new(hc, []).unwrap())),
+    );
+    let a = Identity::generate("a").unwrap();
+    let now = sim.now;
+    sim.add(
+        EVIL,
+        Node::Raw(Box::new(RawPeer::client(&a, 5, now, addr(HOST)))),
+    );
+    assert!(sim.run_until(LONG, |s| host_has(s, |e| matches!(
+        e,
+        HostEvent::Connected { .. }
+    ))));
+    let b = Identity::generate("b").unwrap();
+    let now = sim.now;
+    sim.add(
+        CLIENT,
+        Node::Raw(Box::new(RawPeer::client(&b, 6, now, addr(HOST)))),
+    );
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(sim.host().stats().refused_connections, 1);
+    assert_eq!(sim.host().connections().len(), 1);
+
+    // Host shutdown: Goodbye to everyone.
+    let now = sim.now;
+    sim.host()
+        .close_all(now, GoodbyeReason::Normal, "host shutting down");
+    assert!(sim.run_until(LONG, |s| host_has(s, |e| matches!(
+        e,
+        HostEvent::Closed { closed, .. } if !closed.by_peer && closed.text == "host shutting down"
+    ))));
+    // Commands on a closed connection are refused, not panics.
+    let conn = sim
+        .host_log
+        .iter()
+        .find_map(|e| match e {
+            HostEvent::Connected { conn, .. } => Some(*conn),
+            _ => None,
+        })
+        .unwrap();
+    assert!(sim.host().accept(now, conn, offer()).is_err());
+    assert!(sim.host().reconfigured(conn, MODE, 0).is_err());
+    sim.run_for(Duration::from_secs(5));
+    assert!(sim.host().is_idle());
+    sim.raw().close(now);
+}
+
+#[test]
+fn commands_in_the_wrong_phase_are_errors() {
+    let (hid, cid) = ids();
+    let mut sim = Sim::new(500, Impairment::clean());
+    sim.add(
+        HOST,
+        Node::Host(Box::new(
+            HostSession::new(host_config(&hid, 1), []).unwrap(),
+        )),
+    );
+    sim.add(
+        CLIENT,
+        Node::Client(Box::new(
+            ClientSession::connect(client_config(&cid, 2), sim.now, addr(HOST)).unwrap(),
+        )),
+    );
+    assert!(sim.client().start(1).is_err());
+    assert!(sim.client().request_idr().is_err());
+    assert!(
+        sim.client()
+            .send_input(&InputEvent::Scroll { amount: 1 })
+            .is_err()
+    );
+    assert!(sim.client().pair(Pin::parse("1234").unwrap()).is_err());
+    assert!(sim.run_until(LONG, |s| hello_conn(s).is_some()));
+    let conn = hello_conn(&sim).unwrap();
+    assert!(sim.host().reconfigured(conn, MODE, 0).is_err());
+    assert!(sim.host().send_stats(conn, Stats::default()).is_err());
+    // An offer the client would refuse is refused locally.
+    let mut bad = offer();
+    bad.shard_payload = 0;
+    let now = sim.now;
+    assert!(sim.host().accept(now, conn, bad).is_err());
+    sim.host().accept(now, conn, offer()).unwrap();
+    assert!(sim.host().accept(now, conn, offer()).is_err());
+}

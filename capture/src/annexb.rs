@@ -156,6 +156,14 @@ impl<'a> Iterator for NalUnits<'a> {
     }
 }
 
+/// The picture size announced by the first SPS of an access unit (keyframes carry one).
+pub fn sps_size(access_unit: &[u8]) -> Option<(u32, u32)> {
+    nal_units(access_unit)
+        .find(|n| n.kind() == 7)
+        .and_then(|n| SpsSummary::parse(n).ok())
+        .map(|s| (s.width, s.height))
+}
+
 /// The fields of a sequence parameter set that matter to a streaming host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpsSummary {

@@ -10,6 +10,7 @@
 //! sleeps). [`EncodeStage`] turns keyframe requests from the pipeline (dropped frames, the
 //! client's IDR requests) into [`VideoEncoder::request_idr`].
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use punktfunk_engine::pipeline::{Captured, Emit, Source, Stage, StageContext, StageError};
@@ -17,11 +18,57 @@ use punktfunk_engine::pool::FrameBuf;
 
 use crate::frame::Frame;
 use crate::source::PatternSource;
-use crate::video::{FrameKind, VideoEncoder};
+use crate::video::{FrameKind, VideoEncoder, VideoEncoderConfig};
 
 /// Raw I420 bytes of a `width`×`height` frame.
 pub fn raw_frame_len(width: u32, height: u32) -> usize {
     width as usize * height as usize * 3 / 2
+}
+
+/// A video mode: picture size, rate and bitrate, numbered so frames can say which mode they
+/// belong to ([`punktfunk_engine::pool::FrameMeta::mode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VideoMode {
+    /// Mode number (0 for the first; the changer counts up).
+    pub id: u16,
+    /// Width (even).
+    pub width: u32,
+    /// Height (even).
+    pub height: u32,
+    /// Frames per second.
+    pub fps: u32,
+    /// Encoder bitrate, kbit/s.
+    pub bitrate_kbps: u32,
+}
+
+/// Mid-stream mode changes for a running pipeline: the control plane [`ModeSwitch::set`]s a
+/// new mode; [`PatternCapture`] rebuilds its source at the next frame and tags frames with
+/// the mode's id; [`EncodeStage`] reconfigures its encoder (the next frame is an IDR) when
+/// the first frame of the new mode reaches it. Keys, sockets and FEC downstream run on.
+#[derive(Debug)]
+pub struct ModeSwitch(Mutex<(VideoMode, Option<Instant>)>);
+
+impl ModeSwitch {
+    /// A switch starting in `mode`.
+    pub fn new(mode: VideoMode) -> Self {
+        Self(Mutex::new((mode, None)))
+    }
+
+    /// Asks for `mode` from the next frame on (remembering when, for rebuild timing).
+    pub fn set(&self, mode: VideoMode) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = (mode, Some(Instant::now()));
+    }
+
+    /// The current mode and when it was asked for.
+    pub fn get(&self) -> (VideoMode, Option<Instant>) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// The test pattern as a pipeline source, one frame every `1/fps` seconds.
@@ -30,6 +77,8 @@ pub struct PatternCapture {
     source: PatternSource,
     interval: Duration,
     next_due: Option<Instant>,
+    mode: u16,
+    switch: Option<std::sync::Arc<ModeSwitch>>,
     /// Frames not produced because no pool buffer was free.
     pub pool_misses: u64,
 }
@@ -41,8 +90,32 @@ impl PatternCapture {
             source: PatternSource::new(width, height)?,
             interval: Duration::from_secs(1) / fps.max(1),
             next_due: None,
+            mode: 0,
+            switch: None,
             pool_misses: 0,
         })
+    }
+
+    /// A pattern that follows `switch` (starting in its current mode).
+    pub fn with_switch(switch: std::sync::Arc<ModeSwitch>) -> Result<Self, crate::FrameError> {
+        let (m, _) = switch.get();
+        let mut c = Self::new(m.width, m.height, m.fps)?;
+        c.mode = m.id;
+        c.switch = Some(switch);
+        Ok(c)
+    }
+
+    fn follow_switch(&mut self) -> Result<(), crate::FrameError> {
+        let Some(sw) = &self.switch else {
+            return Ok(());
+        };
+        let (m, _) = sw.get();
+        if m.id != self.mode {
+            self.source = PatternSource::new(m.width, m.height)?;
+            self.interval = Duration::from_secs(1) / m.fps.max(1);
+            self.mode = m.id;
+        }
+        Ok(())
     }
 }
 
@@ -64,6 +137,7 @@ impl Source for PatternCapture {
             Some(due) if now < due + self.interval => due + self.interval,
             _ => now + self.interval,
         });
+        self.follow_switch().map_err(StageError::failed)?;
         let Some(mut buf) = cx.take_buf() else {
             self.pool_misses += 1;
             return Ok(Captured::Idle);
@@ -74,6 +148,7 @@ impl Source for PatternCapture {
         buf.meta.index = frame.index;
         buf.meta.capture_ns = frame.capture_us.saturating_mul(1000);
         buf.meta.keyframe = false;
+        buf.meta.mode = self.mode;
         Ok(Captured::Frame(buf))
     }
 }
@@ -95,6 +170,8 @@ pub struct EncodeStats {
 pub struct EncodeStage<E: VideoEncoder> {
     encoder: E,
     scratch: Frame,
+    mode: u16,
+    switch: Option<std::sync::Arc<ModeSwitch>>,
     stats: EncodeStats,
 }
 
@@ -113,8 +190,56 @@ impl<E: VideoEncoder> EncodeStage<E> {
         Ok(Self {
             scratch: Frame::new(c.width, c.height)?,
             encoder,
+            mode: 0,
+            switch: None,
             stats: EncodeStats::default(),
         })
+    }
+
+    /// An encode stage that reconfigures its encoder when frames of a new mode of `switch`
+    /// arrive.
+    pub fn with_switch(
+        encoder: E,
+        switch: std::sync::Arc<ModeSwitch>,
+    ) -> Result<Self, crate::FrameError> {
+        let mut s = Self::new(encoder)?;
+        s.mode = switch.get().0.id;
+        s.switch = Some(switch);
+        Ok(s)
+    }
+
+    /// Follows a mode change announced by `mode` on an input frame. Returns false when the
+    /// frame belongs to a mode already superseded (it is dropped).
+    fn follow_mode(&mut self, mode: u16) -> Result<bool, StageError> {
+        if mode == self.mode {
+            return Ok(true);
+        }
+        let Some(sw) = &self.switch else {
+            return Ok(true);
+        };
+        let (m, asked) = sw.get();
+        if m.id != mode {
+            return Ok(false);
+        }
+        self.encoder
+            .reconfigure(VideoEncoderConfig {
+                width: m.width,
+                height: m.height,
+                fps: m.fps,
+                bitrate_kbps: m.bitrate_kbps,
+            })
+            .map_err(StageError::failed)?;
+        self.scratch = Frame::new(m.width, m.height).map_err(StageError::failed)?;
+        self.mode = mode;
+        if let Some(t) = asked {
+            tracing::info!(
+                mode,
+                size = %format!("{}x{}@{}", m.width, m.height, m.fps),
+                rebuild_ms = t.elapsed().as_secs_f64() * 1e3,
+                "video mode changed: source and encoder rebuilt"
+            );
+        }
+        Ok(true)
     }
 
     /// Counters so far.
@@ -133,6 +258,9 @@ impl<E: VideoEncoder + 'static> Stage for EncodeStage<E> {
         output: &mut dyn Emit<FrameBuf>,
         cx: &mut StageContext<'_>,
     ) -> Result<(), StageError> {
+        if !self.follow_mode(input.meta.mode)? {
+            return Ok(());
+        }
         let raw = input.as_slice();
         let (y, u, v) = self.scratch.planes_mut();
         if raw.len() != y.len() + u.len() + v.len() {
@@ -224,5 +352,55 @@ mod tests {
             );
         }
         assert_eq!(stage.stats().idrs, 2);
+    }
+
+    #[test]
+    fn a_mode_switch_rebuilds_source_and_encoder_with_an_idr() {
+        use crate::annexb::sps_size;
+        let first = VideoMode {
+            id: 0,
+            width: 320,
+            height: 192,
+            fps: 240,
+            bitrate_kbps: 1500,
+        };
+        let switch = std::sync::Arc::new(ModeSwitch::new(first));
+        let enc = OpenH264Encoder::new(VideoEncoderConfig {
+            width: 320,
+            height: 192,
+            fps: 240,
+            bitrate_kbps: 1500,
+        })
+        .unwrap();
+        let pool = FramePool::new(6, raw_frame_len(640, 384) * 2).unwrap();
+        let control = PipelineControl::default();
+        let mut cx = StageContext::new(StageId::Capture, &pool, &control);
+        let mut src = PatternCapture::with_switch(switch.clone()).unwrap();
+        let mut stage = EncodeStage::with_switch(enc, switch.clone()).unwrap();
+        let mut out: Vec<FrameBuf> = Vec::new();
+        for i in 0..8 {
+            if i == 4 {
+                switch.set(VideoMode {
+                    id: 1,
+                    width: 640,
+                    height: 384,
+                    ..first
+                });
+            }
+            let f = loop {
+                if let Captured::Frame(f) = src.poll_frame(&mut cx).unwrap() {
+                    break f;
+                }
+            };
+            assert_eq!(f.meta.mode, u16::from(i >= 4));
+            stage.process(f, &mut out, &mut cx).unwrap();
+            let e = out.pop().unwrap();
+            assert_eq!(e.meta.mode, u16::from(i >= 4));
+            assert_eq!(e.meta.keyframe, i == 0 || i == 4, "frame {i}");
+            if e.meta.keyframe {
+                let want = if i == 0 { (320, 192) } else { (640, 384) };
+                assert_eq!(sps_size(e.as_slice()), Some(want));
+            }
+        }
     }
 }

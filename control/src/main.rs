@@ -59,7 +59,7 @@ enum Command {
         #[arg(long)]
         require_pairing: bool,
     },
-    /// Connect to a punktfunk/1 host (reference client: negotiates a session, no media yet).
+    /// Connect to a punktfunk/1 host and receive its stream (the reference client).
     Client {
         /// HOST or HOST:PORT (default port 47900).
         host: String,
@@ -69,15 +69,24 @@ enum Command {
         /// Mode to ask for, WIDTHxHEIGHT@FPS.
         #[arg(long, default_value = "1920x1080@60", value_parser = parse_mode)]
         mode: punktfunk_control::pf1::Mode,
-        /// Ask for this mode once streaming (tests renegotiation).
-        #[arg(long, value_parser = parse_mode)]
-        reconfigure: Option<punktfunk_control::pf1::Mode>,
+        /// Switch to this mode half way through the run (renegotiation).
+        #[arg(long, alias = "reconfigure", value_parser = parse_mode)]
+        remode: Option<punktfunk_control::pf1::Mode>,
         /// Name the host shows for this client (default: this machine's host name).
         #[arg(long)]
         name: Option<String>,
-        /// Seconds to stay in the session before saying Goodbye.
-        #[arg(long, default_value_t = 1)]
-        hold: u64,
+        /// Seconds to receive before saying Goodbye.
+        #[arg(long, alias = "hold", default_value_t = 5.0)]
+        duration: f64,
+        /// Write the received Annex-B video stream to this file.
+        #[arg(long)]
+        record: Option<PathBuf>,
+        /// Write statistics (frames, modes, goodput, latency) as JSON to this file.
+        #[arg(long)]
+        stats_json: Option<PathBuf>,
+        /// Drop this fraction of data-plane datagrams on receipt (exercises FEC).
+        #[arg(long, default_value_t = 0.0)]
+        inject_loss: f64,
         /// State directory for the client identity and pinned hosts
         /// (default ~/.local/share/punktfunk).
         #[arg(long)]
@@ -147,16 +156,37 @@ fn parse_mode(s: &str) -> Result<punktfunk_control::pf1::Mode, String> {
     Ok(punktfunk_control::pf1::Mode::new(n(w)?, n(h)?, n(fps)?))
 }
 
-fn client(
+/// `punktfunk client` arguments.
+struct ClientArgs {
     host: String,
     pair: Option<String>,
     mode: punktfunk_control::pf1::Mode,
-    reconfigure: Option<punktfunk_control::pf1::Mode>,
+    remode: Option<punktfunk_control::pf1::Mode>,
     name: Option<String>,
-    hold: u64,
+    duration: f64,
+    record: Option<PathBuf>,
+    stats_json: Option<PathBuf>,
+    inject_loss: f64,
     state_dir: Option<PathBuf>,
-) -> Result<String, String> {
+}
+
+fn client(a: ClientArgs) -> Result<String, String> {
     use punktfunk_control::pf1::{Pin, connect};
+    let ClientArgs {
+        host,
+        pair,
+        mode,
+        remode,
+        name,
+        duration,
+        record,
+        stats_json,
+        inject_loss,
+        state_dir,
+    } = a;
+    if !(0.0..=86_400.0).contains(&duration) || !(0.0..1.0).contains(&inject_loss) {
+        return Err("--duration must be 0..=86400 s and --inject-loss in [0, 1)".into());
+    }
     let pair = match pair.as_deref() {
         None => None,
         Some("") => Some(None),
@@ -176,9 +206,12 @@ fn client(
         state_dir: StateDir::open(dir).map_err(|e| e.to_string())?,
         pair,
         mode,
-        reconfigure,
+        remode,
         name,
-        hold: std::time::Duration::from_secs(hold),
+        duration: std::time::Duration::from_secs_f64(duration),
+        record,
+        stats_json,
+        inject_loss,
     })
     .map_err(|e| e.to_string())
 }
@@ -219,13 +252,27 @@ fn main() -> ExitCode {
             host,
             pair,
             mode,
-            reconfigure,
+            remode,
             name,
-            hold,
+            duration,
+            record,
+            stats_json,
+            inject_loss,
             state_dir,
         } => report(
             "client",
-            client(host, pair, mode, reconfigure, name, hold, state_dir),
+            client(ClientArgs {
+                host,
+                pair,
+                mode,
+                remode,
+                name,
+                duration,
+                record,
+                stats_json,
+                inject_loss,
+                state_dir,
+            }),
             |text| {
                 print!("{text}");
                 ExitCode::SUCCESS

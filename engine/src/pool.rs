@@ -68,6 +68,9 @@ pub struct FrameMeta {
     /// Non-zero once packetized: the buffer holds datagrams of this many bytes back to back
     /// (the last may be shorter), ready for one UDP GSO send per burst.
     pub segment_size: u16,
+    /// Video mode (resolution/rate) the frame belongs to, as numbered by whoever changes
+    /// modes mid-stream (punktfunk/1 renegotiation); 0 for the initial mode.
+    pub mode: u16,
 }
 
 /// Counter snapshot of a pool.
@@ -352,6 +355,7 @@ mod tests {
                 capture_ns: i * 1000,
                 keyframe: true,
                 segment_size: 8,
+                mode: 3,
             };
         }
         assert_eq!(pool.stats().misses, 0);

@@ -396,10 +396,12 @@ pub fn run_blocking(opts: ServeOptions) -> Result<(), ServeError> {
         let pf1 = match pf1 {
             Some(mut o) => {
                 o.parity_percent = host.tuning().fec.percent;
-                o.codec = match host.tuning().video.codec {
-                    punktfunk_tuning::Codec::Hevc => crate::pf1::Codec::Hevc,
-                    punktfunk_tuning::Codec::Av1 => crate::pf1::Codec::Av1,
-                    _ => crate::pf1::Codec::H264,
+                // The media path encodes H.264 (openh264) whatever the profile prefers.
+                o.codec = crate::pf1::Codec::H264;
+                o.media = crate::pf1::media::MediaOptions {
+                    bind: stream_bind,
+                    send: host.tuning().send.clone(),
+                    bitrate_kbps: host.tuning().video.bitrate_kbps,
                 };
                 let l = Listener::start(host.state_dir(), o)?;
                 host.set_pf1(l.handle());

@@ -2,17 +2,20 @@
 //! terminal, the state directory).
 //!
 //! It connects, pins the host on first use (`pf1-known-hosts.json`), pairs if asked (the PIN
-//! from `--pair PIN`, or typed when the host asks for it), negotiates a session, prints the
-//! data-plane parameters, optionally asks for a new mode, and says Goodbye. Media is not
-//! received yet: this is the control plane's end-to-end check and the place where the pf1
-//! data plane and decoder will be attached ([`ClientEvent::Welcome`]).
+//! from `--pair PIN`, or typed when the host asks for it), negotiates a session, receives the
+//! stream for `--duration` seconds ([`super::receive`]: decrypt, FEC-decode, reassemble, loss
+//! reports back to the host), switches mode half way with `--remode`, optionally records the
+//! Annex-B stream and writes statistics as JSON, and says Goodbye.
 
 use std::io::BufRead as _;
 use std::net::{SocketAddr, ToSocketAddrs as _};
-use std::time::Duration;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::client::{ClientConfig, ClientEvent, HostPin, HostTrust};
 use super::net::{ClientCommand, ClientDriver, NetError};
+use super::receive::{ReceiveOptions, ReceiveStats, Receiving};
 use super::trust::{self, Role};
 use super::{Codec, DEFAULT_PORT, GoodbyeReason, Mode, Pin};
 use crate::host::state::{StateDir, StateError, os_random};
@@ -28,12 +31,18 @@ pub struct ConnectOptions {
     pub pair: Option<Option<Pin>>,
     /// The mode to ask for.
     pub mode: Mode,
-    /// Ask for this mode once streaming (exercises renegotiation).
-    pub reconfigure: Option<Mode>,
+    /// Ask for this mode half way through the run (renegotiation).
+    pub remode: Option<Mode>,
     /// The name the host shows.
     pub name: String,
-    /// How long to stay in the session before saying Goodbye.
-    pub hold: Duration,
+    /// How long to receive before saying Goodbye.
+    pub duration: Duration,
+    /// Write the received Annex-B stream here.
+    pub record: Option<PathBuf>,
+    /// Write statistics as JSON here.
+    pub stats_json: Option<PathBuf>,
+    /// Drop this share of data-plane datagrams on receipt (testing FEC; 0 normally).
+    pub inject_loss: f64,
 }
 
 /// Why `punktfunk client` failed.
@@ -57,6 +66,9 @@ pub enum ConnectError {
     /// The session ended without reaching its goal.
     #[error("{0}")]
     Ended(String),
+    /// The data plane (socket, recording, statistics file).
+    #[error("data plane: {0}")]
+    Media(String),
 }
 
 /// `HOST[:PORT]` → the known-hosts key (`host:port`) and an address.
@@ -88,6 +100,7 @@ fn resolve(host: &str) -> Result<(String, SocketAddr), ConnectError> {
 
 /// Runs the client; returns the report to print.
 pub fn run(opts: ConnectOptions) -> Result<String, ConnectError> {
+    let began = Instant::now();
     let (key, addr) = resolve(&opts.host)?;
     let identity = trust::load_or_create_identity(&opts.state_dir, Role::Client)?;
     let known = trust::load_known_hosts(&opts.state_dir)?;
@@ -99,6 +112,15 @@ pub fn run(opts: ConnectOptions) -> Result<String, ConnectError> {
         config.pin = pin.clone();
     }
     let (driver, handle) = ClientDriver::connect(config, addr)?;
+    let receiving = Receiving::bind(
+        ReceiveOptions {
+            record: opts.record.clone(),
+            inject_loss: opts.inject_loss,
+        },
+        handle.clone(),
+    )
+    .map_err(|e| ConnectError::Media(e.to_string()))?;
+    let remode_asked: Arc<Mutex<Option<Instant>>> = Arc::default();
     let mut report = String::new();
     let mut to_pin = None;
     let mut paired = None;
@@ -111,8 +133,9 @@ pub fn run(opts: ConnectOptions) -> Result<String, ConnectError> {
     };
     let prompt_handle = handle.clone();
     let goodbye_handle = handle.clone();
-    let hold = opts.hold;
-    let reconfigure = opts.reconfigure;
+    let duration = opts.duration;
+    let remode = opts.remode;
+    let asked = remode_asked.clone();
     let closed = driver.run(|s, ev| match ev {
         ClientEvent::Connected { fingerprint, trust } => {
             report.push_str(&format!(
@@ -165,8 +188,9 @@ pub fn run(opts: ConnectOptions) -> Result<String, ConnectError> {
                     Err(e) => report.push_str(&format!("warning: cannot pin the host: {e}\n")),
                 }
             }
-            match s.start(0) {
+            match s.start(receiving.port()) {
                 Ok(p) => {
+                    receiving.set_key(&p.key_material);
                     report.push_str(&format!(
                         "session {}: {} {:?}, FEC {:?} {}% parity, {}-byte shards, host data \
                          port {}, key epoch {}\n",
@@ -180,12 +204,20 @@ pub fn run(opts: ConnectOptions) -> Result<String, ConnectError> {
                         p.key_epoch
                     ));
                     started = Some(p);
-                    if let Some(m) = reconfigure {
-                        let _ = s.request_reconfigure(m);
-                    }
                     let h = goodbye_handle.clone();
+                    let asked = asked.clone();
                     std::thread::spawn(move || {
-                        std::thread::sleep(hold);
+                        if let Some(m) = remode {
+                            std::thread::sleep(duration / 2);
+                            *asked
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                                Some(Instant::now());
+                            h.send(ClientCommand::Reconfigure(m));
+                            std::thread::sleep(duration - duration / 2);
+                        } else {
+                            std::thread::sleep(duration);
+                        }
                         h.send(ClientCommand::Goodbye(GoodbyeReason::Normal, "done".into()));
                     });
                 }
@@ -200,6 +232,7 @@ pub fn run(opts: ConnectOptions) -> Result<String, ConnectError> {
         _ => {}
     })?;
     drop(handle);
+    let stats = receiving.finish().map_err(ConnectError::Media)?;
     if opts.pair.is_some() && paired != Some(true) {
         return Err(ConnectError::Ended(format!(
             "{report}not paired ({})",
@@ -212,7 +245,79 @@ pub fn run(opts: ConnectOptions) -> Result<String, ConnectError> {
             closed.reason
         )));
     }
+    let asked = *remode_asked
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let reconfigure_ms = asked.and_then(|a| {
+        stats
+            .new_modes
+            .first()
+            .map(|(_, t)| t.saturating_duration_since(a).as_secs_f64() * 1e3)
+    });
+    report.push_str(&summary(&stats, reconfigure_ms));
+    if let Some(path) = &opts.stats_json {
+        let first_frame_ms = stats
+            .first_frame
+            .map(|t| t.saturating_duration_since(began).as_secs_f64() * 1e3);
+        let json = stats_json(&stats, reconfigure_ms, first_frame_ms);
+        std::fs::write(path, json + "\n")
+            .map_err(|e| ConnectError::Media(format!("{}: {e}", path.display())))?;
+    }
     Ok(report)
+}
+
+fn modes(stats: &ReceiveStats) -> Vec<String> {
+    stats
+        .modes_seen
+        .iter()
+        .map(|(w, h)| format!("{w}x{h}"))
+        .collect()
+}
+
+fn summary(stats: &ReceiveStats, reconfigure_ms: Option<f64>) -> String {
+    format!(
+        "received {} frames ({} needed FEC, {} unrecoverable), {} datagrams, goodput {:.1} Mbit/s, \
+         modes {}, latency p50 {} us p99 {} us{}\n",
+        stats.frames_complete,
+        stats.frames_recovered_by_fec,
+        stats.frames_unrecoverable,
+        stats.datagrams,
+        stats.goodput_bps() / 1e6,
+        modes(stats).join(", "),
+        stats
+            .latency_quantile(0.5)
+            .map_or("-".into(), |v| v.to_string()),
+        stats
+            .latency_quantile(0.99)
+            .map_or("-".into(), |v| v.to_string()),
+        reconfigure_ms.map_or(String::new(), |ms| format!(
+            ", new mode {ms:.1} ms after asking"
+        )),
+    )
+}
+
+/// The statistics file of `--stats-json`. `first_frame_ms` is the time from starting to
+/// connect to the first frame (a full session set-up, the alternative to renegotiation).
+pub fn stats_json(
+    stats: &ReceiveStats,
+    reconfigure_ms: Option<f64>,
+    first_frame_ms: Option<f64>,
+) -> String {
+    serde_json::json!({
+        "frames_complete": stats.frames_complete,
+        "frames_unrecoverable": stats.frames_unrecoverable,
+        "frames_recovered_by_fec": stats.frames_recovered_by_fec,
+        "keyframes": stats.keyframes,
+        "datagrams": stats.datagrams,
+        "payload_bytes": stats.payload_bytes,
+        "modes_seen": modes(stats),
+        "goodput_bps": stats.goodput_bps(),
+        "latency_us_p50": stats.latency_quantile(0.5),
+        "latency_us_p99": stats.latency_quantile(0.99),
+        "reconfigure_ms": reconfigure_ms,
+        "first_frame_ms": first_frame_ms,
+    })
+    .to_string()
 }
 
 #[cfg(test)]

@@ -1,17 +1,16 @@
 //! `punktfunk serve`'s punktfunk/1 listener (act): the host identity and paired list from the
 //! state directory, a UDP socket, and a [`HostDriver`] on its own thread.
 //!
-//! It runs the parts of punktfunk/1 that need no media: it logs the PIN a pairing client must
-//! type, persists newly paired clients to `pf1-clients.json`, enforces `--require-pairing`,
-//! and answers Hello with the profile's parameters. The media pipeline and the pf1 data plane
-//! are not wired in yet: `Started` is logged, a Reconfigure is acknowledged at once, input is
-//! counted. The integration point is [`Listener::start`]'s event policy (`on_event`), which is
-//! where the pipeline will be started and rebuilt.
+//! It logs the PIN a pairing client must type, persists newly paired clients to
+//! `pf1-clients.json`, enforces `--require-pairing`, answers Hello with the profile's
+//! parameters, and hands every started session to [`Pf1Media`], which streams to it (engine
+//! pipeline, GF(2^16) FEC, AES-GCM data plane) and rebuilds source and encoder on Reconfigure.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::thread::JoinHandle;
 
 use super::host::{HostConfig, HostEvent, HostSession, SessionOffer};
+use super::media::{MediaOptions, Pf1Media};
 use super::net::{HostCommand, HostDriver, HostHandle, NetError};
 use super::tls::Fingerprint;
 use super::trust::{self, Role};
@@ -20,7 +19,7 @@ use crate::host::state::{StateDir, StateError, os_random};
 
 /// Payload bytes per FEC shard offered to clients: fits a 1500-byte MTU with IP, UDP and the
 /// data-plane header and tag.
-pub const SHARD_PAYLOAD: u16 = 1200;
+pub const SHARD_PAYLOAD: u16 = 1344;
 
 /// How `serve` runs punktfunk/1.
 #[derive(Debug, Clone)]
@@ -37,6 +36,8 @@ pub struct ListenerOptions {
     pub parity_percent: u8,
     /// The codec the host prefers, if the client decodes it (else H.264).
     pub codec: Codec,
+    /// Media settings (socket binding, send path, bitrate).
+    pub media: MediaOptions,
 }
 
 impl ListenerOptions {
@@ -49,6 +50,7 @@ impl ListenerOptions {
             data_port: port.wrapping_add(1).max(1),
             parity_percent: 20,
             codec: Codec::H264,
+            media: MediaOptions::default(),
         }
     }
 }
@@ -107,8 +109,14 @@ fn bind(opts: &ListenerOptions) -> Result<UdpSocket, ListenerError> {
     }))
 }
 
-/// What the listener does with each event (no media yet; see the module docs).
-fn on_event(state: &StateDir, opts: &ListenerOptions, s: &mut HostSession, ev: HostEvent) {
+/// What the listener does with each event (see the module docs).
+fn on_event(
+    state: &StateDir,
+    opts: &ListenerOptions,
+    media: &mut Pf1Media,
+    s: &mut HostSession,
+    ev: HostEvent,
+) {
     let now = std::time::Instant::now();
     match ev {
         HostEvent::Connected {
@@ -199,28 +207,30 @@ fn on_event(state: &StateDir, opts: &ListenerOptions, s: &mut HostSession, ev: H
             }
         }
         HostEvent::Started { conn, params } => {
-            tracing::info!(
-                %conn,
-                session = params.session_id,
-                mode = %params.mode,
-                client = %params.peer_ip,
-                client_port = params.client_data_port,
-                "punktfunk/1 session started (the pf1 media pipeline is not wired into serve yet)"
-            );
+            if let Err(e) = media.start(conn, &params) {
+                tracing::error!(%conn, error = %e, "punktfunk/1: cannot start the stream");
+                let _ = s.goodbye(
+                    now,
+                    conn,
+                    GoodbyeReason::Internal,
+                    "the host could not start the stream",
+                );
+            }
         }
         HostEvent::ReconfigureRequested { conn, mode } => {
-            // No encoder to rebuild yet: acknowledge at once.
-            if let Err(e) = s.reconfigured(conn, mode, 0) {
+            // With a stream, Reconfigured goes out with the new mode's first frame.
+            if !media.reconfigure(conn, mode)
+                && let Err(e) = s.reconfigured(conn, mode, 0)
+            {
                 tracing::warn!(%conn, error = %e, "punktfunk/1: cannot reconfigure");
             }
         }
-        HostEvent::IdrRequested { conn } => tracing::debug!(%conn, "punktfunk/1 IDR request"),
-        HostEvent::LossReport { conn, report } => {
-            tracing::debug!(%conn, ?report, "punktfunk/1 loss report");
-        }
+        HostEvent::IdrRequested { conn } => media.request_idr(conn),
+        HostEvent::LossReport { conn, report } => media.loss_report(conn, &report),
         HostEvent::Stats { conn, stats } => tracing::debug!(%conn, ?stats, "punktfunk/1 stats"),
-        HostEvent::Input { conn, event } => tracing::trace!(%conn, ?event, "punktfunk/1 input"),
+        HostEvent::Input { event, .. } => media.input(&event),
         HostEvent::Closed { conn, closed } => {
+            media.stop(conn);
             tracing::info!(%conn, %closed, "punktfunk/1 connection closed");
         }
     }
@@ -243,10 +253,16 @@ impl Listener {
         })?;
         let (driver, handle) = HostDriver::new(socket, session)?;
         let state = state.clone();
+        let media_handle = handle.clone();
         let thread = std::thread::Builder::new()
             .name("punktfunk-pf1".into())
             .spawn(move || {
-                if let Err(e) = driver.run(|s, ev| on_event(&state, &opts, s, ev)) {
+                let mut media = Pf1Media::new(
+                    opts.media.clone(),
+                    media_handle,
+                    crate::input::open_default(),
+                );
+                if let Err(e) = driver.run(|s, ev| on_event(&state, &opts, &mut media, s, ev)) {
                     tracing::error!(error = %e, "punktfunk/1 listener stopped");
                 }
             })

@@ -52,9 +52,11 @@ pub mod datagram;
 pub mod host;
 mod link;
 pub mod listener;
+pub mod media;
 pub mod message;
 pub mod net;
 pub mod pairing;
+pub mod receive;
 pub mod tls;
 pub mod trust;
 

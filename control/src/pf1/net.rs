@@ -448,7 +448,12 @@ impl ClientDriver {
                 match self.rx.try_recv() {
                     Ok(cmd) => {
                         if let Err(e) = apply_client(&mut self.session, cmd) {
-                            tracing::warn!(error = %e, "pf1 client command refused");
+                            // Commands racing the close (a last loss report) are expected.
+                            if self.session.is_closed() {
+                                tracing::debug!(error = %e, "pf1 client command after close");
+                            } else {
+                                tracing::warn!(error = %e, "pf1 client command refused");
+                            }
                         }
                     }
                     Err(TryRecvError::Empty) => break,

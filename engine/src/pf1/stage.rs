@@ -131,12 +131,6 @@ impl Pf1PacketizeStage {
         self
     }
 
-    /// Starts mode `mode`: the next frame carries the new-mode flag and every frame the id.
-    pub fn set_mode(&mut self, mode: u16) {
-        self.mode = mode;
-        self.new_mode = true;
-    }
-
     /// The packetizer.
     pub fn sender(&self) -> &Pf1Sender {
         &self.sender
@@ -167,6 +161,11 @@ impl Pf1PacketizeStage {
             if let Some(key) = f.take_key() {
                 self.sender.update_key(key);
             }
+        }
+        // A frame of another mode than the last one starts the new mode.
+        if input.meta.mode != self.mode {
+            self.mode = input.meta.mode;
+            self.new_mode = true;
         }
         let info = FrameInfo {
             capture_us: input.meta.capture_ns / 1000,
@@ -250,7 +249,6 @@ mod tests {
         let mut cx = StageContext::new(crate::pipeline::StageId::Fec, &pool, &control);
         let mut rx = Pf1Receiver::new(Pf1ReceiverConfig::default(), key).unwrap();
         let mut out: Vec<FrameBuf> = Vec::new();
-        stage.set_mode(7);
         for i in 0..3u8 {
             if i == 2 {
                 feedback.set_fec(50, 0.0);
@@ -260,6 +258,7 @@ mod tests {
             f.fill_from(&vec![i; 40_000 + usize::from(i)]).unwrap();
             f.meta.keyframe = i == 0;
             f.meta.capture_ns = 2_000_000 * u64::from(i);
+            f.meta.mode = 7; // a frame of a mode other than the last starts that mode
             stage.process(f, &mut out, &mut cx).unwrap();
         }
         rx.install_key(DataKey::from_key_material(&material()).with_generation(1));

@@ -1,0 +1,309 @@
+//! The punktfunk/1 media path of `punktfunk serve` (act): one engine pipeline per started
+//! session, fed by the listener's events.
+//!
+//! ```text
+//! Started{params}     ─► Pipeline{PatternCapture ─ EncodeStage ─ Pf1PacketizeStage ─ SendSink}
+//!                        key = exporter material, dest = client IP : client data port
+//! ReconfigureRequested ─► ModeSwitch::set(new mode) ─► capture and encoder rebuilt in place,
+//!                        next frame an IDR tagged with the new mode; when the first such frame
+//!                        is sent: Reconfigured{mode, first frame id} (keys, socket, FEC go on)
+//! IdrRequested        ─► the pipeline's keyframe request
+//! LossReport          ─► FecController ─► parity % and loss estimate for the packetizer
+//! Input               ─► the host's input sink
+//! Closed              ─► pipeline stopped
+//! ```
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use punktfunk_capture::h264::OpenH264Encoder;
+use punktfunk_capture::stages::{
+    EncodeStage, ModeSwitch, PatternCapture, VideoMode, raw_frame_len,
+};
+use punktfunk_capture::{VideoEncoder, VideoEncoderConfig};
+use punktfunk_engine::config::{Backpressure, PipelineConfig, SendConfig};
+use punktfunk_engine::io::sink::{PeerAddr, SendSink};
+use punktfunk_engine::io::stages::{Pipeline, PipelineHandle};
+use punktfunk_engine::io::{Caps, UdpSender};
+use punktfunk_engine::pf1::adaptive::{
+    FecController, FecControllerConfig, LossReport as EngineLoss,
+};
+use punktfunk_engine::pf1::crypto::{DataKey, KEY_MATERIAL_LEN};
+use punktfunk_engine::pf1::send::Pf1SenderConfig;
+use punktfunk_engine::pf1::stage::{Pf1Feedback, Pf1PacketizeStage};
+
+use super::message::LossReport;
+use super::net::{HostCommand, HostHandle};
+use super::{ConnId, DataPlaneParams, Mode};
+use crate::input::InputSink;
+use crate::input::wire::InputEvent;
+
+/// Host-wide settings of the punktfunk/1 media path.
+#[derive(Debug, Clone)]
+pub struct MediaOptions {
+    /// Address the data-plane sockets bind (IPv4 unspecified by default).
+    pub bind: IpAddr,
+    /// Send-side io settings (path, pacing, buffers).
+    pub send: SendConfig,
+    /// Encoder bitrate, kbit/s.
+    pub bitrate_kbps: u32,
+}
+
+impl Default for MediaOptions {
+    fn default() -> Self {
+        Self {
+            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            send: SendConfig::default(),
+            bitrate_kbps: 20_000,
+        }
+    }
+}
+
+/// A reconfiguration waiting for its first frame to go out.
+#[derive(Debug, Clone, Copy)]
+struct PendingMode {
+    id: u16,
+    mode: Mode,
+    asked: Instant,
+}
+
+struct Stream {
+    pipeline: PipelineHandle,
+    switch: Arc<ModeSwitch>,
+    feedback: Arc<Pf1Feedback>,
+    controller: FecController,
+    pending: Arc<Mutex<Option<PendingMode>>>,
+    next_mode: u16,
+    frames: Arc<AtomicU64>,
+    started: Instant,
+}
+
+/// The media side of the punktfunk/1 listener.
+pub struct Pf1Media {
+    opts: MediaOptions,
+    caps: Caps,
+    handle: HostHandle,
+    input: Box<dyn InputSink>,
+    streams: HashMap<ConnId, Stream>,
+}
+
+impl std::fmt::Debug for Pf1Media {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pf1Media")
+            .field("streams", &self.streams.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn video_mode(id: u16, m: Mode, bitrate_kbps: u32) -> VideoMode {
+    VideoMode {
+        id,
+        width: u32::from(m.width).max(64) & !1,
+        height: u32::from(m.height).max(64) & !1,
+        fps: u32::from(m.fps).clamp(1, 240),
+        bitrate_kbps: bitrate_kbps.clamp(100, 500_000),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Pf1Media {
+    /// A media side sending Reconfigured replies through `handle`.
+    pub fn new(opts: MediaOptions, handle: HostHandle, input: Box<dyn InputSink>) -> Self {
+        Self {
+            opts,
+            caps: Caps::probe(),
+            handle,
+            input,
+            streams: HashMap::new(),
+        }
+    }
+
+    /// Starts streaming to the client of `conn`.
+    pub fn start(&mut self, conn: ConnId, params: &DataPlaneParams) -> Result<(), String> {
+        self.stop(conn);
+        let mut material = [0u8; KEY_MATERIAL_LEN];
+        material.copy_from_slice(&params.key_material[..KEY_MATERIAL_LEN]);
+        let key = DataKey::from_key_material(&material);
+        let dest = SocketAddr::new(params.peer_ip.to_canonical(), params.client_data_port);
+        if params.client_data_port == 0 {
+            return Err("the client did not say where to send (data port 0)".into());
+        }
+        let first = video_mode(0, params.mode, self.opts.bitrate_kbps);
+        let switch = Arc::new(ModeSwitch::new(first));
+        let encoder = OpenH264Encoder::new(VideoEncoderConfig {
+            width: first.width,
+            height: first.height,
+            fps: first.fps,
+            bitrate_kbps: first.bitrate_kbps,
+        })
+        .map_err(|e| e.to_string())?;
+        let max_encoded = encoder.max_encoded_len();
+        let source = PatternCapture::with_switch(switch.clone()).map_err(|e| e.to_string())?;
+        let encode =
+            EncodeStage::with_switch(encoder, switch.clone()).map_err(|e| e.to_string())?;
+        let sender_cfg = Pf1SenderConfig {
+            shard_len: usize::from(params.shard_payload) & !1,
+            parity_percent: params.parity_percent,
+            // Small frames (a few shards) get two parity shards before any loss report
+            // arrives, as GameStream's minRequiredFecPackets does.
+            min_parity: 2,
+            ..Pf1SenderConfig::default()
+        };
+        let feedback = Arc::new(Pf1Feedback::default());
+        let packetize = Pf1PacketizeStage::new(sender_cfg, key)
+            .map_err(|e| e.to_string())?
+            .with_feedback(feedback.clone());
+        // Raw frames up to 4K and their encodings share one pool.
+        let largest = raw_frame_len(3840, 2160).max(max_encoded);
+        let config = PipelineConfig {
+            ring_depth: 2,
+            pool_frames: 10,
+            frame_capacity: largest.max(packetize.max_output(largest)),
+            backpressure: Backpressure::DropOldest,
+            ..PipelineConfig::default()
+        };
+        let sender = UdpSender::new(
+            SocketAddr::new(self.opts.bind, 0),
+            &self.opts.send,
+            &self.caps,
+        )
+        .map_err(|e| e.to_string())?;
+        let peer = Arc::new(PeerAddr::default());
+        peer.set(Some(dest));
+        let pending: Arc<Mutex<Option<PendingMode>>> = Arc::default();
+        let frames = Arc::new(AtomicU64::new(0));
+        let (p, h, f) = (pending.clone(), self.handle.clone(), frames.clone());
+        let interval = Duration::from_secs(1) / first.fps;
+        let sink = SendSink::new(sender, peer, interval, true).on_sent(Box::new(move |meta, _| {
+            f.fetch_add(1, Ordering::Relaxed);
+            let mut pending = lock(&p);
+            if let Some(pm) = *pending
+                && meta.mode == pm.id
+            {
+                *pending = None;
+                tracing::info!(
+                    %conn,
+                    mode = %pm.mode,
+                    first_frame = meta.index,
+                    reconfigure_ms = pm.asked.elapsed().as_secs_f64() * 1e3,
+                    "punktfunk/1 first frame of the new mode sent"
+                );
+                h.send(HostCommand::Reconfigured(conn, pm.mode, meta.index as u32));
+            }
+        }));
+        let pipeline =
+            Pipeline::spawn(&config, source, encode, packetize, sink).map_err(|e| e.to_string())?;
+        tracing::info!(
+            %conn,
+            session = params.session_id,
+            mode = %params.mode,
+            %dest,
+            fec = %format!("GF(2^16), {} % parity (adaptive 5-50 %)", params.parity_percent),
+            shard = params.shard_payload,
+            encryption = "AES-128-GCM (TLS exporter key)",
+            "punktfunk/1 stream starting"
+        );
+        let controller = FecController::new(FecControllerConfig {
+            initial_percent: params.parity_percent.clamp(5, 50),
+            ..FecControllerConfig::default()
+        })
+        .map_err(|e| e.to_string())?;
+        self.streams.insert(
+            conn,
+            Stream {
+                pipeline,
+                switch,
+                feedback,
+                controller,
+                pending,
+                next_mode: 1,
+                frames,
+                started: Instant::now(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Switches `conn`'s stream to `mode`; the Reconfigured reply goes out with the first frame
+    /// of the new mode. Returns false when there is no stream (the caller answers at once).
+    pub fn reconfigure(&mut self, conn: ConnId, mode: Mode) -> bool {
+        let Some(s) = self.streams.get_mut(&conn) else {
+            return false;
+        };
+        let id = s.next_mode;
+        s.next_mode = s.next_mode.wrapping_add(1).max(1);
+        *lock(&s.pending) = Some(PendingMode {
+            id,
+            mode,
+            asked: Instant::now(),
+        });
+        s.switch.set(video_mode(id, mode, self.opts.bitrate_kbps));
+        true
+    }
+
+    /// Asks `conn`'s encoder for an IDR.
+    pub fn request_idr(&mut self, conn: ConnId) {
+        if let Some(s) = self.streams.get(&conn) {
+            s.pipeline.request_keyframe();
+        }
+    }
+
+    /// Feeds a client loss report to the FEC controller of `conn`'s stream.
+    pub fn loss_report(&mut self, conn: ConnId, report: &LossReport) {
+        let Some(s) = self.streams.get_mut(&conn) else {
+            return;
+        };
+        let before = s.controller.parity_percent();
+        let pct = s.controller.handle_report(&EngineLoss {
+            expected: report.expected,
+            received: report.received,
+            frames_lost: report.frames_unrecoverable,
+        });
+        s.feedback.publish(&s.controller);
+        if pct != before {
+            tracing::debug!(%conn, parity_percent = pct, loss = s.controller.loss_estimate(), "punktfunk/1 FEC adapted");
+        }
+    }
+
+    /// Injects a client input event.
+    pub fn input(&mut self, event: &InputEvent) {
+        if let Err(e) = self.input.inject(event) {
+            tracing::debug!(error = %e, "punktfunk/1 input not injected");
+        }
+    }
+
+    /// Stops `conn`'s stream, if any.
+    pub fn stop(&mut self, conn: ConnId) {
+        if let Some(s) = self.streams.remove(&conn) {
+            s.pipeline.abort();
+            let stats = s.pipeline.join().map(|st| st.dropped()).unwrap_or(0);
+            tracing::info!(
+                %conn,
+                seconds = s.started.elapsed().as_secs(),
+                frames = s.frames.load(Ordering::Relaxed),
+                dropped_in_pipeline = stats,
+                "punktfunk/1 stream stopped"
+            );
+        }
+    }
+
+    /// Stops every stream.
+    pub fn stop_all(&mut self) {
+        let conns: Vec<ConnId> = self.streams.keys().copied().collect();
+        for c in conns {
+            self.stop(c);
+        }
+    }
+}
+
+impl Drop for Pf1Media {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}

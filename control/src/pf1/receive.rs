@@ -1,0 +1,262 @@
+//! The reference client's media side (act): receive the punktfunk/1 data plane, decrypt,
+//! FEC-decode and reassemble frames, send loss reports back, keep statistics, optionally write
+//! the Annex-B stream to a file.
+//!
+//! ```text
+//! UDP (GRO) ─► Pf1ReceiveLoop ─► Pf1Receiver (AES-GCM, GF(2^16) recovery, in-order frames)
+//!                                   │ every 100 ms: take_loss_report ─► ClientCommand::LossReport
+//!                                   ▼
+//!                      ReceiveStats (frames, modes from keyframe SPS, latency, goodput)
+//! ```
+
+use std::io::Write as _;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use punktfunk_capture::annexb::sps_size;
+use punktfunk_capture::clock::monotonic_us;
+use punktfunk_engine::io::pf1::Pf1ReceiveLoop;
+use punktfunk_engine::io::{Caps, ReceiveConfig, UdpReceiver};
+use punktfunk_engine::pf1::{DataKey, KEY_MATERIAL_LEN, Pf1Event, Pf1Receiver, Pf1ReceiverConfig};
+
+use super::message::LossReport;
+use super::net::{ClientCommand, ClientHandle};
+
+/// What the receiver saw.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReceiveStats {
+    /// Frames delivered complete.
+    pub frames_complete: u64,
+    /// Frames declared lost.
+    pub frames_unrecoverable: u64,
+    /// Frames that needed FEC.
+    pub frames_recovered_by_fec: u64,
+    /// Datagrams received.
+    pub datagrams: u64,
+    /// Frame bytes delivered.
+    pub payload_bytes: u64,
+    /// Picture sizes seen in keyframes' SPS, in order of first appearance.
+    pub modes_seen: Vec<(u32, u32)>,
+    /// Keyframes delivered.
+    pub keyframes: u64,
+    /// Capture → reassembled latency samples, µs (meaningful when host and client share a
+    /// clock, i.e. the same machine).
+    pub latency_us: Vec<i64>,
+    /// First and last frame arrival.
+    pub first_frame: Option<Instant>,
+    /// Last frame arrival.
+    pub last_frame: Option<Instant>,
+    /// Arrival of the first frame of each new mode after the first: (mode id, when).
+    pub new_modes: Vec<(u16, Instant)>,
+}
+
+impl ReceiveStats {
+    /// Frame bytes per second between the first and last frame, in bit/s.
+    pub fn goodput_bps(&self) -> f64 {
+        match (self.first_frame, self.last_frame) {
+            (Some(a), Some(b)) if b > a => self.payload_bytes as f64 * 8.0 / (b - a).as_secs_f64(),
+            _ => 0.0,
+        }
+    }
+
+    /// The `q` quantile of the latency samples.
+    pub fn latency_quantile(&self, q: f64) -> Option<i64> {
+        let mut v = self.latency_us.clone();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_unstable();
+        Some(v[((v.len() - 1) as f64 * q).round() as usize])
+    }
+}
+
+/// Options of the media side.
+#[derive(Debug, Clone, Default)]
+pub struct ReceiveOptions {
+    /// Write every frame (Annex-B) to this file.
+    pub record: Option<PathBuf>,
+    /// Drop this share of datagrams before the receiver (seeded; tests and benches).
+    pub inject_loss: f64,
+}
+
+/// A running receiver.
+#[derive(Debug)]
+pub struct Receiving {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<(), String>>>,
+    stats: Arc<Mutex<ReceiveStats>>,
+    key: Arc<Mutex<Option<DataKey>>>,
+    port: u16,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Receiving {
+    /// Binds the data-plane socket (any port) and starts the thread. The key arrives later,
+    /// with [`Receiving::set_key`] (the port must be announced before the key exists).
+    pub fn bind(opts: ReceiveOptions, control: ClientHandle) -> std::io::Result<Self> {
+        let caps = Caps::probe();
+        let udp = UdpReceiver::bind(
+            SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+            &ReceiveConfig {
+                gro: true,
+                socket_receive_buffer: 32 << 20,
+                ..Default::default()
+            },
+            &caps,
+        )
+        .map_err(std::io::Error::other)?;
+        let port = udp.local_addr().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats: Arc<Mutex<ReceiveStats>> = Arc::default();
+        let key: Arc<Mutex<Option<DataKey>>> = Arc::default();
+        let (s, st, k) = (stop.clone(), stats.clone(), key.clone());
+        let thread = std::thread::Builder::new()
+            .name("pf1-receive".into())
+            .spawn(move || run(udp, &s, &st, &k, opts, control))?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+            stats,
+            key,
+            port,
+        })
+    }
+
+    /// The local data-plane port to announce in Start.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Installs the data-plane key (the first 20 bytes of the exported key material).
+    pub fn set_key(&self, material: &[u8]) {
+        let mut m = [0u8; KEY_MATERIAL_LEN];
+        m.copy_from_slice(&material[..KEY_MATERIAL_LEN]);
+        *lock(&self.key) = Some(DataKey::from_key_material(&m));
+    }
+
+    /// A snapshot of the statistics.
+    pub fn stats(&self) -> ReceiveStats {
+        lock(&self.stats).clone()
+    }
+
+    /// Stops the thread and returns the final statistics.
+    pub fn finish(mut self) -> Result<ReceiveStats, String> {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.join()
+                .map_err(|_| "receive thread panicked".to_string())??;
+        }
+        Ok(self.stats())
+    }
+}
+
+fn run(
+    udp: UdpReceiver,
+    stop: &AtomicBool,
+    stats: &Mutex<ReceiveStats>,
+    key: &Mutex<Option<DataKey>>,
+    opts: ReceiveOptions,
+    control: ClientHandle,
+) -> Result<(), String> {
+    // Wait for the key (Welcome → Start → params): datagrams cannot be opened before.
+    let key = loop {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        if let Some(k) = lock(key).take() {
+            break k;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let receiver =
+        Pf1Receiver::new(Pf1ReceiverConfig::default(), key).map_err(|e| e.to_string())?;
+    let mut rl = Pf1ReceiveLoop::new(udp, receiver);
+    let mut record = match &opts.record {
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?,
+        )),
+        None => None,
+    };
+    let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
+    let threshold = (opts.inject_loss.clamp(0.0, 1.0) * u64::MAX as f64) as u64;
+    let mut window = 0u32;
+    let mut last_report = Instant::now();
+    let mut complete_at_report = 0u64;
+    let mut mode = 0u16;
+    while !stop.load(Ordering::Relaxed) {
+        let keep = |_: &[u8]| {
+            // xorshift64*: cheap, seeded, good enough to drop a share of datagrams.
+            rng ^= rng >> 12;
+            rng ^= rng << 25;
+            rng ^= rng >> 27;
+            rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >= threshold
+        };
+        let mut write_err = None;
+        rl.poll_filtered(Duration::from_millis(20), keep, |rx, ev| {
+            let mut st = lock(stats);
+            match ev {
+                Pf1Event::Frame(f) => {
+                    let now = Instant::now();
+                    st.first_frame.get_or_insert(now);
+                    st.last_frame = Some(now);
+                    st.frames_complete += 1;
+                    st.payload_bytes += f.data.len() as u64;
+                    st.frames_recovered_by_fec += u64::from(f.recovered_shards > 0);
+                    st.latency_us.push(f.latency_at(monotonic_us()));
+                    if f.keyframe {
+                        st.keyframes += 1;
+                        if let Some(size) = sps_size(&f.data)
+                            && !st.modes_seen.contains(&size)
+                        {
+                            st.modes_seen.push(size);
+                        }
+                    }
+                    if f.new_mode && f.mode != mode {
+                        mode = f.mode;
+                        st.new_modes.push((f.mode, now));
+                    }
+                    if let Some(w) = &mut record
+                        && let Err(e) = w.write_all(&f.data)
+                    {
+                        write_err = Some(e.to_string());
+                    }
+                    rx.recycle(f.data);
+                }
+                Pf1Event::FramesLost { count, .. } => st.frames_unrecoverable += u64::from(count),
+            }
+        })
+        .map_err(|e| e.to_string())?;
+        if let Some(e) = write_err {
+            return Err(format!("recording: {e}"));
+        }
+        if last_report.elapsed() >= Duration::from_millis(100) {
+            last_report = Instant::now();
+            let r = rl.receiver_mut().take_loss_report();
+            let mut st = lock(stats);
+            st.datagrams = rl.receiver().stats().datagrams;
+            let complete = st.frames_complete;
+            drop(st);
+            window = window.wrapping_add(1);
+            control.send(ClientCommand::LossReport(LossReport {
+                window_id: window,
+                expected: r.expected,
+                received: r.received,
+                frames_complete: (complete - complete_at_report) as u32,
+                frames_unrecoverable: r.frames_lost,
+            }));
+            complete_at_report = complete;
+        }
+    }
+    lock(stats).datagrams = rl.receiver().stats().datagrams;
+    if let Some(mut w) = record {
+        w.flush().map_err(|e| format!("recording: {e}"))?;
+    }
+    Ok(())
+}

@@ -405,3 +405,53 @@ impl Pf1Workload {
         n
     }
 }
+
+/// One renegotiation measured end to end on loopback: a punktfunk/1 listener with the real
+/// media path and the reference client asking for a new mode half way through a 2-second run.
+/// Returns (Reconfigure → first new-mode frame, connect → first frame), in ms.
+pub fn reconfigure_once() -> (f64, f64) {
+    use punktfunk_control::host::state::StateDir;
+    use punktfunk_control::pf1::Mode;
+    use punktfunk_control::pf1::connect::{ConnectOptions, run};
+    use punktfunk_control::pf1::listener::{Listener, ListenerOptions};
+
+    let dir = std::env::temp_dir().join(format!("pf1-reconf-{}-{}", std::process::id(), unique()));
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("loopback UDP socket");
+    let mut opts = ListenerOptions::new(port);
+    opts.bind = Some(std::net::IpAddr::from([127, 0, 0, 1]));
+    let state = StateDir::open(dir.join("host")).expect("state dir");
+    let listener = Listener::start(&state, opts).expect("pf1 listener");
+    let stats = dir.join("stats.json");
+    run(ConnectOptions {
+        host: listener.local_addr().to_string(),
+        state_dir: StateDir::open(dir.join("client")).expect("state dir"),
+        pair: None,
+        mode: Mode::new(1280, 720, 60),
+        remode: Some(Mode::new(640, 360, 30)),
+        name: "bench".into(),
+        duration: Duration::from_secs(2),
+        record: None,
+        stats_json: Some(stats.clone()),
+        inject_loss: 0.0,
+    })
+    .expect("reference client run");
+    listener.shutdown();
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&stats).expect("stats written"),
+    )
+    .expect("stats are JSON");
+    let _ = std::fs::remove_dir_all(&dir);
+    (
+        json["reconfigure_ms"].as_f64().expect("the new mode arrived"),
+        json["first_frame_ms"].as_f64().expect("frames arrived"),
+    )
+}
+
+fn unique() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}

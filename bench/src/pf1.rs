@@ -439,13 +439,14 @@ pub fn reconfigure_once() -> (f64, f64) {
     })
     .expect("reference client run");
     listener.shutdown();
-    let json: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(&stats).expect("stats written"),
-    )
-    .expect("stats are JSON");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&stats).expect("stats written"))
+            .expect("stats are JSON");
     let _ = std::fs::remove_dir_all(&dir);
     (
-        json["reconfigure_ms"].as_f64().expect("the new mode arrived"),
+        json["reconfigure_ms"]
+            .as_f64()
+            .expect("the new mode arrived"),
         json["first_frame_ms"].as_f64().expect("frames arrived"),
     )
 }

@@ -151,7 +151,9 @@ fn latency_line(caps: &Caps) -> Line {
 
 fn pf1_goodput(caps: &Caps) -> Line {
     // Median of three 3-second runs of 1 MiB frames.
-    let mut runs: Vec<_> = (0..3).map(|_| pf1::goodput(caps, 1 << 20, 3.0, 0.01)).collect();
+    let mut runs: Vec<_> = (0..3)
+        .map(|_| pf1::goodput(caps, 1 << 20, 3.0, 0.01))
+        .collect();
     runs.sort_by(|a, b| a.gbps.total_cmp(&b.gbps));
     let unrecoverable: u64 = runs.iter().map(|r| r.unrecoverable).sum();
     let m = &runs[1];

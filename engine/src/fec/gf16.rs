@@ -12,7 +12,7 @@
 
 use reed_solomon_simd::{ReedSolomonDecoder, ReedSolomonEncoder};
 
-use super::{FecEngine, FecError, check_sizes};
+use super::{FecEngine, FecError, check_encode, check_reconstruct_counts, check_sizes};
 
 /// Most shards (data + parity) in one GF(2^16) block.
 pub const MAX_SHARDS: usize = 65535;
@@ -304,22 +304,8 @@ impl FecEngine for Gf16Code {
     }
 
     fn encode(&mut self, data: &[&[u8]], parity: &mut [&mut [u8]]) -> Result<(), FecError> {
-        if data.len() != self.data {
-            return Err(FecError::ShardCount {
-                expected: self.data,
-                got: data.len(),
-            });
-        }
-        if parity.len() != self.parity {
-            return Err(FecError::ShardCount {
-                expected: self.parity,
-                got: parity.len(),
-            });
-        }
-        let len = data[0].len();
+        let len = check_encode(self.data, self.parity, data, parity)?;
         check_len(len)?;
-        check_sizes(data, 0, len)?;
-        check_sizes(parity, self.data, len)?;
         if self.parity == 0 {
             return Ok(());
         }
@@ -334,18 +320,7 @@ impl FecEngine for Gf16Code {
         present: &mut [bool],
     ) -> Result<(), FecError> {
         let total = self.data + self.parity;
-        if shards.len() != total {
-            return Err(FecError::ShardCount {
-                expected: total,
-                got: shards.len(),
-            });
-        }
-        if present.len() != total {
-            return Err(FecError::ShardCount {
-                expected: total,
-                got: present.len(),
-            });
-        }
+        check_reconstruct_counts(total, shards, present)?;
         let missing = present[..self.data].iter().filter(|p| !**p).count();
         if missing == 0 {
             return Ok(());

@@ -26,7 +26,7 @@
 
 use super::field::{self, EXP, LOG};
 use super::kernel::{self, Kernel, Mode};
-use super::{FecEngine, FecError, check_sizes};
+use super::{FecEngine, FecError, check_encode, check_reconstruct_counts, check_sizes};
 
 /// Most shards (data + parity) in one GF(2^8) block: nanors' `DATA_SHARDS_MAX`.
 pub const MAX_SHARDS: usize = 255;
@@ -295,21 +295,7 @@ impl FecEngine for Gf8Code {
     }
 
     fn encode(&mut self, data: &[&[u8]], parity: &mut [&mut [u8]]) -> Result<(), FecError> {
-        if data.len() != self.data {
-            return Err(FecError::ShardCount {
-                expected: self.data,
-                got: data.len(),
-            });
-        }
-        if parity.len() != self.parity {
-            return Err(FecError::ShardCount {
-                expected: self.parity,
-                got: parity.len(),
-            });
-        }
-        let len = data[0].len();
-        check_sizes(data, 0, len)?;
-        check_sizes(parity, self.data, len)?;
+        let len = check_encode(self.data, self.parity, data, parity)?;
         kernel::mul_matrix(
             self.kernel,
             &self.matrix,
@@ -327,18 +313,7 @@ impl FecEngine for Gf8Code {
         present: &mut [bool],
     ) -> Result<(), FecError> {
         let total = self.data + self.parity;
-        if shards.len() != total {
-            return Err(FecError::ShardCount {
-                expected: total,
-                got: shards.len(),
-            });
-        }
-        if present.len() != total {
-            return Err(FecError::ShardCount {
-                expected: total,
-                got: present.len(),
-            });
-        }
+        check_reconstruct_counts(total, shards, present)?;
         let len = shards[0].len();
         check_sizes(shards, 0, len)?;
 

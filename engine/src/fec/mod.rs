@@ -98,6 +98,40 @@ pub enum FecError {
     Backend(String),
 }
 
+/// Checks an encode call: `data_shards` data and `parity_shards` parity slices, all as long as
+/// the first data shard. Returns that length. (`data_shards ≥ 1` for every code.)
+pub(crate) fn check_encode(
+    data_shards: usize,
+    parity_shards: usize,
+    data: &[&[u8]],
+    parity: &[&mut [u8]],
+) -> Result<usize, FecError> {
+    count(data_shards, data.len())?;
+    count(parity_shards, parity.len())?;
+    let len = data.first().map_or(0, |d| d.len());
+    check_sizes(data, 0, len)?;
+    check_sizes(parity, data_shards, len)?;
+    Ok(len)
+}
+
+/// Checks a reconstruct call's counts: `total` shards and as many presence flags.
+pub(crate) fn check_reconstruct_counts(
+    total: usize,
+    shards: &[&mut [u8]],
+    present: &[bool],
+) -> Result<(), FecError> {
+    count(total, shards.len())?;
+    count(total, present.len())
+}
+
+fn count(expected: usize, got: usize) -> Result<(), FecError> {
+    if expected == got {
+        Ok(())
+    } else {
+        Err(FecError::ShardCount { expected, got })
+    }
+}
+
 /// Checks that `shards` are all `len` bytes long.
 pub(crate) fn check_sizes<S: AsRef<[u8]>>(
     shards: &[S],

@@ -22,7 +22,7 @@ use punktfunk_engine::config::{Backpressure, PipelineConfig, SendConfig};
 use punktfunk_engine::io::sink::{OnSent, PeerAddr, SendSink};
 use punktfunk_engine::io::stages::Pipeline;
 use punktfunk_engine::io::{Caps, Pacing, ReceiveConfig, SendPath, UdpReceiver, UdpSender};
-use punktfunk_engine::pipeline::{Captured, Emit, Source, Stage, StageContext, StageError};
+use punktfunk_engine::pipeline::{Captured, PassThrough, Source, StageContext, StageError};
 use punktfunk_engine::pool::FrameBuf;
 use punktfunk_engine::stream::PacketizeStage;
 use punktfunk_engine::wire::video::{FrameType, VideoFrame, VideoPacketizer, VideoParams};
@@ -142,23 +142,6 @@ impl Source for FrameFeeder {
     }
 }
 
-/// The encode stage of these benches: frames arrive already encoded.
-pub struct Passthrough;
-
-impl Stage for Passthrough {
-    type Input = FrameBuf;
-    type Output = FrameBuf;
-
-    fn process(
-        &mut self,
-        input: FrameBuf,
-        output: &mut dyn Emit<FrameBuf>,
-        _cx: &mut StageContext<'_>,
-    ) -> Result<(), StageError> {
-        output.emit(input)
-    }
-}
-
 /// Result of one throughput run.
 #[derive(Debug, Clone, Copy)]
 pub struct Throughput {
@@ -203,7 +186,7 @@ fn run_engine(
     peer.set(Some(drain.dest));
     let sink = SendSink::new(sender, peer, Duration::ZERO, false).on_sent(on_sent);
     let source = FrameFeeder::new(frame, frames, epoch, interval);
-    Pipeline::spawn(&config, source, Passthrough, fec, sink)
+    Pipeline::spawn(&config, source, PassThrough::default(), fec, sink)
         .expect("pipeline starts")
         .join()
         .expect("pipeline runs");

@@ -365,6 +365,31 @@ pub trait Sink: Send + 'static {
     }
 }
 
+/// A stage that hands every input on unchanged: for pipelines whose frames arrive already
+/// encoded (benches, hardware encoders that write into the capture buffer).
+#[derive(Debug)]
+pub struct PassThrough<T>(std::marker::PhantomData<fn(T) -> T>);
+
+impl<T> Default for PassThrough<T> {
+    fn default() -> Self {
+        Self(std::marker::PhantomData)
+    }
+}
+
+impl<T: Send + 'static> Stage for PassThrough<T> {
+    type Input = T;
+    type Output = T;
+
+    fn process(
+        &mut self,
+        input: T,
+        output: &mut dyn Emit<T>,
+        _cx: &mut StageContext<'_>,
+    ) -> Result<(), StageError> {
+        output.emit(input)
+    }
+}
+
 // Boxed stages, so a host can choose its source and encoder at run time.
 impl<T: Source + ?Sized> Source for Box<T> {
     type Output = T::Output;

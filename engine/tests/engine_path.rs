@@ -12,7 +12,7 @@ use punktfunk_engine::config::{Backpressure, PipelineConfig, SendConfig};
 use punktfunk_engine::io::sink::{PeerAddr, SendSink};
 use punktfunk_engine::io::stages::Pipeline;
 use punktfunk_engine::io::{Caps, ReceiveConfig, UdpReceiver, UdpSender};
-use punktfunk_engine::pipeline::{Captured, Emit, Source, Stage, StageContext, StageError};
+use punktfunk_engine::pipeline::{Captured, PassThrough, Source, StageContext, StageError};
 use punktfunk_engine::pool::FrameBuf;
 use punktfunk_engine::stream::PacketizeStage;
 use punktfunk_engine::wire::video::{VideoDepacketizer, VideoParams};
@@ -45,21 +45,6 @@ impl Source for Frames {
         b.meta.capture_ns = self.next * 16_666_667;
         self.next += 1;
         Ok(Captured::Frame(b))
-    }
-}
-
-struct Passthrough;
-
-impl Stage for Passthrough {
-    type Input = FrameBuf;
-    type Output = FrameBuf;
-    fn process(
-        &mut self,
-        input: FrameBuf,
-        output: &mut dyn Emit<FrameBuf>,
-        _cx: &mut StageContext<'_>,
-    ) -> Result<(), StageError> {
-        output.emit(input)
     }
 }
 
@@ -141,8 +126,14 @@ fn run(count: u64, drop_every: Option<u64>) {
     peer.set(Some(dest));
     // Pace lightly so the receiver (which shares two cores with four stage threads) keeps up.
     let sink = SendSink::new(sender, peer, Duration::from_millis(2), true);
-    let handle = Pipeline::spawn(&config, Frames { next: 0, count }, Passthrough, fec, sink)
-        .expect("spawn pipeline");
+    let handle = Pipeline::spawn(
+        &config,
+        Frames { next: 0, count },
+        PassThrough::default(),
+        fec,
+        sink,
+    )
+    .expect("spawn pipeline");
     let stats = handle.join().expect("pipeline ran");
     assert_eq!(stats.dropped(), 0, "Block back-pressure loses nothing");
     stop.store(true, Ordering::Relaxed);

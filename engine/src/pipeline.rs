@@ -365,6 +365,40 @@ pub trait Sink: Send + 'static {
     }
 }
 
+/// Why [`write_into_pool_buf`] dropped a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dropped {
+    /// No pool buffer was free.
+    NoBuffer,
+    /// The writer refused the frame.
+    Refused,
+}
+
+/// The body of a stage that writes each input into a fresh pool buffer (the packetize stages):
+/// takes a buffer, runs `write`, emits the result. A frame that finds no free buffer or that
+/// `write` refuses is dropped (the caller counts the returned reason) and a keyframe is
+/// requested so the client can recover; the stream goes on.
+pub(crate) fn write_into_pool_buf<E: std::fmt::Display>(
+    input: &crate::pool::FrameBuf,
+    output: &mut dyn Emit<crate::pool::FrameBuf>,
+    cx: &mut StageContext<'_>,
+    what: &'static str,
+    write: impl FnOnce(&crate::pool::FrameBuf, &mut crate::pool::FrameBuf) -> Result<(), E>,
+) -> Result<Option<Dropped>, StageError> {
+    let Some(mut out) = cx.take_buf() else {
+        cx.request_keyframe();
+        return Ok(Some(Dropped::NoBuffer));
+    };
+    match write(input, &mut out) {
+        Ok(()) => output.emit(out).map(|()| None),
+        Err(e) => {
+            tracing::warn!(error = %e, len = input.len(), "{what} dropped");
+            cx.request_keyframe();
+            Ok(Some(Dropped::Refused))
+        }
+    }
+}
+
 /// A stage that hands every input on unchanged: for pipelines whose frames arrive already
 /// encoded (benches, hardware encoders that write into the capture buffer).
 #[derive(Debug)]

@@ -22,7 +22,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use crate::pipeline::{Emit, Stage, StageContext, StageError};
+use crate::pipeline::{Dropped, Emit, Stage, StageContext, StageError, write_into_pool_buf};
 use crate::pool::FrameBuf;
 use crate::wire::WireError;
 use crate::wire::video::{
@@ -168,21 +168,15 @@ impl Stage for PacketizeStage {
         output: &mut dyn Emit<FrameBuf>,
         cx: &mut StageContext<'_>,
     ) -> Result<(), StageError> {
-        let Some(mut out) = cx.take_buf() else {
-            self.stats.pool_misses += 1;
-            cx.request_keyframe();
-            return Ok(());
-        };
-        match self.packetize_into(&input, &mut out) {
-            Ok(()) => output.emit(out),
-            Err(e) => {
-                // A frame the protocol cannot carry: drop it, ask for a fresh keyframe, go on.
-                tracing::warn!(error = %e, len = input.len(), "video frame dropped");
-                self.stats.rejected += 1;
-                cx.request_keyframe();
-                Ok(())
-            }
+        let dropped = write_into_pool_buf(&input, output, cx, "video frame", |i, o| {
+            self.packetize_into(i, o)
+        })?;
+        match dropped {
+            Some(Dropped::NoBuffer) => self.stats.pool_misses += 1,
+            Some(Dropped::Refused) => self.stats.rejected += 1,
+            None => {}
         }
+        Ok(())
     }
 }
 

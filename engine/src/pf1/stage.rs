@@ -27,7 +27,7 @@ use super::Pf1Error;
 use super::adaptive::FecController;
 use super::crypto::DataKey;
 use super::send::{FrameInfo, Packetized, Pf1Sender, Pf1SenderConfig};
-use crate::pipeline::{Emit, Stage, StageContext, StageError};
+use crate::pipeline::{Dropped, Emit, Stage, StageContext, StageError, write_into_pool_buf};
 use crate::pool::FrameBuf;
 
 /// Shared between the control plane and [`Pf1PacketizeStage`]: the FEC settings to use and the
@@ -206,22 +206,15 @@ impl Stage for Pf1PacketizeStage {
         output: &mut dyn Emit<FrameBuf>,
         cx: &mut StageContext<'_>,
     ) -> Result<(), StageError> {
-        let Some(mut out) = cx.take_buf() else {
-            self.stats.pool_misses += 1;
-            cx.request_keyframe();
-            return Ok(());
-        };
-        match self.packetize_into(&input, &mut out) {
-            Ok(_) => output.emit(out),
-            Err(e) => {
-                // A frame the protocol, the buffer or the key cannot carry: drop it, ask for a
-                // fresh keyframe, go on.
-                tracing::warn!(error = %e, len = input.len(), "punktfunk/1 frame dropped");
-                self.stats.rejected += 1;
-                cx.request_keyframe();
-                Ok(())
-            }
+        let dropped = write_into_pool_buf(&input, output, cx, "punktfunk/1 frame", |i, o| {
+            self.packetize_into(i, o).map(|_| ())
+        })?;
+        match dropped {
+            Some(Dropped::NoBuffer) => self.stats.pool_misses += 1,
+            Some(Dropped::Refused) => self.stats.rejected += 1,
+            None => {}
         }
+        Ok(())
     }
 }
 

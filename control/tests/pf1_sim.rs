@@ -1868,3 +1868,31 @@ fn concurrent_ceremonies_are_refused() {
         .count();
     assert_eq!(busy, 3);
 }
+
+/// A client that sends PairStart and then never confirms (it could check its guess against
+/// the host's reply and walk away) still spends one failure of the window's budget, at the
+/// ceremony's deadline.
+#[test]
+fn an_abandoned_ceremony_counts_as_a_failure() {
+    use punktfunk_control::pf1::pairing::{ClientPairing, PairingContext};
+    let mut sim = hostile(950);
+    let ctx = PairingContext {
+        client_fp: [1; 32],
+        host_fp: [2; 32],
+        channel_binding: [3; 32],
+    };
+    let mut rng = ChaCha20Rng::seed_from_u64(950);
+    let (_abandoned, spake) = ClientPairing::start(&armed_pin(), ctx, &mut rng);
+    sim.raw()
+        .write(&[frame(&hello(true)), frame(&Message::PairStart { spake })].concat());
+    assert!(sim.run_until(LONG, |s| host_has(s, |e| matches!(
+        e,
+        HostEvent::PairingResult { ok: false, .. }
+    ))));
+    assert!(closed_with(&sim, GoodbyeReason::Timeout));
+    let st = *sim.host().stats();
+    assert_eq!((st.pairing_attempts, st.pairing_failures), (1, 1));
+    let now = sim.now;
+    let w = sim.host().pairing_status(now);
+    assert_eq!((w.failures, w.failures_left), (1, 2));
+}

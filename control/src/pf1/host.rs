@@ -39,8 +39,8 @@
 //! # Admission
 //!
 //! Connections that are not admitted yet (handshake, Hello, the PIN prompt, a ceremony) live
-//! in a pool of [`HostConfig::max_pending`]; when it is full the oldest of them is ended with
-//! `Goodbye(Busy)` to make room. Admitted connections (paired, or unpaired under
+//! in a pool of [`HostConfig::max_pending`]; when it is full the oldest of them (never a
+//! running ceremony) is ended with `Goodbye(Busy)` to make room. Admitted connections (paired, or unpaired under
 //! `require_pairing = false`) take one of [`HostConfig::max_connections`] streaming slots;
 //! with none free the client is told `Busy`. A client may sit at the PIN prompt for
 //! [`HostConfig::pairing_timeout`] at most, and no longer than the window is open. Every
@@ -534,7 +534,13 @@ impl HostSession {
                     && let Some(oldest) = self
                         .conns
                         .values()
-                        .find(|c| c.phase.is_pending() && !c.link.is_closing())
+                        // A running ceremony is spared: ending it would count as a
+                        // failed pairing (it has its own deadline).
+                        .find(|c| {
+                            c.phase.is_pending()
+                                && !matches!(c.phase, Phase::PairConfirm(_))
+                                && !c.link.is_closing()
+                        })
                         .map(|c| c.id)
                 {
                     self.stats.evicted_pending += 1;

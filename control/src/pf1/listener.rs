@@ -112,11 +112,41 @@ fn bind(opts: &ListenerOptions) -> Result<UdpSocket, ListenerError> {
     }))
 }
 
+/// How often at most a refused connection is logged.
+const REFUSAL_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Refusals (not paired, pairing closed, backing off, busy) make one log line per
+/// [`REFUSAL_LOG_EVERY`] at most, carrying how many there were: a stranger reconnecting in a
+/// loop must not fill the log. (The session's [`super::HostStats`] counts each.)
+#[derive(Debug, Default)]
+struct RefusalLog {
+    quiet_until: Option<std::time::Instant>,
+    refused: u64,
+}
+
+impl RefusalLog {
+    fn note(&mut self, now: std::time::Instant, conn: super::ConnId, closed: &super::Closed) {
+        self.refused += 1;
+        if self.quiet_until.is_some_and(|t| now < t) {
+            return;
+        }
+        tracing::info!(
+            %conn,
+            %closed,
+            refused = self.refused,
+            "punktfunk/1 connection refused (count since the last such line)"
+        );
+        self.refused = 0;
+        self.quiet_until = Some(now + REFUSAL_LOG_EVERY);
+    }
+}
+
 /// What the listener does with each event (see the module docs).
 fn on_event(
     state: &StateDir,
     opts: &ListenerOptions,
     media: &mut Pf1Media,
+    refusals: &mut RefusalLog,
     s: &mut HostSession,
     ev: HostEvent,
 ) {
@@ -232,7 +262,19 @@ fn on_event(
         HostEvent::Input { event, .. } => media.input(&event),
         HostEvent::Closed { conn, closed } => {
             media.stop(conn);
-            tracing::info!(%conn, %closed, "punktfunk/1 connection closed");
+            let refusal = !closed.by_peer
+                && matches!(
+                    closed.reason,
+                    GoodbyeReason::NotPaired
+                        | GoodbyeReason::PairingClosed
+                        | GoodbyeReason::RetryLater
+                        | GoodbyeReason::Busy
+                );
+            if refusal {
+                refusals.note(now, conn, &closed);
+            } else {
+                tracing::info!(%conn, %closed, "punktfunk/1 connection closed");
+            }
         }
     }
 }
@@ -271,7 +313,10 @@ impl Listener {
                     media_handle,
                     crate::input::open_default(),
                 );
-                if let Err(e) = driver.run(|s, ev| on_event(&state, &opts, &mut media, s, ev)) {
+                let mut refusals = RefusalLog::default();
+                if let Err(e) =
+                    driver.run(|s, ev| on_event(&state, &opts, &mut media, &mut refusals, s, ev))
+                {
                     tracing::error!(error = %e, "punktfunk/1 listener stopped");
                 }
             })

@@ -59,7 +59,7 @@ use super::message::{MAC_LEN, SPAKE_MSG_LEN};
 /// TLS exporter label of the pairing channel binding (RFC 5705 / RFC 8446 §7.5).
 pub const CHANNEL_BINDING_LABEL: &[u8] = b"EXPORTER-punktfunk/1 pairing";
 
-/// Default digits of a host-generated PIN.
+/// Default digits of a PIN the management API generates for the operator.
 pub const DEFAULT_PIN_DIGITS: u8 = 6;
 
 const TRANSCRIPT_LABEL: &[u8] = b"punktfunk/1 pairing v1";

@@ -1896,3 +1896,57 @@ fn an_abandoned_ceremony_counts_as_a_failure() {
     let w = sim.host().pairing_status(now);
     assert_eq!((w.failures, w.failures_left), (1, 2));
 }
+
+/// A client that pairs takes the last free streaming slot (the slot it is about to take is
+/// not counted against it); with none free it is paired but told "busy".
+#[test]
+fn pairing_takes_the_last_free_slot() {
+    for occupied in [false, true] {
+        let (hid, cid) = ids();
+        let first = Identity::generate("first").unwrap();
+        let mut sim = Sim::new(1000, Impairment::clean());
+        let mut hc = host_config(&hid, 1);
+        hc.max_connections = 1;
+        let mut host = HostSession::new(hc, [first.fingerprint()]).unwrap();
+        host.arm_pin(sim.now, armed_pin());
+        sim.add(HOST, Node::Host(Box::new(host)));
+        if occupied {
+            sim.add(
+                CLIENT,
+                Node::Client(Box::new(
+                    ClientSession::connect(client_config(&first, 2), sim.now, addr(HOST)).unwrap(),
+                )),
+            );
+            establish(&mut sim);
+        }
+        let at: SocketAddr = "10.0.7.1:40000".parse().unwrap();
+        let mut cc = client_config(&cid, 3);
+        cc.pair = true;
+        cc.pin = Some(armed_pin());
+        let now = sim.now;
+        sim.add(
+            &at.to_string(),
+            Node::Client(Box::new(
+                ClientSession::connect(cc, now, addr(HOST)).unwrap(),
+            )),
+        );
+        assert!(sim.run_until(LONG, |s| {
+            s.client_log_by
+                .iter()
+                .any(|(a, e)| *a == at && matches!(e, ClientEvent::PairingResult { ok: true }))
+        }));
+        assert!(sim.host().is_trusted(&cid.fingerprint()));
+        if occupied {
+            assert!(sim.run_until(LONG, |s| s.closed_at(at).is_some()));
+            assert_eq!(sim.closed_at(at).unwrap().reason, GoodbyeReason::Busy);
+            assert_eq!(sim.host().stats().pairing_failures, 0);
+        } else {
+            assert!(sim.run_until(LONG, |s| host_has(s, |e| matches!(
+                e,
+                HostEvent::HelloReceived { paired: true, .. }
+            ))));
+            sim.run_for(Duration::from_secs(1));
+            assert!(sim.closed_at(at).is_none());
+        }
+    }
+}

@@ -1117,8 +1117,12 @@ impl HostSession {
 
     /// A client is through Hello (and pairing): it takes a streaming slot, or is told `Busy`.
     fn admit(&mut self, id: ConnId, now: Instant, hello: Hello, fp: Fingerprint, paired: bool) {
-        // This connection is still pending (or just paired): count the others.
-        if self.count(Phase::is_admitted) >= self.config.max_connections {
+        let others = self
+            .conns
+            .values()
+            .filter(|c| c.id != id && !c.link.is_closing() && c.phase.is_admitted())
+            .count();
+        if others >= self.config.max_connections {
             self.stats.refused_busy += 1;
             self.end(
                 id,

@@ -1869,32 +1869,53 @@ fn concurrent_ceremonies_are_refused() {
     assert_eq!(busy, 3);
 }
 
-/// A client that sends PairStart and then never confirms (it could check its guess against
-/// the host's reply and walk away) still spends one failure of the window's budget, at the
-/// ceremony's deadline.
+/// The host detects failed ceremonies itself, without the client's help: a client that
+/// sends PairStart and then never confirms (it could check its guess against the host's
+/// reply and walk away), and one that confirms with a forged MAC, each spend one failure of
+/// the window's budget and make the address back off.
 #[test]
-fn an_abandoned_ceremony_counts_as_a_failure() {
+fn failed_ceremonies_are_detected_host_side() {
     use punktfunk_control::pf1::pairing::{ClientPairing, PairingContext};
-    let mut sim = hostile(950);
-    let ctx = PairingContext {
-        client_fp: [1; 32],
-        host_fp: [2; 32],
-        channel_binding: [3; 32],
-    };
-    let mut rng = ChaCha20Rng::seed_from_u64(950);
-    let (_abandoned, spake) = ClientPairing::start(&armed_pin(), ctx, &mut rng);
-    sim.raw()
-        .write(&[frame(&hello(true)), frame(&Message::PairStart { spake })].concat());
-    assert!(sim.run_until(LONG, |s| host_has(s, |e| matches!(
-        e,
-        HostEvent::PairingResult { ok: false, .. }
-    ))));
-    assert!(closed_with(&sim, GoodbyeReason::Timeout));
-    let st = *sim.host().stats();
-    assert_eq!((st.pairing_attempts, st.pairing_failures), (1, 1));
-    let now = sim.now;
-    let w = sim.host().pairing_status(now);
-    assert_eq!((w.failures, w.failures_left), (1, 2));
+    for forge in [false, true] {
+        let mut sim = hostile(950 + u64::from(forge));
+        let ctx = PairingContext {
+            client_fp: [1; 32],
+            host_fp: [2; 32],
+            channel_binding: [3; 32],
+        };
+        let mut rng = ChaCha20Rng::seed_from_u64(950);
+        // Even the right PIN fails: the context is not this TLS session's.
+        let (_abandoned, spake) = ClientPairing::start(&armed_pin(), ctx, &mut rng);
+        let mut bytes = [frame(&hello(true)), frame(&Message::PairStart { spake })].concat();
+        if forge {
+            bytes.extend(frame(&Message::PairConfirm { mac: [0x5a; 32] }));
+        }
+        sim.raw().write(&bytes);
+        assert!(sim.run_until(LONG, |s| host_has(s, |e| matches!(
+            e,
+            HostEvent::PairingResult { ok: false, .. }
+        ))));
+        let reason = if forge {
+            GoodbyeReason::PairingFailed
+        } else {
+            GoodbyeReason::Timeout
+        };
+        assert!(closed_with(&sim, reason), "{:?}", sim.host_log);
+        let st = *sim.host().stats();
+        assert_eq!((st.pairing_attempts, st.pairing_failures), (1, 1));
+        let now = sim.now;
+        let w = sim.host().pairing_status(now);
+        assert_eq!((w.failures, w.failures_left), (1, 2));
+        let evil = sim
+            .host_log
+            .iter()
+            .find_map(|e| match e {
+                HostEvent::Connected { fingerprint, .. } => Some(*fingerprint),
+                _ => None,
+            })
+            .unwrap();
+        assert!(!sim.host().is_trusted(&evil));
+    }
 }
 
 /// A client that pairs takes the last free streaming slot (the slot it is about to take is

@@ -5,17 +5,22 @@
 //! Per connection:
 //!
 //! ```text
+//!  ┌ pending (max_pending) ────────────────────────────────────────────────────────────┐
 //!  Handshaking ──TLS done──► AwaitHello ──Hello──┬─(wants pairing)─► PairReady ──PairStart──►
+//!                                                 │  backing off: Goodbye(RetryLater)
+//!                                                 │  no window: Goodbye(PairingClosed)
 //!                                                 │                  PairConfirm ──ok──┐
 //!                                                 ├─(paired, or pairing optional)──────┤
 //!                                                 └─(unpaired, pairing required)─► Goodbye(NotPaired)
-//!  AwaitDecision ◄──────────────────────────────────────────────────────────────────────┘
+//!  └ admitted (max_connections; none free: Goodbye(Busy)) ◄────────────────────────────┘
+//!  AwaitDecision
 //!    │ accept(offer): Welcome                  refuse(): Goodbye(Refused)
 //!    ▼
 //!  AwaitStart ──Start──► Streaming ◄──► Reconfigure / Reconfigured, IdrRequest, LossReport,
-//!                                       Stats, input datagrams
+//!                                       Stats, input datagrams (paired clients only)
 //!  any phase: Goodbye (either side), malformed or unexpected message → Goodbye
-//!  (ProtocolViolation), setup deadline → Goodbye(Timeout), QUIC idle timeout → Closed
+//!  (ProtocolViolation), setup or PIN-prompt deadline → Goodbye(Timeout), QUIC idle
+//!  timeout → Closed
 //! ```
 //!
 //! A peer's malformed input never panics and never surfaces as an error of a method: the

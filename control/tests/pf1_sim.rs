@@ -380,6 +380,8 @@ struct Sim {
     client_log: Vec<ClientEvent>,
     /// The same client events, with the address of the client that reported each.
     client_log_by: Vec<(SocketAddr, ClientEvent)>,
+    /// Packets to these addresses are lost (a peer that never hears the host).
+    mute: Vec<SocketAddr>,
 }
 
 impl Sim {
@@ -391,6 +393,7 @@ impl Sim {
             host_log: Vec::new(),
             client_log: Vec::new(),
             client_log_by: Vec::new(),
+            mute: Vec::new(),
         }
     }
 
@@ -514,6 +517,9 @@ impl Sim {
     fn deliver(&mut self) {
         let now = self.now;
         while let Some(p) = self.net.pop_due(now) {
+            if self.mute.contains(&p.to) {
+                continue;
+            }
             for (a, node) in &mut self.nodes {
                 match node {
                     Node::Host(h) if *a == p.to => h.handle_datagram(now, p.from, &p.bytes),
@@ -1970,4 +1976,90 @@ fn pairing_takes_the_last_free_slot() {
             assert!(sim.closed_at(at).is_none());
         }
     }
+}
+
+/// Peers that start the QUIC/TLS handshake and never finish it (they never hear the host, and
+/// their retransmissions keep QUIC's idle timer alive) are ended at the setup deadline, from
+/// their first packet, and counted; so is a peer whose handshake completes late and that then
+/// sends no Hello: handshake and Hello share one deadline.
+#[test]
+fn half_open_handshakes_end_at_the_setup_deadline() {
+    let (hid, _) = ids();
+    let mut sim = Sim::new(1100, Impairment::clean());
+    let mut hc = host_config(&hid, 1);
+    // QUIC's idle timeout alone would keep them for a minute after their last packet.
+    hc.idle_timeout = Duration::from_secs(60);
+    sim.add(
+        HOST,
+        Node::Host(Box::new(HostSession::new(hc, []).unwrap())),
+    );
+    let t0 = sim.now;
+    let peers: Vec<SocketAddr> = (0..5)
+        .map(|i| format!("10.0.9.{}:40000", i + 1).parse().unwrap())
+        .collect();
+    for (i, at) in peers.iter().enumerate() {
+        let id = Identity::generate("half-open").unwrap();
+        let raw = RawPeer::client(&id, 40 + i as u8, t0, addr(HOST));
+        sim.add(&at.to_string(), Node::Raw(Box::new(raw)));
+        sim.mute.push(*at);
+    }
+    let timeouts = |s: &Sim| {
+        s.host_log
+            .iter()
+            .filter(|e| {
+                matches!(e, HostEvent::Closed { closed, .. }
+                    if closed.reason == GoodbyeReason::Timeout
+                        && closed.text.contains("handshaking"))
+            })
+            .count()
+    };
+    // Well before QUIC's idle timeout could end them (60 s after their last retransmission).
+    assert!(
+        sim.run_until(Duration::from_secs(25), |s| timeouts(s) == peers.len()),
+        "{:?}",
+        sim.host_log
+    );
+    let elapsed = sim.now - t0;
+    assert!(elapsed >= Duration::from_secs(10), "{elapsed:?}");
+    assert!(!host_has(&sim, |e| matches!(
+        e,
+        HostEvent::Connected { .. }
+    )));
+    let st = *sim.host().stats();
+    assert_eq!(st.expired_handshakes, peers.len() as u64);
+    assert_eq!(st.expired_pending, peers.len() as u64);
+    assert!(sim.host().connections().is_empty());
+
+    // Late handshake, then silence: the deadline counts from the first packet, not from the
+    // handshake's end.
+    let mut sim = Sim::new(1101, Impairment::clean());
+    let mut hc = host_config(&hid, 1);
+    hc.idle_timeout = Duration::from_secs(60);
+    sim.add(
+        HOST,
+        Node::Host(Box::new(HostSession::new(hc, []).unwrap())),
+    );
+    let t0 = sim.now;
+    let id = Identity::generate("late").unwrap();
+    sim.add(
+        EVIL,
+        Node::Raw(Box::new(RawPeer::client(&id, 9, t0, addr(HOST)))),
+    );
+    sim.mute.push(addr(EVIL));
+    sim.run_for(Duration::from_secs(5));
+    sim.mute.clear();
+    assert!(sim.run_until(LONG, |s| host_has(s, |e| matches!(
+        e,
+        HostEvent::Connected { .. }
+    ))));
+    let connected_at = sim.now - t0;
+    assert!(connected_at < Duration::from_secs(10), "{connected_at:?}");
+    assert!(sim.run_until(LONG, |s| closed_with(s, GoodbyeReason::Timeout)));
+    let ended_at = sim.now - t0;
+    assert!(
+        ended_at < connected_at + Duration::from_secs(10),
+        "ended {ended_at:?} after the first packet, connected at {connected_at:?}"
+    );
+    let st = *sim.host().stats();
+    assert_eq!((st.expired_pending, st.expired_handshakes), (1, 0));
 }

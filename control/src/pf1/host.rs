@@ -20,7 +20,9 @@
 //!                                       Stats, input datagrams (paired clients only)
 //!  any phase: Goodbye (either side), malformed or unexpected message → Goodbye
 //!  (ProtocolViolation), setup or PIN-prompt deadline → Goodbye(Timeout), QUIC idle
-//!  timeout → Closed
+//!  timeout → Closed. The setup deadline (10 s) runs from a connection's first packet to
+//!  Hello: a peer that starts the QUIC/TLS handshake and never finishes it (its
+//!  retransmissions keep QUIC's idle timer alive) is ended then and counted.
 //! ```
 //!
 //! A peer's malformed input never panics and never surfaces as an error of a method: the
@@ -82,6 +84,10 @@ use crate::pairing_window::{
 /// queued at once; beyond it they are dropped and counted, so a flood cannot grow memory.
 const MAX_RESPONSES: usize = 64;
 
+/// The start of the Goodbye text of a connection ended at a setup deadline (the listener
+/// logs those as rate-limited summaries, like refusals).
+pub const SETUP_TIMED_OUT: &str = "setup timed out";
+
 /// How long a pairing window stays open by default.
 pub const DEFAULT_PIN_TTL: Duration = Duration::from_secs(120);
 
@@ -102,7 +108,9 @@ pub struct HostConfig {
     pub window: WindowConfig,
     /// Per-address backoff after failed ceremonies.
     pub backoff: BackoffConfig,
-    /// How long a client may take from the handshake to Hello, and from Welcome to Start.
+    /// How long a client may take from its first packet to Hello (QUIC/TLS handshake
+    /// included, one total deadline), from PairStart to PairConfirm, and from Welcome to
+    /// Start.
     pub setup_timeout: Duration,
     /// QUIC idle timeout.
     pub idle_timeout: Duration,
@@ -271,6 +279,9 @@ pub struct HostStats {
     pub evicted_pending: u64,
     /// Connections ended at a setup or pairing deadline.
     pub expired_pending: u64,
+    /// Of `expired_pending`: connections still in the QUIC/TLS handshake at the setup
+    /// deadline (a peer that starts handshakes and never finishes them).
+    pub expired_handshakes: u64,
     /// Input datagrams from a connection whose client is not paired (dropped).
     pub unpaired_input_datagrams: u64,
     /// Control frames that did not decode (connection ended).
@@ -354,7 +365,7 @@ struct HostConn {
     hello: Option<Hello>,
     /// The client's address when it connected (backoff key, logs).
     peer: SocketAddr,
-    /// Setup deadline (Hello, pairing, Start).
+    /// Setup deadline (handshake and Hello, pairing, Start).
     deadline: Option<Instant>,
 }
 
@@ -578,7 +589,10 @@ impl HostSession {
                                     fingerprint: Fingerprint([0; 32]),
                                     hello: None,
                                     peer: from,
-                                    deadline: None,
+                                    // One deadline for handshake and Hello together: a
+                                    // peer dripping handshake packets keeps QUIC's idle
+                                    // timer alive, not this.
+                                    deadline: Some(now + self.config.setup_timeout),
                                 },
                             );
                             self.process(id, now);
@@ -654,11 +668,14 @@ impl HostSession {
                     c.deadline = None;
                     let what = c.phase.name();
                     self.stats.expired_pending += 1;
+                    if matches!(c.phase, Phase::Handshaking) {
+                        self.stats.expired_handshakes += 1;
+                    }
                     self.end(
                         id,
                         now,
                         GoodbyeReason::Timeout,
-                        &format!("setup timed out while {what}"),
+                        &format!("{SETUP_TIMED_OUT} while {what}"),
                     );
                 }
             }
@@ -923,7 +940,8 @@ impl HostSession {
                 };
                 c.fingerprint = fp;
                 c.phase = Phase::AwaitHello;
-                c.deadline = Some(now + setup);
+                // The deadline set at the first packet runs on: handshake and Hello share it.
+                c.deadline = c.deadline.or(Some(now + setup));
                 let peer = c.link.conn.remote_address();
                 self.events.push_back(HostEvent::Connected {
                     conn: id,

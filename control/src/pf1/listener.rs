@@ -115,9 +115,9 @@ fn bind(opts: &ListenerOptions) -> Result<UdpSocket, ListenerError> {
 /// How often at most a refused connection is logged.
 const REFUSAL_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Refusals (not paired, pairing closed, backing off, busy) make one log line per
-/// [`REFUSAL_LOG_EVERY`] at most, carrying how many there were: a stranger reconnecting in a
-/// loop must not fill the log. (The session's [`super::HostStats`] counts each.)
+/// Refusals (not paired, pairing closed, backing off, busy) and setup deadlines make one log
+/// line per [`REFUSAL_LOG_EVERY`] at most, carrying how many there were: a stranger
+/// reconnecting in a loop must not fill the log. (The session's [`super::HostStats`] counts each.)
 #[derive(Debug, Default)]
 struct RefusalLog {
     quiet_until: Option<std::time::Instant>,
@@ -262,14 +262,16 @@ fn on_event(
         HostEvent::Input { event, .. } => media.input(&event),
         HostEvent::Closed { conn, closed } => {
             media.stop(conn);
+            // Refusals and setup deadlines (half-open handshakes) can come in floods.
             let refusal = !closed.by_peer
-                && matches!(
+                && (matches!(
                     closed.reason,
                     GoodbyeReason::NotPaired
                         | GoodbyeReason::PairingClosed
                         | GoodbyeReason::RetryLater
                         | GoodbyeReason::Busy
-                );
+                ) || (closed.reason == GoodbyeReason::Timeout
+                    && closed.text.starts_with(super::host::SETUP_TIMED_OUT)));
             if refusal {
                 refusals.note(now, conn, &closed);
             } else {

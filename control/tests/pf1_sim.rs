@@ -1088,6 +1088,14 @@ fn pin_guessing_closes_the_window_then_an_armed_pin_pairs() {
         let now = sim.now;
         let w = sim.host().pairing_status(now);
         assert_eq!(w.state, Err(Refusal::Exhausted));
+        // What the operator sees (GET /api/status, "pf1").
+        let a = sim.host().admission_status(now);
+        assert_eq!(a.window, w);
+        assert_eq!((a.window.failures, a.window.failures_left), (3, 0));
+        assert_eq!(a.backoff_addresses, if many_addresses { 3 } else { 1 });
+        assert_eq!(a.stats.refused_pairing_closed, closed as u64);
+        assert_eq!(a.stats.refused_backoff, later as u64);
+        assert!(a.require_pairing);
 
         // The operator re-arms; the real client types the PIN and pairs.
         let now = sim.now;

@@ -7,7 +7,7 @@
 //! | `POST`   | `/api/pin`           | `{"pin","name"}`: the PIN a pairing client shows   |
 //! | `POST`   | `/api/pf1/pin`       | `{"pin"?}`: open the punktfunk/1 pairing window    |
 //! | `DELETE` | `/api/pf1/pin`       | close the punktfunk/1 pairing window               |
-//! | `GET`    | `/api/status`        | host, ports, pairing state, session                |
+//! | `GET`    | `/api/status`        | host, ports, pairing state, session; `pf1` window  |
 //! | `GET`    | `/api/sessions`      | the running session (a list of 0 or 1)             |
 //! | `GET`    | `/api/clients`       | paired clients                                     |
 //! | `DELETE` | `/api/clients/{id}`  | unpair a client (and end its session)              |
@@ -257,7 +257,7 @@ impl Api {
                 self.pf1_pin(body.pin.as_deref())
             }
             ("DELETE", "/api/pf1/pin") => self.pf1_close(),
-            ("GET", "/api/status") => self.status(),
+            ("GET", "/api/status") => self.status(self.pf1_status().await),
             ("GET", "/api/sessions") => {
                 let sessions: Vec<_> = self
                     .ctx
@@ -357,7 +357,21 @@ impl Api {
         }
     }
 
-    fn status(&self) -> Response<Full<Bytes>> {
+    /// The punktfunk/1 listener's admission state for `/api/status` (`null` without a
+    /// listener, or if it does not answer within a second).
+    async fn pf1_status(&self) -> serde_json::Value {
+        let Some(handle) = self.pf1.clone() else {
+            return serde_json::Value::Null;
+        };
+        let status =
+            tokio::task::spawn_blocking(move || handle.admission_status(Duration::from_secs(1)))
+                .await
+                .ok()
+                .flatten();
+        status.map_or(serde_json::Value::Null, |s| pf1_status_json(&s))
+    }
+
+    fn status(&self, pf1: serde_json::Value) -> Response<Full<Bytes>> {
         let info = self.ctx.info();
         let p = info.ports;
         let pairing = match self.ctx.pairing_status() {
@@ -387,6 +401,7 @@ impl Api {
                 "pairing": pairing,
                 "session": session.as_ref().map(session_json),
                 "paired_clients": self.ctx.clients().list().len(),
+                "pf1": pf1,
             }),
         )
     }
@@ -418,6 +433,59 @@ impl Api {
             &json!({ "removed": ClientView::from(&client) }),
         )
     }
+}
+
+/// A pairing window's closed state as a stable word for the API.
+fn refusal_code(r: crate::pairing_window::Refusal) -> &'static str {
+    use crate::pairing_window::Refusal;
+    match r {
+        Refusal::NotArmed => "not_armed",
+        Refusal::Closed => "closed_by_operator",
+        Refusal::Expired => "expired",
+        Refusal::Used => "used",
+        Refusal::Exhausted => "exhausted",
+    }
+}
+
+/// The `"pf1"` object of `/api/status` (see `docs/openapi.yaml`, `Pf1Status`).
+pub fn pf1_status_json(s: &crate::pf1::AdmissionStatus) -> serde_json::Value {
+    let w = &s.window;
+    let (open, why, seconds_left) = match w.state {
+        Ok(left) => (true, None, Some(left.as_secs())),
+        Err(r) => (false, Some(r), None),
+    };
+    let st = &s.stats;
+    json!({
+        "require_pairing": s.require_pairing,
+        "window": {
+            "open": open,
+            "closed_because": why.map(refusal_code),
+            "closed_text": why.map(|r| r.as_str()),
+            "seconds_left": seconds_left,
+            "failures": w.failures,
+            "failures_left": w.failures_left,
+        },
+        "backoff_addresses": s.backoff_addresses,
+        "pending": s.pending,
+        "max_pending": s.max_pending,
+        "streaming": s.admitted,
+        "max_streaming": s.max_connections,
+        "refused": {
+            "not_paired": st.refused_not_paired,
+            "pairing_closed": st.refused_pairing_closed,
+            "backoff": st.refused_backoff,
+            "busy": st.refused_busy,
+            "concurrent_pairing": st.refused_concurrent_pairing,
+            "connections": st.refused_connections,
+            "evicted_pending": st.evicted_pending,
+            "expired_pending": st.expired_pending,
+            "expired_handshakes": st.expired_handshakes,
+        },
+        "pairing_attempts": st.pairing_attempts,
+        "pairing_failures": st.pairing_failures,
+        "pairings": st.pairings,
+        "unpaired_input_datagrams": st.unpaired_input_datagrams,
+    })
 }
 
 /// Serves the management API on `listener` until `shutdown` turns true.
@@ -474,6 +542,55 @@ mod tests {
             Err(NoRoute::NotFound)
         );
         assert_eq!(match_route("GET", "/nope"), Err(NoRoute::NotFound));
+    }
+
+    #[test]
+    fn pf1_status_shows_the_window_and_counters() {
+        use crate::pairing_window::{Refusal, WindowStatus};
+        let mut s = crate::pf1::AdmissionStatus {
+            require_pairing: true,
+            window: WindowStatus {
+                state: Ok(Duration::from_millis(97_400)),
+                failures: 1,
+                failures_left: 2,
+            },
+            backoff_addresses: 1,
+            pending: 2,
+            max_pending: 16,
+            admitted: 1,
+            max_connections: 8,
+            stats: crate::pf1::HostStats {
+                refused_not_paired: 4,
+                refused_backoff: 3,
+                expired_handshakes: 5,
+                pairing_failures: 1,
+                ..Default::default()
+            },
+        };
+        let v = pf1_status_json(&s);
+        assert_eq!(v["window"]["open"], true);
+        assert_eq!(v["window"]["seconds_left"], 97);
+        assert_eq!(v["window"]["closed_because"], serde_json::Value::Null);
+        assert_eq!(v["window"]["failures"], 1);
+        assert_eq!(v["window"]["failures_left"], 2);
+        assert_eq!(v["backoff_addresses"], 1);
+        assert_eq!(v["pending"], 2);
+        assert_eq!(v["streaming"], 1);
+        assert_eq!(v["refused"]["not_paired"], 4);
+        assert_eq!(v["refused"]["backoff"], 3);
+        assert_eq!(v["refused"]["expired_handshakes"], 5);
+        assert_eq!(v["pairing_failures"], 1);
+        s.window = WindowStatus {
+            state: Err(Refusal::Exhausted),
+            failures: 3,
+            failures_left: 0,
+        };
+        let v = pf1_status_json(&s);
+        assert_eq!(v["window"]["open"], false);
+        assert_eq!(v["window"]["closed_because"], "exhausted");
+        assert_eq!(v["window"]["closed_text"], Refusal::Exhausted.as_str());
+        assert_eq!(v["window"]["seconds_left"], serde_json::Value::Null);
+        assert_eq!(v["window"]["failures_left"], 0);
     }
 
     /// Every route is in docs/openapi.yaml, with its method, and the document has no path

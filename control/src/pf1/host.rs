@@ -304,6 +304,28 @@ pub struct HostStats {
     pub dropped_responses: u64,
 }
 
+/// The host's admission state as the operator sees it (`GET /api/status`, `"pf1"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdmissionStatus {
+    /// Whether unpaired clients are refused (`false`: `serve --allow-unpaired`).
+    pub require_pairing: bool,
+    /// The pairing window: open (and for how long), or closed and why; failures used and
+    /// left.
+    pub window: WindowStatus,
+    /// Addresses in the per-address backoff table.
+    pub backoff_addresses: usize,
+    /// Connections not admitted yet (handshake, Hello, PIN prompt, ceremony).
+    pub pending: usize,
+    /// Of [`HostConfig::max_pending`].
+    pub max_pending: usize,
+    /// Admitted connections (streaming slots taken).
+    pub admitted: usize,
+    /// Of [`HostConfig::max_connections`].
+    pub max_connections: usize,
+    /// The counters.
+    pub stats: HostStats,
+}
+
 #[derive(Debug)]
 struct Live {
     params: DataPlaneParams,
@@ -512,6 +534,20 @@ impl HostSession {
     /// The pairing window as the operator sees it.
     pub fn pairing_status(&mut self, now: Instant) -> WindowStatus {
         self.window.status(now)
+    }
+
+    /// The pairing window, backoff table, pools and counters at `now`.
+    pub fn admission_status(&mut self, now: Instant) -> AdmissionStatus {
+        AdmissionStatus {
+            require_pairing: self.config.require_pairing,
+            window: self.window.status(now),
+            backoff_addresses: self.backoff.len(),
+            pending: self.count(Phase::is_pending),
+            max_pending: self.config.max_pending.max(1),
+            admitted: self.count(Phase::is_admitted),
+            max_connections: self.config.max_connections,
+            stats: self.stats,
+        }
     }
 
     /// The fingerprint of a connection's client, once connected.

@@ -61,7 +61,7 @@ pub mod tls;
 pub mod trust;
 
 pub use client::{ClientConfig, ClientEvent, ClientSession, ClientStats, HostPin, HostTrust};
-pub use host::{HostConfig, HostEvent, HostSession, HostStats, SessionOffer};
+pub use host::{AdmissionStatus, HostConfig, HostEvent, HostSession, HostStats, SessionOffer};
 pub use message::{Codec, CodecSet, FecScheme, GoodbyeReason, Mode};
 pub use pairing::Pin;
 pub use tls::{DATA_KEY_LABEL, DATA_KEY_MATERIAL_LEN, Fingerprint, Identity};

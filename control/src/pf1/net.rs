@@ -22,7 +22,7 @@ use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::time::{Duration, Instant};
 
 use super::client::{ClientEvent, ClientSession};
-use super::host::{HostEvent, HostSession, SessionOffer};
+use super::host::{AdmissionStatus, HostEvent, HostSession, SessionOffer};
 use super::message::{LossReport, Mode, Stats};
 use super::pairing::Pin;
 use super::tls::Fingerprint;
@@ -219,6 +219,8 @@ pub enum HostCommand {
     Trust(Fingerprint),
     /// [`HostSession::untrust`].
     Untrust(Fingerprint),
+    /// [`HostSession::admission_status`], answered on the channel.
+    Status(Sender<AdmissionStatus>),
     /// Goodbye to everyone, then return from [`HostDriver::run`] once they are gone.
     Shutdown,
 }
@@ -252,6 +254,18 @@ impl<C> Handle<C> {
 
 /// Commands for a [`HostDriver`].
 pub type HostHandle = Handle<HostCommand>;
+
+impl Handle<HostCommand> {
+    /// Asks the driver for [`HostSession::admission_status`]; waits up to `wait` for the
+    /// answer (blocking). `None` if the driver has stopped or did not answer in time.
+    pub fn admission_status(&self, wait: Duration) -> Option<AdmissionStatus> {
+        let (tx, rx) = mpsc::channel();
+        if !self.send(HostCommand::Status(tx)) {
+            return None;
+        }
+        rx.recv_timeout(wait).ok()
+    }
+}
 
 /// Drives a [`HostSession`] over a UDP socket (`punktfunk serve`'s pf1 listener).
 pub struct HostDriver {
@@ -363,6 +377,11 @@ fn apply_host(s: &mut HostSession, now: Instant, cmd: HostCommand) -> Result<(),
         }
         HostCommand::Untrust(fp) => {
             s.untrust(&fp);
+            Ok(())
+        }
+        HostCommand::Status(reply) => {
+            // The asker may have given up waiting.
+            let _ = reply.send(s.admission_status(now));
             Ok(())
         }
         HostCommand::Shutdown => Ok(()),

@@ -334,6 +334,55 @@ mod tests {
     }
 
     #[test]
+    fn key_state_is_published_and_stale_keys_are_refused() {
+        let config = Pf1SenderConfig {
+            key_packet_limit: 20,
+            key_update_percent: 50,
+            ..Default::default()
+        };
+        let key = |g| DataKey::from_key_material(&material()).with_generation(g);
+        let feedback = Arc::new(Pf1Feedback::default());
+        let mut stage = Pf1PacketizeStage::new(config, key(0))
+            .unwrap()
+            .with_feedback(feedback.clone());
+        let pool = FramePool::new(4, stage.max_output(5000)).unwrap();
+        let control = PipelineControl::default();
+        let mut cx = StageContext::new(crate::pipeline::StageId::Fec, &pool, &control);
+        let mut out: Vec<FrameBuf> = Vec::new();
+        let mut send = |stage: &mut Pf1PacketizeStage, out: &mut Vec<FrameBuf>| {
+            // 4 data shards + 1 parity: 5 datagrams a frame.
+            let mut f = pool.take().unwrap();
+            f.fill_from(&[3; 5000]).unwrap();
+            stage.process(f, out, &mut cx).unwrap();
+            out.clear();
+        };
+        send(&mut stage, &mut out);
+        assert_eq!(feedback.key_datagrams(), (5, 0));
+        assert!(!feedback.key_update_due());
+        send(&mut stage, &mut out);
+        assert!(feedback.key_update_due(), "10 of 20 sealed");
+        // The same generation again would restart packet numbers under it: refused.
+        feedback.offer_key(key(0));
+        send(&mut stage, &mut out);
+        assert_eq!(feedback.stale_keys(), 1);
+        assert_eq!((feedback.key_generation(), feedback.rotations()), (0, 0));
+        send(&mut stage, &mut out);
+        assert_eq!(feedback.key_datagrams(), (20, 0));
+        // At the limit the frame is refused (and counted), never sealed past it.
+        send(&mut stage, &mut out);
+        assert_eq!(feedback.key_exhausted(), 1);
+        assert_eq!(stage.stats().rejected, 1);
+        assert!(control.keyframe().take(), "a keyframe is asked for");
+        // The next generation: the following frame seals under it from packet number 0.
+        feedback.offer_key(key(1));
+        send(&mut stage, &mut out);
+        assert_eq!(feedback.key_generation(), 1);
+        assert_eq!(feedback.rotations(), 1);
+        assert_eq!(feedback.key_datagrams(), (5, 20));
+        assert!(!feedback.key_update_due());
+    }
+
+    #[test]
     fn pool_miss_and_oversized_frames_are_counted_not_fatal() {
         let key = DataKey::from_key_material(&material());
         let mut stage = Pf1PacketizeStage::new(Pf1SenderConfig::default(), key).unwrap();

@@ -1919,3 +1919,110 @@ fn a_client_that_never_acknowledges_is_ended_before_the_limit_is_passed() {
     // The frames refused at the limit used up their ids: the receiver saw them lost.
     assert!(r.out.lost > 0);
 }
+
+/// A host that breaks the key-update rules (a raw QUIC server speaking the control protocol):
+/// the client installs and acknowledges the next generation only, and ends the session on a
+/// skipped generation or a second update while one is unacknowledged.
+#[test]
+fn a_client_refuses_out_of_order_key_updates() {
+    use punktfunk_control::pf1::message::Welcome;
+    let run = |updates: &[u32], install: bool| -> (Sim, Vec<Message>) {
+        let (hid, cid) = ids();
+        let mut sim = Sim::new(31, Impairment::clean());
+        sim.add(HOST, Node::Raw(Box::new(RawPeer::server(&hid, 9))));
+        let client = ClientSession::connect(client_config(&cid, 2), sim.now, addr(HOST)).unwrap();
+        sim.add(CLIENT, Node::Client(Box::new(client)));
+        assert!(
+            sim.run_until(LONG, |s| !s.nodes.iter().all(|(_, n)| match n {
+                Node::Raw(r) => r.rx.is_empty(),
+                _ => true,
+            }))
+        );
+        sim.raw().write(&frame(&Message::Welcome(Welcome {
+            session_id: 77,
+            codec: Codec::H264,
+            fec: FecScheme::Gf16Leopard,
+            parity_percent: 20,
+            shard_payload: 1200,
+            data_port: 47910,
+            mode: MODE,
+            key_epoch: 0,
+            exporter_label: String::from_utf8_lossy(tls::DATA_KEY_LABEL).into_owned(),
+        })));
+        assert!(sim.run_until(LONG, |s| client_has(s, |e| matches!(
+            e,
+            ClientEvent::Welcome(_)
+        ))));
+        sim.client().start(50010).unwrap();
+        for &g in updates {
+            sim.raw()
+                .write(&frame(&Message::KeyUpdate { generation: g }));
+        }
+        sim.run_for(Duration::from_secs(1));
+        if install {
+            let gens: Vec<u32> = sim
+                .client_log
+                .iter()
+                .filter_map(|e| match e {
+                    ClientEvent::KeyUpdate { generation, .. } => Some(*generation),
+                    _ => None,
+                })
+                .collect();
+            for g in gens {
+                sim.client().key_installed(g).unwrap();
+            }
+            sim.run_for(Duration::from_secs(1));
+        }
+        let mut d = FrameDecoder::new();
+        d.push(&std::mem::take(&mut sim.raw().rx));
+        let mut got = Vec::new();
+        while let Ok(Some(m)) = d.next_message() {
+            got.push(m);
+        }
+        (sim, got)
+    };
+    let key_updates = |sim: &Sim| {
+        sim.client_log
+            .iter()
+            .filter(|e| matches!(e, ClientEvent::KeyUpdate { .. }))
+            .count()
+    };
+    let violation = |sim: &Sim| {
+        client_has(sim, |e| {
+            matches!(e, ClientEvent::Closed(c) if !c.by_peer
+                && c.reason == GoodbyeReason::ProtocolViolation
+                && c.text.contains("KeyUpdate"))
+        })
+    };
+
+    // In order: generation 1 installed, acknowledged, then 2.
+    let (mut sim, got) = run(&[1], true);
+    assert_eq!(key_updates(&sim), 1);
+    assert!(
+        got.contains(&Message::KeyUpdateAck { generation: 1 }),
+        "{got:?}"
+    );
+    assert_eq!(sim.client().key_generation(), (1, None));
+    assert_eq!(sim.client().stats().key_updates, 1);
+    assert!(sim.client().key_installed(1).is_err(), "acknowledged once");
+    assert!(!sim.client().is_closed());
+
+    // A skipped generation.
+    let (mut sim, got) = run(&[2], false);
+    assert_eq!(key_updates(&sim), 0);
+    assert!(violation(&sim), "{:?}", sim.client_log);
+    assert_eq!(sim.client().stats().unexpected_messages, 1);
+    assert!(
+        !got.iter()
+            .any(|m| matches!(m, Message::KeyUpdateAck { .. }))
+    );
+
+    // A second update while the first is not acknowledged.
+    let (mut sim, _) = run(&[1, 2], false);
+    assert_eq!(key_updates(&sim), 1);
+    assert!(violation(&sim), "{:?}", sim.client_log);
+    assert!(
+        sim.client().key_installed(1).is_err(),
+        "the session is closed"
+    );
+}

@@ -266,8 +266,8 @@ impl Pf1Media {
             %conn,
             session = s.session_id,
             generation,
-            previous_generation_datagrams = sealed,
-            "punktfunk/1 data key rotated (the sender switches at its next frame)"
+            sealed_under_current_key = sealed,
+            "punktfunk/1 client installed the next data key; the sender switches at its next frame"
         );
         s.feedback
             .offer_key(DataKey::from_key_material(&m).with_generation(generation));

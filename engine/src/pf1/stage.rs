@@ -210,11 +210,22 @@ impl Pf1PacketizeStage {
                 self.sender.set_parity_percent(pct);
             }
             self.sender.set_loss_estimate(loss);
-            if let Some(key) = f.take_key()
-                && let Err(e) = self.sender.update_key(key)
-            {
-                f.stale_keys.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "punktfunk/1 key update refused");
+            if let Some(key) = f.take_key() {
+                match self.sender.update_key(key) {
+                    Ok(()) => {
+                        let st = self.sender.stats();
+                        tracing::info!(
+                            generation = st.key_generation,
+                            previous_generation_datagrams = st.previous_key_datagrams,
+                            rotations = st.key_updates,
+                            "punktfunk/1 data key switched at a frame boundary"
+                        );
+                    }
+                    Err(e) => {
+                        f.stale_keys.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(error = %e, "punktfunk/1 key update refused");
+                    }
+                }
             }
         }
         // A frame of another mode than the last one starts the new mode.

@@ -27,7 +27,6 @@ use punktfunk_engine::io::{Caps, ReceiveConfig, UdpReceiver};
 use punktfunk_engine::pf1::{DataKey, KEY_MATERIAL_LEN, Pf1Event, Pf1Receiver, Pf1ReceiverConfig};
 
 use super::KeyMaterial;
-
 use super::message::LossReport;
 use super::net::{ClientCommand, ClientHandle};
 

@@ -403,6 +403,7 @@ pub fn run_blocking(opts: ServeOptions) -> Result<(), ServeError> {
                     bind: stream_bind,
                     send: host.tuning().send.clone(),
                     bitrate_kbps: host.tuning().video.bitrate_kbps,
+                    ..o.media
                 };
                 let l = Listener::start(host.state_dir(), o)?;
                 host.set_pf1(l.handle());

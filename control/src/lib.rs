@@ -11,6 +11,8 @@
 //!   mDNS, `punktfunk serve` and the CLI client of the management API.
 //! * [`pf1`]: punktfunk/1, the native protocol: a sans-IO QUIC control plane (quinn-proto),
 //!   PIN pairing, renegotiation, and blocking UDP drivers for host and client.
+//! * [`pairing_window`] decides: the operator-armed PIN window (failure budget, expiry) and
+//!   per-address backoff that both protocols' pairing goes through.
 //! * [`tune`]: `punktfunk tune`.
 //!
 //! What it deliberately does not do: move media. Frames, FEC and sockets for media belong to
@@ -38,6 +40,7 @@ pub mod gamestream;
 pub mod host;
 pub mod input;
 pub mod media;
+pub mod pairing_window;
 pub mod pf1;
 pub mod stream;
 pub mod tune;

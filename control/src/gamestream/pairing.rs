@@ -1,5 +1,6 @@
-//! The GameStream pairing state machine: all `/pair` phases (protocol map §1.5), the
-//! operator's PIN window, several waiting clients, sans IO.
+//! The GameStream pairing state machine: all `/pair` phases (described in
+//! docs/gamestream-host.md, "Pairing"), the operator's PIN window, several waiting clients,
+//! sans IO.
 //!
 //! ```text
 //!  client                                   host (this machine)
@@ -1022,7 +1023,7 @@ pub(crate) mod tests {
         );
     }
 
-    /// A client written from the protocol description (§1.5), the way Moonlight does it.
+    /// A client written from the protocol description, the way Moonlight does it.
     pub(crate) struct TestClient {
         cert: Certificate,
         key: RsaKeyPair,

@@ -166,6 +166,7 @@ def test_wrong_pins_close_the_window_until_the_operator_rearms(host: Host, clien
     assert host.api("GET", "/api/pairing")["stats"]["refused_closed"] >= 1
     assert host.api("GET", "/api/clients") == []
     assert "closed after too many wrong PINs" in host.cli("pairing").stdout
+    assert "pairing window closed after too many wrong PINs" in host.log()
     # The operator re-arms; the right PIN pairs.
     cp = host.cli("pin", "5678", "--name", "after the storm")
     assert cp.returncode == 0, cp

@@ -40,7 +40,7 @@ use crate::gamestream::nvhttp::{
     self as decide_nvhttp, Action, Connection, HostInfo, Reply, Transport,
 };
 use crate::gamestream::pairing::{
-    Pairing, PairingError, PairingEvent, PairingStatus, PinArmed, Ticket,
+    Pairing, PairingError, PairingEvent, PairingStats, PairingStatus, PinArmed, Ticket,
 };
 use crate::gamestream::session::{SessionError, SessionManager};
 use crate::gamestream::xml::Xml;
@@ -92,9 +92,16 @@ struct PairingWaiters {
     outcome: Vec<(Ticket, oneshot::Sender<PinOutcome>)>,
 }
 
+/// How often refused pairing requests are summed up in the log, at most.
+const REFUSAL_SUMMARY_EVERY: Duration = Duration::from_secs(10);
+
 struct PairingHost {
     machine: Pairing,
     waiters: PairingWaiters,
+    /// The counters as last logged.
+    logged: PairingStats,
+    /// When refusals were last summed up.
+    last_summary: Option<Instant>,
 }
 
 impl PairingHost {
@@ -137,6 +144,39 @@ impl PairingHost {
                     self.resolve(ticket, PinOutcome::Failed(error.to_string()));
                 }
             }
+        }
+        self.log_counters(Instant::now());
+    }
+
+    /// Logs a closed window at once, and refused requests as one summary line at most every
+    /// [`REFUSAL_SUMMARY_EVERY`] (each refusal is only a debug line: a flood of them must
+    /// not flood the log).
+    fn log_counters(&mut self, now: Instant) {
+        let s = self.machine.stats();
+        if s.windows_exhausted > self.logged.windows_exhausted {
+            tracing::warn!(
+                "pairing window closed after too many wrong PINs: new pairings are refused \
+                 until you run `punktfunk pin PIN` (or `punktfunk pairing --close`)"
+            );
+            self.logged.windows_exhausted = s.windows_exhausted;
+        }
+        let refused = |x: &PairingStats| {
+            x.refused_backoff + x.refused_closed + x.refused_busy + x.refused_malformed
+        };
+        let due = self
+            .last_summary
+            .is_none_or(|t| now.saturating_duration_since(t) >= REFUSAL_SUMMARY_EVERY);
+        if refused(&s) > refused(&self.logged) && due {
+            let l = self.logged;
+            tracing::info!(
+                backing_off = s.refused_backoff - l.refused_backoff,
+                window_closed = s.refused_closed - l.refused_closed,
+                busy = s.refused_busy - l.refused_busy,
+                malformed = s.refused_malformed - l.refused_malformed,
+                "pairing requests refused since the last summary"
+            );
+            self.logged = s;
+            self.last_summary = Some(now);
         }
     }
 
@@ -211,6 +251,8 @@ impl NvHttp {
             pairing: Mutex::new(PairingHost {
                 machine: pairing,
                 waiters: PairingWaiters::default(),
+                logged: PairingStats::default(),
+                last_summary: None,
             }),
             clients,
             sessions,

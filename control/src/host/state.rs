@@ -210,7 +210,8 @@ pub struct Settings {
     /// Management API address (default 127.0.0.1:base+1).
     #[serde(default)]
     pub management_addr: Option<SocketAddr>,
-    /// How long a client waits for the PIN (default 120 s).
+    /// How long a client waits for the PIN, and how long a PIN armed with `punktfunk pin`
+    /// stays valid (default 120 s).
     #[serde(default)]
     pub pin_timeout_secs: Option<u64>,
     /// Apps besides the desktop.

@@ -422,6 +422,8 @@ pub fn reconfigure_once() -> (f64, f64) {
         .expect("loopback UDP socket");
     let mut opts = ListenerOptions::new(port);
     opts.bind = Some(std::net::IpAddr::from([127, 0, 0, 1]));
+    // A loopback measurement with a throw-away client that sends no input.
+    opts.allow_unpaired = true;
     let state = StateDir::open(dir.join("host")).expect("state dir");
     let listener = Listener::start(&state, opts).expect("pf1 listener");
     let stats = dir.join("stats.json");

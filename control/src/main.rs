@@ -55,8 +55,12 @@ enum Command {
         /// Do not run the punktfunk/1 listener.
         #[arg(long)]
         no_pf1: bool,
-        /// punktfunk/1: refuse clients that are not paired (they can pair with --pair).
+        /// punktfunk/1: also stream to clients that are NOT paired (labs only; logged as a
+        /// warning; their input is dropped all the same). Default: pairing required.
         #[arg(long)]
+        allow_unpaired: bool,
+        /// Accepted for old scripts: pairing is required by default now.
+        #[arg(long, hide = true, conflicts_with = "allow_unpaired")]
         require_pairing: bool,
     },
     /// Connect to a punktfunk/1 host and receive its stream (the reference client).
@@ -94,19 +98,25 @@ enum Command {
     },
     /// Enter the PIN a pairing Moonlight client shows: arms the pairing window with it and
     /// gives it to the waiting client (with nobody waiting: to the next client that pairs).
-    /// With --pf1, arm a PIN for the next punktfunk/1 client.
+    /// With --pf1, open the punktfunk/1 pairing window: one client may pair with the PIN
+    /// printed.
     Pin {
-        /// The 4-digit PIN (with --pf1: 4 to 10 digits of your choice).
-        pin: String,
-        /// Arm the PIN on the punktfunk/1 listener instead.
+        /// The 4-digit PIN (with --pf1: 4 to 10 digits of your choice, or leave it out and the
+        /// host generates one).
+        #[arg(required_unless_present = "pf1")]
+        pin: Option<String>,
+        /// Open the punktfunk/1 pairing window instead.
         #[arg(long)]
         pf1: bool,
+        /// With --pf1: close the pairing window instead of opening it.
+        #[arg(long, requires = "pf1", conflicts_with = "pin")]
+        close: bool,
         /// Name for the client.
         #[arg(long)]
         name: Option<String>,
         /// The waiting pairing to give the PIN to (its id from `punktfunk pairing`); needed
         /// when several clients wait.
-        #[arg(long, value_name = "ID")]
+        #[arg(long, value_name = "ID", conflicts_with = "pf1")]
         to: Option<String>,
         #[command(flatten)]
         api: ApiArgs,
@@ -251,7 +261,8 @@ fn main() -> ExitCode {
             no_mdns,
             pf1_port,
             no_pf1,
-            require_pairing,
+            allow_unpaired,
+            require_pairing: _,
         } => {
             let opts = ServeOptions {
                 state_dir,
@@ -261,7 +272,7 @@ fn main() -> ExitCode {
                 bind,
                 mdns: !no_mdns,
                 pf1_port: (!no_pf1).then_some(pf1_port),
-                require_pairing,
+                allow_unpaired,
             };
             report("serve", serve::run_blocking(opts), |()| ExitCode::SUCCESS)
         }
@@ -298,11 +309,18 @@ fn main() -> ExitCode {
         Command::Pin {
             pin,
             pf1: true,
+            close,
             api,
             ..
         } => report(
             "pin",
-            api_client(&api).and_then(|c| cli::pf1_pin(&c, &pin)),
+            api_client(&api).and_then(|c| {
+                if close {
+                    cli::pf1_close(&c)
+                } else {
+                    cli::pf1_pin(&c, pin.as_deref())
+                }
+            }),
             |text| {
                 print!("{text}");
                 ExitCode::SUCCESS
@@ -312,7 +330,15 @@ fn main() -> ExitCode {
             pin, name, to, api, ..
         } => report(
             "pin",
-            api_client(&api).and_then(|c| cli::pin(&c, &pin, name.as_deref(), to.as_deref())),
+            // clap requires the PIN without --pf1.
+            api_client(&api).and_then(|c| {
+                cli::pin(
+                    &c,
+                    pin.as_deref().unwrap_or_default(),
+                    name.as_deref(),
+                    to.as_deref(),
+                )
+            }),
             |(text, paired)| {
                 print!("{text}");
                 if paired {

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use punktfunk_control::input::wire::{InputEvent, MouseButton};
+use punktfunk_control::pairing_window::Refusal;
 use punktfunk_control::pf1::message::{FrameDecoder, Hello, LossReport, Message, Stats};
 use punktfunk_control::pf1::{
     ClientConfig, ClientEvent, ClientSession, Codec, DATA_KEY_MATERIAL_LEN, FecScheme, Fingerprint,
@@ -377,6 +378,8 @@ struct Sim {
     nodes: Vec<(SocketAddr, Node)>,
     host_log: Vec<HostEvent>,
     client_log: Vec<ClientEvent>,
+    /// The same client events, with the address of the client that reported each.
+    client_log_by: Vec<(SocketAddr, ClientEvent)>,
 }
 
 impl Sim {
@@ -387,6 +390,7 @@ impl Sim {
             nodes: Vec::new(),
             host_log: Vec::new(),
             client_log: Vec::new(),
+            client_log_by: Vec::new(),
         }
     }
 
@@ -450,7 +454,7 @@ impl Sim {
     }
 
     fn collect(&mut self) {
-        for (_, node) in &mut self.nodes {
+        for (a, node) in &mut self.nodes {
             match node {
                 Node::Host(h) => {
                     while let Some(ev) = h.poll_event() {
@@ -459,6 +463,7 @@ impl Sim {
                 }
                 Node::Client(c) => {
                     while let Some(ev) = c.poll_event() {
+                        self.client_log_by.push((*a, ev.clone()));
                         self.client_log.push(ev);
                     }
                 }
@@ -585,12 +590,18 @@ impl Sim {
         self.run_until(d, |_| false);
     }
 
-    fn host_pin(&self) -> Option<Pin> {
-        self.host_log.iter().rev().find_map(|e| match e {
-            HostEvent::PairingPin { pin, .. } => Some(pin.clone()),
+    /// How the client at `at` ended, if it has.
+    fn closed_at(&self, at: SocketAddr) -> Option<&punktfunk_control::pf1::Closed> {
+        self.client_log_by.iter().find_map(|(a, e)| match e {
+            ClientEvent::Closed(c) if *a == at => Some(c),
             _ => None,
         })
     }
+}
+
+/// The PIN the operator arms in the pairing tests.
+fn armed_pin() -> Pin {
+    Pin::parse("135790").unwrap()
 }
 
 fn host_has(sim: &Sim, f: impl Fn(&HostEvent) -> bool) -> bool {
@@ -677,10 +688,11 @@ fn establish(sim: &mut Sim) -> punktfunk_control::pf1::ConnId {
 fn full_session(seed: u64, imp: Impairment) -> (Sim, u64) {
     let (hid, cid) = ids();
     let mut sim = Sim::new(seed, imp);
+    // Paired: input is taken only from paired clients.
     sim.add(
         HOST,
         Node::Host(Box::new(
-            HostSession::new(host_config(&hid, 1), []).unwrap(),
+            HostSession::new(host_config(&hid, 1), [cid.fingerprint()]).unwrap(),
         )),
     );
     let client = ClientSession::connect(client_config(&cid, 2), sim.now, addr(HOST)).unwrap();
@@ -700,7 +712,7 @@ fn full_session(seed: u64, imp: Impairment) -> (Sim, u64) {
     // Hello carried the client's caps.
     assert!(host_has(&sim, |e| matches!(
         e,
-        HostEvent::HelloReceived { hello: Hello { client_name, codecs, requested, .. }, paired: false, .. }
+        HostEvent::HelloReceived { hello: Hello { client_name, codecs, requested, .. }, paired: true, .. }
             if client_name == "sim tv" && codecs.contains(Codec::Hevc) && *requested == MODE
     )));
 
@@ -875,10 +887,10 @@ fn pairing_sim(seed: u64, imp: Impairment, require_pairing: bool) -> (Sim, Ident
     let mut sim = Sim::new(seed, imp);
     let mut hc = host_config(&hid, 1);
     hc.require_pairing = require_pairing;
-    sim.add(
-        HOST,
-        Node::Host(Box::new(HostSession::new(hc, []).unwrap())),
-    );
+    let mut host = HostSession::new(hc, []).unwrap();
+    // The operator opened the pairing window.
+    host.arm_pin(sim.now, armed_pin());
+    sim.add(HOST, Node::Host(Box::new(host)));
     let mut cc = client_config(&cid, 2);
     cc.pair = true;
     let client = ClientSession::connect(cc, sim.now, addr(HOST)).unwrap();
@@ -894,22 +906,23 @@ fn pairing_with_the_right_pin() {
             e,
             ClientEvent::PinNeeded { digits: 6 }
         ))));
-        // The host generated a PIN for this connection, bound to the client's fingerprint.
-        assert!(host_has(&sim, |e| matches!(
-            e,
-            HostEvent::PairingPin { fingerprint, client_name, .. }
-                if *fingerprint == cid.fingerprint() && client_name == "sim tv"
-        )));
-        let pin = sim.host_pin().unwrap();
-        sim.client().pair(pin).unwrap();
+        sim.client().pair(armed_pin()).unwrap();
         assert!(sim.run_until(LONG, |s| client_has(s, |e| matches!(
             e,
             ClientEvent::PairingResult { ok: true }
         ))));
         assert!(host_has(&sim, |e| matches!(
             e,
-            HostEvent::PairingResult { ok: true, fingerprint, .. } if *fingerprint == cid.fingerprint()
+            HostEvent::PairingResult { ok: true, fingerprint, client_name, .. }
+                if *fingerprint == cid.fingerprint() && client_name == "sim tv"
         )));
+        // The window paired one client and is closed now.
+        assert!(host_has(&sim, |e| matches!(
+            e,
+            HostEvent::PairingClosed { why: Refusal::Used }
+        )));
+        let now = sim.now;
+        assert!(!sim.host().has_armed_pin(now));
         assert!(sim.host().is_trusted(&cid.fingerprint()));
         // After pairing the Hello is released, marked paired, and the session proceeds.
         assert!(host_has(&sim, |e| matches!(
@@ -924,20 +937,13 @@ fn pairing_with_the_right_pin() {
 }
 
 #[test]
-fn pairing_with_a_wrong_pin_fails_and_consumes_the_pin() {
+fn a_wrong_pin_fails_counts_against_the_window_and_the_address_backs_off() {
     let (mut sim, _hid, cid) = pairing_sim(2, Impairment::clean(), true);
     assert!(sim.run_until(LONG, |s| client_has(s, |e| matches!(
         e,
         ClientEvent::PinNeeded { .. }
     ))));
-    let right = sim.host_pin().unwrap();
-    let wrong = Pin::parse(if right.as_str() == "000000" {
-        "000001"
-    } else {
-        "000000"
-    })
-    .unwrap();
-    sim.client().pair(wrong).unwrap();
+    sim.client().pair(Pin::parse("000000").unwrap()).unwrap();
     assert!(sim.run_until(LONG, |s| client_has(s, |e| matches!(
         e,
         ClientEvent::Closed(_)
@@ -950,6 +956,7 @@ fn pairing_with_a_wrong_pin_fails_and_consumes_the_pin() {
         e,
         ClientEvent::Closed(c) if c.reason == GoodbyeReason::PairingFailed
     )));
+    // The client detected it first; the host learns of it and counts it.
     assert!(sim.run_until(LONG, |s| host_has(s, |e| matches!(
         e,
         HostEvent::PairingResult { ok: false, .. }
@@ -961,43 +968,137 @@ fn pairing_with_a_wrong_pin_fails_and_consumes_the_pin() {
     )));
     assert_eq!(sim.host().stats().pairing_attempts, 1);
     assert_eq!(sim.host().stats().pairing_failures, 1);
-
-    // A second client (same identity) asking to pair gets a new PIN; the old one is gone.
-    sim.run_for(Duration::from_secs(5));
-    let mut cc = client_config(&cid, 3);
-    cc.pair = true;
-    cc.pin = Some(right.clone());
     let now = sim.now;
-    sim.nodes.retain(|(_, n)| !matches!(n, Node::Client(_)));
-    sim.client_log.clear();
-    sim.add(
-        CLIENT,
-        Node::Client(Box::new(
-            ClientSession::connect(cc, now, addr(HOST)).unwrap(),
-        )),
-    );
-    // The client sends the old PIN straight away: it no longer applies.
-    assert!(sim.run_until(LONG, |s| client_has(s, |e| matches!(
-        e,
-        ClientEvent::Closed(_)
-    ))));
-    let fresh = sim.host_pin().unwrap();
+    let w = sim.host().pairing_status(now);
+    assert_eq!((w.failures, w.failures_left), (1, 2));
+
+    // Straight away, the same address is told to wait (1 s after a first failure).
+    let retry = |sim: &mut Sim, seed: u8, pin: Pin| {
+        let mut cc = client_config(&cid, seed);
+        cc.pair = true;
+        cc.pin = Some(pin);
+        let now = sim.now;
+        sim.nodes.retain(|(_, n)| !matches!(n, Node::Client(_)));
+        sim.client_log.clear();
+        sim.add(
+            CLIENT,
+            Node::Client(Box::new(
+                ClientSession::connect(cc, now, addr(HOST)).unwrap(),
+            )),
+        );
+        assert!(sim.run_until(LONG, |s| client_has(s, |e| matches!(
+            e,
+            ClientEvent::Closed(_) | ClientEvent::PairingResult { ok: true }
+        ))));
+    };
+    retry(&mut sim, 3, armed_pin());
     assert!(client_has(&sim, |e| matches!(
         e,
-        ClientEvent::PairingResult { ok: false }
+        ClientEvent::Closed(c) if c.by_peer && c.reason == GoodbyeReason::RetryLater
+            && c.text.contains("try again in 1 s")
     )));
-    assert!(!sim.host().is_trusted(&cid.fingerprint()));
-    // The fresh PIN (a different draw) was consumed by this wrong attempt too.
-    assert_ne!(fresh, right);
-    assert!(sim.run_until(LONG, |s| {
-        s.host_log
+    assert_eq!(sim.host().stats().refused_backoff, 1);
+    assert_eq!(sim.host().stats().pairing_attempts, 1);
+    // After the wait, the right PIN (the window is still open) pairs.
+    sim.run_for(Duration::from_secs(2));
+    retry(&mut sim, 4, armed_pin());
+    assert!(client_has(&sim, |e| matches!(
+        e,
+        ClientEvent::PairingResult { ok: true }
+    )));
+    assert!(sim.host().is_trusted(&cid.fingerprint()));
+}
+
+/// Issue 7, point 2: many wrong guesses, from one address and from many, never pair; the
+/// third failure closes the window until the operator arms it again; then the operator's
+/// PIN pairs.
+#[test]
+fn pin_guessing_closes_the_window_then_an_armed_pin_pairs() {
+    for many_addresses in [false, true] {
+        let (hid, cid) = ids();
+        let mut sim = Sim::new(21, Impairment::clean());
+        let mut host = HostSession::new(host_config(&hid, 1), []).unwrap();
+        // A long window, so that only the guesses can close it.
+        host.arm_pin(sim.now, armed_pin());
+        sim.add(HOST, Node::Host(Box::new(host)));
+        let evil = Identity::generate("guesser").unwrap();
+        let mut reasons = Vec::new();
+        for i in 0..50u32 {
+            let at: SocketAddr = if many_addresses {
+                format!("10.0.{}.{}:40000", 1 + i / 200, 1 + i % 200)
+            } else {
+                format!("10.0.9.9:{}", 40000 + i)
+            }
+            .parse()
+            .unwrap();
+            // Every guess is wrong (and differs from the last).
+            let mut cc = client_config(&evil, 40 + i as u8);
+            cc.pair = true;
+            cc.pin = Some(Pin::parse(&format!("{:06}", 900_000 + i)).unwrap());
+            let now = sim.now;
+            sim.add(
+                &at.to_string(),
+                Node::Client(Box::new(
+                    ClientSession::connect(cc, now, addr(HOST)).unwrap(),
+                )),
+            );
+            assert!(sim.run_until(LONG, |s| s.closed_at(at).is_some()));
+            reasons.push(sim.closed_at(at).unwrap().reason);
+            sim.nodes
+                .retain(|(a, n)| !(matches!(n, Node::Client(_)) && *a == at));
+            // The guesser keeps a steady pace of one guess a second.
+            sim.run_for(Duration::from_secs(1));
+        }
+        let st = *sim.host().stats();
+        assert_eq!(st.pairing_failures, 3, "{reasons:?} {st:?}");
+        assert_eq!(st.pairings, 0);
+        assert!(!sim.host().is_trusted(&evil.fingerprint()));
+        assert!(host_has(&sim, |e| matches!(
+            e,
+            HostEvent::PairingClosed {
+                why: Refusal::Exhausted
+            }
+        )));
+        let failed = reasons
             .iter()
-            .filter(|e| matches!(e, HostEvent::PairingResult { ok: false, .. }))
-            .count()
-            == 2
-    }));
-    assert_eq!(sim.host().stats().pairing_failures, 2);
-    assert_eq!(sim.host().stats().pairing_attempts, 2);
+            .filter(|r| **r == GoodbyeReason::PairingFailed)
+            .count();
+        let closed = reasons
+            .iter()
+            .filter(|r| **r == GoodbyeReason::PairingClosed)
+            .count();
+        let later = reasons
+            .iter()
+            .filter(|r| **r == GoodbyeReason::RetryLater)
+            .count();
+        assert_eq!(failed, 3, "{reasons:?}");
+        assert_eq!(failed + closed + later, 50, "{reasons:?}");
+        assert!(closed > 0, "{reasons:?}");
+        if many_addresses {
+            assert_eq!(later, 0, "fresh addresses do not back off: {reasons:?}");
+        } else {
+            assert!(later > 0, "one address backs off: {reasons:?}");
+        }
+        let now = sim.now;
+        let w = sim.host().pairing_status(now);
+        assert_eq!(w.state, Err(Refusal::Exhausted));
+
+        // The operator re-arms; the real client types the PIN and pairs.
+        let now = sim.now;
+        sim.host().arm_pin(now, Pin::parse("24680").unwrap());
+        let mut cc = client_config(&cid, 2);
+        cc.pair = true;
+        cc.pin = Some(Pin::parse("24680").unwrap());
+        sim.add(
+            CLIENT,
+            Node::Client(Box::new(
+                ClientSession::connect(cc, now, addr(HOST)).unwrap(),
+            )),
+        );
+        establish(&mut sim);
+        assert!(sim.host().is_trusted(&cid.fingerprint()));
+        assert_eq!(sim.host().stats().pairings, 1);
+    }
 }
 
 #[test]
@@ -1020,11 +1121,7 @@ fn armed_pin_from_the_management_side() {
         e,
         ClientEvent::PairingResult { ok: true }
     ))));
-    // No PIN was generated: the armed one applied, and it is consumed.
-    assert!(!host_has(&sim, |e| matches!(
-        e,
-        HostEvent::PairingPin { .. }
-    )));
+    // The armed PIN applied, and the window is closed after one pairing.
     let now = sim.now;
     assert!(!sim.host().has_armed_pin(now));
     assert!(sim.host().is_trusted(&cid.fingerprint()));
@@ -1037,22 +1134,27 @@ fn expired_pin_fails() {
         e,
         ClientEvent::PinNeeded { .. }
     ))));
-    let pin = sim.host_pin().unwrap();
-    // The user takes longer than the PIN's lifetime (120 s) — the host's setup deadline
-    // ends the connection at the same moment.
+    // The user takes longer than the PIN's lifetime (120 s); the host ends the connection
+    // at the prompt's deadline (60 s) already.
     sim.run_for(Duration::from_secs(121));
-    let _ = sim.client().pair(pin);
+    let _ = sim.client().pair(armed_pin());
     sim.run_for(Duration::from_secs(5));
-    assert!(client_has(&sim, |e| matches!(e, ClientEvent::Closed(_))));
+    assert!(client_has(&sim, |e| matches!(
+        e,
+        ClientEvent::Closed(c) if c.reason == GoodbyeReason::Timeout
+    )));
     assert!(!sim.host().is_trusted(&cid.fingerprint()));
+    let now = sim.now;
+    assert!(!sim.host().has_armed_pin(now), "the window expired");
 }
 
 #[test]
 fn unpaired_client_is_refused_when_pairing_is_required() {
     let (hid, cid) = ids();
     let mut sim = Sim::new(7, Impairment::clean());
-    let mut hc = host_config(&hid, 1);
-    hc.require_pairing = true;
+    // Pairing is required by default.
+    let hc = host_config(&hid, 1);
+    assert!(hc.require_pairing);
     sim.add(
         HOST,
         Node::Host(Box::new(HostSession::new(hc, []).unwrap())),
@@ -1067,6 +1169,7 @@ fn unpaired_client_is_refused_when_pairing_is_required() {
         e,
         ClientEvent::Closed(c) if c.by_peer && c.reason == GoodbyeReason::NotPaired && c.text.contains("paired")
     ))));
+    assert_eq!(sim.host().stats().refused_not_paired, 1);
     assert!(!host_has(&sim, |e| matches!(
         e,
         HostEvent::HelloReceived { .. }
@@ -1102,7 +1205,7 @@ fn pinned_host_certificate() {
     sim.add(
         HOST,
         Node::Host(Box::new(
-            HostSession::new(host_config(&hid, 1), []).unwrap(),
+            HostSession::new(host_config(&hid, 1), [cid.fingerprint()]).unwrap(),
         )),
     );
     let mut cc = client_config(&cid, 2);
@@ -1160,12 +1263,9 @@ fn a_relay_cannot_pair() {
     let (hid, cid) = ids();
     let relay_id = Identity::generate("relay").unwrap();
     let mut sim = Sim::new(11, Impairment::clean());
-    let mut hc = host_config(&hid, 1);
-    hc.require_pairing = true;
-    sim.add(
-        HOST,
-        Node::Host(Box::new(HostSession::new(hc, []).unwrap())),
-    );
+    let mut host = HostSession::new(host_config(&hid, 1), []).unwrap();
+    host.arm_pin(sim.now, armed_pin());
+    sim.add(HOST, Node::Host(Box::new(host)));
     sim.add(
         RELAY_FRONT,
         Node::Relay(Box::new(Relay {
@@ -1187,14 +1287,13 @@ fn a_relay_cannot_pair() {
         e,
         ClientEvent::PinNeeded { .. }
     ))));
-    // The host saw the relay's certificate, not the client's, and shows a PIN for it; the
-    // user types it into the real client.
+    // The host saw the relay's certificate, not the client's; the user types the
+    // operator's PIN into the real client.
     assert!(host_has(&sim, |e| matches!(
         e,
-        HostEvent::PairingPin { fingerprint, .. } if *fingerprint == relay_id.fingerprint()
+        HostEvent::Connected { fingerprint, .. } if *fingerprint == relay_id.fingerprint()
     )));
-    let pin = sim.host_pin().unwrap();
-    sim.client().pair(pin).unwrap();
+    sim.client().pair(armed_pin()).unwrap();
     assert!(sim.run_until(LONG, |s| client_has(s, |e| matches!(
         e,
         ClientEvent::Closed(_)
@@ -1226,17 +1325,18 @@ fn a_relay_cannot_pair() {
 // Hostile input
 
 /// A raw client with its own certificate, connected to a host that does not require
-/// pairing. Returns the sim, after the handshake.
+/// pairing (the lab opt-out, so that it gets past Hello). Returns the sim, after the
+/// handshake.
 fn hostile(seed: u64) -> Sim {
     let (hid, _) = ids();
     let evil = Identity::generate("evil").unwrap();
     let mut sim = Sim::new(seed, Impairment::clean());
-    sim.add(
-        HOST,
-        Node::Host(Box::new(
-            HostSession::new(host_config(&hid, 1), []).unwrap(),
-        )),
-    );
+    let mut hc = host_config(&hid, 1);
+    hc.require_pairing = false;
+    let mut host = HostSession::new(hc, []).unwrap();
+    // An open window, so that the pairing cases reach the ceremony.
+    host.arm_pin(sim.now, armed_pin());
+    sim.add(HOST, Node::Host(Box::new(host)));
     let now = sim.now;
     sim.add(
         EVIL,
@@ -1405,7 +1505,7 @@ fn silent_clients_time_out_and_vanished_clients_are_freed() {
     sim.add(
         HOST,
         Node::Host(Box::new(
-            HostSession::new(host_config(&hid, 1), []).unwrap(),
+            HostSession::new(host_config(&hid, 1), [cid.fingerprint()]).unwrap(),
         )),
     );
     sim.add(
@@ -1432,7 +1532,7 @@ fn connection_limit_and_host_goodbye() {
     let (hid, _) = ids();
     let mut sim = Sim::new(400, Impairment::clean());
     let mut hc = host_config(&hid, 1);
-    hc.max_connections = 1;
+    hc.max_pending = 1;
     sim.add(
         HOST,
         Node::Host(Box::new(HostSession::new(hc, []).unwrap())),
@@ -1454,8 +1554,11 @@ fn connection_limit_and_host_goodbye() {
         Node::Raw(Box::new(RawPeer::client(&b, 6, now, addr(HOST)))),
     );
     sim.run_for(Duration::from_secs(2));
-    assert_eq!(sim.host().stats().refused_connections, 1);
+    // The pending pool holds one: the older, idle connection made room for the newer.
+    assert_eq!(sim.host().stats().evicted_pending, 1);
+    assert_eq!(sim.host().stats().refused_connections, 0);
     assert_eq!(sim.host().connections().len(), 1);
+    assert!(closed_with(&sim, GoodbyeReason::Busy));
 
     // Host shutdown: Goodbye to everyone.
     let now = sim.now;
@@ -1488,7 +1591,7 @@ fn commands_in_the_wrong_phase_are_errors() {
     sim.add(
         HOST,
         Node::Host(Box::new(
-            HostSession::new(host_config(&hid, 1), []).unwrap(),
+            HostSession::new(host_config(&hid, 1), [cid.fingerprint()]).unwrap(),
         )),
     );
     sim.add(
@@ -1516,4 +1619,355 @@ fn commands_in_the_wrong_phase_are_errors() {
     assert!(sim.host().accept(now, conn, bad).is_err());
     sim.host().accept(now, conn, offer()).unwrap();
     assert!(sim.host().accept(now, conn, offer()).is_err());
+}
+
+// ---------------------------------------------------------------------------------------
+// Admission (issue 7, points 1 and 4)
+
+/// Adds a client at `at` that asks to pair and then waits at the PIN prompt.
+fn park(sim: &mut Sim, at: SocketAddr, seed: u8) {
+    let id = Identity::generate("parked").unwrap();
+    let mut cc = client_config(&id, seed);
+    cc.pair = true;
+    let now = sim.now;
+    sim.add(
+        &at.to_string(),
+        Node::Client(Box::new(
+            ClientSession::connect(cc, now, addr(HOST)).unwrap(),
+        )),
+    );
+}
+
+fn pin_prompts(sim: &Sim) -> usize {
+    sim.client_log
+        .iter()
+        .filter(|e| matches!(e, ClientEvent::PinNeeded { .. }))
+        .count()
+}
+
+/// More clients parked at the PIN prompt than the pending pool holds, yet a paired client
+/// connects and streams; an unpaired one is told "not paired"; parked ones are told
+/// "pairing closed" when the operator closes the window, and time out at the prompt.
+#[test]
+fn parked_pairings_do_not_lock_out_paired_clients() {
+    let (hid, cid) = ids();
+    let mut sim = Sim::new(600, Impairment::clean());
+    let mut host = HostSession::new(host_config(&hid, 1), [cid.fingerprint()]).unwrap();
+    host.arm_pin(sim.now, armed_pin());
+    sim.add(HOST, Node::Host(Box::new(host)));
+    let parked: Vec<SocketAddr> = (1..=20)
+        .map(|i| format!("10.0.2.{i}:40000").parse().unwrap())
+        .collect();
+    for (i, at) in parked.iter().enumerate() {
+        park(&mut sim, *at, 100 + i as u8);
+        assert!(sim.run_until(LONG, |s| pin_prompts(s) == i + 1));
+    }
+    // 16 pending slots: the 4 oldest were evicted with a true reason.
+    assert_eq!(sim.host().stats().evicted_pending, 4);
+    for at in &parked[..4] {
+        let c = sim.closed_at(*at).unwrap();
+        assert_eq!(c.reason, GoodbyeReason::Busy, "{c}");
+    }
+    assert!(parked[4..].iter().all(|a| sim.closed_at(*a).is_none()));
+
+    // The paired client still gets in and streams (first in the node list, so that
+    // `establish` drives it).
+    let client = ClientSession::connect(client_config(&cid, 2), sim.now, addr(HOST)).unwrap();
+    sim.nodes
+        .insert(1, (addr(CLIENT), Node::Client(Box::new(client))));
+    establish(&mut sim);
+    // Making room for it evicted one more parked client.
+    assert_eq!(sim.host().stats().evicted_pending, 5);
+
+    // A stranger without pairing is told so.
+    let stranger: SocketAddr = "10.0.3.1:40000".parse().unwrap();
+    let now = sim.now;
+    let sid = Identity::generate("stranger").unwrap();
+    sim.add(
+        &stranger.to_string(),
+        Node::Client(Box::new(
+            ClientSession::connect(client_config(&sid, 77), now, addr(HOST)).unwrap(),
+        )),
+    );
+    assert!(sim.run_until(LONG, |s| s.closed_at(stranger).is_some()));
+    assert_eq!(
+        sim.closed_at(stranger).unwrap().reason,
+        GoodbyeReason::NotPaired
+    );
+
+    // The operator closes the window: everyone at the prompt is told "pairing closed".
+    let now = sim.now;
+    sim.host().disarm_pin(now);
+    assert!(sim.run_until(LONG, |s| parked.iter().all(|a| s.closed_at(*a).is_some())));
+    for at in &parked[5..] {
+        let c = sim.closed_at(*at).unwrap();
+        assert_eq!(c.reason, GoodbyeReason::PairingClosed, "{c}");
+        assert!(c.text.contains("closed by the operator"), "{c}");
+    }
+    // Asking to pair now is refused with the same reason.
+    let late: SocketAddr = "10.0.3.2:40000".parse().unwrap();
+    park(&mut sim, late, 78);
+    assert!(sim.run_until(LONG, |s| s.closed_at(late).is_some()));
+    assert_eq!(
+        sim.closed_at(late).unwrap().reason,
+        GoodbyeReason::PairingClosed
+    );
+    // The stream is unaffected.
+    assert!(!host_has(&sim, |e| matches!(
+        e,
+        HostEvent::Closed { conn, .. } if Some(*conn) == hello_conn(&sim)
+    )));
+
+    // Re-armed, parked clients expire at the prompt's deadline (60 s).
+    let now = sim.now;
+    sim.host().arm_pin(now, armed_pin());
+    let waiting: Vec<SocketAddr> = (1..=3)
+        .map(|i| format!("10.0.4.{i}:40000").parse().unwrap())
+        .collect();
+    let prompts = pin_prompts(&sim);
+    for (i, at) in waiting.iter().enumerate() {
+        park(&mut sim, *at, 90 + i as u8);
+    }
+    assert!(sim.run_until(LONG, |s| pin_prompts(s) == prompts + 3));
+    let expired = sim.host().stats().expired_pending;
+    assert!(sim.run_until(Duration::from_secs(90), |s| {
+        waiting.iter().all(|a| s.closed_at(*a).is_some())
+    }));
+    for at in &waiting {
+        assert_eq!(sim.closed_at(*at).unwrap().reason, GoodbyeReason::Timeout);
+    }
+    assert_eq!(sim.host().stats().expired_pending, expired + 3);
+}
+
+/// Streaming slots are counted apart: with every one taken, a paired client is told
+/// "busy" (not "protocol violation").
+#[test]
+fn a_full_host_says_busy() {
+    let (hid, cid) = ids();
+    let other = Identity::generate("second").unwrap();
+    let mut sim = Sim::new(700, Impairment::clean());
+    let mut hc = host_config(&hid, 1);
+    hc.max_connections = 1;
+    sim.add(
+        HOST,
+        Node::Host(Box::new(
+            HostSession::new(hc, [cid.fingerprint(), other.fingerprint()]).unwrap(),
+        )),
+    );
+    sim.add(
+        CLIENT,
+        Node::Client(Box::new(
+            ClientSession::connect(client_config(&cid, 2), sim.now, addr(HOST)).unwrap(),
+        )),
+    );
+    establish(&mut sim);
+    let second: SocketAddr = "10.0.5.1:40000".parse().unwrap();
+    let now = sim.now;
+    sim.add(
+        &second.to_string(),
+        Node::Client(Box::new(
+            ClientSession::connect(client_config(&other, 3), now, addr(HOST)).unwrap(),
+        )),
+    );
+    assert!(sim.run_until(LONG, |s| s.closed_at(second).is_some()));
+    let c = sim.closed_at(second).unwrap();
+    assert_eq!(c.reason, GoodbyeReason::Busy, "{c}");
+    assert!(c.by_peer);
+    assert_eq!(sim.host().stats().refused_busy, 1);
+}
+
+/// Input is taken from paired clients only, whatever `require_pairing` says: under the
+/// lab opt-out an unpaired client streams, but its input is dropped and counted; once the
+/// operator trusts it, its input flows, and after unpairing it stops again.
+#[test]
+fn input_from_unpaired_clients_is_dropped_even_when_they_may_stream() {
+    let (hid, cid) = ids();
+    let mut sim = Sim::new(800, Impairment::clean());
+    let mut hc = host_config(&hid, 1);
+    hc.require_pairing = false;
+    sim.add(
+        HOST,
+        Node::Host(Box::new(HostSession::new(hc, []).unwrap())),
+    );
+    sim.add(
+        CLIENT,
+        Node::Client(Box::new(
+            ClientSession::connect(client_config(&cid, 2), sim.now, addr(HOST)).unwrap(),
+        )),
+    );
+    establish(&mut sim);
+    assert!(host_has(&sim, |e| matches!(
+        e,
+        HostEvent::HelloReceived { paired: false, .. }
+    )));
+    let inputs = |sim: &Sim| {
+        sim.host_log
+            .iter()
+            .filter(|e| matches!(e, HostEvent::Input { .. }))
+            .count()
+    };
+    let send = |sim: &mut Sim| {
+        for i in 0..5 {
+            sim.client()
+                .send_input(&InputEvent::MouseMove { dx: i, dy: 0 })
+                .unwrap();
+        }
+        sim.run_for(Duration::from_secs(1));
+    };
+    send(&mut sim);
+    assert_eq!(inputs(&sim), 0);
+    assert_eq!(sim.host().stats().unpaired_input_datagrams, 5);
+    sim.host().trust(cid.fingerprint());
+    send(&mut sim);
+    assert_eq!(inputs(&sim), 5);
+    sim.host().untrust(&cid.fingerprint());
+    send(&mut sim);
+    assert_eq!(inputs(&sim), 5);
+    assert_eq!(sim.host().stats().unpaired_input_datagrams, 10);
+}
+
+/// One ceremony at a time: a second client sending PairStart while another ceremony runs
+/// is told "busy", so parallel connections cannot test more PINs than the budget allows.
+#[test]
+fn concurrent_ceremonies_are_refused() {
+    let (hid, _) = ids();
+    let mut sim = Sim::new(900, Impairment::clean());
+    let mut host = HostSession::new(host_config(&hid, 1), []).unwrap();
+    host.arm_pin(sim.now, armed_pin());
+    sim.add(HOST, Node::Host(Box::new(host)));
+    let addrs: Vec<SocketAddr> = (1..=4)
+        .map(|i| format!("10.0.6.{i}:40000").parse().unwrap())
+        .collect();
+    for (i, at) in addrs.iter().enumerate() {
+        let id = Identity::generate("racer").unwrap();
+        let mut cc = client_config(&id, 50 + i as u8);
+        cc.pair = true;
+        cc.pin = Some(Pin::parse(&format!("{:06}", 100 + i)).unwrap());
+        let now = sim.now;
+        sim.add(
+            &at.to_string(),
+            Node::Client(Box::new(
+                ClientSession::connect(cc, now, addr(HOST)).unwrap(),
+            )),
+        );
+    }
+    assert!(sim.run_until(LONG, |s| addrs.iter().all(|a| s.closed_at(*a).is_some())));
+    assert!(sim.run_until(LONG, |s| host_has(s, |e| matches!(
+        e,
+        HostEvent::PairingResult { ok: false, .. }
+    ))));
+    let st = *sim.host().stats();
+    // All four arrived together: one ceremony ran, the others were refused before any
+    // SPAKE2 reply (so they tested no PIN).
+    assert_eq!(st.pairing_attempts, 4, "{st:?}");
+    assert_eq!(st.refused_concurrent_pairing, 3, "{st:?}");
+    assert_eq!(st.pairing_failures, 1, "{st:?}");
+    let busy = addrs
+        .iter()
+        .filter(|a| sim.closed_at(**a).unwrap().reason == GoodbyeReason::Busy)
+        .count();
+    assert_eq!(busy, 3);
+}
+
+/// The host detects failed ceremonies itself, without the client's help: a client that
+/// sends PairStart and then never confirms (it could check its guess against the host's
+/// reply and walk away), and one that confirms with a forged MAC, each spend one failure of
+/// the window's budget and make the address back off.
+#[test]
+fn failed_ceremonies_are_detected_host_side() {
+    use punktfunk_control::pf1::pairing::{ClientPairing, PairingContext};
+    for forge in [false, true] {
+        let mut sim = hostile(950 + u64::from(forge));
+        let ctx = PairingContext {
+            client_fp: [1; 32],
+            host_fp: [2; 32],
+            channel_binding: [3; 32],
+        };
+        let mut rng = ChaCha20Rng::seed_from_u64(950);
+        // Even the right PIN fails: the context is not this TLS session's.
+        let (_abandoned, spake) = ClientPairing::start(&armed_pin(), ctx, &mut rng);
+        let mut bytes = [frame(&hello(true)), frame(&Message::PairStart { spake })].concat();
+        if forge {
+            bytes.extend(frame(&Message::PairConfirm { mac: [0x5a; 32] }));
+        }
+        sim.raw().write(&bytes);
+        assert!(sim.run_until(LONG, |s| host_has(s, |e| matches!(
+            e,
+            HostEvent::PairingResult { ok: false, .. }
+        ))));
+        let reason = if forge {
+            GoodbyeReason::PairingFailed
+        } else {
+            GoodbyeReason::Timeout
+        };
+        assert!(closed_with(&sim, reason), "{:?}", sim.host_log);
+        let st = *sim.host().stats();
+        assert_eq!((st.pairing_attempts, st.pairing_failures), (1, 1));
+        let now = sim.now;
+        let w = sim.host().pairing_status(now);
+        assert_eq!((w.failures, w.failures_left), (1, 2));
+        let evil = sim
+            .host_log
+            .iter()
+            .find_map(|e| match e {
+                HostEvent::Connected { fingerprint, .. } => Some(*fingerprint),
+                _ => None,
+            })
+            .unwrap();
+        assert!(!sim.host().is_trusted(&evil));
+    }
+}
+
+/// A client that pairs takes the last free streaming slot (the slot it is about to take is
+/// not counted against it); with none free it is paired but told "busy".
+#[test]
+fn pairing_takes_the_last_free_slot() {
+    for occupied in [false, true] {
+        let (hid, cid) = ids();
+        let first = Identity::generate("first").unwrap();
+        let mut sim = Sim::new(1000, Impairment::clean());
+        let mut hc = host_config(&hid, 1);
+        hc.max_connections = 1;
+        let mut host = HostSession::new(hc, [first.fingerprint()]).unwrap();
+        host.arm_pin(sim.now, armed_pin());
+        sim.add(HOST, Node::Host(Box::new(host)));
+        if occupied {
+            sim.add(
+                CLIENT,
+                Node::Client(Box::new(
+                    ClientSession::connect(client_config(&first, 2), sim.now, addr(HOST)).unwrap(),
+                )),
+            );
+            establish(&mut sim);
+        }
+        let at: SocketAddr = "10.0.7.1:40000".parse().unwrap();
+        let mut cc = client_config(&cid, 3);
+        cc.pair = true;
+        cc.pin = Some(armed_pin());
+        let now = sim.now;
+        sim.add(
+            &at.to_string(),
+            Node::Client(Box::new(
+                ClientSession::connect(cc, now, addr(HOST)).unwrap(),
+            )),
+        );
+        assert!(sim.run_until(LONG, |s| {
+            s.client_log_by
+                .iter()
+                .any(|(a, e)| *a == at && matches!(e, ClientEvent::PairingResult { ok: true }))
+        }));
+        assert!(sim.host().is_trusted(&cid.fingerprint()));
+        if occupied {
+            assert!(sim.run_until(LONG, |s| s.closed_at(at).is_some()));
+            assert_eq!(sim.closed_at(at).unwrap().reason, GoodbyeReason::Busy);
+            assert_eq!(sim.host().stats().pairing_failures, 0);
+        } else {
+            assert!(sim.run_until(LONG, |s| host_has(s, |e| matches!(
+                e,
+                HostEvent::HelloReceived { paired: true, .. }
+            ))));
+            sim.run_for(Duration::from_secs(1));
+            assert!(sim.closed_at(at).is_none());
+        }
+    }
 }

@@ -26,7 +26,8 @@ fn stream(inject_loss: f64, pair: bool) -> serde_json::Value {
     let host_state = StateDir::open(dir.join("host")).unwrap();
     let mut opts = ListenerOptions::new(free_udp_port());
     opts.bind = Some("127.0.0.1".parse().unwrap());
-    opts.require_pairing = pair;
+    // Unpaired runs use the lab opt-out (serve --allow-unpaired).
+    opts.allow_unpaired = !pair;
     let listener = Listener::start(&host_state, opts).unwrap();
     let pin = Pin::parse("4242").unwrap();
     if pair {
@@ -99,4 +100,37 @@ fn fec_carries_the_stream_through_5_percent_loss() {
         json["frames_recovered_by_fec"].as_u64().unwrap() > 0,
         "{json}"
     );
+}
+
+/// The default listener streams to paired clients only: an unpaired client is told "not
+/// paired", and one that asks to pair while the operator has opened no window is told
+/// "pairing closed". Neither gets a session.
+#[test]
+fn default_listener_refuses_unpaired_clients() {
+    let dir = tempdir();
+    let host_state = StateDir::open(dir.join("host")).unwrap();
+    let mut opts = ListenerOptions::new(free_udp_port());
+    opts.bind = Some("127.0.0.1".parse().unwrap());
+    let listener = Listener::start(&host_state, opts).unwrap();
+    let connect = |pair: Option<Option<Pin>>| {
+        run(ConnectOptions {
+            host: listener.local_addr().to_string(),
+            state_dir: StateDir::open(dir.join("client")).unwrap(),
+            pair,
+            mode: Mode::new(320, 192, 30),
+            remode: None,
+            name: "stranger".into(),
+            duration: Duration::from_secs(1),
+            record: None,
+            stats_json: None,
+            inject_loss: 0.0,
+        })
+    };
+    let err = connect(None).unwrap_err().to_string();
+    assert!(err.contains("client is not paired"), "{err}");
+    let err = connect(Some(Some(Pin::parse("4242").unwrap())))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("pairing closed"), "{err}");
+    listener.shutdown();
 }

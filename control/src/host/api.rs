@@ -5,7 +5,8 @@
 //! | method   | path                 | what                                               |
 //! |----------|----------------------|----------------------------------------------------|
 //! | `POST`   | `/api/pin`           | `{"pin","name","to"}`: arm the pairing window with the PIN a client shows (delivered to waiting pairing `to`, or the only one waiting) |
-//! | `POST`   | `/api/pf1/pin`       | `{"pin"}`: arm a PIN for the next punktfunk/1 client |
+//! | `POST`   | `/api/pf1/pin`       | `{"pin"?}`: open the punktfunk/1 pairing window    |
+//! | `DELETE` | `/api/pf1/pin`       | close the punktfunk/1 pairing window               |
 //! | `GET`    | `/api/status`        | host, ports, pairing state, session                |
 //! | `GET`    | `/api/pairing`       | the pairing window, waiting clients (address, certificate fingerprint, age), counters |
 //! | `DELETE` | `/api/pairing`       | close the pairing window                           |
@@ -80,6 +81,10 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         method: "POST",
+        path: "/api/pf1/pin",
+    },
+    Route {
+        method: "DELETE",
         path: "/api/pf1/pin",
     },
     Route {
@@ -224,7 +229,9 @@ pub fn pairing_json(status: &PairingStatus, now: Instant) -> serde_json::Value {
 
 #[derive(Debug, Deserialize)]
 struct Pf1PinBody {
-    pin: String,
+    /// `None`: the host generates a PIN and returns it.
+    #[serde(default)]
+    pin: Option<String>,
 }
 
 /// The management API's state.
@@ -334,8 +341,9 @@ impl Api {
                     Ok(b) => b,
                     Err(e) => return error(StatusCode::BAD_REQUEST, &format!("bad JSON: {e}")),
                 };
-                self.pf1_pin(&body.pin)
+                self.pf1_pin(body.pin.as_deref())
             }
+            ("DELETE", "/api/pf1/pin") => self.pf1_close(),
             ("GET", "/api/status") => self.status(),
             ("GET", "/api/sessions") => {
                 let sessions: Vec<_> = self
@@ -412,12 +420,23 @@ impl Api {
         }
     }
 
-    /// Arms a PIN on the punktfunk/1 listener: the next client that asks to pair (with
-    /// `punktfunk client HOST --pair PIN`) must give it; consumed by the first attempt.
-    fn pf1_pin(&self, pin: &str) -> Response<Full<Bytes>> {
-        let pin = match crate::pf1::Pin::parse(pin) {
-            Ok(p) => p,
-            Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+    /// Opens the punktfunk/1 pairing window with `pin`, or with a PIN generated here (6
+    /// digits from the OS generator) that the response carries: one client may pair with it
+    /// within [`crate::pf1::host::DEFAULT_PIN_TTL`]; 3 wrong PINs close the window.
+    fn pf1_pin(&self, pin: Option<&str>) -> Response<Full<Bytes>> {
+        let pin = match pin {
+            Some(p) => match crate::pf1::Pin::parse(p) {
+                Ok(p) => p,
+                Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+            },
+            None => match crate::host::state::os_random::<32>() {
+                Ok(seed) => {
+                    use rand_chacha::rand_core::SeedableRng as _;
+                    let mut rng = rand_chacha::ChaCha20Rng::from_seed(seed);
+                    crate::pf1::Pin::generate(&mut rng, crate::pf1::pairing::DEFAULT_PIN_DIGITS)
+                }
+                Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+            },
         };
         let Some(handle) = &self.pf1 else {
             return error(
@@ -425,9 +444,33 @@ impl Api {
                 "the punktfunk/1 listener is not running (serve --no-pf1)",
             );
         };
+        let digits = pin.as_str().to_owned();
         if handle.send(crate::pf1::net::HostCommand::ArmPin(pin)) {
-            tracing::info!("punktfunk/1 PIN armed through the management API");
-            json_response(StatusCode::OK, &json!({ "outcome": "armed" }))
+            tracing::info!("punktfunk/1 pairing window opened through the management API");
+            json_response(
+                StatusCode::OK,
+                &json!({
+                    "outcome": "armed",
+                    "pin": digits,
+                    "expires_in_s": crate::pf1::host::DEFAULT_PIN_TTL.as_secs(),
+                }),
+            )
+        } else {
+            error(StatusCode::CONFLICT, "the punktfunk/1 listener has stopped")
+        }
+    }
+
+    /// Closes the punktfunk/1 pairing window (clients at the PIN prompt are told so).
+    fn pf1_close(&self) -> Response<Full<Bytes>> {
+        let Some(handle) = &self.pf1 else {
+            return error(
+                StatusCode::CONFLICT,
+                "the punktfunk/1 listener is not running (serve --no-pf1)",
+            );
+        };
+        if handle.send(crate::pf1::net::HostCommand::DisarmPin) {
+            tracing::info!("punktfunk/1 pairing window closed through the management API");
+            json_response(StatusCode::OK, &json!({ "outcome": "closed" }))
         } else {
             error(StatusCode::CONFLICT, "the punktfunk/1 listener has stopped")
         }

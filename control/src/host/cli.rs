@@ -336,17 +336,27 @@ pub fn pairing_close(api: &ApiClient) -> Result<String, CliError> {
     Ok(pairing_text(&v))
 }
 
-/// `punktfunk pin --pf1 PIN`: arms a PIN on the punktfunk/1 listener for the next client
-/// that pairs (`punktfunk client HOST --pair PIN`).
-pub fn pf1_pin(api: &ApiClient, pin: &str) -> Result<String, CliError> {
-    api.request(
-        "POST",
-        "/api/pf1/pin",
-        Some(&serde_json::json!({ "pin": pin })),
-    )?;
+/// `punktfunk pin --pf1 [PIN]`: opens the punktfunk/1 pairing window with `pin`, or with a
+/// PIN the host generates, and says which PIN to type into the client.
+pub fn pf1_pin(api: &ApiClient, pin: Option<&str>) -> Result<String, CliError> {
+    let body = match pin {
+        Some(p) => serde_json::json!({ "pin": p }),
+        None => serde_json::json!({}),
+    };
+    let (_, v) = api.request("POST", "/api/pf1/pin", Some(&body))?;
+    let pin = v["pin"].as_str().or(pin).unwrap_or("?");
+    let secs = v["expires_in_s"].as_u64().unwrap_or(120);
     Ok(format!(
-        "PIN armed for punktfunk/1: run `punktfunk client HOST --pair {pin}` within 120 s\n"
+        "punktfunk/1 pairing window open for {secs} s, PIN {pin}\n\
+         on the client: punktfunk client HOST --pair {pin}\n\
+         one client may pair; 3 wrong PINs close the window (run this again to re-open it)\n"
     ))
+}
+
+/// `punktfunk pin --pf1 --close`: closes the punktfunk/1 pairing window.
+pub fn pf1_close(api: &ApiClient) -> Result<String, CliError> {
+    api.request("DELETE", "/api/pf1/pin", None)?;
+    Ok("punktfunk/1 pairing window closed\n".into())
 }
 
 /// `punktfunk clients`: one line per paired client.

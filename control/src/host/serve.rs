@@ -61,8 +61,9 @@ pub struct ServeOptions {
     pub mdns: bool,
     /// `--pf1-port`: UDP port of the punktfunk/1 listener; `None` (`--no-pf1`): no listener.
     pub pf1_port: Option<u16>,
-    /// `--require-pairing`: punktfunk/1 refuses clients that are not paired.
-    pub require_pairing: bool,
+    /// `--allow-unpaired`: punktfunk/1 streams to clients that are not paired too (labs
+    /// only; logged as a warning). Default: pairing required.
+    pub allow_unpaired: bool,
 }
 
 /// Why the host could not start or stopped with an error.
@@ -388,7 +389,7 @@ pub fn run_blocking(opts: ServeOptions) -> Result<(), ServeError> {
     let pf1 = opts.pf1_port.map(|port| {
         let mut o = ListenerOptions::new(port);
         o.bind = opts.bind;
-        o.require_pairing = opts.require_pairing;
+        o.allow_unpaired = opts.allow_unpaired;
         o
     });
     runtime.block_on(async {

@@ -128,7 +128,7 @@ pub enum ClientEvent {
         /// How it compared with the pin.
         trust: HostTrust,
     },
-    /// The host waits for the PIN it shows: ask the user, then call
+    /// The host waits for the PIN its operator armed: ask the user, then call
     /// [`ClientSession::pair`].
     PinNeeded {
         /// Digits of the PIN.

@@ -235,14 +235,12 @@ pub fn run(opts: ConnectOptions) -> Result<String, ConnectError> {
     let stats = receiving.finish().map_err(ConnectError::Media)?;
     if opts.pair.is_some() && paired != Some(true) {
         return Err(ConnectError::Ended(format!(
-            "{report}not paired ({})",
-            closed.reason
+            "{report}not paired ({closed})"
         )));
     }
     if started.is_none() {
         return Err(ConnectError::Ended(format!(
-            "{report}no session ({})",
-            closed.reason
+            "{report}no session ({closed})"
         )));
     }
     let asked = *remode_asked

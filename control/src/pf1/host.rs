@@ -5,17 +5,22 @@
 //! Per connection:
 //!
 //! ```text
+//!  ┌ pending (max_pending) ────────────────────────────────────────────────────────────┐
 //!  Handshaking ──TLS done──► AwaitHello ──Hello──┬─(wants pairing)─► PairReady ──PairStart──►
+//!                                                 │  backing off: Goodbye(RetryLater)
+//!                                                 │  no window: Goodbye(PairingClosed)
 //!                                                 │                  PairConfirm ──ok──┐
 //!                                                 ├─(paired, or pairing optional)──────┤
 //!                                                 └─(unpaired, pairing required)─► Goodbye(NotPaired)
-//!  AwaitDecision ◄──────────────────────────────────────────────────────────────────────┘
+//!  └ admitted (max_connections; none free: Goodbye(Busy)) ◄────────────────────────────┘
+//!  AwaitDecision
 //!    │ accept(offer): Welcome                  refuse(): Goodbye(Refused)
 //!    ▼
 //!  AwaitStart ──Start──► Streaming ◄──► Reconfigure / Reconfigured, IdrRequest, LossReport,
-//!                                       Stats, input datagrams
+//!                                       Stats, input datagrams (paired clients only)
 //!  any phase: Goodbye (either side), malformed or unexpected message → Goodbye
-//!  (ProtocolViolation), setup deadline → Goodbye(Timeout), QUIC idle timeout → Closed
+//!  (ProtocolViolation), setup or PIN-prompt deadline → Goodbye(Timeout), QUIC idle
+//!  timeout → Closed
 //! ```
 //!
 //! A peer's malformed input never panics and never surfaces as an error of a method: the
@@ -23,13 +28,30 @@
 //! [`HostEvent::Closed`], and [`HostStats`] counts it. Malformed or early input datagrams are
 //! dropped and counted.
 //!
-//! # PINs
+//! # Pairing window
 //!
-//! When a client asks to pair, the PIN that applies is, in order: a PIN armed with
-//! [`HostSession::arm_pin`] (from `punktfunk pin`, for any one connection), else a fresh PIN
-//! generated for this connection alone and reported as [`HostEvent::PairingPin`] for the log.
-//! Either is consumed by the first `PairStart` that uses it, whatever the outcome, and
-//! expires after [`HostConfig::pin_ttl`].
+//! A PIN belongs to the operator's pairing window ([`crate::pairing_window`]), never to a
+//! connection: the host generates no PIN of its own. [`HostSession::arm_pin`] (from
+//! `punktfunk pin --pf1`) opens the window with one PIN for [`HostConfig::pin_ttl`]. While it
+//! is open, a client that asks to pair gets `PairReady` and one ceremony with that PIN. The
+//! window closes when a client pairs, when [`WindowConfig::failure_budget`] ceremonies failed
+//! (wrong PIN, a relay, or a ceremony abandoned after `PairStart`), when its lifetime ends, or
+//! with [`HostSession::disarm_pin`]; it stays closed until the operator arms it again. An
+//! address whose ceremony failed waits 1 s, 2 s, 4 s … at most 300 s before it may ask to pair
+//! again ([`AddressBackoff`]). One ceremony runs at a time (`PairStart` → `PairConfirm`), so
+//! concurrent connections cannot test more PINs than the budget allows.
+//!
+//! # Admission
+//!
+//! Connections that are not admitted yet (handshake, Hello, the PIN prompt, a ceremony) live
+//! in a pool of [`HostConfig::max_pending`]; when it is full the oldest of them (never a
+//! running ceremony) is ended with `Goodbye(Busy)` to make room. Admitted connections (paired, or unpaired under
+//! `require_pairing = false`) take one of [`HostConfig::max_connections`] streaming slots;
+//! with none free the client is told `Busy`. A client may sit at the PIN prompt for
+//! [`HostConfig::pairing_timeout`] at most, and no longer than the window is open. Every
+//! refusal is a Goodbye with a true reason ([`GoodbyeReason`]) and is counted in
+//! [`HostStats`]. Input datagrams are taken only from streaming connections whose
+//! fingerprint is paired, whatever `require_pairing` says; others are dropped and counted.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
@@ -48,52 +70,72 @@ use super::message::{
     self, FecScheme, Hello, LossReport, Message, MessageError, Mode, PROTOCOL_VERSION,
     Reconfigured, Stats, Welcome,
 };
-use super::pairing::{self, HostPairing, PairingContext, Pin};
+use super::pairing::{HostPairing, PairingContext, Pin};
 use super::tls::{self, DATA_KEY_LABEL, Fingerprint, Identity};
 use super::{Closed, Codec, ConnId, DataPlaneParams, GoodbyeReason, SessionError, Transmit};
 use crate::input::wire::InputEvent;
+use crate::pairing_window::{
+    AddressBackoff, BackoffConfig, PairingWindow, Refusal, WindowConfig, WindowStatus,
+};
 
 /// Most endpoint-generated responses (version negotiation, stateless resets, refusals)
 /// queued at once; beyond it they are dropped and counted, so a flood cannot grow memory.
 const MAX_RESPONSES: usize = 64;
+
+/// How long a pairing window stays open by default.
+pub const DEFAULT_PIN_TTL: Duration = Duration::from_secs(120);
 
 /// How a host runs its punktfunk/1 endpoint.
 #[derive(Debug, Clone)]
 pub struct HostConfig {
     /// The host's certificate and key.
     pub identity: Identity,
-    /// Refuse clients that are not paired (unless they pair on this connection).
+    /// Refuse clients that are not paired (unless they pair on this connection). `false` is
+    /// the lab opt-out `serve --allow-unpaired`: unpaired clients may then stream, but their
+    /// input is dropped all the same.
     pub require_pairing: bool,
-    /// Digits of a generated PIN (4..=10).
-    pub pin_digits: u8,
-    /// How long a PIN (generated or armed) stays usable.
+    /// How long the pairing window stays open after [`HostSession::arm_pin`].
     pub pin_ttl: Duration,
+    /// How long a client may sit at the PIN prompt (from PairReady to PairStart).
+    pub pairing_timeout: Duration,
+    /// The pairing window's failure budget.
+    pub window: WindowConfig,
+    /// Per-address backoff after failed ceremonies.
+    pub backoff: BackoffConfig,
     /// How long a client may take from the handshake to Hello, and from Welcome to Start.
     pub setup_timeout: Duration,
     /// QUIC idle timeout.
     pub idle_timeout: Duration,
     /// QUIC keep-alive interval.
     pub keep_alive: Option<Duration>,
-    /// Most simultaneous connections; more are refused at the QUIC level.
+    /// Most admitted connections (streaming slots); a client admitted beyond it is told
+    /// `Busy`.
     pub max_connections: usize,
+    /// Most connections not admitted yet (handshake, Hello, pairing); beyond it the oldest is
+    /// evicted.
+    pub max_pending: usize,
     /// Seed of every random choice (session ids, PINs, SPAKE2 scalars, QUIC ids). Draw it
     /// from the OS in production, fix it in simulations.
     pub seed: [u8; 32],
 }
 
 impl HostConfig {
-    /// Defaults: pairing optional, 6-digit PINs valid 120 s, 10 s setup, 8 s idle timeout,
-    /// 1 s keep-alive, 8 connections.
+    /// Defaults: pairing required, a window open 120 s with 3 wrong PINs, 60 s at the PIN
+    /// prompt, 10 s setup, 8 s idle timeout, 1 s keep-alive, 8 streaming and 16 pending
+    /// connections.
     pub fn new(identity: Identity, seed: [u8; 32]) -> Self {
         Self {
             identity,
-            require_pairing: false,
-            pin_digits: pairing::DEFAULT_PIN_DIGITS,
-            pin_ttl: Duration::from_secs(120),
+            require_pairing: true,
+            pin_ttl: DEFAULT_PIN_TTL,
+            pairing_timeout: Duration::from_secs(60),
+            window: WindowConfig::default(),
+            backoff: BackoffConfig::default(),
             setup_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(8),
             keep_alive: Some(Duration::from_secs(1)),
             max_connections: 8,
+            max_pending: 16,
             seed,
         }
     }
@@ -129,16 +171,11 @@ pub enum HostEvent {
         /// SHA-256 of the client's certificate.
         fingerprint: Fingerprint,
     },
-    /// A client asks to pair and no PIN was armed: show this PIN to the user (host log).
-    PairingPin {
-        /// The connection.
-        conn: ConnId,
-        /// The PIN to type into the client.
-        pin: Pin,
-        /// The name the client gave.
-        client_name: String,
-        /// The client's certificate fingerprint.
-        fingerprint: Fingerprint,
+    /// The pairing window closed on its own (a client paired, or the failure budget is
+    /// spent): tell the operator, who must arm a new PIN for the next pairing.
+    PairingClosed {
+        /// Why.
+        why: Refusal,
     },
     /// A PIN ceremony ended. On success the fingerprint is trusted from now on; persist it.
     PairingResult {
@@ -218,8 +255,24 @@ pub enum HostEvent {
 pub struct HostStats {
     /// Connections accepted at the QUIC level.
     pub connections: u64,
-    /// Connections refused: over [`HostConfig::max_connections`].
+    /// Connections refused at the QUIC level: both pools full.
     pub refused_connections: u64,
+    /// Admissions refused with `Busy`: every streaming slot taken.
+    pub refused_busy: u64,
+    /// Unpaired clients refused with `NotPaired`.
+    pub refused_not_paired: u64,
+    /// Requests to pair refused with `PairingClosed` (no window open).
+    pub refused_pairing_closed: u64,
+    /// Requests to pair refused with `RetryLater` (the address is backing off).
+    pub refused_backoff: u64,
+    /// `PairStart`s refused with `Busy` because another ceremony was running.
+    pub refused_concurrent_pairing: u64,
+    /// Pending connections ended to make room for a new one.
+    pub evicted_pending: u64,
+    /// Connections ended at a setup or pairing deadline.
+    pub expired_pending: u64,
+    /// Input datagrams from a connection whose client is not paired (dropped).
+    pub unpaired_input_datagrams: u64,
     /// Control frames that did not decode (connection ended).
     pub malformed_messages: u64,
     /// Control frames over the size limit (connection ended; also in `malformed_messages`).
@@ -232,8 +285,10 @@ pub struct HostStats {
     pub dropped_datagrams: u64,
     /// PIN ceremonies started (`PairStart` received).
     pub pairing_attempts: u64,
-    /// PIN ceremonies that failed.
+    /// PIN ceremonies that failed (they count against the window and the address).
     pub pairing_failures: u64,
+    /// Clients paired.
+    pub pairings: u64,
     /// Endpoint responses dropped because too many were queued.
     pub dropped_responses: u64,
 }
@@ -273,6 +328,22 @@ impl Phase {
             Phase::Closed => "closed",
         }
     }
+
+    /// Not admitted yet: counts against [`HostConfig::max_pending`].
+    fn is_pending(&self) -> bool {
+        matches!(
+            self,
+            Phase::Handshaking | Phase::AwaitHello | Phase::PairReady | Phase::PairConfirm(_)
+        )
+    }
+
+    /// Admitted: holds one of [`HostConfig::max_connections`].
+    fn is_admitted(&self) -> bool {
+        matches!(
+            self,
+            Phase::AwaitDecision | Phase::AwaitStart { .. } | Phase::Streaming(_)
+        )
+    }
 }
 
 struct HostConn {
@@ -281,8 +352,8 @@ struct HostConn {
     phase: Phase,
     fingerprint: Fingerprint,
     hello: Option<Hello>,
-    /// A PIN generated for this connection, and when it expires.
-    pin: Option<(Pin, Instant)>,
+    /// The client's address when it connected (backoff key, logs).
+    peer: SocketAddr,
     /// Setup deadline (Hello, pairing, Start).
     deadline: Option<Instant>,
 }
@@ -306,7 +377,8 @@ pub struct HostSession {
     by_handle: BTreeMap<quinn_proto::ConnectionHandle, ConnId>,
     next_id: u64,
     trusted: BTreeSet<Fingerprint>,
-    armed_pin: Option<(Pin, Instant)>,
+    window: PairingWindow<Pin>,
+    backoff: AddressBackoff,
     rng: ChaCha20Rng,
     events: VecDeque<HostEvent>,
     responses: VecDeque<(Transmit, Vec<u8>)>,
@@ -346,24 +418,25 @@ impl HostSession {
                 1,
             )))
             .time_source(Arc::new(NoWallClock))
-            .max_incoming(config.max_connections.max(1) * 2)
+            .max_incoming((config.max_connections.max(1) + config.max_pending.max(1)) * 2)
             .incoming_buffer_size(64 * 1024)
             .incoming_buffer_size_total(1024 * 1024);
         let endpoint = link::endpoint(&mut rng, Some(Arc::new(server)));
         Ok(Self {
-            config,
             endpoint,
             conns: BTreeMap::new(),
             by_handle: BTreeMap::new(),
             next_id: 1,
             trusted: paired.into_iter().collect(),
-            armed_pin: None,
+            window: PairingWindow::new(config.window),
+            backoff: AddressBackoff::new(config.backoff),
             rng,
             events: VecDeque::new(),
             responses: VecDeque::new(),
             stats: HostStats::default(),
             cursor: ConnId(0),
             scratch: Vec::new(),
+            config,
         })
     }
 
@@ -407,20 +480,27 @@ impl HostSession {
         self.trusted.remove(fp)
     }
 
-    /// Arms `pin` for the next pairing client (any connection), for [`HostConfig::pin_ttl`].
-    /// Replaces an armed PIN.
+    /// The operator opens the pairing window with `pin` for [`HostConfig::pin_ttl`]:
+    /// replaces an armed PIN and restores the failure budget.
     pub fn arm_pin(&mut self, now: Instant, pin: Pin) {
-        self.armed_pin = Some((pin, now + self.config.pin_ttl));
+        self.window.arm(now, pin, self.config.pin_ttl);
     }
 
-    /// Drops an armed PIN.
-    pub fn disarm_pin(&mut self) {
-        self.armed_pin = None;
+    /// The operator closes the pairing window; clients at the PIN prompt are told
+    /// `PairingClosed`. (A ceremony already past `PairStart` finishes.)
+    pub fn disarm_pin(&mut self, now: Instant) {
+        self.window.close();
+        self.sweep_parked(now);
     }
 
-    /// Whether an armed PIN is waiting.
-    pub fn has_armed_pin(&self, now: Instant) -> bool {
-        self.armed_pin.as_ref().is_some_and(|(_, exp)| *exp > now)
+    /// Whether the pairing window is open.
+    pub fn has_armed_pin(&mut self, now: Instant) -> bool {
+        self.window.is_open(now)
+    }
+
+    /// The pairing window as the operator sees it.
+    pub fn pairing_status(&mut self, now: Instant) -> WindowStatus {
+        self.window.status(now)
     }
 
     /// The fingerprint of a connection's client, once connected.
@@ -453,12 +533,32 @@ impl HostSession {
                 }
             }
             Some(DatagramEvent::NewConnection(incoming)) => {
-                let open = self
-                    .conns
-                    .values()
-                    .filter(|c| !matches!(c.phase, Phase::Closed))
-                    .count();
-                if open >= self.config.max_connections {
+                // A new connection is pending until admitted: make room in that pool by
+                // ending the oldest pending one, so parked or idle strangers cannot hold it.
+                if self.count(Phase::is_pending) >= self.config.max_pending.max(1)
+                    && let Some(oldest) = self
+                        .conns
+                        .values()
+                        // A running ceremony is spared: ending it would count as a
+                        // failed pairing (it has its own deadline).
+                        .find(|c| {
+                            c.phase.is_pending()
+                                && !matches!(c.phase, Phase::PairConfirm(_))
+                                && !c.link.is_closing()
+                        })
+                        .map(|c| c.id)
+                {
+                    self.stats.evicted_pending += 1;
+                    self.end(
+                        oldest,
+                        now,
+                        GoodbyeReason::Busy,
+                        "too many connections are waiting to be admitted: try again",
+                    );
+                    self.process(oldest, now);
+                }
+                let open = self.count(|p| !matches!(p, Phase::Closed));
+                if open >= self.config.max_connections + self.config.max_pending.max(1) {
                     self.stats.refused_connections += 1;
                     let t = self.endpoint.refuse(incoming, &mut buf);
                     self.queue_response(t, &buf);
@@ -477,7 +577,7 @@ impl HostSession {
                                     phase: Phase::Handshaking,
                                     fingerprint: Fingerprint([0; 32]),
                                     hello: None,
-                                    pin: None,
+                                    peer: from,
                                     deadline: None,
                                 },
                             );
@@ -495,6 +595,32 @@ impl HostSession {
             None => {}
         }
         self.scratch = buf;
+    }
+
+    /// Open connections whose phase satisfies `f`.
+    fn count(&self, f: impl Fn(&Phase) -> bool) -> usize {
+        self.conns
+            .values()
+            .filter(|c| !c.link.is_closing() && f(&c.phase))
+            .count()
+    }
+
+    /// Ends the connections at the PIN prompt once the window has closed.
+    fn sweep_parked(&mut self, now: Instant) {
+        let Err(why) = self.window.pin(now) else {
+            return;
+        };
+        let parked: Vec<ConnId> = self
+            .conns
+            .values()
+            .filter(|c| matches!(c.phase, Phase::PairReady) && !c.link.is_closing())
+            .map(|c| c.id)
+            .collect();
+        for id in parked {
+            self.stats.refused_pairing_closed += 1;
+            self.end(id, now, GoodbyeReason::PairingClosed, why.as_str());
+            self.process(id, now);
+        }
     }
 
     fn queue_response(&mut self, t: quinn_proto::Transmit, buf: &[u8]) {
@@ -518,9 +644,7 @@ impl HostSession {
 
     /// Timers: call when [`HostSession::poll_timeout`]'s instant has passed.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.armed_pin.as_ref().is_some_and(|(_, exp)| *exp <= now) {
-            self.armed_pin = None;
-        }
+        self.sweep_parked(now);
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
             if let Some(c) = self.conns.get_mut(&id) {
@@ -529,6 +653,7 @@ impl HostSession {
                 if late {
                     c.deadline = None;
                     let what = c.phase.name();
+                    self.stats.expired_pending += 1;
                     self.end(
                         id,
                         now,
@@ -699,11 +824,11 @@ impl HostSession {
             return;
         };
         if let Some(closed) = c.link.goodbye(now, reason, text) {
-            self.report_closed(id, closed);
+            self.report_closed(id, now, closed);
         }
     }
 
-    fn report_closed(&mut self, id: ConnId, closed: Closed) {
+    fn report_closed(&mut self, id: ConnId, now: Instant, closed: Closed) {
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
@@ -716,17 +841,25 @@ impl HostSession {
         let mid_ceremony = matches!(c.phase, Phase::PairConfirm(_));
         c.phase = Phase::Closed;
         if mid_ceremony {
-            self.pairing_failed(id);
+            self.pairing_failed(id, now);
         }
         self.events
             .push_back(HostEvent::Closed { conn: id, closed });
     }
 
-    fn pairing_failed(&mut self, id: ConnId) {
+    /// A ceremony failed after `PairStart`: it counts against the window's budget and makes
+    /// the address back off.
+    fn pairing_failed(&mut self, id: ConnId, now: Instant) {
         let Some(c) = self.conns.get(&id) else {
             return;
         };
         self.stats.pairing_failures += 1;
+        self.backoff.record_failure(now, c.peer.ip());
+        if self.window.record_failure(now) {
+            self.events.push_back(HostEvent::PairingClosed {
+                why: Refusal::Exhausted,
+            });
+        }
         self.events.push_back(HostEvent::PairingResult {
             conn: id,
             fingerprint: c.fingerprint,
@@ -764,7 +897,7 @@ impl HostSession {
                 reason: GoodbyeReason::Normal,
                 text: "drained".into(),
             };
-            self.report_closed(id, closed);
+            self.report_closed(id, now, closed);
             if let Some(c) = self.conns.remove(&id) {
                 self.by_handle.remove(&c.link.handle);
             }
@@ -800,7 +933,7 @@ impl HostSession {
             }
             Event::ConnectionLost { reason } => {
                 let closed = c.link.lost(&reason);
-                self.report_closed(id, closed);
+                self.report_closed(id, now, closed);
             }
             Event::Stream(StreamEvent::Opened { dir: Dir::Bi }) => c.link.accept_stream(),
             Event::Stream(StreamEvent::Writable { .. }) => c.link.flush(),
@@ -856,14 +989,17 @@ impl HostSession {
     }
 
     fn on_datagram(&mut self, id: ConnId, bytes: &[u8]) {
-        let streaming = self
-            .conns
-            .get(&id)
-            .is_some_and(|c| matches!(c.phase, Phase::Streaming(_)));
+        let Some(c) = self.conns.get(&id) else {
+            return;
+        };
+        let streaming = matches!(c.phase, Phase::Streaming(_));
+        // Checked per datagram: unpairing a client stops its input at once.
+        let paired = self.trusted.contains(&c.fingerprint);
         match Datagram::decode(bytes) {
-            Ok(Datagram::Input(event)) if streaming => {
+            Ok(Datagram::Input(event)) if streaming && paired => {
                 self.events.push_back(HostEvent::Input { conn: id, event });
             }
+            Ok(Datagram::Input(_)) if streaming => self.stats.unpaired_input_datagrams += 1,
             Ok(_) => self.stats.dropped_datagrams += 1,
             Err(_) => self.stats.malformed_datagrams += 1,
         }
@@ -887,7 +1023,7 @@ impl HostSession {
         match (&mut c.phase, msg) {
             (_, Message::Goodbye(g)) => {
                 let closed = c.link.peer_goodbye(now, &g);
-                self.report_closed(id, closed);
+                self.report_closed(id, now, closed);
             }
             (Phase::AwaitHello, Message::Hello(h)) => self.on_hello(id, now, h),
             (Phase::PairReady, Message::PairStart { spake }) => self.on_pair_start(id, now, &spake),
@@ -909,7 +1045,9 @@ impl HostSession {
                     );
                     return;
                 }
+                let ip = c.peer.ip();
                 self.trusted.insert(fp);
+                self.stats.pairings += 1;
                 self.events.push_back(HostEvent::PairingResult {
                     conn: id,
                     fingerprint: fp,
@@ -922,13 +1060,15 @@ impl HostSession {
                 }
                 c.phase = Phase::AwaitDecision;
                 c.deadline = None;
-                if let Some(hello) = c.hello.clone() {
-                    self.events.push_back(HostEvent::HelloReceived {
-                        conn: id,
-                        hello,
-                        fingerprint: fp,
-                        paired: true,
-                    });
+                let hello = c.hello.clone();
+                // A window pairs one client.
+                self.backoff.record_success(ip);
+                self.window.record_success();
+                self.events
+                    .push_back(HostEvent::PairingClosed { why: Refusal::Used });
+                self.sweep_parked(now);
+                if let Some(hello) = hello {
+                    self.admit(id, now, hello, fp, true);
                 }
             }
             (Phase::AwaitStart { session_id, offer }, Message::Start(start)) => {
@@ -980,9 +1120,78 @@ impl HostSession {
         }
     }
 
+    /// A client is through Hello (and pairing): it takes a streaming slot, or is told `Busy`.
+    fn admit(&mut self, id: ConnId, now: Instant, hello: Hello, fp: Fingerprint, paired: bool) {
+        let others = self
+            .conns
+            .values()
+            .filter(|c| c.id != id && !c.link.is_closing() && c.phase.is_admitted())
+            .count();
+        if others >= self.config.max_connections {
+            self.stats.refused_busy += 1;
+            self.end(
+                id,
+                now,
+                GoodbyeReason::Busy,
+                &format!(
+                    "the host is serving its maximum of {} sessions: try again later",
+                    self.config.max_connections
+                ),
+            );
+            return;
+        }
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        c.phase = Phase::AwaitDecision;
+        c.deadline = None;
+        self.events.push_back(HostEvent::HelloReceived {
+            conn: id,
+            hello,
+            fingerprint: fp,
+            paired,
+        });
+    }
+
+    /// Whether `id`'s address may try a ceremony now; ends the connection with `RetryLater`
+    /// if not.
+    fn backoff_allows(&mut self, id: ConnId, now: Instant) -> bool {
+        let Some(c) = self.conns.get(&id) else {
+            return false;
+        };
+        let Err(wait) = self.backoff.check(now, c.peer.ip()) else {
+            return true;
+        };
+        self.stats.refused_backoff += 1;
+        // Round up: "try again in 0 s" would invite an immediate retry that fails again.
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        self.end(
+            id,
+            now,
+            GoodbyeReason::RetryLater,
+            &format!("a pairing from this address failed: try again in {secs} s"),
+        );
+        false
+    }
+
+    /// Whether the pairing window is open; ends the connection with `PairingClosed` if not.
+    fn window_allows(&mut self, id: ConnId, now: Instant) -> bool {
+        let Err(why) = self.window.pin(now) else {
+            return true;
+        };
+        self.stats.refused_pairing_closed += 1;
+        self.end(
+            id,
+            now,
+            GoodbyeReason::PairingClosed,
+            &format!(
+                "{why}: the host operator must arm a PIN (punktfunk pin --pf1), then pair again"
+            ),
+        );
+        false
+    }
+
     fn on_hello(&mut self, id: ConnId, now: Instant, hello: Hello) {
-        let pin_ttl = self.config.pin_ttl;
-        let armed = self.has_armed_pin(now);
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
@@ -999,67 +1208,66 @@ impl HostSession {
         c.hello = Some(hello.clone());
         c.deadline = None;
         if hello.wants_pairing {
-            let digits = if let (true, Some((pin, _))) = (armed, &self.armed_pin) {
-                pin.digits()
-            } else {
-                let pin = Pin::generate(&mut self.rng, self.config.pin_digits);
-                let digits = pin.digits();
-                c.pin = Some((pin.clone(), now + pin_ttl));
-                self.events.push_back(HostEvent::PairingPin {
-                    conn: id,
-                    pin,
-                    client_name: hello.client_name.clone(),
-                    fingerprint: fp,
-                });
-                digits
+            if !self.backoff_allows(id, now) || !self.window_allows(id, now) {
+                return;
+            }
+            let (digits, window_end) = match self.window.pin(now) {
+                Ok(pin) => (pin.digits(), self.window.poll_timeout()),
+                Err(_) => return, // window_allows just saw it open, at the same `now`
+            };
+            let Some(c) = self.conns.get_mut(&id) else {
+                return;
             };
             if let Err(e) = c.link.send(&Message::PairReady { digits }) {
                 self.end(id, now, GoodbyeReason::Internal, &e.to_string());
                 return;
             }
             c.phase = Phase::PairReady;
-            c.deadline = Some(now + pin_ttl);
+            let prompt_end = now + self.config.pairing_timeout;
+            c.deadline = Some(window_end.map_or(prompt_end, |w| w.min(prompt_end)));
         } else if trusted || !self.config.require_pairing {
-            c.phase = Phase::AwaitDecision;
-            self.events.push_back(HostEvent::HelloReceived {
-                conn: id,
-                hello,
-                fingerprint: fp,
-                paired: trusted,
-            });
+            self.admit(id, now, hello, fp, trusted);
         } else {
+            self.stats.refused_not_paired += 1;
             self.end(
                 id,
                 now,
                 GoodbyeReason::NotPaired,
-                "this host only streams to paired clients: connect with --pair and type \
-                 the PIN the host shows",
+                "this host only streams to paired clients: ask its operator to run \
+                 `punktfunk pin --pf1`, then connect with --pair PIN",
             );
         }
     }
 
     fn on_pair_start(&mut self, id: ConnId, now: Instant, spake: &[u8; message::SPAKE_MSG_LEN]) {
         self.stats.pairing_attempts += 1;
-        let Some(c) = self.conns.get_mut(&id) else {
-            return;
-        };
-        // The PIN is consumed here, before anything is answered: one attempt per PIN.
-        let pin = match c.pin.take() {
-            Some((pin, exp)) => (exp > now).then_some(pin),
-            None => self
-                .armed_pin
-                .take()
-                .and_then(|(pin, exp)| (exp > now).then_some(pin)),
-        };
-        let channel_binding = tls::channel_binding(c.link.conn.crypto_session());
-        let (Some(pin), Some(channel_binding)) = (pin, channel_binding) else {
-            self.pairing_failed(id);
+        // One ceremony at a time: with several in flight, each would test a PIN before any
+        // failure is counted against the window.
+        let busy = self.conns.values().any(|c| {
+            c.id != id && matches!(c.phase, Phase::PairConfirm(_)) && !c.link.is_closing()
+        });
+        if busy {
+            self.stats.refused_concurrent_pairing += 1;
             self.end(
                 id,
                 now,
-                GoodbyeReason::PairingFailed,
-                "no PIN is waiting (expired or already used): ask to pair again",
+                GoodbyeReason::Busy,
+                "another client is pairing right now: try again in a few seconds",
             );
+            return;
+        }
+        if !self.backoff_allows(id, now) || !self.window_allows(id, now) {
+            return;
+        }
+        let Ok(pin) = self.window.pin(now).cloned() else {
+            return; // window_allows just saw it open, at the same `now`
+        };
+        let setup = self.config.setup_timeout;
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let Some(channel_binding) = tls::channel_binding(c.link.conn.crypto_session()) else {
+            self.end(id, now, GoodbyeReason::Internal, "TLS key export failed");
             return;
         };
         let ctx = PairingContext {
@@ -1073,10 +1281,14 @@ impl HostSession {
                     self.end(id, now, GoodbyeReason::Internal, &e.to_string());
                     return;
                 }
+                // From here on, any end but a good PairConfirm is a failed attempt
+                // (report_closed records it).
                 c.phase = Phase::PairConfirm(Box::new(hp));
+                c.deadline = Some(now + setup);
             }
             Err(e) => {
-                self.pairing_failed(id);
+                // A malformed SPAKE2 message is an attempt too.
+                self.pairing_failed(id, now);
                 self.end(id, now, GoodbyeReason::PairingFailed, &e.to_string());
             }
         }

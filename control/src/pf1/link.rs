@@ -342,6 +342,12 @@ impl Link {
             ConnectionError::TransportError(_) => {
                 (false, GoodbyeReason::ProtocolViolation, err.to_string())
             }
+            // The host's endpoint refuses a connection when both of its pools are full.
+            ConnectionError::ConnectionClosed(cc)
+                if cc.error_code == quinn_proto::TransportErrorCode::CONNECTION_REFUSED =>
+            {
+                (true, GoodbyeReason::Busy, err.to_string())
+            }
             ConnectionError::ConnectionClosed(_) => {
                 (true, GoodbyeReason::ProtocolViolation, err.to_string())
             }

@@ -1,8 +1,10 @@
 //! `punktfunk serve`'s punktfunk/1 listener (act): the host identity and paired list from the
 //! state directory, a UDP socket, and a [`HostDriver`] on its own thread.
 //!
-//! It logs the PIN a pairing client must type, persists newly paired clients to
-//! `pf1-clients.json`, enforces `--require-pairing`, answers Hello with the profile's
+//! It pairs clients only through the operator's pairing window (`punktfunk pin --pf1` arms
+//! it), persists newly paired clients to `pf1-clients.json`, streams only to paired clients
+//! unless started with `--allow-unpaired` (a lab opt-out, logged as a warning; input from
+//! unpaired clients is dropped even then), answers Hello with the profile's
 //! parameters, and hands every started session to [`Pf1Media`], which streams to it (engine
 //! pipeline, GF(2^16) FEC, AES-GCM data plane) and rebuilds source and encoder on Reconfigure.
 
@@ -28,8 +30,9 @@ pub struct ListenerOptions {
     pub port: u16,
     /// Address to bind (default: all interfaces, IPv6 and IPv4).
     pub bind: Option<IpAddr>,
-    /// Refuse unpaired clients.
-    pub require_pairing: bool,
+    /// Stream to clients that are not paired too (`serve --allow-unpaired`, labs only; their
+    /// input is still dropped). Default `false`: pairing required.
+    pub allow_unpaired: bool,
     /// The data-plane UDP port announced in Welcome (default: control port + 1).
     pub data_port: u16,
     /// Parity percentage announced in Welcome (the profile's FEC percentage).
@@ -41,12 +44,12 @@ pub struct ListenerOptions {
 }
 
 impl ListenerOptions {
-    /// Defaults for `port`: data port `port + 1`, 20 % parity, H.264, pairing optional.
+    /// Defaults for `port`: data port `port + 1`, 20 % parity, H.264, pairing required.
     pub fn new(port: u16) -> Self {
         Self {
             port,
             bind: None,
-            require_pairing: false,
+            allow_unpaired: false,
             data_port: port.wrapping_add(1).max(1),
             parity_percent: 20,
             codec: Codec::H264,
@@ -109,11 +112,41 @@ fn bind(opts: &ListenerOptions) -> Result<UdpSocket, ListenerError> {
     }))
 }
 
+/// How often at most a refused connection is logged.
+const REFUSAL_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Refusals (not paired, pairing closed, backing off, busy) make one log line per
+/// [`REFUSAL_LOG_EVERY`] at most, carrying how many there were: a stranger reconnecting in a
+/// loop must not fill the log. (The session's [`super::HostStats`] counts each.)
+#[derive(Debug, Default)]
+struct RefusalLog {
+    quiet_until: Option<std::time::Instant>,
+    refused: u64,
+}
+
+impl RefusalLog {
+    fn note(&mut self, now: std::time::Instant, conn: super::ConnId, closed: &super::Closed) {
+        self.refused += 1;
+        if self.quiet_until.is_some_and(|t| now < t) {
+            return;
+        }
+        tracing::info!(
+            %conn,
+            %closed,
+            refused = self.refused,
+            "punktfunk/1 connection refused (count since the last such line)"
+        );
+        self.refused = 0;
+        self.quiet_until = Some(now + REFUSAL_LOG_EVERY);
+    }
+}
+
 /// What the listener does with each event (see the module docs).
 fn on_event(
     state: &StateDir,
     opts: &ListenerOptions,
     media: &mut Pf1Media,
+    refusals: &mut RefusalLog,
     s: &mut HostSession,
     ev: HostEvent,
 ) {
@@ -126,18 +159,9 @@ fn on_event(
         } => {
             tracing::debug!(%conn, %peer, client = %fingerprint.short(), "punktfunk/1 connection");
         }
-        HostEvent::PairingPin {
-            conn,
-            pin,
-            client_name,
-            fingerprint,
-        } => {
+        HostEvent::PairingClosed { why } => {
             tracing::info!(
-                %conn,
-                client = %client_name,
-                fingerprint = %fingerprint.short(),
-                "punktfunk/1 pairing request: type PIN {} into the client",
-                pin.as_str()
+                "punktfunk/1 pairing window closed ({why}); `punktfunk pin --pf1` opens a new one"
             );
         }
         HostEvent::PairingResult {
@@ -147,7 +171,14 @@ fn on_event(
             ok,
         } => {
             if !ok {
-                tracing::warn!(%conn, client = %client_name, "punktfunk/1 pairing failed (wrong PIN?)");
+                let window = s.pairing_status(now);
+                tracing::warn!(
+                    %conn,
+                    client = %client_name,
+                    fingerprint = %fingerprint.short(),
+                    wrong_pins_left = window.failures_left,
+                    "punktfunk/1 pairing failed (wrong PIN, or a relay)"
+                );
                 return;
             }
             let saved = trust::load_paired_clients(state).and_then(|mut list| {
@@ -231,7 +262,19 @@ fn on_event(
         HostEvent::Input { event, .. } => media.input(&event),
         HostEvent::Closed { conn, closed } => {
             media.stop(conn);
-            tracing::info!(%conn, %closed, "punktfunk/1 connection closed");
+            let refusal = !closed.by_peer
+                && matches!(
+                    closed.reason,
+                    GoodbyeReason::NotPaired
+                        | GoodbyeReason::PairingClosed
+                        | GoodbyeReason::RetryLater
+                        | GoodbyeReason::Busy
+                );
+            if refusal {
+                refusals.note(now, conn, &closed);
+            } else {
+                tracing::info!(%conn, %closed, "punktfunk/1 connection closed");
+            }
         }
     }
 }
@@ -244,7 +287,15 @@ impl Listener {
         let paired = trust::load_paired_clients(state)?.fingerprints();
         let fingerprint = identity.fingerprint();
         let mut config = HostConfig::new(identity, os_random::<32>()?);
-        config.require_pairing = opts.require_pairing;
+        config.require_pairing = !opts.allow_unpaired;
+        if opts.allow_unpaired {
+            tracing::warn!(
+                "WARNING: punktfunk/1 runs with --allow-unpaired: ANY client that reaches UDP port \
+                 {} may watch the stream without pairing (its input is still dropped). Use this \
+                 in a lab only.",
+                opts.port
+            );
+        }
         let session = HostSession::new(config, paired).map_err(NetError::from)?;
         let socket = bind(&opts)?;
         let addr = socket.local_addr().map_err(|source| ListenerError::Bind {
@@ -262,7 +313,10 @@ impl Listener {
                     media_handle,
                     crate::input::open_default(),
                 );
-                if let Err(e) = driver.run(|s, ev| on_event(&state, &opts, &mut media, s, ev)) {
+                let mut refusals = RefusalLog::default();
+                if let Err(e) =
+                    driver.run(|s, ev| on_event(&state, &opts, &mut media, &mut refusals, s, ev))
+                {
                     tracing::error!(error = %e, "punktfunk/1 listener stopped");
                 }
             })
@@ -291,7 +345,7 @@ impl Listener {
         self.handle.clone()
     }
 
-    /// Arms `pin` for the next pairing client.
+    /// Opens the pairing window with `pin` (the operator's `punktfunk pin --pf1`).
     pub fn arm_pin(&self, pin: Pin) {
         self.handle.send(HostCommand::ArmPin(pin));
     }

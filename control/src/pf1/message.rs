@@ -304,6 +304,12 @@ pub enum GoodbyeReason {
     Internal,
     /// The host's certificate differs from the one pinned for it (9; client side only).
     HostChanged,
+    /// The client asked to pair but the operator's pairing window is closed: not armed,
+    /// expired, used, or closed after too many wrong PINs (10).
+    PairingClosed,
+    /// The client's address failed a pairing recently and must wait; the text says how long
+    /// (11).
+    RetryLater,
     /// A code this version does not know.
     Other(u16),
 }
@@ -322,6 +328,8 @@ impl GoodbyeReason {
             GoodbyeReason::Timeout => 7,
             GoodbyeReason::Internal => 8,
             GoodbyeReason::HostChanged => 9,
+            GoodbyeReason::PairingClosed => 10,
+            GoodbyeReason::RetryLater => 11,
             GoodbyeReason::Other(c) => c,
         }
     }
@@ -339,6 +347,8 @@ impl GoodbyeReason {
             7 => GoodbyeReason::Timeout,
             8 => GoodbyeReason::Internal,
             9 => GoodbyeReason::HostChanged,
+            10 => GoodbyeReason::PairingClosed,
+            11 => GoodbyeReason::RetryLater,
             c => GoodbyeReason::Other(c),
         }
     }
@@ -357,6 +367,8 @@ impl std::fmt::Display for GoodbyeReason {
             GoodbyeReason::Timeout => f.write_str("peer timed out"),
             GoodbyeReason::Internal => f.write_str("internal error"),
             GoodbyeReason::HostChanged => f.write_str("host certificate changed"),
+            GoodbyeReason::PairingClosed => f.write_str("pairing closed"),
+            GoodbyeReason::RetryLater => f.write_str("try again later"),
             GoodbyeReason::Other(c) => write!(f, "reason {c}"),
         }
     }

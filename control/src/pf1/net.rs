@@ -213,7 +213,7 @@ pub enum HostCommand {
     SendStats(ConnId, Stats),
     /// [`HostSession::arm_pin`].
     ArmPin(Pin),
-    /// [`HostSession::disarm_pin`].
+    /// [`HostSession::disarm_pin`]: the operator closes the pairing window.
     DisarmPin,
     /// [`HostSession::trust`].
     Trust(Fingerprint),
@@ -354,7 +354,7 @@ fn apply_host(s: &mut HostSession, now: Instant, cmd: HostCommand) -> Result<(),
             Ok(())
         }
         HostCommand::DisarmPin => {
-            s.disarm_pin();
+            s.disarm_pin(now);
             Ok(())
         }
         HostCommand::Trust(fp) => {

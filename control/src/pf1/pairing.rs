@@ -3,12 +3,12 @@
 //!
 //! ```text
 //! client (SPAKE2 side A)                                  host (side B)
-//!   Hello{wants_pairing} ───────────────────────────────►  arms a PIN (generated and logged,
-//!                                                          or set by `punktfunk pin`)
+//!   Hello{wants_pairing} ───────────────────────────────►  the operator's window must be open
+//!                                                          (`punktfunk pin --pf1`)
 //!                        ◄─────────────────────────────── PairReady{digits}
 //!   user types the PIN
 //!   X = x·G + pw·M
-//!   PairStart{X} ───────────────────────────────────────►  PIN consumed (any outcome)
+//!   PairStart{X} ───────────────────────────────────────►  one ceremony at a time
 //!                                                          Y = y·G + pw·N, K = SPAKE2 key
 //!                        ◄─────────────────────────────── PairReply{Y, MAC_h}
 //!   K; check MAC_h (else abort)
@@ -33,10 +33,13 @@
 //!   discrete log `x` or `y` of the honest side's message (SPAKE2's security argument,
 //!   RFC 9382 §7). So each exchange with an honest party tests exactly one PIN: the one the
 //!   attacker committed to in its own SPAKE2 message.
-//! * Online: the host consumes its PIN when a `PairStart` arrives, before it answers, whether
-//!   the ceremony then succeeds or not; a second attempt needs a new PIN shown to the user.
-//!   A client uses an entered PIN for one ceremony. So an attacker gets one guess per PIN the
-//!   user is shown: with 6 digits a success probability of 10⁻⁶.
+//! * Online: the PIN belongs to the operator's pairing window (`crate::pairing_window`), and
+//!   the host runs one ceremony at a time. Every ceremony that does not end in a good
+//!   `PairConfirm` (wrong PIN, relay, malformed point, abandoned or timed out after
+//!   `PairStart`) counts against the window: the third closes it until the operator arms a
+//!   new PIN, and the client's address waits 1, 2, 4 … ≤ 300 s before its next try. So an
+//!   attacker gets at most 3 guesses per PIN the operator arms: with 6 digits a success
+//!   probability of 3·10⁻⁶.
 //! * Relay (man in the middle): a relay terminates TLS on both sides with its own
 //!   certificate, since it holds neither the host's nor the client's key. The client then
 //!   computes `K` with `fp_host' = fp_relay`, the host with `fp_client' = fp_relay`, and the
@@ -56,7 +59,7 @@ use super::message::{MAC_LEN, SPAKE_MSG_LEN};
 /// TLS exporter label of the pairing channel binding (RFC 5705 / RFC 8446 §7.5).
 pub const CHANNEL_BINDING_LABEL: &[u8] = b"EXPORTER-punktfunk/1 pairing";
 
-/// Default digits of a host-generated PIN.
+/// Default digits of a PIN the management API generates for the operator.
 pub const DEFAULT_PIN_DIGITS: u8 = 6;
 
 const TRANSCRIPT_LABEL: &[u8] = b"punktfunk/1 pairing v1";

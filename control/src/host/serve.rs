@@ -285,6 +285,7 @@ impl Host {
             Arc::clone(&self.identity),
             PairingConfig {
                 pin_timeout: self.pin_timeout,
+                window_lifetime: self.pin_timeout,
                 ..PairingConfig::default()
             },
             os_random::<32>()?,

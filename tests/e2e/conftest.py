@@ -25,6 +25,34 @@ from moonlight_python.pairing import pair
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(os.environ.get("PUNKTFUNK_BIN", REPO / "target" / "debug" / "punktfunk"))
 
+# Skips (docs/testing.md, "Skips"): what CI's machine provides, so that under CI=true a test
+# that would skip for want of it fails instead. Everything else stays a skip, listed.
+CI = os.environ.get("CI") == "true"
+CI_PROVIDES = {
+    "root": "CI runs as root",
+    "netns": "CI runs as root with iproute2 and nftables (scripts/setup.sh installs them)",
+}
+
+
+def skip(feature: str, reason: str):
+    """Skips the running test for want of `feature`, or fails it under CI=true when CI's
+    machine provides `feature`. The skip is listed (pytest -rs, and $PF_SKIP_LOG)."""
+    if CI and feature in CI_PROVIDES:
+        pytest.fail(f"CI=true: not skipping: {feature}: {reason} ({CI_PROVIDES[feature]}; "
+                    "a skip here hides a failure)")
+    pytest.skip(f"{feature}: {reason}")
+
+
+def pytest_runtest_logreport(report):
+    """Appends every skipped test to $PF_SKIP_LOG (scripts/test.sh prints the list)."""
+    log = os.environ.get("PF_SKIP_LOG")
+    if not log or not report.skipped:
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    reason = reason.removeprefix("Skipped: ")
+    with open(log, "a") as f:
+        f.write(f"e2e::{report.nodeid}: {reason}\n")
+
 
 def _port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -90,6 +118,12 @@ class Host:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def sent_frames(self) -> list[tuple[int, int]]:
+        """(session, video frames sent) for every stream this host has stopped, in order."""
+        import streaming  # the harness module, next to this file
+
+        return streaming.host_sent_frames(self.log())
 
     def api(self, method: str, path: str, body: dict | None = None):
         token = (self.state_dir / "api-token").read_text().strip()

@@ -129,6 +129,27 @@ def _frame_numbers(numbers: list[int]) -> dict:
     }
 
 
+def _frames_left(session: StreamingSession):
+    """(frame number, Annex-B bytes) of the frames moonlight-common-c completed but had not
+    handed out when the connection ended. `pull_frame` returns None once the session is
+    terminated, although the library keeps complete frames queued until it is stopped; the
+    library's own non-blocking `LiPollNextVideoFrame` hands them out (through moonlight-python's
+    cffi handle, pinned at 0.3.0 in tests/requirements.txt)."""
+    ffi, lib = session._ffi, session._lib
+    handle = ffi.new("VIDEO_FRAME_HANDLE*")
+    unit = ffi.new("DECODE_UNIT**")
+    while lib.LiPollNextVideoFrame(handle, unit):
+        du = unit[0]
+        data = bytearray()
+        entry = du.bufferList
+        while entry != ffi.NULL:
+            data.extend(ffi.buffer(entry.data, entry.length))
+            entry = entry.next
+        number = du.frameNumber
+        lib.LiCompleteVideoFrame(handle[0], 0)  # DR_OK
+        yield number, bytes(data)
+
+
 def stream(http: NvHTTP, address: str, seconds: float, width: int, height: int, fps: int,
            bitrate_kbps: int = 6000, quit_after: bool = True) -> dict:
     """Launches Desktop, streams for `seconds` after the first frame, and returns what was
@@ -221,6 +242,11 @@ def stream(http: NvHTTP, address: str, seconds: float, width: int, height: int, 
             if raw is None:
                 if session.is_terminated:
                     terminated_early = quit_thread is None
+                    # The last datagrams may still be arriving; then take what is queued.
+                    time.sleep(0.5)
+                    for number, data in _frames_left(session):
+                        numbers.append(number)
+                        decode(av.Packet(data))
                     break
                 continue
             if first_frame_at is None:

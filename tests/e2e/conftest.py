@@ -71,6 +71,12 @@ def _free_base_port() -> int:
     raise RuntimeError("no free base port")
 
 
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def wait_for(pred, timeout: float = 20.0, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -103,11 +109,20 @@ class Host:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [str(BIN), "serve", "--state-dir", str(self.state_dir),
-             "--base-port", str(self.base), "--bind", "127.0.0.1", "--no-mdns"],
+             "--base-port", str(self.base), "--bind", "127.0.0.1", "--no-mdns",
+             # Not the default 47900: another host on this machine (a parallel test run)
+             # may hold it.
+             "--pf1-port", str(_free_udp_port())],
             stdout=log, stderr=log, env={**os.environ, "RUST_LOG": "info,punktfunk_control=debug"},
         )
-        wait_for(lambda: (self.state_dir / "run.json").exists() and not _port_free(self.base),
-                 what="punktfunk serve to listen")
+        # Generous: a debug build on a slow, loaded machine takes a while to start.
+        def listening() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"punktfunk serve exited ({self.proc.returncode}):\n"
+                                     f"{self.log()[-3000:]}")
+            return (self.state_dir / "run.json").exists() and not _port_free(self.base)
+
+        wait_for(listening, timeout=60, what="punktfunk serve to listen")
         return self
 
     def stop(self) -> None:

@@ -54,8 +54,8 @@ def pytest_runtest_logreport(report):
         f.write(f"e2e::{report.nodeid}: {reason}\n")
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+def _port_free(port: int, kind: int = socket.SOCK_STREAM) -> bool:
+    with socket.socket(socket.AF_INET, kind) as s:
         try:
             s.bind(("127.0.0.1", port))
             return True
@@ -63,18 +63,29 @@ def _port_free(port: int) -> bool:
             return False
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+# Offsets from the base port: TCP https (-5), http (0), management (+1), RTSP (+21); UDP video,
+# control, audio (+9..+11) and the punktfunk/1 listener the tests put at -10.
+TCP_OFFSETS = (-5, 0, 1, 21)
+UDP_OFFSETS = (-10, 9, 10, 11)
+
+
 def _free_base_port() -> int:
+    # Below the kernel's ephemeral range: a port that some outgoing connection (a parallel
+    # flood test, say) holds as its local port cannot be listened on.
+    high = max(20100, _ephemeral_low() - 50)
     for _ in range(200):
-        base = random.randrange(20000, 60000)
-        if all(_port_free(base + off) for off in (-5, 0, 1)):
+        base = random.randrange(20000, high)
+        if all(_port_free(base + off) for off in TCP_OFFSETS) and all(
+                _port_free(base + off, socket.SOCK_DGRAM) for off in UDP_OFFSETS):
             return base
     raise RuntimeError("no free base port")
-
-
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(pred, timeout: float = 20.0, what: str = "condition"):
@@ -104,6 +115,10 @@ class Host:
     def https_port(self) -> int:
         return self.base - 5
 
+    @property
+    def pf1_port(self) -> int:
+        return self.base - 10
+
     def start(self) -> "Host":
         assert BIN.exists(), f"{BIN} not built (run tests/e2e/run.sh)"
         log = open(self.log_path, "ab")
@@ -112,7 +127,7 @@ class Host:
              "--base-port", str(self.base), "--bind", "127.0.0.1", "--no-mdns",
              # Not the default 47900: another host on this machine (a parallel test run)
              # may hold it.
-             "--pf1-port", str(_free_udp_port())],
+             "--pf1-port", str(self.pf1_port)],
             stdout=log, stderr=log, env={**os.environ, "RUST_LOG": "info,punktfunk_control=debug"},
         )
         # Generous: a debug build on a slow, loaded machine takes a while to start.

@@ -168,7 +168,7 @@ pub struct StreamCounters {
 /// shared by its threads, dropped with it. [`SessionCounters::snapshot`] reads them.
 #[derive(Debug, Default)]
 pub struct SessionCounters {
-    /// Video frames handed to the socket (every datagram of the frame sent).
+    /// Video frames sent (counted by the send stage after each frame's datagrams went out).
     pub video_frames: AtomicU64,
     /// Audio packets sent.
     pub audio_packets: AtomicU64,

@@ -346,12 +346,17 @@ impl Api {
             ("DELETE", "/api/pf1/pin") => self.pf1_close(),
             ("GET", "/api/status") => self.status(),
             ("GET", "/api/sessions") => {
-                let sessions: Vec<_> = self
-                    .ctx
-                    .sessions()
+                let sessions = self.ctx.sessions();
+                let stats = sessions.stream_stats();
+                let sessions: Vec<_> = sessions
                     .status()
                     .iter()
-                    .map(session_json)
+                    .map(|s| {
+                        let mut v = session_json(s);
+                        // This stream's own counters (zero at its PLAY); null before PLAY.
+                        v["stream"] = json!(stats.filter(|t| t.session_id == s.id));
+                        v
+                    })
                     .collect();
                 json_response(StatusCode::OK, &json!(sessions))
             }

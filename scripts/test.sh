@@ -3,11 +3,31 @@
 #
 #   scripts/test.sh            everything
 #   FUZZ_SECONDS=0 scripts/test.sh   skip the fuzz smoke run
+#
+# Tests that skip (a kernel feature, a tool or a device is missing) record themselves in
+# $PF_SKIP_LOG (Rust: tests/skip.rs, pytest: tests/e2e/conftest.py); the list is printed at
+# the end, pass or fail. With CI=true a skip of something CI's machine provides fails its test
+# instead (docs/testing.md, "Skips").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
 
 step() { printf '\n==> %s\n' "$*"; }
+
+PF_SKIP_LOG="$(mktemp -t punktfunk-skips.XXXXXX)"
+export PF_SKIP_LOG
+skip_summary() {
+    local rc=$?
+    if [ -s "$PF_SKIP_LOG" ]; then
+        printf '\n==> skipped tests (%s), and why\n' "$(sort -u "$PF_SKIP_LOG" | wc -l)"
+        sort -u "$PF_SKIP_LOG" | sed 's/^/    /'
+    else
+        printf '\n==> skipped tests: none\n'
+    fi
+    rm -f "$PF_SKIP_LOG"
+    return $rc
+}
+trap skip_summary EXIT
 
 step "setup"
 scripts/setup.sh

@@ -22,6 +22,10 @@ use punktfunk_capture::pattern::TestPattern;
 use punktfunk_capture::stamp::crc32;
 use punktfunk_capture::{FrameKind, Stamp, VideoEncoder, VideoEncoderConfig, read_stamp};
 
+mod skip {
+    include!(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/skip.rs"));
+}
+
 const W: u32 = 1280;
 const H: u32 = 720;
 const FRAMES: u64 = 60;
@@ -258,7 +262,10 @@ fn run_python_reader(python: &str, files: &[PathBuf]) -> Vec<Option<(u32, u64)>>
 #[test]
 fn python_reader_agrees() {
     let Some(python) = python_with_numpy() else {
-        eprintln!("SKIP python_reader_agrees: no python3 with numpy (install python3-numpy)");
+        skip::skip(
+            "python3-numpy",
+            "no python3 with numpy (install python3-numpy)",
+        );
         return;
     };
     // The script's own self-test first (synthetic frames, no arguments).
@@ -295,11 +302,14 @@ fn python_reader_agrees() {
 #[test]
 fn ffmpeg_decodes_and_python_reads_rgb() {
     let Some(python) = python_with_numpy() else {
-        eprintln!("SKIP ffmpeg_decodes_and_python_reads_rgb: no python3 with numpy");
+        skip::skip(
+            "python3-numpy",
+            "no python3 with numpy (install python3-numpy)",
+        );
         return;
     };
     if Command::new("ffmpeg").arg("-version").output().is_err() {
-        eprintln!("SKIP ffmpeg_decodes_and_python_reads_rgb: no ffmpeg on PATH");
+        skip::skip("ffmpeg", "no ffmpeg on PATH");
         return;
     }
     let units = encode_pattern(6_000, false);

@@ -96,8 +96,10 @@ enum Command {
         #[arg(long)]
         state_dir: Option<PathBuf>,
     },
-    /// Enter the PIN a pairing Moonlight client shows (or, with --pf1, open the punktfunk/1
-    /// pairing window: one client may pair with the PIN printed).
+    /// Enter the PIN a pairing Moonlight client shows: arms the pairing window with it and
+    /// gives it to the waiting client (with nobody waiting: to the next client that pairs).
+    /// With --pf1, open the punktfunk/1 pairing window: one client may pair with the PIN
+    /// printed.
     Pin {
         /// The 4-digit PIN (with --pf1: 4 to 10 digits of your choice, or leave it out and the
         /// host generates one).
@@ -112,6 +114,22 @@ enum Command {
         /// Name for the client.
         #[arg(long)]
         name: Option<String>,
+        /// The waiting pairing to give the PIN to (its id from `punktfunk pairing`); needed
+        /// when several clients wait.
+        #[arg(long, value_name = "ID", conflicts_with = "pf1")]
+        to: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Show the pairing window and the clients waiting to pair (address, certificate
+    /// fingerprint, age); cancel one or close the window.
+    Pairing {
+        /// Cancel the pairing with this id.
+        #[arg(long, value_name = "ID", conflicts_with = "close")]
+        cancel: Option<String>,
+        /// Close the pairing window (after too many wrong PINs: lets clients wait again).
+        #[arg(long)]
+        close: bool,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -308,11 +326,19 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             },
         ),
-        Command::Pin { pin, name, api, .. } => report(
+        Command::Pin {
+            pin, name, to, api, ..
+        } => report(
             "pin",
             // clap requires the PIN without --pf1.
-            api_client(&api)
-                .and_then(|c| cli::pin(&c, pin.as_deref().unwrap_or_default(), name.as_deref())),
+            api_client(&api).and_then(|c| {
+                cli::pin(
+                    &c,
+                    pin.as_deref().unwrap_or_default(),
+                    name.as_deref(),
+                    to.as_deref(),
+                )
+            }),
             |(text, paired)| {
                 print!("{text}");
                 if paired {
@@ -320,6 +346,18 @@ fn main() -> ExitCode {
                 } else {
                     ExitCode::from(1)
                 }
+            },
+        ),
+        Command::Pairing { cancel, close, api } => report(
+            "pairing",
+            api_client(&api).and_then(|c| match (cancel, close) {
+                (Some(id), _) => cli::pairing_cancel(&c, &id),
+                (None, true) => cli::pairing_close(&c),
+                (None, false) => cli::pairing(&c),
+            }),
+            |text| {
+                print!("{text}");
+                ExitCode::SUCCESS
             },
         ),
         Command::Clients { api } => report(

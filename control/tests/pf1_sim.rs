@@ -1416,6 +1416,15 @@ fn hostile_control_streams_end_the_connection_and_are_counted() {
             |s| s.unexpected_messages == 1,
         ),
         (
+            "KeyUpdateAck never asked for",
+            [
+                frame(&hello(false)),
+                frame(&Message::KeyUpdateAck { generation: 1 }),
+            ]
+            .concat(),
+            |s| s.unexpected_messages == 1 && s.key_updates == 0,
+        ),
+        (
             "replayed Hello",
             [frame(&hello(false)), frame(&hello(false))].concat(),
             |s| s.unexpected_messages == 1,
@@ -1626,6 +1635,9 @@ fn commands_in_the_wrong_phase_are_errors() {
     let conn = hello_conn(&sim).unwrap();
     assert!(sim.host().reconfigured(conn, MODE, 0).is_err());
     assert!(sim.host().send_stats(conn, Stats::default()).is_err());
+    let now = sim.now;
+    assert!(sim.host().update_key(now, conn).is_err());
+    assert!(sim.client().key_installed(1).is_err());
     // An offer the client would refuse is refused locally.
     let mut bad = offer();
     bad.shard_payload = 0;
@@ -2070,4 +2082,500 @@ fn half_open_handshakes_end_at_the_setup_deadline() {
     );
     let st = *sim.host().stats();
     assert_eq!((st.expired_pending, st.expired_handshakes), (1, 0));
+}
+
+// Key rotation: the data plane (engine sender and receiver) in the loop, keyed from both
+// sessions, the rekey exchange over the simulated control connection.
+
+use punktfunk_control::pf1::DataPlaneParams;
+use punktfunk_engine::pf1::{
+    DataKey, FrameInfo, Header, KEY_MATERIAL_LEN, Pf1Error, Pf1Event, Pf1Receiver,
+    Pf1ReceiverConfig, Pf1Sender, Pf1SenderConfig,
+};
+
+const FRAME_INTERVAL: Duration = Duration::from_micros(16_667);
+
+fn data_key(material: &[u8], generation: u32) -> DataKey {
+    let mut m = [0u8; KEY_MATERIAL_LEN];
+    m.copy_from_slice(&material[..KEY_MATERIAL_LEN]);
+    DataKey::from_key_material(&m).with_generation(generation)
+}
+
+/// Frame `id`'s bytes: 12–30 kB (10–25 shards of 1200 bytes), content tied to the id.
+fn frame_bytes(id: u32) -> Vec<u8> {
+    let len = 12_000 + (id as usize * 7919) % 18_000;
+    (0..len)
+        .map(|i| {
+            (i as u32)
+                .wrapping_mul(31)
+                .wrapping_add(id.wrapping_mul(97)) as u8
+        })
+        .collect()
+}
+
+#[derive(Debug, Default, PartialEq)]
+struct DataOutcome {
+    /// Frame ids delivered, in order.
+    delivered: Vec<u32>,
+    /// Frames declared lost.
+    lost: u64,
+    /// Generations the sender sealed with, in order.
+    generations: Vec<u32>,
+}
+
+struct Rekey {
+    sim: Sim,
+    conn: punktfunk_control::pf1::ConnId,
+    tx: Pf1Sender,
+    rx: Pf1Receiver,
+    net_rng: ChaCha20Rng,
+    imp: Impairment,
+    /// Data-plane datagrams in flight: (arrival, sequence, bytes).
+    wire: BinaryHeap<Reverse<(Instant, u64, Vec<u8>)>>,
+    seq: u64,
+    /// Every (generation, packet number) sealed: a nonce used twice would collide here.
+    nonces: std::collections::HashSet<(u32, u64)>,
+    /// The datagrams of the last frame sealed under each generation (for replays).
+    last_of_generation: std::collections::BTreeMap<u32, Vec<Vec<u8>>>,
+    /// Old-generation datagrams opened after a newer generation's first one: the overlap.
+    opened_in_overlap: u64,
+    newest_seen: u32,
+    host_cursor: usize,
+    client_cursor: usize,
+    ack: bool,
+    out: DataOutcome,
+}
+
+impl Rekey {
+    /// A streaming session; the sender's key may seal `limit` datagrams (0: AES-GCM's limit)
+    /// and asks for the next one at half of it. `ack`: the client acknowledges key updates.
+    fn new(seed: u64, imp: Impairment, limit: u64, ack: bool) -> Self {
+        let (hid, cid) = ids();
+        let mut sim = Sim::new(seed, imp);
+        sim.add(
+            HOST,
+            Node::Host(Box::new(
+                HostSession::new(host_config(&hid, 1), [cid.fingerprint()]).unwrap(),
+            )),
+        );
+        let client = ClientSession::connect(client_config(&cid, 2), sim.now, addr(HOST)).unwrap();
+        sim.add(CLIENT, Node::Client(Box::new(client)));
+        let conn = establish(&mut sim);
+        let host: DataPlaneParams = sim.host().data_params(conn).unwrap().clone();
+        let client: DataPlaneParams = sim.client().data_params().unwrap().clone();
+        let tx = Pf1Sender::new(
+            Pf1SenderConfig {
+                shard_len: 1200,
+                parity_percent: 30,
+                min_parity: 2,
+                key_packet_limit: limit,
+                key_update_percent: 50,
+                ..Default::default()
+            },
+            data_key(&host.key_material, 0),
+        )
+        .unwrap();
+        let rx = Pf1Receiver::new(
+            Pf1ReceiverConfig::default(),
+            data_key(&client.key_material, 0),
+        )
+        .unwrap();
+        let host_cursor = sim.host_log.len();
+        let client_cursor = sim.client_log.len();
+        Self {
+            sim,
+            conn,
+            tx,
+            rx,
+            net_rng: ChaCha20Rng::seed_from_u64(seed ^ 0xda7a),
+            imp,
+            wire: BinaryHeap::new(),
+            seq: 0,
+            nonces: Default::default(),
+            last_of_generation: Default::default(),
+            opened_in_overlap: 0,
+            newest_seen: 0,
+            host_cursor,
+            client_cursor,
+            ack,
+            out: DataOutcome::default(),
+        }
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        p > 0.0 && (self.net_rng.next_u32() as f64 / u32::MAX as f64) < p
+    }
+
+    /// Control-plane events since the last call: key updates reach sender and receiver.
+    fn control(&mut self) {
+        while self.client_cursor < self.sim.client_log.len() {
+            let ev = self.sim.client_log[self.client_cursor].clone();
+            self.client_cursor += 1;
+            if let ClientEvent::KeyUpdate {
+                generation,
+                key_material,
+            } = ev
+            {
+                self.rx.install_key(data_key(&key_material.0, generation));
+                if self.ack {
+                    self.sim.client().key_installed(generation).unwrap();
+                }
+            }
+        }
+        while self.host_cursor < self.sim.host_log.len() {
+            let ev = self.sim.host_log[self.host_cursor].clone();
+            self.host_cursor += 1;
+            if let HostEvent::KeyUpdated {
+                conn,
+                generation,
+                key_material,
+            } = ev
+            {
+                assert_eq!(conn, self.conn);
+                // Both ends derived the same material for the generation.
+                assert!(self.sim.client_log.iter().any(|e| matches!(
+                    e,
+                    ClientEvent::KeyUpdate { generation: g, key_material: m }
+                        if *g == generation && *m == key_material
+                )));
+                self.tx
+                    .update_key(data_key(&key_material.0, generation))
+                    .unwrap();
+            }
+        }
+    }
+
+    /// Packetizes frame `id` (if the key allows) and puts its datagrams on the wire.
+    fn send_frame(&mut self, id: u32) {
+        let now = self.sim.now;
+        if self.tx.key_update_due() {
+            // Idempotent while an update is outstanding.
+            let conn = self.conn;
+            let _ = self.sim.host().update_key(now, conn);
+        }
+        let frame = frame_bytes(id);
+        let mut out = vec![0u8; self.tx.max_output(frame.len())];
+        let generation = self.tx.key_generation();
+        let p = match self.tx.packetize(&frame, &FrameInfo::default(), &mut out) {
+            Ok(p) => p,
+            Err(Pf1Error::KeyExhausted { .. }) => return,
+            Err(e) => panic!("{e}"),
+        };
+        if self.out.generations.last() != Some(&generation) {
+            self.out.generations.push(generation);
+        }
+        let dgs: Vec<Vec<u8>> = out[..p.len()]
+            .chunks(p.layout.stride)
+            .map(<[u8]>::to_vec)
+            .collect();
+        for d in &dgs {
+            let (h, _) = Header::parse(d).unwrap();
+            assert_eq!(h.key_id, generation as u8);
+            assert!(
+                h.packet_number < self.tx.packet_limit(),
+                "sealed past the limit"
+            );
+            assert!(
+                self.nonces.insert((generation, h.packet_number)),
+                "nonce reused: generation {generation}, packet {}",
+                h.packet_number
+            );
+            if self.chance(self.imp.loss) {
+                continue;
+            }
+            let copies = if self.chance(self.imp.duplicate) {
+                2
+            } else {
+                1
+            };
+            for _ in 0..copies {
+                let jitter_us = self.imp.jitter.as_micros() as u64;
+                let extra = if jitter_us > 0 {
+                    Duration::from_micros(self.net_rng.next_u64() % jitter_us)
+                } else {
+                    Duration::ZERO
+                };
+                self.seq += 1;
+                self.wire.push(Reverse((
+                    now + self.imp.min_delay + extra,
+                    self.seq,
+                    d.clone(),
+                )));
+            }
+        }
+        self.last_of_generation.insert(generation, dgs);
+    }
+
+    /// Delivers the data-plane datagrams due by the simulation's clock.
+    fn receive(&mut self) {
+        let now = self.sim.now;
+        let retired_before = self.rx.stats().keys_retired;
+        while self
+            .wire
+            .peek()
+            .is_some_and(|Reverse((at, _, _))| *at <= now)
+        {
+            let Some(Reverse((at, _, d))) = self.wire.pop() else {
+                break;
+            };
+            let generation = u32::from(d[3]);
+            let r = self.rx.handle_datagram(at, &d);
+            if r.is_ok() && generation < self.newest_seen {
+                self.opened_in_overlap += 1;
+            }
+            if r.is_ok() {
+                self.newest_seen = self.newest_seen.max(generation);
+            }
+        }
+        self.rx.handle_timeout(now);
+        while let Some(ev) = self.rx.poll_event() {
+            match ev {
+                Pf1Event::Frame(f) => {
+                    assert_eq!(
+                        f.data,
+                        frame_bytes(f.frame_id),
+                        "frame {} intact",
+                        f.frame_id
+                    );
+                    self.out.delivered.push(f.frame_id);
+                }
+                Pf1Event::FramesLost { count, .. } => self.out.lost += u64::from(count),
+            }
+        }
+        // A generation just retired: replays of its datagrams are refused and counted.
+        if self.rx.stats().keys_retired > retired_before {
+            let mut retired = Vec::new();
+            self.rx.drain_retired_keys(|g, _| retired.push(g));
+            for g in retired {
+                let before = self.rx.stats().retired_key;
+                let replays = self.last_of_generation.get(&g).cloned().unwrap_or_default();
+                for d in &replays {
+                    assert_eq!(
+                        self.rx.handle_datagram(now, d),
+                        Err(Pf1Error::RetiredKey(g as u8)),
+                        "replay under retired generation {g}"
+                    );
+                }
+                assert_eq!(self.rx.stats().retired_key, before + replays.len() as u64);
+                assert!(self.rx.poll_event().is_none());
+            }
+        }
+    }
+
+    /// Streams `frames` frames at 60 fps, then lets the network drain.
+    fn stream(&mut self, frames: u32) {
+        for id in 0..frames {
+            self.control();
+            self.send_frame(id);
+            self.sim.run_for(FRAME_INTERVAL);
+            self.receive();
+        }
+        for _ in 0..60 {
+            self.control();
+            self.sim.run_for(FRAME_INTERVAL);
+            self.receive();
+        }
+    }
+}
+
+/// Several rotations under loss, duplication and reordering: every frame the same run without
+/// rotation delivers is delivered (none lost to a rotation), no nonce is reused, old-key
+/// stragglers open during the overlap, and replays after it are refused and counted.
+#[test]
+fn keys_rotate_under_loss_and_reordering_without_losing_a_frame() {
+    for seed in [11u64, 12, 13] {
+        let frames = 900; // 15 s at 60 fps, about 15 000 datagrams
+        let mut rotating = Rekey::new(seed, Impairment::rough(), 2000, true);
+        rotating.stream(frames);
+        let mut baseline = Rekey::new(seed, Impairment::rough(), 0, true);
+        baseline.stream(frames);
+
+        let tx = rotating.tx.stats();
+        println!(
+            "seed {seed}: {} rotations, {} of {frames} frames delivered ({} lost, same as \
+             without rotation), {} old-key datagrams opened in an overlap, {} replays refused",
+            tx.key_updates,
+            rotating.out.delivered.len(),
+            rotating.out.lost,
+            rotating.opened_in_overlap,
+            rotating.rx.stats().retired_key
+        );
+        assert!(tx.key_updates >= 5, "seed {seed}: {tx:?}");
+        assert_eq!(
+            tx.key_exhausted, 0,
+            "seed {seed}: every update came in time"
+        );
+        // One generation after the other (the last update may land after the last frame).
+        let used = rotating.out.generations.len() as u32;
+        assert_eq!(
+            rotating.out.generations,
+            (0..used).collect::<Vec<_>>(),
+            "seed {seed}"
+        );
+        assert!(tx.key_updates - u64::from(used - 1) <= 1, "seed {seed}");
+        assert_eq!(baseline.out.generations, [0]);
+        // Loss is the same datagrams in both runs; rotation adds no lost frame.
+        assert_eq!(
+            rotating.out.delivered, baseline.out.delivered,
+            "seed {seed}"
+        );
+        assert_eq!(rotating.out.lost, baseline.out.lost, "seed {seed}");
+        assert!(
+            rotating.out.delivered.len() as u32 >= frames * 95 / 100,
+            "seed {seed}: {}",
+            rotating.out.delivered.len()
+        );
+        let rx = rotating.rx.stats();
+        assert_eq!(rx.keys_installed, tx.key_updates, "seed {seed}");
+        assert!(rx.keys_retired >= tx.key_updates - 1, "seed {seed}: {rx:?}");
+        assert!(rx.retired_key > 0, "seed {seed}: replays were refused");
+        assert!(
+            rotating.opened_in_overlap > 0,
+            "seed {seed}: reordering put old-key datagrams behind new ones"
+        );
+        let host = *rotating.sim.host().stats();
+        assert_eq!(host.key_updates, tx.key_updates, "seed {seed}");
+        assert_eq!(host.key_updates_proposed, host.key_updates);
+        assert_eq!(
+            rotating.sim.client().stats().key_updates,
+            tx.key_updates,
+            "seed {seed}"
+        );
+        assert_eq!(
+            rotating.sim.host().key_generation(rotating.conn),
+            Some((tx.key_updates as u32, None))
+        );
+        assert_eq!(host.unexpected_messages + host.malformed_messages, 0);
+    }
+}
+
+/// A client that never acknowledges: the sender stops at the key's limit (never seals past
+/// it) and the host ends the session with Goodbye(Timeout) after the setup timeout.
+#[test]
+fn a_client_that_never_acknowledges_is_ended_before_the_limit_is_passed() {
+    let mut r = Rekey::new(21, Impairment::clean(), 2000, false);
+    r.stream(60 * 12);
+    let tx = r.tx.stats();
+    assert_eq!(tx.key_updates, 0);
+    assert!(tx.key_exhausted > 0, "{tx:?}");
+    assert!(r.nonces.iter().all(|&(g, pn)| g == 0 && pn < 2000));
+    assert_eq!(r.sim.host().stats().key_update_timeouts, 1);
+    assert!(host_has(&r.sim, |e| matches!(
+        e,
+        HostEvent::Closed { closed, .. }
+            if closed.reason == GoodbyeReason::Timeout && closed.text.contains("generation 1")
+    )));
+    assert!(client_has(&r.sim, |e| matches!(
+        e,
+        ClientEvent::Closed(c) if c.by_peer && c.reason == GoodbyeReason::Timeout
+    )));
+    // The frames refused at the limit used up their ids: the receiver saw them lost.
+    assert!(r.out.lost > 0);
+}
+
+/// A host that breaks the key-update rules (a raw QUIC server speaking the control protocol):
+/// the client installs and acknowledges the next generation only, and ends the session on a
+/// skipped generation or a second update while one is unacknowledged.
+#[test]
+fn a_client_refuses_out_of_order_key_updates() {
+    use punktfunk_control::pf1::message::Welcome;
+    let run = |updates: &[u32], install: bool| -> (Sim, Vec<Message>) {
+        let (hid, cid) = ids();
+        let mut sim = Sim::new(31, Impairment::clean());
+        sim.add(HOST, Node::Raw(Box::new(RawPeer::server(&hid, 9))));
+        let client = ClientSession::connect(client_config(&cid, 2), sim.now, addr(HOST)).unwrap();
+        sim.add(CLIENT, Node::Client(Box::new(client)));
+        assert!(
+            sim.run_until(LONG, |s| !s.nodes.iter().all(|(_, n)| match n {
+                Node::Raw(r) => r.rx.is_empty(),
+                _ => true,
+            }))
+        );
+        sim.raw().write(&frame(&Message::Welcome(Welcome {
+            session_id: 77,
+            codec: Codec::H264,
+            fec: FecScheme::Gf16Leopard,
+            parity_percent: 20,
+            shard_payload: 1200,
+            data_port: 47910,
+            mode: MODE,
+            key_epoch: 0,
+            exporter_label: String::from_utf8_lossy(tls::DATA_KEY_LABEL).into_owned(),
+        })));
+        assert!(sim.run_until(LONG, |s| client_has(s, |e| matches!(
+            e,
+            ClientEvent::Welcome(_)
+        ))));
+        sim.client().start(50010).unwrap();
+        for &g in updates {
+            sim.raw()
+                .write(&frame(&Message::KeyUpdate { generation: g }));
+        }
+        sim.run_for(Duration::from_secs(1));
+        if install {
+            let gens: Vec<u32> = sim
+                .client_log
+                .iter()
+                .filter_map(|e| match e {
+                    ClientEvent::KeyUpdate { generation, .. } => Some(*generation),
+                    _ => None,
+                })
+                .collect();
+            for g in gens {
+                sim.client().key_installed(g).unwrap();
+            }
+            sim.run_for(Duration::from_secs(1));
+        }
+        let mut d = FrameDecoder::new();
+        d.push(&std::mem::take(&mut sim.raw().rx));
+        let mut got = Vec::new();
+        while let Ok(Some(m)) = d.next_message() {
+            got.push(m);
+        }
+        (sim, got)
+    };
+    let key_updates = |sim: &Sim| {
+        sim.client_log
+            .iter()
+            .filter(|e| matches!(e, ClientEvent::KeyUpdate { .. }))
+            .count()
+    };
+    let violation = |sim: &Sim| {
+        client_has(sim, |e| {
+            matches!(e, ClientEvent::Closed(c) if !c.by_peer
+                && c.reason == GoodbyeReason::ProtocolViolation
+                && c.text.contains("KeyUpdate"))
+        })
+    };
+
+    // In order: generation 1 installed, acknowledged, then 2.
+    let (mut sim, got) = run(&[1], true);
+    assert_eq!(key_updates(&sim), 1);
+    assert!(
+        got.contains(&Message::KeyUpdateAck { generation: 1 }),
+        "{got:?}"
+    );
+    assert_eq!(sim.client().key_generation(), (1, None));
+    assert_eq!(sim.client().stats().key_updates, 1);
+    assert!(sim.client().key_installed(1).is_err(), "acknowledged once");
+    assert!(!sim.client().is_closed());
+
+    // A skipped generation.
+    let (mut sim, got) = run(&[2], false);
+    assert_eq!(key_updates(&sim), 0);
+    assert!(violation(&sim), "{:?}", sim.client_log);
+    assert_eq!(sim.client().stats().unexpected_messages, 1);
+    assert!(
+        !got.iter()
+            .any(|m| matches!(m, Message::KeyUpdateAck { .. }))
+    );
+
+    // A second update while the first is not acknowledged.
+    let (mut sim, _) = run(&[1, 2], false);
+    assert_eq!(key_updates(&sim), 1);
+    assert!(violation(&sim), "{:?}", sim.client_log);
+    assert!(
+        sim.client().key_installed(1).is_err(),
+        "the session is closed"
+    );
 }

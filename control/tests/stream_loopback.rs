@@ -299,10 +299,7 @@ fn handshake_control_video_audio_and_termination() {
     // Hostile control traffic on the live session: forged envelopes (wrong key), a replayed
     // sequence number, unknown message types and garbage inputs. All are dropped or counted;
     // the stream goes on.
-    let dropped_before = host
-        .counters()
-        .control_dropped
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let dropped_before = host.session_stats().unwrap().control_dropped;
     let forger = ControlCipher::new(&[0x55; 16]);
     for i in 0..5u32 {
         let mut out = vec![0u8; ControlCipher::sealed_len(2)];
@@ -375,10 +372,7 @@ fn handshake_control_video_audio_and_termination() {
         more > 20,
         "the stream went on after hostile control traffic ({more} frames)"
     );
-    let dropped = host
-        .counters()
-        .control_dropped
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let dropped = host.session_stats().unwrap().control_dropped;
     assert_eq!(
         dropped - dropped_before,
         7,
@@ -411,12 +405,7 @@ fn handshake_control_video_audio_and_termination() {
             ..
         }
     ));
-    assert!(
-        host.counters()
-            .idr_requests
-            .load(std::sync::atomic::Ordering::Relaxed)
-            >= 1
-    );
+    assert!(host.session_stats().unwrap().idr_requests >= 1);
     assert_eq!(inputs.lock().unwrap().0[0], mouse.to_vec());
 
     // /cancel: the client gets the termination message, then the disconnect.
@@ -444,5 +433,140 @@ fn handshake_control_video_audio_and_termination() {
     assert!(terminated, "termination message received");
     let host = stopper.join().unwrap();
     assert_eq!(host.state(), StreamState::Idle);
+    host.shutdown();
+}
+
+/// One stream of `session_id` on `host`: the RTSP handshake, a video ping, frames until at
+/// least `want` arrived, then `/cancel` (`stop_stream`) while the client keeps reading, and
+/// a drain of what was still on its way. Returns (frames completed, highest frame index,
+/// the host's final counters for that stream).
+fn one_stream(
+    host: StreamHost,
+    session_id: u32,
+    want: usize,
+) -> (
+    StreamHost,
+    usize,
+    u32,
+    punktfunk_control::stream::session::SessionStats,
+) {
+    host.prepare(LaunchSpec {
+        session_id,
+        rikey: KEY,
+        rikeyid: KEY_ID,
+    });
+    let port = host.rtsp_port();
+    let a = rtsp(port, "SETUP streamid=audio/0/0 RTSP/1.0\r\nCSeq: 1\r\n\r\n");
+    let ping = header(&a, "X-SS-Ping-Payload").to_string();
+    let v = rtsp(port, "SETUP streamid=video/0/0 RTSP/1.0\r\nCSeq: 2\r\n\r\n");
+    let video_port: u16 = header(&v, "Transport")
+        .trim_start_matches("server_port=")
+        .parse()
+        .unwrap();
+    rtsp(
+        port,
+        "SETUP streamid=control/13/0 RTSP/1.0\r\nCSeq: 3\r\n\r\n",
+    );
+    let ann = format!(
+        "ANNOUNCE streamid=control/13/0 RTSP/1.0\r\nCSeq: 4\r\nContent-type: application/sdp\r\n\
+         Content-length: {}\r\n\r\n{SDP}",
+        SDP.len()
+    );
+    assert!(rtsp(port, &ann).starts_with("RTSP/1.0 200"));
+    assert!(rtsp(port, "PLAY / RTSP/1.0\r\nCSeq: 5\r\n\r\n").starts_with("RTSP/1.0 200"));
+    // Nothing sent yet in this stream: its counters start at zero, whatever came before.
+    let fresh = host.session_stats().expect("a stream runs after PLAY");
+    assert_eq!(fresh.session_id, session_id);
+    assert_eq!(fresh.video_frames, 0, "{fresh:?}");
+
+    let vsock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    vsock
+        .set_read_timeout(Some(Duration::from_millis(5)))
+        .unwrap();
+    let mut ping_bytes = ping.into_bytes();
+    ping_bytes.extend_from_slice(&1u32.to_be_bytes());
+    let vcipher = VideoCipher::new(&KEY);
+    let mut depack = VideoDepacketizer::new(1024).unwrap();
+    let mut buf = vec![0u8; 65536];
+    // (frames completed, highest index)
+    let mut seen = (0usize, 0u32);
+    let receive = |depack: &mut VideoDepacketizer, buf: &mut [u8], seen: &mut (usize, u32)| {
+        let Ok(n) = vsock.recv(buf) else {
+            return false;
+        };
+        let plain = vcipher.open(&mut buf[..n]).expect("video decrypts");
+        depack.handle_datagram(plain).expect("valid video packet");
+        while let Some(f) = depack.poll_frame() {
+            seen.0 += 1;
+            seen.1 = seen.1.max(f.index);
+        }
+        true
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last_ping = Instant::now() - Duration::from_secs(1);
+    while seen.0 < want && Instant::now() < deadline {
+        if last_ping.elapsed() > Duration::from_millis(200) {
+            vsock
+                .send_to(&ping_bytes, ("127.0.0.1", video_port))
+                .unwrap();
+            last_ping = Instant::now();
+        }
+        receive(&mut depack, &mut buf, &mut seen);
+    }
+    assert!(seen.0 >= want, "session {session_id}: only {seen:?} frames");
+    // Stop while still reading, then take what was still in the socket.
+    let stopper = std::thread::spawn(move || {
+        let stats = host.stop_stream(true);
+        (host, stats)
+    });
+    while !stopper.is_finished() {
+        receive(&mut depack, &mut buf, &mut seen);
+    }
+    while receive(&mut depack, &mut buf, &mut seen) {}
+    let (host, stats) = stopper.join().unwrap();
+    (host, seen.0, seen.1, stats.expect("a stream ran"))
+}
+
+/// Point 8 of issue 7: a stream's counters start at zero. Two streams in a row on one host;
+/// the second's final counters (returned by `stop_stream`, logged as "stream stopped",
+/// reported by /api/sessions) count only its own frames, never the first's.
+#[test]
+fn each_stream_counts_only_its_own_frames() {
+    let endpoints = StreamEndpoints {
+        bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        rtsp: free_port(),
+        video: free_port(),
+        control: free_port(),
+        audio: free_port(),
+    };
+    let host = StreamHost::start(
+        endpoints,
+        StreamOptions::default(),
+        Arc::new(Fake),
+        Arc::new(Mutex::new(Inputs::default())),
+    )
+    .unwrap();
+    let (host, got1, last1, s1) = one_stream(host, 1, 40);
+    let (host, got2, last2, s2) = one_stream(host, 2, 20);
+    eprintln!(
+        "stream 1: {got1} frames (last {last1}), {s1:?}; stream 2: {got2} (last {last2}), {s2:?}"
+    );
+    for (got, last, s, id) in [(got1, last1, s1, 1), (got2, last2, s2, 2)] {
+        assert_eq!(s.session_id, id);
+        // The host counted every frame this client completed in this stream (loopback, no
+        // loss; frame indices restart at 1 per stream) and at most one more: a frame whose
+        // datagrams were still on their way when the stream stopped.
+        assert_eq!(
+            last as usize, got,
+            "stream {id}: indices 1..=n, none missing"
+        );
+        assert!(
+            s.video_frames >= got as u64 && s.video_frames <= got as u64 + 1,
+            "stream {id}: host counted {} frames, the client got {got}",
+            s.video_frames
+        );
+    }
+    assert_eq!(host.state(), StreamState::Idle);
+    assert_eq!(host.session_stats(), None, "no stream, no counters");
     host.shutdown();
 }

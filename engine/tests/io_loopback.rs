@@ -4,7 +4,9 @@
 //! datagram carries its index and a position-dependent pattern so that the receiver can
 //! check each one byte for byte. The sender sends a whole frame before the receiver drains
 //! it (a 16 MiB receive buffer holds it), so the tests need no threads and make no timing
-//! assertions. Paths the kernel lacks are skipped with a message.
+//! assertions. Paths the kernel lacks are skipped visibly (`skip::skip`, docs/testing.md):
+//! listed at the end of scripts/test.sh, and a failure under `CI=true` where CI's machine has
+//! the feature.
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -15,6 +17,21 @@ use punktfunk_engine::io::{
     Caps, Pacing, ReceiveConfig, RecvPath, RecvPathPreference, SendPath, SendStats, UdpReceiver,
     UdpSender,
 };
+
+mod skip {
+    include!(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/skip.rs"));
+}
+
+/// The kernel feature a send path needs beyond plain UDP sockets.
+fn feature(path: SendPath) -> &'static str {
+    if path.uses_uring() {
+        "io_uring"
+    } else if path.uses_gso() {
+        "gso"
+    } else {
+        "udp"
+    }
+}
 
 fn caps() -> &'static Caps {
     static CAPS: OnceLock<Caps> = OnceLock::new();
@@ -87,10 +104,13 @@ fn room(rx: &UdpReceiver, n: usize, seg: usize) -> bool {
     let need = n * 2 * seg.max(1024);
     let ok = rx.receive_buffer() >= need;
     if !ok {
-        eprintln!(
-            "skip: receive buffer {} B < {need} B for {n} x {seg}; run as root or raise \
-             net.core.rmem_max",
-            rx.receive_buffer()
+        skip::skip(
+            "rcvbuf",
+            format!(
+                "receive buffer {} B < {need} B for {n} x {seg}; run as root or raise \
+                 net.core.rmem_max",
+                rx.receive_buffer()
+            ),
         );
     }
     ok
@@ -113,11 +133,11 @@ fn receivers(v6: bool) -> Vec<(String, UdpReceiver)> {
         ] {
             let rx = UdpReceiver::bind(loopback(v6), &rx_config(gro, pref), caps()).expect("bind");
             if pref == RecvPathPreference::UringMultishot && rx.path() != RecvPath::UringMultishot {
-                eprintln!("skip: multishot recv unsupported here");
+                skip::skip("multishot_recv", "multishot recv unsupported here");
                 continue;
             }
             if gro && !rx.gro() {
-                eprintln!("skip: UDP_GRO unsupported here");
+                skip::skip("gro", "UDP_GRO unsupported here");
                 continue;
             }
             out.push((format!("{:?}, gro {}", rx.path(), rx.gro()), rx));
@@ -130,7 +150,7 @@ fn sender(path: SendPath, config: &SendConfig, v6: bool) -> Option<UdpSender> {
     match UdpSender::with_path(loopback(v6), path, config, caps()) {
         Ok(s) => Some(s),
         Err(e) => {
-            eprintln!("skip: {path}: {e}");
+            skip::skip(feature(path), format!("{path}: {e}"));
             None
         }
     }
@@ -226,7 +246,7 @@ fn uring_gso_busy_poll_delivers() {
 #[test]
 fn uring_gso_send_zc_delivers() {
     if !caps().uring_send_zc {
-        eprintln!("skip: SEND_ZC unsupported here");
+        skip::skip("send_zc", "io_uring SEND_ZC unsupported here");
         return;
     }
     let config = SendConfig {
@@ -248,7 +268,7 @@ fn uring_gso_send_zc_delivers() {
 #[test]
 fn ipv6_delivers() {
     if std::net::UdpSocket::bind("[::1]:0").is_err() {
-        eprintln!("skip: no IPv6 loopback");
+        skip::skip("ipv6", "no IPv6 loopback");
         return;
     }
     for path in SendPath::ALL {
@@ -447,6 +467,11 @@ fn auto_path_is_selected() {
     eprintln!("auto picked {}", tx.setup());
     if caps().uring_send && caps().gso {
         assert_eq!(tx.path(), SendPath::UringGso);
+    } else {
+        skip::skip(
+            "io_uring",
+            format!("no io_uring send with GSO here; auto picked {}", tx.setup()),
+        );
     }
 }
 
@@ -465,7 +490,7 @@ fn gro_buffers_are_split() {
     )
     .expect("bind");
     if !rx.gro() {
-        eprintln!("skip: UDP_GRO unsupported here");
+        skip::skip("gro", "UDP_GRO unsupported here");
         return;
     }
     let (n, seg, last) = (90, 1408, 4);
@@ -479,7 +504,10 @@ fn gro_buffers_are_split() {
     let s = rx.stats();
     eprintln!("gro receive: {s:?}");
     if s.coalesced == 0 {
-        eprintln!("note: the kernel did not coalesce; the split path was not exercised");
+        skip::skip(
+            "gro",
+            "the kernel did not coalesce; the split path was not exercised",
+        );
     } else {
         assert!(s.buffers < n as u64);
     }

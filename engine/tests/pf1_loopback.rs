@@ -5,8 +5,8 @@
 //! Both receive backends are covered (recvmmsg and io_uring multishot). Each frame is sent
 //! whole before the receiver drains it, so the tests need no threads; the
 //! receive buffer (16 MiB asked for) must hold one frame's datagrams, and frames are sized to
-//! what the kernel granted. No timing assertions. Paths the kernel lacks are skipped with a
-//! message.
+//! what the kernel granted. No timing assertions. Paths the kernel lacks are skipped visibly
+//! (`skip::skip`, docs/testing.md).
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -21,6 +21,10 @@ use punktfunk_engine::pf1::{
     DataKey, FrameInfo, KEY_MATERIAL_LEN, Pf1Event, Pf1Receiver, Pf1ReceiverConfig, Pf1Sender,
     Pf1SenderConfig,
 };
+
+mod skip {
+    include!(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/skip.rs"));
+}
 
 fn caps() -> &'static Caps {
     static CAPS: OnceLock<Caps> = OnceLock::new();
@@ -59,7 +63,7 @@ fn pair(
     )
     .expect("loopback receiver binds");
     if recv == RecvPathPreference::UringMultishot && udp.path() != RecvPath::UringMultishot {
-        eprintln!("SKIP multishot receive: not supported here");
+        skip::skip("multishot_recv", "multishot receive not supported here");
         return None;
     }
     let dest = udp.local_addr();
@@ -67,7 +71,10 @@ fn pair(
         Some(p) => match UdpSender::with_path(any, p, &SendConfig::default(), caps()) {
             Ok(tx) => tx,
             Err(e) => {
-                eprintln!("SKIP {p}: {e}");
+                skip::skip(
+                    if p.uses_uring() { "io_uring" } else { "gso" },
+                    format!("{p}: {e}"),
+                );
                 return None;
             }
         },

@@ -18,6 +18,10 @@ use punktfunk_engine::pipeline::{
 };
 use punktfunk_engine::pool::FrameBuf;
 
+mod skip {
+    include!(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/skip.rs"));
+}
+
 // ---------------------------------------------------------------------------------------------
 // A global allocator that counts allocations per thread, so a stage can measure its own thread.
 
@@ -467,7 +471,7 @@ fn drops_after_the_encoder_request_a_keyframe() {
 fn pins_every_stage_to_core_zero_or_skips() {
     let allowed = pin::allowed_cores();
     let Some(core) = allowed.as_ref().and_then(|a| a.first().copied()) else {
-        eprintln!("skipping: this platform reports no affinity mask");
+        skip::skip("affinity", "this platform reports no affinity mask");
         return;
     };
     if core != 0 {
@@ -493,7 +497,7 @@ fn pins_every_stage_to_core_zero_or_skips() {
     let stats = handle.join().unwrap();
     let pinned: Vec<_> = stats.stages.iter().map(|s| s.pinned_core).collect();
     if pinned.iter().all(Option::is_none) {
-        eprintln!("skipping assertion: sched_setaffinity refused here (see warnings)");
+        skip::skip("affinity", "sched_setaffinity refused here (see warnings)");
         return;
     }
     assert_eq!(pinned, [Some(core); 4]);

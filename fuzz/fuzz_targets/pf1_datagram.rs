@@ -129,7 +129,8 @@ fuzz_target!(|data: &[u8]| {
             }
             _ => {
                 generation += 1;
-                tx.update_key(key(generation));
+                tx.update_key(key(generation))
+                    .expect("generations only grow here");
                 rx.install_key(key(generation));
             }
         }

@@ -25,9 +25,37 @@ from moonlight_python.pairing import pair
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(os.environ.get("PUNKTFUNK_BIN", REPO / "target" / "debug" / "punktfunk"))
 
+# Skips (docs/testing.md, "Skips"): what CI's machine provides, so that under CI=true a test
+# that would skip for want of it fails instead. Everything else stays a skip, listed.
+CI = os.environ.get("CI") == "true"
+CI_PROVIDES = {
+    "root": "CI runs as root",
+    "netns": "CI runs as root with iproute2 and nftables (scripts/setup.sh installs them)",
+}
 
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+
+def skip(feature: str, reason: str):
+    """Skips the running test for want of `feature`, or fails it under CI=true when CI's
+    machine provides `feature`. The skip is listed (pytest -rs, and $PF_SKIP_LOG)."""
+    if CI and feature in CI_PROVIDES:
+        pytest.fail(f"CI=true: not skipping: {feature}: {reason} ({CI_PROVIDES[feature]}; "
+                    "a skip here hides a failure)")
+    pytest.skip(f"{feature}: {reason}")
+
+
+def pytest_runtest_logreport(report):
+    """Appends every skipped test to $PF_SKIP_LOG (scripts/test.sh prints the list)."""
+    log = os.environ.get("PF_SKIP_LOG")
+    if not log or not report.skipped:
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    reason = reason.removeprefix("Skipped: ")
+    with open(log, "a") as f:
+        f.write(f"e2e::{report.nodeid}: {reason}\n")
+
+
+def _port_free(port: int, kind: int = socket.SOCK_STREAM) -> bool:
+    with socket.socket(socket.AF_INET, kind) as s:
         try:
             s.bind(("127.0.0.1", port))
             return True
@@ -35,10 +63,27 @@ def _port_free(port: int) -> bool:
             return False
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+# Offsets from the base port: TCP https (-5), http (0), management (+1), RTSP (+21); UDP video,
+# control, audio (+9..+11) and the punktfunk/1 listener the tests put at -10.
+TCP_OFFSETS = (-5, 0, 1, 21)
+UDP_OFFSETS = (-10, 9, 10, 11)
+
+
 def _free_base_port() -> int:
+    # Below the kernel's ephemeral range: a port that some outgoing connection (a parallel
+    # flood test, say) holds as its local port cannot be listened on.
+    high = max(20100, _ephemeral_low() - 50)
     for _ in range(200):
-        base = random.randrange(20000, 60000)
-        if all(_port_free(base + off) for off in (-5, 0, 1)):
+        base = random.randrange(20000, high)
+        if all(_port_free(base + off) for off in TCP_OFFSETS) and all(
+                _port_free(base + off, socket.SOCK_DGRAM) for off in UDP_OFFSETS):
             return base
     raise RuntimeError("no free base port")
 
@@ -70,16 +115,29 @@ class Host:
     def https_port(self) -> int:
         return self.base - 5
 
+    @property
+    def pf1_port(self) -> int:
+        return self.base - 10
+
     def start(self) -> "Host":
         assert BIN.exists(), f"{BIN} not built (run tests/e2e/run.sh)"
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [str(BIN), "serve", "--state-dir", str(self.state_dir),
-             "--base-port", str(self.base), "--bind", "127.0.0.1", "--no-mdns"],
+             "--base-port", str(self.base), "--bind", "127.0.0.1", "--no-mdns",
+             # Not the default 47900: another host on this machine (a parallel test run)
+             # may hold it.
+             "--pf1-port", str(self.pf1_port)],
             stdout=log, stderr=log, env={**os.environ, "RUST_LOG": "info,punktfunk_control=debug"},
         )
-        wait_for(lambda: (self.state_dir / "run.json").exists() and not _port_free(self.base),
-                 what="punktfunk serve to listen")
+        # Generous: a debug build on a slow, loaded machine takes a while to start.
+        def listening() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"punktfunk serve exited ({self.proc.returncode}):\n"
+                                     f"{self.log()[-3000:]}")
+            return (self.state_dir / "run.json").exists() and not _port_free(self.base)
+
+        wait_for(listening, timeout=60, what="punktfunk serve to listen")
         return self
 
     def stop(self) -> None:
@@ -90,6 +148,12 @@ class Host:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def sent_frames(self) -> list[tuple[int, int]]:
+        """(session, video frames sent) for every stream this host has stopped, in order."""
+        import streaming  # the harness module, next to this file
+
+        return streaming.host_sent_frames(self.log())
 
     def api(self, method: str, path: str, body: dict | None = None):
         token = (self.state_dir / "api-token").read_text().strip()

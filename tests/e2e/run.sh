@@ -19,4 +19,6 @@ fi
 cargo build --locked -p punktfunk-control --bin punktfunk
 export PUNKTFUNK_BIN="$PWD/target/debug/punktfunk"
 
-exec "$VENV/bin/python" -m pytest -v tests/e2e "$@"
+# -rs: the summary lists every skipped test with its reason (they are also appended to
+# $PF_SKIP_LOG when scripts/test.sh set it; see conftest.py).
+exec "$VENV/bin/python" -m pytest -v -rs tests/e2e "$@"

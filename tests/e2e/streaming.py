@@ -3,23 +3,38 @@
 Used by the end-to-end tests, both in-process (loopback) and as a subprocess in the client
 network namespace (`python streaming.py ...` prints one JSON result line).
 
-It drives the client library directly rather than through MoonlightClient's fan-out, so
-every frame moonlight-common-c hands out is decoded and counted.
+What is measured, and where (docs/testing.md, "End-to-end harness"):
+
+* The receive loop only pulls frames from moonlight-common-c, notes each frame number (the
+  protocol layer: frames the library handed out, gaps between their numbers) and decodes it
+  with PyAV. Every frame is decoded, because H.264 needs its reference chain; nothing is
+  converted to RGB there.
+* A sample of the decoded frames goes through a bounded queue to a checker thread, which reads
+  the luma plane: resolution, not dark, not identical to the previous sample, and the
+  pattern's frame stamp (tests/pattern_stamp.py), which must increase. When the checker falls
+  behind, samples are dropped (counted), never frames.
+* With `quit_after`, the client asks the host to quit while it keeps receiving, until the
+  host ends the stream; so the frames received can be compared with the host's own count of
+  frames sent in that session (`stream stopped ... video_frames=N`, see `host_sent_frames`).
+  A slow client therefore shows up as frames missing at the protocol layer, and a slow
+  checker as fewer samples, not as a failed delivery.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import queue
+import re
 import secrets
 import sys
 import threading
 import time
 from pathlib import Path
 
+import av
 import numpy as np
 from moonlight_python.config import VIDEO_FORMAT_H264, StreamConfig
-from moonlight_python.decoder import Decoder
 from moonlight_python.http_client import NvHTTP
 from moonlight_python.identity import Identity
 from moonlight_python.stream import StreamingSession
@@ -27,10 +42,119 @@ from moonlight_python.stream import StreamingSession
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pattern_stamp import read_stamp  # noqa: E402
 
+# Every SAMPLE_EVERY-th decoded frame is offered to the checker; the queue holds at most
+# SAMPLE_QUEUE of them (the rest are dropped and counted).
+SAMPLE_EVERY = 4
+SAMPLE_QUEUE = 4
+# Limited-range luma: black is 16. A frame whose mean luma is below this is "dark".
+DARK_LUMA = 26
+
+
+class Checker:
+    """The heavy per-frame checks, on its own thread, fed through a bounded queue."""
+
+    def __init__(self) -> None:
+        self.q: queue.Queue = queue.Queue(maxsize=SAMPLE_QUEUE)
+        self.offered = 0
+        self.dropped = 0
+        self.checked = 0
+        self.shapes: set[tuple[int, int]] = set()
+        self.dark = 0
+        self.identical = 0
+        self.stamps: list[int] = []
+        self.unreadable = 0
+        self.errors: list[str] = []
+        self._prev: np.ndarray | None = None
+        self._thread = threading.Thread(target=self._run, name="frame-checker", daemon=True)
+        self._thread.start()
+
+    def offer(self, frame: av.VideoFrame) -> None:
+        """Called on the receive path: never blocks."""
+        self.offered += 1
+        try:
+            self.q.put_nowait(frame)
+        except queue.Full:
+            self.dropped += 1
+
+    def finish(self, timeout: float = 30.0) -> None:
+        self.q.put(None)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            frame = self.q.get()
+            if frame is None:
+                return
+            try:
+                self._check(frame)
+            except Exception as e:  # noqa: BLE001 - reported in the result
+                self.errors.append(repr(e))
+
+    def _check(self, frame: av.VideoFrame) -> None:
+        w, h = frame.width, frame.height
+        plane = frame.planes[0]
+        # The luma plane, without the stride padding.
+        y = np.frombuffer(plane, dtype=np.uint8).reshape(-1, plane.line_size)[:h, :w]
+        self.checked += 1
+        self.shapes.add((h, w))
+        if float(y.mean()) < DARK_LUMA:
+            self.dark += 1
+        if self._prev is not None and self._prev.shape == y.shape and np.array_equal(self._prev, y):
+            self.identical += 1
+        self._prev = y.copy()
+        s = read_stamp(y)
+        if s is None:
+            self.unreadable += 1
+        else:
+            self.stamps.append(s[0])
+
+
+def _frame_numbers(numbers: list[int]) -> dict:
+    """Protocol-layer figures from the frame numbers moonlight-common-c handed out, in order."""
+    gaps = missing = backwards = 0
+    for a, b in zip(numbers, numbers[1:]):
+        if b > a + 1:
+            gaps += 1
+            missing += b - a - 1
+        elif b <= a:
+            backwards += 1
+    return {
+        "frames_received": len(numbers),
+        "first_number": numbers[0] if numbers else None,
+        "last_number": numbers[-1] if numbers else None,
+        "frame_span": (numbers[-1] - numbers[0] + 1) if numbers else 0,
+        "gaps": gaps,
+        "frames_missing": missing,
+        "out_of_order": backwards,
+    }
+
+
+def _frames_left(session: StreamingSession):
+    """(frame number, Annex-B bytes) of the frames moonlight-common-c completed but had not
+    handed out when the connection ended. `pull_frame` returns None once the session is
+    terminated, although the library keeps complete frames queued until it is stopped; the
+    library's own non-blocking `LiPollNextVideoFrame` hands them out (through moonlight-python's
+    cffi handle, pinned at 0.3.0 in tests/requirements.txt)."""
+    ffi, lib = session._ffi, session._lib
+    handle = ffi.new("VIDEO_FRAME_HANDLE*")
+    unit = ffi.new("DECODE_UNIT**")
+    while lib.LiPollNextVideoFrame(handle, unit):
+        du = unit[0]
+        data = bytearray()
+        entry = du.bufferList
+        while entry != ffi.NULL:
+            data.extend(ffi.buffer(entry.data, entry.length))
+            entry = entry.next
+        number = du.frameNumber
+        lib.LiCompleteVideoFrame(handle[0], 0)  # DR_OK
+        yield number, bytes(data)
+
 
 def stream(http: NvHTTP, address: str, seconds: float, width: int, height: int, fps: int,
            bitrate_kbps: int = 6000, quit_after: bool = True) -> dict:
-    """Launches Desktop, streams for `seconds`, and returns what was seen."""
+    """Launches Desktop, streams for `seconds` after the first frame, and returns what was
+    seen. With `quit_after`, then quits the app while still receiving, until the host ends
+    the stream (so every frame the host sent had its chance to arrive)."""
     info = http.parse_server_info(http.get_server_info(use_https=True))
     apps = http.get_app_list()
     desktop = next(a for a in apps if a.name == "Desktop")
@@ -56,63 +180,136 @@ def stream(http: NvHTTP, address: str, seconds: float, width: int, height: int, 
 
     at = threading.Thread(target=audio_loop, daemon=True)
     at.start()
-    decoder = Decoder(codec="h264", output_format="rgb24")
-    numbers, stamps, shapes = [], [], set()
-    identical_pairs, dark_frames, unreadable = 0, 0, 0
-    prev = None
+    codec = av.CodecContext.create("h264", "r")
+    codec.thread_type = "AUTO"
+    checker = Checker()
+    numbers: list[int] = []
+    decoded = 0
+    decode_errors = 0
     first_frame_at = None
+    quit_thread = None
+    quit_result: dict = {}
+    terminated_early = False
     start = time.monotonic()
+
+    def decode(packet) -> None:
+        nonlocal decoded, decode_errors
+        try:
+            frames = codec.decode(packet)
+        except av.error.InvalidDataError:
+            decode_errors += 1
+            return
+        for f in frames:
+            decoded += 1
+            if decoded % SAMPLE_EVERY == 1:
+                checker.offer(f)
+
+    done = threading.Event()
+
+    def watchdog():
+        # pull_frame blocks until a frame comes; once the host has ended the stream (or a
+        # deadline passed, checked by the loop), none will: wake it so the loop can look.
+        while not done.wait(0.1):
+            if session.is_terminated or time.monotonic() - start > seconds + 40:
+                session.wake()
+
+    wt = threading.Thread(target=watchdog, daemon=True)
+    wt.start()
+
+    def quit_app():
+        try:
+            http.quit_app()
+        except Exception as e:  # noqa: BLE001 - reported in the result
+            quit_result["error"] = repr(e)
+
     try:
-        while time.monotonic() - start < seconds + 10:
-            if first_frame_at is not None and time.monotonic() - first_frame_at >= seconds:
+        while True:
+            now = time.monotonic()
+            if quit_thread is None:
+                window_over = first_frame_at is not None and now - first_frame_at >= seconds
+                if window_over or now - start >= seconds + 10:
+                    if not quit_after:
+                        break
+                    # Keep receiving while the host stops the stream.
+                    quit_thread = threading.Thread(target=quit_app, daemon=True)
+                    quit_thread.start()
+                    quit_deadline = now + 15
+            elif now >= quit_deadline:
+                break
+            if now - start > seconds + 40:
                 break
             raw = session.pull_frame()
             if raw is None:
                 if session.is_terminated:
+                    terminated_early = quit_thread is None
+                    # The last datagrams may still be arriving; then take what is queued.
+                    time.sleep(0.5)
+                    for number, data in _frames_left(session):
+                        numbers.append(number)
+                        decode(av.Packet(data))
                     break
                 continue
-            for arr in decoder.decode(raw.annex_b_data):
-                if first_frame_at is None:
-                    first_frame_at = time.monotonic()
-                numbers.append(raw.frame_number)
-                shapes.add(arr.shape)
-                if float(arr.mean()) < 10:
-                    dark_frames += 1
-                if prev is not None and np.array_equal(prev, arr):
-                    identical_pairs += 1
-                prev = arr
-                s = read_stamp(arr)
-                if s is None:
-                    unreadable += 1
-                else:
-                    stamps.append(s[0])
+            if first_frame_at is None:
+                first_frame_at = time.monotonic()
+            numbers.append(raw.frame_number)
+            decode(av.Packet(raw.annex_b_data))
+        decode(None)  # flush the decoder's delayed frames
     finally:
+        done.set()
+        wt.join(2)
         stop.set()
         at.join(2)
         terminated = session.is_terminated
         termination_error = session.termination_error
         session.stop()
-        decoder.close()
-    if quit_after and not terminated:
-        http.quit_app()
-    span = (max(numbers) - min(numbers) + 1) if numbers else 0
+        if quit_thread is not None:
+            quit_thread.join(30)
+        checker.finish()
+    stamps = checker.stamps
     return {
-        "frames_decoded": len(numbers),
-        "frame_span": span,
-        "decoded_ratio": (len(numbers) / span) if span else 0.0,
-        "first_number": min(numbers) if numbers else None,
-        "shapes": sorted(list(s) for s in shapes),
-        "identical_pairs": identical_pairs,
-        "dark_frames": dark_frames,
+        **_frame_numbers(numbers),
+        "frames_decoded": decoded,
+        "decode_errors": decode_errors,
+        "samples_offered": checker.offered,
+        "samples_dropped": checker.dropped,
+        "samples_checked": checker.checked,
+        "shapes": sorted(list(s) for s in checker.shapes),
+        "identical_pairs": checker.identical,
+        "dark_frames": checker.dark,
         "stamps_read": len(stamps),
-        "stamps_unreadable": unreadable,
+        "stamps_unreadable": checker.unreadable,
         "stamps_increasing": all(b > a for a, b in zip(stamps, stamps[1:])),
+        "checker_errors": checker.errors,
         "audio_packets": audio["packets"],
         "audio_bytes": audio["bytes"],
-        "terminated_early": terminated,
+        "terminated": terminated,
+        "terminated_early": terminated_early,
         "termination_error": termination_error,
+        "quit_error": quit_result.get("error"),
         "seconds": seconds,
     }
+
+
+_STOPPED = re.compile(r"stream stopped.*?\bsession=(\d+).*?\bvideo_frames=(\d+)")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def host_sent_frames(log: str) -> list[tuple[int, int]]:
+    """(session, video frames sent) of every "stream stopped" line of a host log, in order.
+
+    The host counts each stream's frames from zero (its per-session counters), so the n-th
+    line belongs to the n-th stream of that host."""
+    out = []
+    for line in _ANSI.sub("", log).splitlines():
+        m = _STOPPED.search(line)
+        if m:
+            out.append((int(m.group(1)), int(m.group(2))))
+    return out
+
+
+def delivery(r: dict, host_sent: int) -> float:
+    """Frames moonlight-common-c handed out over frames the host sent in that stream."""
+    return r["frames_received"] / host_sent if host_sent else 0.0
 
 
 def main() -> int:
@@ -125,11 +322,14 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--mode", default="1280x720x60")
     ap.add_argument("--bitrate", type=int, default=6000)
+    ap.add_argument("--no-quit", action="store_true",
+                    help="stop the client without quitting the app on the host")
     a = ap.parse_args()
     w, h, f = (int(x) for x in a.mode.split("x"))
     http = NvHTTP(a.address, Identity(a.config_dir), http_port=a.http_port,
                   https_port=a.https_port, server_cert_pem=Path(a.cert).read_bytes())
-    print(json.dumps(stream(http, a.address, a.seconds, w, h, f, a.bitrate)))
+    print(json.dumps(stream(http, a.address, a.seconds, w, h, f, a.bitrate,
+                            quit_after=not a.no_quit)))
     return 0
 
 

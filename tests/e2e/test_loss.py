@@ -2,8 +2,11 @@
 
 Host and client run in two namespaces joined by a veth pair (tests/e2e/netns.sh). An nftables
 `numgen random` rule in the client's prerouting chain drops 5 % of everything arriving at the
-client: video, audio, ENet and TCP alike. moonlight-common-c must still decode at least 90 %
-of the frames: that is the GF(2^8) FEC (nanors-compatible) doing its job with the real client.
+client: video, audio, ENet and TCP alike. moonlight-common-c must still hand out at least
+90 % of the frames the host sent in that stream (the host's own count, from its "stream stopped"
+line), and every one of them must decode: that is the GF(2^8) FEC (nanors-compatible) doing its
+job with the real client. The count is taken at the protocol layer, so a slow client machine
+does not change it (docs/testing.md, "End-to-end harness").
 """
 
 from __future__ import annotations
@@ -17,24 +20,21 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, REPO, _free_base_port, wait_for
+import streaming
+from conftest import BIN, REPO, _free_base_port, skip, wait_for
 
 NETNS = REPO / "tests" / "e2e" / "netns.sh"
 HERE = Path(__file__).resolve().parent
 HOST_IP = "10.77.0.1"
 
 
-def netns_available() -> bool:
-    if os.geteuid() != 0:
-        return False
-    r = subprocess.run([str(NETNS), "up"], capture_output=True, text=True)
-    return r.returncode == 0
-
-
 @pytest.fixture
 def namespaces():
-    if not netns_available():
-        pytest.skip("skip: network namespaces need root and iproute2/nftables")
+    if os.geteuid() != 0:
+        skip("root", "network namespaces need root")
+    r = subprocess.run([str(NETNS), "up"], capture_output=True, text=True)
+    if r.returncode != 0:
+        skip("netns", f"could not create the namespaces (iproute2/nftables): {r.stderr.strip()}")
     yield
     subprocess.run([str(NETNS), "down"], check=False)
 
@@ -79,14 +79,18 @@ def test_stream_survives_5_percent_loss(tmp_path, namespaces):
         counters = subprocess.run([str(NETNS), "counter"], capture_output=True, text=True).stdout
         assert r.returncode == 0, r.stderr[-3000:]
         result = json.loads(r.stdout.strip().splitlines()[-1])
-        print("5% loss:", result)
+        sent = streaming.host_sent_frames((tmp_path / "host.log").read_text(errors="replace"))
+        print("5% loss:", result, "host sent:", sent)
         print(counters)
         dropped = int(counters.split("packets")[1].split()[0])
         assert dropped > 50, "the loss rule must actually have dropped packets"
-        assert result["termination_error"] == 0, result
-        assert result["frames_decoded"] >= 300, result
-        assert result["decoded_ratio"] >= 0.90, result
-        assert result["stamps_increasing"], result
+        assert result["termination_error"] == 0 and not result["terminated_early"], result
+        # 8 s at 60 fps: the host sent about 480 frames in this stream.
+        assert len(sent) == 1 and sent[0][1] >= 400, sent
+        assert streaming.delivery(result, sent[0][1]) >= 0.90, (sent, result)
+        assert result["decode_errors"] == 0, result
+        assert result["frames_decoded"] == result["frames_received"], result
+        assert result["samples_checked"] >= 10 and result["stamps_increasing"], result
     finally:
         subprocess.run([str(NETNS), "loss", "0"], check=False)
         host.terminate()

@@ -7,19 +7,47 @@ request goes over moonlight-python's HTTP/HTTPS client with its client certifica
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+import signal
+import time
+import urllib.request
 from xml.etree import ElementTree
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from moonlight_python.exceptions import (
     HttpResponseError,
-    PairingAlreadyInProgress,
     WrongPinError,
 )
+from moonlight_python.pairing import _aes_decrypt_ecb, _aes_encrypt_ecb, pair
 from PIL import Image
 
-from conftest import Client, Host, wait_awaiting_pin
+from conftest import Client, Host, wait_awaiting_pin, wait_for
+
+
+def pair_now(c: Client, pin: str, patience: float = 60.0) -> bytes:
+    """moonlight-python's pairing, run to the end here; an address still backing off after a
+    wrong PIN (status 429) waits and tries again, anything else is raised."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return pair(c.http, c.identity, pin, c.server_info(), timeout=60)
+        except HttpResponseError as e:
+            if e.status_code != 429 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def fingerprint(c: Client) -> str:
+    cert = x509.load_pem_x509_certificate(c.identity.cert_pem)
+    return hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
+
+
+def waiting(host: Host) -> list:
+    return host.api("GET", "/api/pairing")["waiting"]
 
 
 def xml_text(xml: str, tag: str) -> str | None:
@@ -81,18 +109,71 @@ def test_wrong_pin_is_rejected(host: Host, client_factory):
     with pytest.raises(HttpResponseError) as e:
         c.http.get_app_list()
     assert e.value.status_code == 401
-    # The host is free for the next pairing, which succeeds.
-    assert host.api("GET", "/api/status")["pairing"]["state"] == "idle"
-    c.pair_with_pin("3333")
+    # The PIN was typed for that client: its window closed with the pairing, and the wrong
+    # PIN counted against the address.
+    pairing = host.api("GET", "/api/status")["pairing"]
+    assert pairing["state"] == "idle"
+    assert pairing["window"]["state"] == "closed"
+    assert pairing["stats"]["failed"] == 1
+    # The next pairing (once the 1 s backoff is over) succeeds.
+    result = c.start_pairing("3333")
+    deadline = time.monotonic() + 30
+    while "error" not in result and not waiting(host) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if isinstance(result.get("error"), HttpResponseError):
+        assert result["error"].status_code == 429, result
+        assert "try again in" in result["error"].status_message
+        time.sleep(1.5)
+        result = c.start_pairing("3333")
+    wait_awaiting_pin(host)
+    assert host.cli("pin", "3333").returncode == 0
+    result["thread"].join(60)
+    assert "cert" in result, result
     assert len(host.api("GET", "/api/clients")) == 1
 
 
-def test_pin_without_a_waiting_client(host: Host):
+def test_pin_without_a_waiting_client_arms_the_window(host: Host):
     cp = host.cli("pin", "1234")
-    assert cp.returncode == 2
-    assert "no client is waiting for a PIN" in cp.stderr
+    assert cp.returncode == 0, cp
+    assert "PIN armed for the next client" in cp.stdout
+    window = host.api("GET", "/api/pairing")["window"]
+    assert window["state"] == "open" and window["failures_left"] == 3
+    assert 0 < window["expires_in_s"] <= 120
     cp = host.cli("pin", "12a4")
     assert cp.returncode == 2 and "4 digits" in cp.stderr
+    cp = host.cli("pairing", "--close")
+    assert cp.returncode == 0 and "pairing window: closed" in cp.stdout
+
+
+def test_wrong_pins_close_the_window_until_the_operator_rearms(host: Host, client_factory):
+    """Issue 7 point 2: the operator arms a PIN; three wrong PINs (moonlight-python's own
+    pairing, from one address, each after that address's backoff) close the window, after
+    which phase 1 is refused with the reason; `punktfunk pin` re-arms and the right PIN pairs."""
+    c = client_factory()
+    assert host.cli("pin", "4321").returncode == 0
+    for guess in ("0000", "1111", "2222"):
+        with pytest.raises(WrongPinError):
+            pair_now(c, guess)
+    pairing = host.api("GET", "/api/pairing")
+    assert pairing["window"]["state"] == "exhausted", pairing
+    assert pairing["stats"]["failed"] == 3
+    assert pairing["stats"]["windows_exhausted"] == 1
+    # Closed: even the right PIN is refused now, with a reason the client shows.
+    with pytest.raises(HttpResponseError) as e:
+        pair_now(c, "4321")
+    assert e.value.status_code == 403
+    assert "too many wrong PINs" in e.value.status_message
+    assert host.api("GET", "/api/pairing")["stats"]["refused_closed"] >= 1
+    assert host.api("GET", "/api/clients") == []
+    assert "closed after too many wrong PINs" in host.cli("pairing").stdout
+    assert "pairing window closed after too many wrong PINs" in host.log()
+    # The operator re-arms; the right PIN pairs.
+    cp = host.cli("pin", "5678", "--name", "after the storm")
+    assert cp.returncode == 0, cp
+    c.http.server_cert_pem = pair_now(c, "5678")
+    assert [x["name"] for x in host.api("GET", "/api/clients")] == ["after the storm"]
+    assert c.http.parse_server_info(c.http.get_server_info(use_https=True)).paired is True
+    assert host.api("GET", "/api/pairing")["window"]["state"] == "used"
 
 
 def test_pair_and_use(host: Host, client_factory):
@@ -193,19 +274,101 @@ def test_one_session_at_a_time(host: Host, client_factory):
     assert launch(b).startswith("rtsp://")
 
 
-def test_one_pairing_at_a_time(host: Host, client_factory):
-    a, b = client_factory(), client_factory()
-    result = a.start_pairing("5555")
-    wait_awaiting_pin(host)
-    # moonlight-python reports the host's "busy" answer as PairingAlreadyInProgress.
-    other = b.start_pairing("6666")
-    other["thread"].join(30)
-    assert isinstance(other.get("error"), PairingAlreadyInProgress), other
-    # The first pairing was not disturbed by B's /unpair.
-    assert host.api("GET", "/api/status")["pairing"]["state"] == "awaiting_pin"
-    assert host.cli("pin", "5555").returncode == 0
+def test_a_strangers_pending_pairing_does_not_block_the_real_one(host: Host, client_factory):
+    """Issue 7 point 5: a stranger parks a pairing; the real client still pairs. The operator
+    sees both (address, certificate fingerprint, age), gives the PIN to the right one with
+    --to, and cancels the stranger, whose client is told why."""
+    stranger, real = client_factory(), client_factory()
+    held = stranger.start_pairing("5555")
+    wait_for(lambda: len(waiting(host)) == 1, what="the stranger to wait")
+    result = real.start_pairing("6666")
+    listed = wait_for(lambda: (w := waiting(host)) and len(w) == 2 and w,
+                      what="both clients to wait")
+    assert {w["address"] for w in listed} == {"127.0.0.1"}
+    by_fp = {w["fingerprint"]: w for w in listed}
+    assert set(by_fp) == {fingerprint(stranger), fingerprint(real)}
+    real_id = by_fp[fingerprint(real)]["id"]
+    stranger_id = by_fp[fingerprint(stranger)]["id"]
+    # Without --to, the PIN is refused and the CLI lists who waits.
+    cp = host.cli("pin", "6666")
+    assert cp.returncode == 2, cp
+    assert "2 clients are waiting" in cp.stderr and fingerprint(real) in cp.stderr
+    shown = host.cli("pairing").stdout
+    assert fingerprint(stranger) in shown and f"id {real_id}" in shown
+    # The PIN goes to the real client, which pairs while the stranger still waits.
+    cp = host.cli("pin", "6666", "--to", real_id, "--name", "real")
+    assert cp.returncode == 0, (cp.stdout, cp.stderr)
     result["thread"].join(60)
     assert "cert" in result, result
+    assert [x["name"] for x in host.api("GET", "/api/clients")] == ["real"]
+    assert [w["id"] for w in waiting(host)] == [stranger_id]
+    # The operator cancels the stranger; its client gets the reason.
+    cp = host.cli("pairing", "--cancel", stranger_id)
+    assert cp.returncode == 0, cp
+    held["thread"].join(30)
+    assert isinstance(held.get("error"), HttpResponseError), held
+    assert held["error"].status_code == 403
+    assert "cancelled by the host" in held["error"].status_message
+    assert host.api("GET", "/api/status")["pairing"]["state"] == "idle"
+    assert host.cli("pairing", "--cancel", stranger_id).returncode == 2
+
+
+def _phases_1_to_3(host: Host, c: Client, pin: str) -> None:
+    """Pairing phases 1-3 done by hand (moonlight-python's pair() cannot be stopped between
+    phases), with its AES helpers and identity."""
+    def get(query: str) -> str:
+        url = f"http://127.0.0.1:{host.http_port}/pair?uniqueid=0123456789ABCDEF&{query}"
+        with urllib.request.urlopen(url, timeout=60) as r:
+            return r.read().decode()
+
+    salt = os.urandom(16)
+    key = hashlib.sha256(salt + pin.encode()).digest()[:16]
+    r1 = get(f"devicename=roth&phrase=getservercert&salt={salt.hex()}"
+             f"&clientcert={c.identity.cert_pem.hex()}")
+    assert xml_text(r1, "plaincert"), r1
+    challenge = os.urandom(16)
+    r2 = get(f"clientchallenge={_aes_encrypt_ecb(challenge, key).hex()}")
+    resp = _aes_decrypt_ecb(bytes.fromhex(xml_text(r2, "challengeresponse")), key)
+    secret = os.urandom(16)
+    h = hashlib.sha256(resp[32:48] + c.identity.cert_signature() + secret).digest()
+    r3 = get(f"serverchallengeresp={_aes_encrypt_ecb(h, key).hex()}")
+    assert xml_text(r3, "pairingsecret"), r3
+
+
+def test_no_half_paired_client_after_kill_9_between_phases(host: Host, client_factory):
+    """Issue 7 point 6: the host is killed (SIGKILL) after phases 1-3 of a pairing with the
+    right PIN; after a restart no client is stored, and the client can pair properly."""
+    c = client_factory()
+    assert host.cli("pin", "2580").returncode == 0
+    _phases_1_to_3(host, c, "2580")
+    assert host.api("GET", "/api/status")["pairing"]["state"] == "in_progress"
+    host.proc.send_signal(signal.SIGKILL)
+    host.proc.wait(timeout=10)
+    host.proc = None
+    assert not (host.state_dir / "clients.json").exists()
+    # The killed host's run.json is stale; Host.start waits for the new one.
+    (host.state_dir / "run.json").unlink()
+    host.start()
+    assert host.api("GET", "/api/clients") == []
+    with pytest.raises(HttpResponseError) as e:
+        c.http.get_app_list()
+    assert e.value.status_code == 401
+    c.pair_with_pin("2580")
+    assert len(host.api("GET", "/api/clients")) == 1
+
+
+def test_state_dir_is_made_private_and_crash_leftovers_removed(host: Host):
+    """Issue 7 point 6: an existing state dir with mode 0755 becomes 0700 at start, and a
+    temporary file a crash left mid-write is removed (both logged)."""
+    host.stop()
+    os.chmod(host.state_dir, 0o755)
+    leftover = host.state_dir / ".clients.json.tmp999999"
+    leftover.write_text('{"version": 1, "cli')
+    host.start()
+    assert (host.state_dir.stat().st_mode & 0o777) == 0o700
+    assert not leftover.exists()
+    log = host.log()
+    assert "had mode 0755" in log and "left by an interrupted write" in log
 
 
 def test_state_survives_restart_and_unpair(client_factory, host: Host):

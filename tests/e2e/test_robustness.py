@@ -85,12 +85,17 @@ def test_garbage_on_every_port_while_streaming(host, client_factory):
     finally:
         stop.set()
         t.join(5)
-    print("under garbage:", r, counts)
+    sent = host.sent_frames()
+    print("under garbage:", r, counts, "host sent:", sent)
     assert counts["udp"] > 100 and counts["rtsp"] > 10 and counts["http"] > 10
     assert host.proc.poll() is None, "the host survived"
-    assert r["termination_error"] == 0, r
-    assert r["decoded_ratio"] >= 0.90, r
-    assert r["frames_decoded"] >= 150, r
+    assert r["termination_error"] == 0 and not r["terminated_early"], r
+    # Garbage costs nothing at the protocol layer: the client gets the frames the host sent
+    # in this stream (loopback: no loss; the last one or two may be in flight at the end).
+    assert len(sent) == 1 and sent[0][1] >= 250, sent
+    assert streaming.delivery(r, sent[0][1]) >= 0.99, (sent, r)
+    assert r["gaps"] == 0 and r["frames_decoded"] == r["frames_received"], r
+    assert r["samples_checked"] >= 10 and r["stamps_increasing"], r
     assert "panicked" not in host.log()
     # Still serving, still paired.
     assert c.server_info().state.endswith("_SERVER_FREE")
@@ -112,6 +117,10 @@ def test_vanished_client_frees_the_session_within_10_s(host, client_factory):
              timeout=30, what="the client to stream")
     time.sleep(1)
     assert c.server_info().state.endswith("_SERVER_BUSY")
+    # The management API shows the running stream's own counters.
+    sessions = host.api("GET", "/api/sessions")
+    assert len(sessions) == 1 and sessions[0]["stream"]["session_id"] == sessions[0]["id"], sessions
+    assert sessions[0]["stream"]["video_frames"] > 0, sessions
     os.kill(p.pid, signal.SIGKILL)  # no goodbye: the client just disappears
     p.wait()
     gone = time.monotonic()
@@ -122,7 +131,10 @@ def test_vanished_client_frees_the_session_within_10_s(host, client_factory):
     assert freed_after <= 10.0
     # And the host streams again to a new launch.
     r = streaming.stream(c.http, "127.0.0.1", 3.0, 640, 360, 30)
-    assert r["decoded_ratio"] >= 0.90 and r["frames_decoded"] >= 60, r
+    sent = host.sent_frames()
+    assert len(sent) == 2, sent
+    assert streaming.delivery(r, sent[1][1]) >= 0.95 and r["frames_received"] >= 60, (sent, r)
+    assert r["gaps"] == 0 and r["frames_decoded"] == r["frames_received"], r
 
 
 def test_host_exit_ends_the_stream_gracefully(host, client_factory):
@@ -138,4 +150,5 @@ def test_host_exit_ends_the_stream_gracefully(host, client_factory):
     print("host exit:", r)
     assert r["terminated_early"], r
     assert r["termination_error"] == 0, "graceful termination (0x80030023) maps to 0"
-    assert r["frames_decoded"] > 30
+    assert r["frames_received"] > 30 and r["gaps"] == 0, r
+    assert r["frames_decoded"] == r["frames_received"], r

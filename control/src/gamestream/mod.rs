@@ -13,7 +13,7 @@
 //! | [`query`]     | query strings and hex fields, with limits (fuzzed)                   |
 //! | [`cert`]      | the few X.509 fields pairing needs, from hostile DER (fuzzed)        |
 //! | [`identity`]  | the host's certificate and RSA key, and its signatures               |
-//! | [`pairing`]   | the five `/pair` phases, one pairing at a time (§1.5)                |
+//! | [`pairing`]   | the five `/pair` phases, the operator's PIN window, waiting clients   |
 //! | [`clients`]   | the paired-client list and constant-time lookup by certificate       |
 //! | [`launch`]    | `/launch` and `/resume` query parameters into typed requests (§1.6)  |
 //! | [`session`]   | the [`session::SessionManager`] seam to streaming and its admission rules |

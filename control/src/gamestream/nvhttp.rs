@@ -383,21 +383,21 @@ pub fn pair_error_xml(status_code: u16, message: &str) -> String {
         .finish()
 }
 
-/// The reply to a pairing step that failed. A busy host answers `paired=1` without
-/// `plaincert`, which Moonlight reports as "another pairing is already in progress"; a failed
-/// phase-4 check is `paired=0` in a 200 (Sunshine); everything else is a 400 with the reason
-/// (Sunshine's `fail_pair`).
+/// The reply to a pairing step that failed, always with the reason in `status_message`
+/// (Moonlight shows it): a failed phase-4 check is `paired=0` in a 200 (Sunshine); a full
+/// waiting list 503, an address backing off 429 (the message says how long), an exhausted
+/// window or an operator's cancel 403, a timeout 408, everything else a 400 (Sunshine's
+/// `fail_pair`).
 pub fn pairing_error_reply(error: &PairingError) -> Reply {
-    Reply::xml(match error {
-        PairingError::Busy => Xml::root(200, None).elem("paired", 1).finish(),
-        PairingError::WrongPin | PairingError::BadSignature => {
-            Xml::root(200, Some(&error.to_string()))
-                .elem("paired", 0)
-                .finish()
-        }
-        PairingError::TimedOut => pair_error_xml(408, &error.to_string()),
-        _ => pair_error_xml(400, &error.to_string()),
-    })
+    let code = match error {
+        PairingError::WrongPin | PairingError::BadSignature => 200,
+        PairingError::Busy => 503,
+        PairingError::Backoff { .. } => 429,
+        PairingError::WindowClosed(_) | PairingError::CancelledByOperator => 403,
+        PairingError::TimedOut => 408,
+        _ => 400,
+    };
+    Reply::xml(pair_error_xml(code, &error.to_string()))
 }
 
 /// Phase 1 after the PIN: `plaincert` is the host certificate's PEM text in hex.
@@ -820,7 +820,30 @@ mod tests {
         ));
         assert!(pair_servercert_xml("AB").contains("<plaincert>4142</plaincert>"));
         let busy = pairing_error_reply(&PairingError::Busy);
+        assert_eq!(busy.status_code(), Some(503));
         let text = String::from_utf8(busy.body).unwrap();
-        assert!(text.contains("<paired>1</paired>") && !text.contains("plaincert"));
+        assert!(text.contains("<paired>0</paired>") && text.contains("too many clients"));
+        let wait = pairing_error_reply(&PairingError::Backoff {
+            retry_after_secs: 4,
+        });
+        assert_eq!(wait.status_code(), Some(429));
+        assert!(
+            String::from_utf8(wait.body)
+                .unwrap()
+                .contains("try again in 4 s")
+        );
+        let closed = pairing_error_reply(&PairingError::WindowClosed(
+            crate::pairing_window::Refusal::Exhausted,
+        ));
+        assert_eq!(closed.status_code(), Some(403));
+        assert!(
+            String::from_utf8(closed.body)
+                .unwrap()
+                .contains("too many wrong PINs")
+        );
+        assert_eq!(
+            pairing_error_reply(&PairingError::WrongPin).status_code(),
+            Some(200)
+        );
     }
 }

@@ -184,6 +184,11 @@ pub trait SessionManager: Send + Sync + 'static {
 
     /// The running session, if any.
     fn status(&self) -> Option<SessionInfo>;
+
+    /// The running stream's own counters (zero at its start), if a stream runs.
+    fn stream_stats(&self) -> Option<crate::stream::session::SessionStats> {
+        None
+    }
 }
 
 #[derive(Debug, Default)]

@@ -4,10 +4,13 @@
 //!
 //! | method   | path                 | what                                               |
 //! |----------|----------------------|----------------------------------------------------|
-//! | `POST`   | `/api/pin`           | `{"pin","name"}`: the PIN a pairing client shows   |
+//! | `POST`   | `/api/pin`           | `{"pin","name","to"}`: arm the pairing window with the PIN a client shows (delivered to waiting pairing `to`, or the only one waiting) |
 //! | `POST`   | `/api/pf1/pin`       | `{"pin"?}`: open the punktfunk/1 pairing window    |
 //! | `DELETE` | `/api/pf1/pin`       | close the punktfunk/1 pairing window               |
 //! | `GET`    | `/api/status`        | host, ports, pairing state, session; `pf1` window  |
+//! | `GET`    | `/api/pairing`       | the pairing window, waiting clients (address, certificate fingerprint, age), counters |
+//! | `DELETE` | `/api/pairing`       | close the pairing window                           |
+//! | `DELETE` | `/api/pairing/{id}`  | cancel a waiting or active pairing                 |
 //! | `GET`    | `/api/sessions`      | the running session (a list of 0 or 1)             |
 //! | `GET`    | `/api/clients`       | paired clients                                     |
 //! | `DELETE` | `/api/clients/{id}`  | unpair a client (and end its session)              |
@@ -19,7 +22,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::{Bytes, Incoming};
@@ -34,8 +37,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::gamestream::clients::PairedClient;
-use crate::gamestream::pairing::PairingStatus;
+use crate::gamestream::clients::client_id;
+use crate::gamestream::pairing::{PairingInfo, PairingStatus, Ticket};
+use crate::gamestream::query::hex_lower;
 use crate::gamestream::session::{ClientIdentity, SessionInfo};
+use crate::pairing_window::Refusal;
 
 use super::nvhttp::{NvHttp, PinError, PinOutcome};
 
@@ -80,6 +86,18 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "DELETE",
         path: "/api/pf1/pin",
+    },
+    Route {
+        method: "GET",
+        path: "/api/pairing",
+    },
+    Route {
+        method: "DELETE",
+        path: "/api/pairing",
+    },
+    Route {
+        method: "DELETE",
+        path: "/api/pairing/{id}",
     },
 ];
 
@@ -148,6 +166,65 @@ struct PinBody {
     pin: String,
     #[serde(default)]
     name: Option<String>,
+    /// The waiting pairing's id (as `GET /api/pairing` shows it).
+    #[serde(default)]
+    to: Option<String>,
+}
+
+/// A pairing id as the API shows it (decimal digits).
+fn parse_ticket(id: &str) -> Option<Ticket> {
+    if id.is_empty() || id.len() > 19 || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    id.parse().ok().map(Ticket)
+}
+
+fn pairing_info_json(info: &PairingInfo, now: Instant) -> serde_json::Value {
+    json!({
+        "id": info.ticket.0.to_string(),
+        "device_name": info.device_name,
+        "uniqueid": info.uniqueid,
+        "address": info.address.to_string(),
+        "fingerprint": hex_lower(&info.fingerprint),
+        "client_id": client_id(&info.fingerprint),
+        "age_s": info.age_at(now).as_secs(),
+    })
+}
+
+/// The pairing part of `/api/status` and `GET /api/pairing`.
+pub fn pairing_json(status: &PairingStatus, now: Instant) -> serde_json::Value {
+    let w = &status.window;
+    let (window_state, expires_in_s) = match w.state {
+        Ok(left) => ("open", Some(left.as_secs())),
+        Err(Refusal::NotArmed) => ("not_armed", None),
+        Err(Refusal::Closed) => ("closed", None),
+        Err(Refusal::Expired) => ("expired", None),
+        Err(Refusal::Used) => ("used", None),
+        Err(Refusal::Exhausted) => ("exhausted", None),
+    };
+    let s = &status.stats;
+    json!({
+        "state": status.state(),
+        "window": {
+            "state": window_state,
+            "expires_in_s": expires_in_s,
+            "failures": w.failures,
+            "failures_left": w.failures_left,
+            "armed_for": status.armed_for.map(|t| t.0.to_string()),
+        },
+        "active": status.active.as_ref().map(|a| pairing_info_json(a, now)),
+        "waiting": status.waiting.iter().map(|i| pairing_info_json(i, now)).collect::<Vec<_>>(),
+        "stats": {
+            "paired": s.paired,
+            "failed": s.failed,
+            "refused_backoff": s.refused_backoff,
+            "refused_closed": s.refused_closed,
+            "refused_busy": s.refused_busy,
+            "refused_malformed": s.refused_malformed,
+            "ended_waiting": s.ended_waiting,
+            "windows_exhausted": s.windows_exhausted,
+        },
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -243,7 +320,17 @@ impl Api {
                     Ok(b) => b,
                     Err(e) => return error(StatusCode::BAD_REQUEST, &format!("bad JSON: {e}")),
                 };
-                self.pin(&body.pin, body.name.as_deref()).await
+                let to = match body.to.as_deref().map(|t| parse_ticket(t).ok_or(t)) {
+                    None => None,
+                    Some(Ok(t)) => Some(t),
+                    Some(Err(t)) => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            &format!("\"to\": {t:?} is not a pairing id (decimal digits)"),
+                        );
+                    }
+                };
+                self.pin(&body.pin, body.name.as_deref(), to).await
             }
             ("POST", "/api/pf1/pin") => {
                 let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
@@ -259,12 +346,17 @@ impl Api {
             ("DELETE", "/api/pf1/pin") => self.pf1_close(),
             ("GET", "/api/status") => self.status(self.pf1_status().await),
             ("GET", "/api/sessions") => {
-                let sessions: Vec<_> = self
-                    .ctx
-                    .sessions()
+                let sessions = self.ctx.sessions();
+                let stats = sessions.stream_stats();
+                let sessions: Vec<_> = sessions
                     .status()
                     .iter()
-                    .map(session_json)
+                    .map(|s| {
+                        let mut v = session_json(s);
+                        // This stream's own counters (zero at its PLAY); null before PLAY.
+                        v["stream"] = json!(stats.filter(|t| t.session_id == s.id));
+                        v
+                    })
                     .collect();
                 json_response(StatusCode::OK, &json!(sessions))
             }
@@ -279,12 +371,36 @@ impl Api {
                 json_response(StatusCode::OK, &json!(list))
             }
             ("DELETE", "/api/clients/{id}") => self.unpair(param.unwrap_or_default()).await,
+            ("GET", "/api/pairing") => json_response(
+                StatusCode::OK,
+                &pairing_json(&self.ctx.pairing_status(), Instant::now()),
+            ),
+            ("DELETE", "/api/pairing") => {
+                self.ctx.close_pairing_window();
+                json_response(
+                    StatusCode::OK,
+                    &pairing_json(&self.ctx.pairing_status(), Instant::now()),
+                )
+            }
+            ("DELETE", "/api/pairing/{id}") => {
+                match parse_ticket(param.as_deref().unwrap_or_default()) {
+                    Some(t) if self.ctx.cancel_pairing(t) => {
+                        json_response(StatusCode::OK, &json!({ "cancelled": t.0.to_string() }))
+                    }
+                    _ => error(StatusCode::NOT_FOUND, "no open pairing with this id"),
+                }
+            }
             _ => error(StatusCode::NOT_FOUND, "no such route"),
         }
     }
 
-    async fn pin(&self, pin: &str, name: Option<&str>) -> Response<Full<Bytes>> {
-        match self.ctx.submit_pin(pin, name).await {
+    async fn pin(
+        &self,
+        pin: &str,
+        name: Option<&str>,
+        to: Option<Ticket>,
+    ) -> Response<Full<Bytes>> {
+        match self.ctx.submit_pin(pin, name, to).await {
             Ok(PinOutcome::Paired(c)) => json_response(
                 StatusCode::OK,
                 &json!({ "outcome": "paired", "client": ClientView::from(&c) }),
@@ -296,7 +412,15 @@ impl Api {
             Ok(PinOutcome::Pending) => {
                 json_response(StatusCode::ACCEPTED, &json!({ "outcome": "pending" }))
             }
+            Ok(PinOutcome::Armed) => json_response(
+                StatusCode::OK,
+                &json!({
+                    "outcome": "armed",
+                    "pairing": pairing_json(&self.ctx.pairing_status(), Instant::now()),
+                }),
+            ),
             Err(e @ PinError::InvalidPin) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+            Err(e @ PinError::NoSuchPairing(_)) => error(StatusCode::NOT_FOUND, &e.to_string()),
             Err(e) => error(StatusCode::CONFLICT, &e.to_string()),
         }
     }
@@ -374,19 +498,7 @@ impl Api {
     fn status(&self, pf1: serde_json::Value) -> Response<Full<Bytes>> {
         let info = self.ctx.info();
         let p = info.ports;
-        let pairing = match self.ctx.pairing_status() {
-            PairingStatus::AwaitingPin {
-                uniqueid,
-                device_name,
-                ..
-            } => {
-                json!({ "state": "awaiting_pin", "uniqueid": uniqueid, "device_name": device_name })
-            }
-            PairingStatus::InProgress { uniqueid, .. } => {
-                json!({ "state": "in_progress", "uniqueid": uniqueid })
-            }
-            _ => json!({ "state": "idle" }),
-        };
+        let pairing = pairing_json(&self.ctx.pairing_status(), Instant::now());
         let session = self.ctx.sessions().status();
         json_response(
             StatusCode::OK,

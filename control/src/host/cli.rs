@@ -1,5 +1,5 @@
-//! The CLI side of the management API: `punktfunk pin`, `punktfunk clients`,
-//! `punktfunk unpair`.
+//! The CLI side of the management API: `punktfunk pin`, `punktfunk pairing`,
+//! `punktfunk clients`, `punktfunk unpair`.
 //!
 //! Finding the running host: `--api ADDR` if given, else `run.json` in the state directory
 //! (written by `serve` with its actual address), else `management_addr` in `settings.json`,
@@ -180,14 +180,42 @@ fn client_line(c: &Value) -> String {
     format!("{}  {}", s("id"), s("name"))
 }
 
-/// `punktfunk pin PIN [--name NAME]`: delivers the PIN; returns the text to print and
-/// whether the client ended up paired.
-pub fn pin(api: &ApiClient, pin: &str, name: Option<&str>) -> Result<(String, bool), CliError> {
+/// `punktfunk pin PIN [--name NAME] [--to ID]`: arms the pairing window with the PIN and
+/// delivers it to the waiting pairing `ID` (or the only one waiting); returns the text to
+/// print and whether the command succeeded (the client paired, or, with nobody waiting, the
+/// window was armed for the next client). With several clients waiting and no `--to`, the
+/// error lists them.
+pub fn pin(
+    api: &ApiClient,
+    pin: &str,
+    name: Option<&str>,
+    to: Option<&str>,
+) -> Result<(String, bool), CliError> {
     let mut body = serde_json::json!({ "pin": pin });
     if let Some(n) = name {
         body["name"] = Value::from(n);
     }
-    let (_, v) = api.request("POST", "/api/pin", Some(&body))?;
+    if let Some(t) = to {
+        body["to"] = Value::from(t);
+    }
+    let v = match api.request("POST", "/api/pin", Some(&body)) {
+        Ok((_, v)) => v,
+        Err(CliError::Api {
+            status: 409,
+            message,
+        }) => {
+            // Show the operator who is waiting, so the right one can be chosen.
+            let listing = api
+                .request("GET", "/api/pairing", None)
+                .map(|(_, p)| pairing_text(&p))
+                .unwrap_or_default();
+            return Err(CliError::Api {
+                status: 409,
+                message: format!("{message}\n{listing}").trim_end().to_owned(),
+            });
+        }
+        Err(e) => return Err(e),
+    };
     Ok(match v.get("outcome").and_then(Value::as_str) {
         Some("paired") => (
             format!(
@@ -203,11 +231,109 @@ pub fn pin(api: &ApiClient, pin: &str, name: Option<&str>) -> Result<(String, bo
             ),
             false,
         ),
+        Some("armed") => {
+            let secs = v
+                .pointer("/pairing/window/expires_in_s")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            (
+                format!(
+                    "no client is waiting: PIN armed for the next client that pairs within {secs} s \
+                     (3 wrong PINs close it)\n"
+                ),
+                true,
+            )
+        }
         _ => (
             "PIN delivered; the client has not finished pairing yet\n".into(),
             false,
         ),
     })
+}
+
+fn pairing_line(p: &Value) -> String {
+    let s = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or("?").to_owned();
+    let age = p.get("age_s").and_then(Value::as_u64).unwrap_or(0);
+    format!(
+        "  id {:<4} from {:<15}  {:>4} s  name {:?}  uniqueid {}\n          certificate sha256 {}\n",
+        s("id"),
+        s("address"),
+        age,
+        s("device_name"),
+        s("uniqueid"),
+        s("fingerprint"),
+    )
+}
+
+/// The text of `punktfunk pairing`: the window, the pairings, the counters.
+pub fn pairing_text(v: &Value) -> String {
+    let w = v.get("window").unwrap_or(&Value::Null);
+    let state = w.get("state").and_then(Value::as_str).unwrap_or("?");
+    let mut out = match state {
+        "open" => format!(
+            "pairing window: open, {} s left, {} wrong PINs left{}\n",
+            w.get("expires_in_s").and_then(Value::as_u64).unwrap_or(0),
+            w.get("failures_left").and_then(Value::as_u64).unwrap_or(0),
+            w.get("armed_for")
+                .and_then(Value::as_str)
+                .map(|t| format!(", for pairing {t}"))
+                .unwrap_or_default()
+        ),
+        "exhausted" => "pairing window: closed after too many wrong PINs; new pairings are \
+                        refused until you run `punktfunk pin PIN` or `punktfunk pairing --close`\n"
+            .to_owned(),
+        other => format!("pairing window: {}\n", other.replace('_', " ")),
+    };
+    if let Some(a) = v.get("active").filter(|a| !a.is_null()) {
+        out.push_str("pairing with the PIN now:\n");
+        out.push_str(&pairing_line(a));
+    }
+    match v.get("waiting").and_then(Value::as_array) {
+        Some(list) if !list.is_empty() => {
+            out.push_str("waiting for a PIN (`punktfunk pin PIN --to ID`, cancel with `punktfunk pairing --cancel ID`):\n");
+            for p in list {
+                out.push_str(&pairing_line(p));
+            }
+        }
+        _ => out.push_str("no client is waiting for a PIN\n"),
+    }
+    if let Some(st) = v.get("stats") {
+        let n = |k: &str| st.get(k).and_then(Value::as_u64).unwrap_or(0);
+        out.push_str(&format!(
+            "since start: {} paired, {} failed; refused: {} backing off, {} window closed, {} busy, {} malformed\n",
+            n("paired"),
+            n("failed"),
+            n("refused_backoff"),
+            n("refused_closed"),
+            n("refused_busy"),
+            n("refused_malformed"),
+        ));
+    }
+    out
+}
+
+/// `punktfunk pairing`: the window and who waits.
+pub fn pairing(api: &ApiClient) -> Result<String, CliError> {
+    let (_, v) = api.request("GET", "/api/pairing", None)?;
+    Ok(pairing_text(&v))
+}
+
+/// `punktfunk pairing --cancel ID`.
+pub fn pairing_cancel(api: &ApiClient, id: &str) -> Result<String, CliError> {
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(CliError::Api {
+            status: 400,
+            message: "a pairing id is decimal digits (see `punktfunk pairing`)".into(),
+        });
+    }
+    api.request("DELETE", &format!("/api/pairing/{id}"), None)?;
+    Ok(format!("pairing {id} cancelled\n"))
+}
+
+/// `punktfunk pairing --close`: closes the window (an exhausted one stops refusing).
+pub fn pairing_close(api: &ApiClient) -> Result<String, CliError> {
+    let (_, v) = api.request("DELETE", "/api/pairing", None)?;
+    Ok(pairing_text(&v))
 }
 
 /// `punktfunk pin --pf1 [PIN]`: opens the punktfunk/1 pairing window with `pin`, or with a

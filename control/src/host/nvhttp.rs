@@ -9,11 +9,14 @@
 //!            Launch/Resume/Cancel           SessionManager on a blocking thread
 //! ```
 //!
-//! Pairing phase 1 parks its request on a oneshot channel until the PIN arrives through
-//! [`NvHttp::submit_pin`] (the management API), the PIN timeout passes, or the client goes
-//! away (the request future is dropped, which ends the pairing). Everything the client sent
-//! is parsed by the pure modules; this file only moves bytes and waits.
+//! Pairing phase 1 parks its request on a oneshot channel (one per waiting pairing) until the
+//! pairing machine delivers the PIN ([`NvHttp::submit_pin`] from the management API, or an
+//! operator-first window handing it out), the PIN timeout passes, the operator cancels it, or
+//! the client goes away (the request future is dropped, which ends the pairing). Everything
+//! the client sent is parsed and decided by the pure modules (`gamestream::pairing`, with the
+//! window and backoff of `pairing_window`); this file only moves bytes and waits.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -36,7 +39,9 @@ use crate::gamestream::identity::HostIdentity;
 use crate::gamestream::nvhttp::{
     self as decide_nvhttp, Action, Connection, HostInfo, Reply, Transport,
 };
-use crate::gamestream::pairing::{Pairing, PairingError, PairingEvent, PairingStatus, Ticket};
+use crate::gamestream::pairing::{
+    Pairing, PairingError, PairingEvent, PairingStats, PairingStatus, PinArmed, Ticket,
+};
 use crate::gamestream::session::{SessionError, SessionManager};
 use crate::gamestream::xml::Xml;
 
@@ -60,45 +65,118 @@ pub enum PinOutcome {
     Failed(String),
     /// Still under way after [`PIN_OUTCOME_WAIT`].
     Pending,
+    /// No client was waiting: the window is armed for the next client that pairs.
+    Armed,
 }
 
-/// Why a PIN was not delivered.
+/// Why a PIN was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PinError {
     /// Not 4 digits (caller misuse).
     #[error("the PIN must be 4 digits")]
     InvalidPin,
-    /// No client waits for a PIN.
-    #[error("no client is waiting for a PIN; start pairing in Moonlight first")]
-    NoPairing,
+    /// `--to` names no waiting pairing.
+    #[error("{0}")]
+    NoSuchPairing(PairingError),
+    /// Several clients wait, or another pairing holds the PIN.
+    #[error("{0}")]
+    Conflict(PairingError),
 }
 
 #[derive(Default)]
 struct PairingWaiters {
-    /// The held phase-1 request.
-    pin: Option<(Ticket, oneshot::Sender<Result<(), PairingError>>)>,
+    /// The held phase-1 requests, by pairing.
+    pin: HashMap<Ticket, oneshot::Sender<Result<(), PairingError>>>,
     /// Callers of `submit_pin` waiting for the end.
     outcome: Vec<(Ticket, oneshot::Sender<PinOutcome>)>,
 }
 
+/// How often refused pairing requests are summed up in the log, at most.
+const REFUSAL_SUMMARY_EVERY: Duration = Duration::from_secs(10);
+
 struct PairingHost {
     machine: Pairing,
     waiters: PairingWaiters,
+    /// The counters as last logged.
+    logged: PairingStats,
+    /// When refusals were last summed up.
+    last_summary: Option<Instant>,
 }
 
 impl PairingHost {
-    /// Tells everyone waiting on pairings that ended.
+    /// Wakes held phase-1 requests whose pairing got the PIN, and tells everyone waiting on
+    /// pairings that ended.
     fn drain(&mut self) {
         while let Some(event) = self.machine.poll_event() {
-            let PairingEvent::Failed { ticket, error } = event;
-            tracing::info!(ticket = ticket.0, %error, "pairing ended");
-            if self.waiters.pin.as_ref().is_some_and(|(t, _)| *t == ticket)
-                && let Some((_, tx)) = self.waiters.pin.take()
-            {
-                let _ = tx.send(Err(error.clone()));
+            match event {
+                PairingEvent::PinDelivered { ticket } => {
+                    let woke = self
+                        .waiters
+                        .pin
+                        .remove(&ticket)
+                        .is_some_and(|tx| tx.send(Ok(())).is_ok());
+                    if woke {
+                        tracing::info!(ticket = ticket.0, "PIN delivered");
+                    } else {
+                        // Its request is gone: nobody can continue this pairing.
+                        self.machine.abort(ticket, PairingError::Cancelled);
+                    }
+                }
+                PairingEvent::Failed { ticket, error } => {
+                    match &error {
+                        PairingError::WrongPin
+                        | PairingError::Abandoned
+                        | PairingError::BadSignature => {
+                            let left = self.machine.status(Instant::now()).window.failures_left;
+                            tracing::warn!(
+                                ticket = ticket.0,
+                                %error,
+                                failures_left = left,
+                                "pairing failed: counts as a wrong PIN"
+                            );
+                        }
+                        _ => tracing::info!(ticket = ticket.0, %error, "pairing ended"),
+                    }
+                    if let Some(tx) = self.waiters.pin.remove(&ticket) {
+                        let _ = tx.send(Err(error.clone()));
+                    }
+                    self.resolve(ticket, PinOutcome::Failed(error.to_string()));
+                }
             }
-            self.resolve(ticket, PinOutcome::Failed(error.to_string()));
+        }
+        self.log_counters(Instant::now());
+    }
+
+    /// Logs a closed window at once, and refused requests as one summary line at most every
+    /// [`REFUSAL_SUMMARY_EVERY`] (each refusal is only a debug line: a flood of them must
+    /// not flood the log).
+    fn log_counters(&mut self, now: Instant) {
+        let s = self.machine.stats();
+        if s.windows_exhausted > self.logged.windows_exhausted {
+            tracing::warn!(
+                "pairing window closed after too many wrong PINs: new pairings are refused \
+                 until you run `punktfunk pin PIN` (or `punktfunk pairing --close`)"
+            );
+            self.logged.windows_exhausted = s.windows_exhausted;
+        }
+        let refused = |x: &PairingStats| {
+            x.refused_backoff + x.refused_closed + x.refused_busy + x.refused_malformed
+        };
+        let due = self
+            .last_summary
+            .is_none_or(|t| now.saturating_duration_since(t) >= REFUSAL_SUMMARY_EVERY);
+        if refused(&s) > refused(&self.logged) && due {
+            let l = self.logged;
+            tracing::info!(
+                backing_off = s.refused_backoff - l.refused_backoff,
+                window_closed = s.refused_closed - l.refused_closed,
+                busy = s.refused_busy - l.refused_busy,
+                malformed = s.refused_malformed - l.refused_malformed,
+                "pairing requests refused since the last summary"
+            );
+            self.logged = s;
+            self.last_summary = Some(now);
         }
     }
 
@@ -150,6 +228,7 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         if self.armed {
             let mut p = self.ctx.lock_pairing();
+            p.waiters.pin.remove(&self.ticket);
             p.machine.abort(self.ticket, PairingError::Cancelled);
             p.drain();
         }
@@ -172,6 +251,8 @@ impl NvHttp {
             pairing: Mutex::new(PairingHost {
                 machine: pairing,
                 waiters: PairingWaiters::default(),
+                logged: PairingStats::default(),
+                last_summary: None,
             }),
             clients,
             sessions,
@@ -201,42 +282,40 @@ impl NvHttp {
         &self.sessions
     }
 
-    /// Where pairing stands.
+    /// Where pairing stands: the window, the waiting and the active pairing, the counters.
     pub fn pairing_status(&self) -> PairingStatus {
         let mut p = self.lock_pairing();
-        p.machine.handle_timeout(Instant::now());
+        let status = p.machine.status(Instant::now());
         p.drain();
-        p.machine.status()
+        status
     }
 
-    /// Delivers the user's PIN to the client waiting in phase 1, then waits up to
-    /// [`PIN_OUTCOME_WAIT`] for the pairing to end.
-    pub async fn submit_pin(&self, pin: &str, name: Option<&str>) -> Result<PinOutcome, PinError> {
+    /// The operator's PIN (with a name for the client): arms the window and delivers the PIN
+    /// to the waiting pairing `to` (or the only one waiting), then waits up to
+    /// [`PIN_OUTCOME_WAIT`] for that pairing to end. With nobody waiting the window is armed
+    /// for the next client ([`PinOutcome::Armed`]).
+    pub async fn submit_pin(
+        &self,
+        pin: &str,
+        name: Option<&str>,
+        to: Option<Ticket>,
+    ) -> Result<PinOutcome, PinError> {
         let rx = {
             let mut p = self.lock_pairing();
-            let accepted = match p.machine.handle_pin(Instant::now(), pin, name) {
-                Ok(a) => a,
+            let armed = p.machine.handle_pin(Instant::now(), pin, name, to);
+            let ticket = match armed {
+                Ok(PinArmed::Delivered(t)) => t,
+                Ok(PinArmed::Armed) => {
+                    tracing::warn!("pairing window armed by the operator for the next client");
+                    return Ok(PinOutcome::Armed);
+                }
                 Err(PairingError::InvalidPin) => return Err(PinError::InvalidPin),
-                Err(_) => {
-                    p.drain();
-                    return Err(PinError::NoPairing);
-                }
+                Err(e @ PairingError::NoSuchPairing) => return Err(PinError::NoSuchPairing(e)),
+                Err(e) => return Err(PinError::Conflict(e)),
             };
-            let delivered = match p.waiters.pin.take() {
-                Some((t, tx)) if t == accepted.ticket => tx.send(Ok(())).is_ok(),
-                other => {
-                    p.waiters.pin = other;
-                    false
-                }
-            };
-            if !delivered {
-                p.machine.abort(accepted.ticket, PairingError::Cancelled);
-                p.drain();
-                return Err(PinError::NoPairing);
-            }
-            tracing::info!(ticket = accepted.ticket.0, "PIN delivered");
             let (tx, rx) = oneshot::channel();
-            p.waiters.outcome.push((accepted.ticket, tx));
+            p.waiters.outcome.push((ticket, tx));
+            p.drain();
             rx
         };
         Ok(match tokio::time::timeout(PIN_OUTCOME_WAIT, rx).await {
@@ -246,11 +325,31 @@ impl NvHttp {
         })
     }
 
+    /// The operator cancels pairing `ticket`; `false` if no such pairing is open.
+    pub fn cancel_pairing(&self, ticket: Ticket) -> bool {
+        let mut p = self.lock_pairing();
+        let found = p.machine.cancel(Instant::now(), ticket);
+        p.drain();
+        if found {
+            tracing::warn!(ticket = ticket.0, "pairing cancelled by the operator");
+        }
+        found
+    }
+
+    /// The operator closes the pairing window (an exhausted one stops refusing phase 1).
+    pub fn close_pairing_window(&self) {
+        let mut p = self.lock_pairing();
+        p.machine.close_window();
+        p.drain();
+        tracing::info!("pairing window closed by the operator");
+    }
+
     /// Handles one request: decide, then execute the action.
     pub async fn handle(
         self: &Arc<Self>,
         transport: Transport,
         local_ip: IpAddr,
+        peer: IpAddr,
         client_fingerprint: Option<[u8; 32]>,
         path: &str,
         query: &str,
@@ -288,15 +387,15 @@ impl NvHttp {
                 salt,
                 clientcert,
             } => {
-                self.pair_phase1(&uniqueid, &device_name, &salt, &clientcert)
+                self.pair_phase1(peer, &uniqueid, &device_name, &salt, &clientcert)
                     .await
             }
             Action::PairClientChallenge { uniqueid, value } => {
                 let r = {
                     let mut p = self.lock_pairing();
-                    let r = p
-                        .machine
-                        .handle_clientchallenge(Instant::now(), &uniqueid, &value);
+                    let r =
+                        p.machine
+                            .handle_clientchallenge(Instant::now(), peer, &uniqueid, &value);
                     p.drain();
                     r
                 };
@@ -310,9 +409,12 @@ impl NvHttp {
             Action::PairServerChallengeResp { uniqueid, value } => {
                 let r = {
                     let mut p = self.lock_pairing();
-                    let r = p
-                        .machine
-                        .handle_serverchallengeresp(Instant::now(), &uniqueid, &value);
+                    let r = p.machine.handle_serverchallengeresp(
+                        Instant::now(),
+                        peer,
+                        &uniqueid,
+                        &value,
+                    );
                     p.drain();
                     r
                 };
@@ -322,11 +424,11 @@ impl NvHttp {
                 }
             }
             Action::PairClientPairingSecret { uniqueid, value } => {
-                self.pair_phase4(&uniqueid, &value).await
+                self.pair_phase4(peer, &uniqueid, &value).await
             }
             Action::Unpair { uniqueid } => {
                 let mut p = self.lock_pairing();
-                if p.machine.handle_unpair(&uniqueid) {
+                if p.machine.handle_unpair(Instant::now(), peer, &uniqueid) {
                     tracing::info!(uniqueid, "client abandoned its pairing");
                 }
                 p.drain();
@@ -389,6 +491,7 @@ impl NvHttp {
 
     async fn pair_phase1(
         self: &Arc<Self>,
+        peer: IpAddr,
         uniqueid: &str,
         device_name: &str,
         salt: &str,
@@ -398,27 +501,34 @@ impl NvHttp {
             let mut p = self.lock_pairing();
             let r = p.machine.handle_getservercert(
                 Instant::now(),
+                peer,
                 uniqueid,
                 device_name,
                 salt,
                 clientcert,
             );
-            p.drain();
             let ticket = match r {
                 Ok(t) => t,
                 Err(e) => {
-                    tracing::info!(error = %e, "pairing refused");
+                    p.drain();
+                    // Counted in the machine's stats (shown by /api/status); one debug line
+                    // each, so a flood of refused requests does not flood the log.
+                    tracing::debug!(%peer, error = %e, "pairing refused");
                     return decide_nvhttp::pairing_error_reply(&e);
                 }
             };
             let (tx, rx) = oneshot::channel();
-            p.waiters.pin = Some((ticket, tx));
+            p.waiters.pin.insert(ticket, tx);
+            // An operator-first window may have handed this pairing the PIN already.
+            p.drain();
             (ticket, rx)
         };
         tracing::warn!(
             ticket = ticket.0,
+            %peer,
             uniqueid,
-            "a Moonlight client wants to pair: enter the PIN it shows with `punktfunk pin <PIN>`"
+            "a client wants to pair: enter the PIN it shows with `punktfunk pin <PIN>` \
+             (`punktfunk pairing` lists waiting clients)"
         );
         let mut guard = AbortOnDrop {
             ctx: Arc::clone(self),
@@ -435,6 +545,7 @@ impl NvHttp {
             Ok(Err(_)) => decide_nvhttp::pairing_error_reply(&PairingError::Cancelled),
             Err(_) => {
                 let mut p = self.lock_pairing();
+                p.waiters.pin.remove(&ticket);
                 p.machine.abort(ticket, PairingError::TimedOut);
                 p.drain();
                 decide_nvhttp::pairing_error_reply(&PairingError::TimedOut)
@@ -442,12 +553,12 @@ impl NvHttp {
         }
     }
 
-    async fn pair_phase4(self: &Arc<Self>, uniqueid: &str, value: &str) -> Reply {
+    async fn pair_phase4(self: &Arc<Self>, peer: IpAddr, uniqueid: &str, value: &str) -> Reply {
         let r = {
             let mut p = self.lock_pairing();
             let r = p
                 .machine
-                .handle_clientpairingsecret(Instant::now(), uniqueid, value);
+                .handle_clientpairingsecret(Instant::now(), peer, uniqueid, value);
             p.drain();
             r
         };
@@ -516,6 +627,7 @@ async fn service(
     ctx: Arc<NvHttp>,
     transport: Transport,
     local_ip: IpAddr,
+    peer: IpAddr,
     fingerprint: Option<[u8; 32]>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
@@ -527,7 +639,7 @@ async fn service(
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or_default().to_owned();
     let reply = ctx
-        .handle(transport, local_ip, fingerprint, &path, &query)
+        .handle(transport, local_ip, peer, fingerprint, &path, &query)
         .await;
     tracing::debug!(?transport, path, status = ?reply.status_code(), "nvhttp");
     Ok(to_response(reply))
@@ -538,12 +650,21 @@ async fn serve_connection<S>(
     io: S,
     transport: Transport,
     local_ip: IpAddr,
+    peer: IpAddr,
     fingerprint: Option<[u8; 32]>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let svc =
-        service_fn(move |req| service(Arc::clone(&ctx), transport, local_ip, fingerprint, req));
+    let svc = service_fn(move |req| {
+        service(
+            Arc::clone(&ctx),
+            transport,
+            local_ip,
+            peer,
+            fingerprint,
+            req,
+        )
+    });
     let result = http1::Builder::new()
         .keep_alive(false)
         .timer(TokioTimer::new())
@@ -593,7 +714,9 @@ pub async fn serve(
         tokio::spawn(async move {
             let _permit = permit;
             match tls {
-                None => serve_connection(ctx, stream, Transport::Http, local_ip, None).await,
+                None => {
+                    serve_connection(ctx, stream, Transport::Http, local_ip, peer.ip(), None).await
+                }
                 Some(acceptor) => {
                     let tls_stream = match tokio::time::timeout(
                         REQUEST_TIMEOUT,
@@ -618,8 +741,15 @@ pub async fn serve(
                         .and_then(|chain| chain.first())
                         .and_then(|der| Certificate::from_der(der.as_ref()).ok())
                         .map(|c| c.fingerprint());
-                    serve_connection(ctx, tls_stream, Transport::Https, local_ip, fingerprint)
-                        .await;
+                    serve_connection(
+                        ctx,
+                        tls_stream,
+                        Transport::Https,
+                        local_ip,
+                        peer.ip(),
+                        fingerprint,
+                    )
+                    .await;
                 }
             }
         });
@@ -636,12 +766,14 @@ mod tests {
     use crate::gamestream::pairing::PairingConfig;
     use crate::gamestream::pairing::tests::TestClient;
     use crate::gamestream::ports::Ports;
-    use crate::gamestream::query::hex_decode;
+    use crate::gamestream::query::{hex_decode, hex_lower, hex_upper};
     use crate::gamestream::session::InMemorySessions;
+    use crate::host::state::StateDir;
 
     const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    const STRANGER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 66));
 
-    fn ctx(pin_timeout: Duration) -> Arc<NvHttp> {
+    fn ctx_with(pin_timeout: Duration, clients: ClientStore) -> Arc<NvHttp> {
         let identity = Arc::new(fixture());
         let info = HostInfo {
             hostname: "test".into(),
@@ -654,10 +786,14 @@ mod tests {
             info,
             Arc::clone(&identity),
             Pairing::new(identity, PairingConfig::default(), [1; 32]),
-            Arc::new(ClientStore::in_memory(Clients::default())),
+            Arc::new(clients),
             Arc::new(InMemorySessions::new()),
             pin_timeout,
         ))
+    }
+
+    fn ctx(pin_timeout: Duration) -> Arc<NvHttp> {
+        ctx_with(pin_timeout, ClientStore::in_memory(Clients::default()))
     }
 
     fn text(r: &Reply) -> String {
@@ -672,14 +808,16 @@ mod tests {
         hex_decode("x", &t[start..end]).unwrap()
     }
 
-    async fn wait_for_pin_request(ctx: &NvHttp) {
-        for _ in 0..500 {
-            if matches!(ctx.pairing_status(), PairingStatus::AwaitingPin { .. }) {
-                return;
+    /// Waits (generously) until `n` pairings wait for a PIN.
+    async fn wait_for_waiting(ctx: &NvHttp, n: usize) -> PairingStatus {
+        for _ in 0..2000 {
+            let st = ctx.pairing_status();
+            if st.waiting.len() == n {
+                return st;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        panic!("no pairing waits for a PIN");
+        panic!("{n} pairings are not waiting for a PIN");
     }
 
     fn phase1_query(client: &TestClient) -> String {
@@ -689,31 +827,56 @@ mod tests {
         )
     }
 
-    #[tokio::test]
-    async fn pairing_through_the_handlers_then_launch() {
-        let ctx = ctx(Duration::from_secs(10));
-        let mut client = TestClient::new("1234");
-        let q1 = phase1_query(&client);
-        let c = Arc::clone(&ctx);
-        let phase1 =
-            tokio::spawn(async move { c.handle(Transport::Http, LOCAL, None, "/pair", &q1).await });
-        wait_for_pin_request(&ctx).await;
-        let c = Arc::clone(&ctx);
-        let pin = tokio::spawn(async move { c.submit_pin("1234", Some("Rust")).await });
+    fn spawn_phase1(
+        ctx: &Arc<NvHttp>,
+        from: IpAddr,
+        query: String,
+    ) -> tokio::task::JoinHandle<Reply> {
+        let c = Arc::clone(ctx);
+        tokio::spawn(async move {
+            c.handle(Transport::Http, LOCAL, from, None, "/pair", &query)
+                .await
+        })
+    }
 
-        let r1 = phase1.await.unwrap();
-        assert_eq!(field(&r1, "plaincert"), fixture().cert_pem().as_bytes());
-        client.take_plaincert(&field(&r1, "plaincert"));
+    /// Phases 2 and 3 over the handlers, after phase 1's reply; returns the client's verdict.
+    async fn phases_2_3(
+        ctx: &Arc<NvHttp>,
+        client: &mut TestClient,
+        r1: &Reply,
+    ) -> Result<(), &'static str> {
+        assert_eq!(field(r1, "plaincert"), fixture().cert_pem().as_bytes());
+        client.take_plaincert(&field(r1, "plaincert"));
         let q2 = format!("uniqueid=U&clientchallenge={}", client.phase2());
-        let r2 = ctx.handle(Transport::Http, LOCAL, None, "/pair", &q2).await;
+        let r2 = ctx
+            .handle(Transport::Http, LOCAL, LOCAL, None, "/pair", &q2)
+            .await;
         let (server_hash, resp) = client.phase3(&field(&r2, "challengeresponse"));
         let q3 = format!("uniqueid=U&serverchallengeresp={resp}");
-        let r3 = ctx.handle(Transport::Http, LOCAL, None, "/pair", &q3).await;
-        client
-            .check_server(&server_hash, &field(&r3, "pairingsecret"))
-            .unwrap();
+        let r3 = ctx
+            .handle(Transport::Http, LOCAL, LOCAL, None, "/pair", &q3)
+            .await;
+        client.check_server(&server_hash, &field(&r3, "pairingsecret"))
+    }
+
+    async fn phase4(ctx: &Arc<NvHttp>, client: &TestClient) -> Reply {
         let q4 = format!("uniqueid=U&clientpairingsecret={}", client.phase4());
-        let r4 = ctx.handle(Transport::Http, LOCAL, None, "/pair", &q4).await;
+        ctx.handle(Transport::Http, LOCAL, LOCAL, None, "/pair", &q4)
+            .await
+    }
+
+    #[tokio::test]
+    async fn pairing_through_the_handlers_then_launch() {
+        let ctx = ctx(Duration::from_secs(30));
+        let mut client = TestClient::new("1234");
+        let phase1 = spawn_phase1(&ctx, LOCAL, phase1_query(&client));
+        wait_for_waiting(&ctx, 1).await;
+        let c = Arc::clone(&ctx);
+        let pin = tokio::spawn(async move { c.submit_pin("1234", Some("Rust"), None).await });
+
+        let r1 = phase1.await.unwrap();
+        phases_2_3(&ctx, &mut client, &r1).await.unwrap();
+        let r4 = phase4(&ctx, &client).await;
         assert!(text(&r4).contains("<paired>1</paired>"), "{}", text(&r4));
         let Ok(PinOutcome::Paired(paired)) = pin.await.unwrap() else {
             panic!("PIN sender not told about the pairing");
@@ -726,7 +889,10 @@ mod tests {
             .fingerprint();
         let https = |path: &'static str, q: &'static str, fp: Option<[u8; 32]>| {
             let ctx = Arc::clone(&ctx);
-            async move { ctx.handle(Transport::Https, LOCAL, fp, path, q).await }
+            async move {
+                ctx.handle(Transport::Https, LOCAL, LOCAL, fp, path, q)
+                    .await
+            }
         };
         let r5 = https("/pair", "uniqueid=U&phrase=pairchallenge", Some(fp)).await;
         assert!(text(&r5).contains("<paired>1</paired>"));
@@ -755,33 +921,180 @@ mod tests {
     async fn pin_wait_times_out() {
         let ctx = ctx(Duration::from_millis(50));
         let client = TestClient::new("1234");
-        let r = ctx
-            .handle(
-                Transport::Http,
-                LOCAL,
-                None,
-                "/pair",
-                &phase1_query(&client),
-            )
-            .await;
+        let r = spawn_phase1(&ctx, LOCAL, phase1_query(&client))
+            .await
+            .unwrap();
         assert_eq!(r.status_code(), Some(408));
-        assert_eq!(ctx.pairing_status(), PairingStatus::Idle);
-        assert_eq!(ctx.submit_pin("1234", None).await, Err(PinError::NoPairing));
+        assert_eq!(ctx.pairing_status().state(), "idle");
+        // With nobody waiting, the operator's PIN arms the window for the next client.
+        assert_eq!(
+            ctx.submit_pin("1234", None, None).await,
+            Ok(PinOutcome::Armed)
+        );
     }
 
     #[tokio::test]
     async fn a_vanished_phase1_request_ends_its_pairing() {
-        let ctx = ctx(Duration::from_secs(10));
+        let ctx = ctx(Duration::from_secs(30));
         let client = TestClient::new("1234");
-        let q1 = phase1_query(&client);
-        let c = Arc::clone(&ctx);
-        let phase1 =
-            tokio::spawn(async move { c.handle(Transport::Http, LOCAL, None, "/pair", &q1).await });
-        wait_for_pin_request(&ctx).await;
+        let phase1 = spawn_phase1(&ctx, LOCAL, phase1_query(&client));
+        wait_for_waiting(&ctx, 1).await;
         phase1.abort();
         let _ = phase1.await;
-        assert_eq!(ctx.pairing_status(), PairingStatus::Idle);
-        assert_eq!(ctx.submit_pin("1234", None).await, Err(PinError::NoPairing));
-        assert_eq!(ctx.submit_pin("12", None).await, Err(PinError::InvalidPin));
+        assert_eq!(ctx.pairing_status().state(), "idle");
+        assert!(matches!(
+            ctx.submit_pin("1234", None, Some(Ticket(1))).await,
+            Err(PinError::NoSuchPairing(_))
+        ));
+        assert_eq!(
+            ctx.submit_pin("12", None, None).await,
+            Err(PinError::InvalidPin)
+        );
+    }
+
+    /// Point 5: a stranger's held phase 1 does not block the real client; the operator sees
+    /// both (address, certificate fingerprint), gives the PIN to the right one and cancels the
+    /// stranger, whose client is told why.
+    #[tokio::test]
+    async fn a_strangers_pending_pairing_does_not_block_the_real_one() {
+        let ctx = ctx(Duration::from_secs(60));
+        let stranger_cert = hex_upper(include_bytes!("../../tests/fixtures/client2-cert.pem"));
+        let stranger = spawn_phase1(
+            &ctx,
+            STRANGER,
+            format!(
+                "uniqueid=U&devicename=roth&phrase=getservercert&salt={}&clientcert={stranger_cert}",
+                hex_lower(&[3; 16])
+            ),
+        );
+        wait_for_waiting(&ctx, 1).await;
+        let mut client = TestClient::new("2468");
+        let real = spawn_phase1(&ctx, LOCAL, phase1_query(&client));
+        let st = wait_for_waiting(&ctx, 2).await;
+        assert_eq!(st.waiting[0].address, STRANGER);
+        assert_eq!(st.waiting[1].address, LOCAL);
+        let real_fp = Certificate::from_pem(CLIENT_CERT_PEM.as_bytes())
+            .unwrap()
+            .fingerprint();
+        assert_eq!(st.waiting[1].fingerprint, real_fp);
+        let (stranger_id, real_id) = (st.waiting[0].ticket, st.waiting[1].ticket);
+        // Without --to the PIN is refused: two wait.
+        let err = ctx.submit_pin("2468", None, None).await.unwrap_err();
+        assert!(err.to_string().contains("2 clients are waiting"), "{err}");
+        // The operator cancels the stranger; its client gets the reason.
+        assert!(ctx.cancel_pairing(stranger_id));
+        let r = stranger.await.unwrap();
+        assert_eq!(r.status_code(), Some(403));
+        assert!(text(&r).contains("cancelled by the host"), "{}", text(&r));
+        // And gives the PIN to the real client, by id.
+        let c = Arc::clone(&ctx);
+        let pin = tokio::spawn(async move { c.submit_pin("2468", None, Some(real_id)).await });
+        let r1 = real.await.unwrap();
+        phases_2_3(&ctx, &mut client, &r1).await.unwrap();
+        assert!(text(&phase4(&ctx, &client).await).contains("<paired>1</paired>"));
+        assert!(matches!(pin.await.unwrap(), Ok(PinOutcome::Paired(_))));
+        assert!(ctx.clients().authorize(&real_fp).is_some());
+        assert_eq!(ctx.pairing_status().stats.failed, 0);
+    }
+
+    /// Point 2 through the handlers: operator first, wrong PINs are answered, the window closes
+    /// after three and phase 1 is then refused with the reason; a re-armed PIN pairs.
+    #[tokio::test]
+    async fn wrong_pins_close_the_window_until_the_operator_rearms() {
+        let ctx = ctx(Duration::from_secs(60));
+        assert_eq!(
+            ctx.submit_pin("7777", None, None).await,
+            Ok(PinOutcome::Armed)
+        );
+        for i in 0..3u8 {
+            // Each from its own address, so backoff does not get in the way of the budget.
+            let from = IpAddr::V4(std::net::Ipv4Addr::new(10, 9, 0, i));
+            let mut guess = TestClient::new(&format!("000{i}"));
+            let r1 = spawn_phase1(&ctx, from, phase1_query(&guess))
+                .await
+                .unwrap();
+            guess.take_plaincert(&field(&r1, "plaincert"));
+            let q2 = format!("uniqueid=U&clientchallenge={}", guess.phase2());
+            let r2 = ctx
+                .handle(Transport::Http, LOCAL, from, None, "/pair", &q2)
+                .await;
+            let (_, resp) = guess.phase3(&field(&r2, "challengeresponse"));
+            let q3 = format!("uniqueid=U&serverchallengeresp={resp}");
+            ctx.handle(Transport::Http, LOCAL, from, None, "/pair", &q3)
+                .await;
+            // A client that ignores its check: phase 4 says paired=0 with the reason.
+            let q4 = format!("uniqueid=U&clientpairingsecret={}", guess.phase4());
+            let r4 = ctx
+                .handle(Transport::Http, LOCAL, from, None, "/pair", &q4)
+                .await;
+            assert!(text(&r4).contains("<paired>0</paired>") && text(&r4).contains("wrong PIN"));
+        }
+        let refused = spawn_phase1(&ctx, LOCAL, phase1_query(&TestClient::new("7777")))
+            .await
+            .unwrap();
+        assert_eq!(refused.status_code(), Some(403), "{}", text(&refused));
+        assert!(text(&refused).contains("too many wrong PINs"));
+        let st = ctx.pairing_status();
+        assert_eq!((st.stats.failed, st.stats.refused_closed), (3, 1));
+        assert_eq!(ctx.clients().list().len(), 0);
+        // Re-armed: the right PIN pairs.
+        assert_eq!(
+            ctx.submit_pin("7777", None, None).await,
+            Ok(PinOutcome::Armed)
+        );
+        let mut client = TestClient::new("7777");
+        let r1 = spawn_phase1(&ctx, LOCAL, phase1_query(&client))
+            .await
+            .unwrap();
+        phases_2_3(&ctx, &mut client, &r1).await.unwrap();
+        assert!(text(&phase4(&ctx, &client).await).contains("<paired>1</paired>"));
+        assert_eq!(ctx.clients().list().len(), 1);
+    }
+
+    /// Point 6: a client is stored only when phase 4 completed. A host that dies (here: is
+    /// dropped, losing its memory as kill -9 would) after phases 1-3 leaves no entry on disk.
+    #[tokio::test]
+    async fn no_half_paired_client_after_the_host_dies_between_phases() {
+        let root = std::env::temp_dir().join(format!("punktfunk-halfpair-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let dir = StateDir::open(&root).unwrap();
+        {
+            let ctx = ctx_with(
+                Duration::from_secs(30),
+                ClientStore::new(dir.clone(), Clients::default()),
+            );
+            let mut client = TestClient::new("1357");
+            let phase1 = spawn_phase1(&ctx, LOCAL, phase1_query(&client));
+            wait_for_waiting(&ctx, 1).await;
+            let c = Arc::clone(&ctx);
+            let pin = tokio::spawn(async move { c.submit_pin("1357", None, None).await });
+            let r1 = phase1.await.unwrap();
+            phases_2_3(&ctx, &mut client, &r1).await.unwrap();
+            assert_eq!(ctx.pairing_status().state(), "in_progress");
+            pin.abort();
+            // The host goes away here, before phase 4.
+        }
+        let reopened = StateDir::open(&root).unwrap();
+        assert!(reopened.load_clients().unwrap().is_empty());
+        assert!(!root.join("clients.json").exists());
+        // The same run with phase 4 stores the client durably.
+        let ctx = ctx_with(
+            Duration::from_secs(30),
+            ClientStore::new(reopened.clone(), Clients::default()),
+        );
+        let mut client = TestClient::new("1357");
+        let phase1 = spawn_phase1(&ctx, LOCAL, phase1_query(&client));
+        wait_for_waiting(&ctx, 1).await;
+        let c = Arc::clone(&ctx);
+        let pin = tokio::spawn(async move { c.submit_pin("1357", None, None).await });
+        let r1 = phase1.await.unwrap();
+        phases_2_3(&ctx, &mut client, &r1).await.unwrap();
+        assert!(text(&phase4(&ctx, &client).await).contains("<paired>1</paired>"));
+        assert!(matches!(pin.await.unwrap(), Ok(PinOutcome::Paired(_))));
+        assert_eq!(
+            StateDir::open(&root).unwrap().load_clients().unwrap().len(),
+            1
+        );
+        let _ = std::fs::remove_dir_all(&root);
     }
 }

@@ -285,6 +285,7 @@ impl Host {
             Arc::clone(&self.identity),
             PairingConfig {
                 pin_timeout: self.pin_timeout,
+                window_lifetime: self.pin_timeout,
                 ..PairingConfig::default()
             },
             os_random::<32>()?,
@@ -403,6 +404,7 @@ pub fn run_blocking(opts: ServeOptions) -> Result<(), ServeError> {
                     bind: stream_bind,
                     send: host.tuning().send.clone(),
                     bitrate_kbps: host.tuning().video.bitrate_kbps,
+                    ..o.media
                 };
                 let l = Listener::start(host.state_dir(), o)?;
                 host.set_pf1(l.handle());

@@ -156,4 +156,8 @@ impl SessionManager for StreamingSessions {
         self.refresh(&mut books);
         books.current.clone()
     }
+
+    fn stream_stats(&self) -> Option<crate::stream::session::SessionStats> {
+        self.host.session_stats()
+    }
 }

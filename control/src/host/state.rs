@@ -12,10 +12,17 @@
 //!   lock              held (flock) by the running `serve`
 //! ```
 //!
-//! Every write is atomic: a temporary file in the same directory, `fsync`, `rename` over the
-//! target, `fsync` of the directory. A reader sees the old file or the new one, never a torn
-//! one, even after a crash or power loss. Before `clients.json` is replaced, its current
-//! version (which must parse) is copied to `clients.json.bak` the same way.
+//! Every write is atomic: a temporary file in the same directory (`.NAME.tmpPID`), `fsync`,
+//! `rename` over the target, `fsync` of the directory. A reader sees the old file or the new
+//! one, never a torn one, even after a crash or power loss. Before `clients.json` is replaced,
+//! its current version (which must parse) is copied to `clients.json.bak` the same way. A
+//! crash between writing the temporary file and the rename leaves that temporary file behind:
+//! [`StateDir::lock`] removes such leftovers (and logs each) once it holds the directory, when
+//! no other writer can be mid-write.
+//!
+//! The directory is private (0700): [`StateDir::open`] creates it so, tightens an existing
+//! directory whose mode lets group or others in (logging the old mode), and refuses one owned
+//! by another user ([`StateError::NotOurs`]) rather than use or change someone else's files.
 //!
 //! Damaged state is never papered over: a file that does not parse is a
 //! [`StateError::Corrupt`] naming the file, the problem and the backup, and nothing is
@@ -26,7 +33,9 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
 use std::net::SocketAddr;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::{
+    DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _,
+};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -99,6 +108,70 @@ pub enum StateError {
     /// No home directory to put the default state directory in.
     #[error("cannot find the default state directory: set HOME or pass --state-dir")]
     NoHome,
+    /// The state directory belongs to another user: it is neither used nor changed.
+    #[error("{}: the state directory is owned by uid {owner}, but punktfunk runs as uid {uid}; \
+             pass a --state-dir of your own, or `chown -R {uid}` it if it really is yours",
+             .path.display())]
+    NotOurs {
+        /// The directory.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// The effective uid of this process.
+        uid: u32,
+    },
+    /// The state directory path exists but is not a directory.
+    #[error("{}: exists and is not a directory", .path.display())]
+    NotADirectory {
+        /// The path.
+        path: PathBuf,
+    },
+}
+
+/// What to do with an existing state directory, from its owner and mode and our uid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirVerdict {
+    /// Ours and private: use it.
+    Use,
+    /// Ours, but group or others have access: set it to 0700 (the old mode is given).
+    Tighten(u32),
+    /// Someone else's: refuse.
+    NotOurs,
+}
+
+/// Decides about an existing state directory. `mode` is `st_mode & 0o7777`. Root may use only
+/// root's directories too: a state directory is one user's, and silently taking over another
+/// user's (their host key, their paired clients) is exactly what must not happen.
+pub fn dir_verdict(owner: u32, mode: u32, euid: u32) -> DirVerdict {
+    if owner != euid {
+        DirVerdict::NotOurs
+    } else if mode & 0o077 != 0 {
+        DirVerdict::Tighten(mode)
+    } else {
+        DirVerdict::Use
+    }
+}
+
+/// The effective uid of this process, from `/proc/self/status` (`Uid:` real, effective, …);
+/// `None` if that cannot be read (then the owner check is skipped, the mode still fixed).
+fn effective_uid() -> Option<u32> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// Whether `name` is a temporary file [`write_atomic`] makes: `.NAME.tmpPID`.
+fn is_temp_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix('.') else {
+        return false;
+    };
+    match rest.rfind(".tmp") {
+        Some(i) if i > 0 => {
+            let pid = &rest[i + 4..];
+            !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit())
+        }
+        _ => false,
+    }
 }
 
 /// One configured app (besides the desktop, which is always app 1).
@@ -137,7 +210,8 @@ pub struct Settings {
     /// Management API address (default 127.0.0.1:base+1).
     #[serde(default)]
     pub management_addr: Option<SocketAddr>,
-    /// How long a client waits for the PIN (default 120 s).
+    /// How long a client waits for the PIN, and how long a PIN armed with `punktfunk pin`
+    /// stays valid (default 120 s).
     #[serde(default)]
     pub pin_timeout_secs: Option<u64>,
     /// Apps besides the desktop.
@@ -269,18 +343,52 @@ impl StateDir {
         Ok(PathBuf::from(home).join(".local/share/punktfunk"))
     }
 
-    /// Opens (creating with mode 0700 if needed) the state directory at `root`.
+    /// Opens (creating with mode 0700 if needed) the state directory at `root`. An existing
+    /// directory of ours that group or others can enter is set to 0700 (logged); one owned
+    /// by another user is refused with [`StateError::NotOurs`].
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, StateError> {
-        let root = root.into();
+        Self::open_as(root.into(), effective_uid())
+    }
+
+    /// [`StateDir::open`] for a process with effective uid `euid` (`None`: unknown, skip
+    /// the owner check).
+    fn open_as(root: PathBuf, euid: Option<u32>) -> Result<Self, StateError> {
+        let io_err = |op, source| StateError::Io {
+            path: root.clone(),
+            op,
+            source,
+        };
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&root)
-            .map_err(|source| StateError::Io {
-                path: root.clone(),
-                op: "create directory",
-                source,
-            })?;
+            .map_err(|e| io_err("create directory", e))?;
+        let meta = fs::metadata(&root).map_err(|e| io_err("inspect", e))?;
+        if !meta.is_dir() {
+            return Err(StateError::NotADirectory { path: root });
+        }
+        let mode = meta.mode() & 0o7777;
+        // Without /proc the owner cannot be compared; the directory is then taken as ours.
+        let euid = euid.unwrap_or(meta.uid());
+        match dir_verdict(meta.uid(), mode, euid) {
+            DirVerdict::Use => {}
+            DirVerdict::NotOurs => {
+                return Err(StateError::NotOurs {
+                    path: root,
+                    owner: meta.uid(),
+                    uid: euid,
+                });
+            }
+            DirVerdict::Tighten(old) => {
+                fs::set_permissions(&root, fs::Permissions::from_mode(0o700))
+                    .map_err(|e| io_err("set mode 0700 on", e))?;
+                tracing::warn!(
+                    dir = %root.display(),
+                    "the state directory had mode {old:04o}; set it to 0700 (it holds the host key \
+                     and the paired clients)"
+                );
+            }
+        }
         Ok(Self { root })
     }
 
@@ -313,7 +421,10 @@ impl StateDir {
                 source,
             })?;
         match file.try_lock() {
-            Ok(()) => Ok(StateLock { _file: file }),
+            Ok(()) => {
+                self.remove_stale_temp_files();
+                Ok(StateLock { _file: file })
+            }
             Err(fs::TryLockError::WouldBlock) => Err(StateError::Locked { path }),
             Err(fs::TryLockError::Error(source)) => Err(StateError::Io {
                 path,
@@ -321,6 +432,35 @@ impl StateDir {
                 source,
             }),
         }
+    }
+
+    /// Removes the temporary files a crash between write and rename left behind. Only the
+    /// holder of the lock writes, so none of them is in use. Returns the names removed.
+    fn remove_stale_temp_files(&self) -> Vec<String> {
+        let mut removed = Vec::new();
+        let Ok(entries) = fs::read_dir(&self.root) else {
+            return removed;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !is_temp_name(&name) || !entry.file_type().is_ok_and(|t| t.is_file()) {
+                continue;
+            }
+            match fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    tracing::warn!(
+                        dir = %self.root.display(),
+                        file = %name,
+                        "removed a temporary file left by an interrupted write"
+                    );
+                    removed.push(name);
+                }
+                Err(e) => {
+                    tracing::warn!(file = %name, error = %e, "cannot remove a stale temporary file")
+                }
+            }
+        }
+        removed
     }
 
     /// Loads the host identity, generating it on first start.
@@ -685,6 +825,95 @@ mod tests {
             dir.load_settings(),
             Err(StateError::Corrupt { .. })
         ));
+    }
+
+    #[test]
+    fn an_open_state_dir_is_made_private() {
+        let t = TempDir::new("mode");
+        fs::DirBuilder::new().mode(0o755).create(&t.0).unwrap();
+        fs::set_permissions(&t.0, fs::Permissions::from_mode(0o755)).unwrap();
+        StateDir::open(&t.0).unwrap();
+        assert_eq!(fs::metadata(&t.0).unwrap().mode() & 0o7777, 0o700);
+        // A new one is made private too, parents included only as far as we create them.
+        let inner = t.0.join("a/b");
+        StateDir::open(&inner).unwrap();
+        assert_eq!(fs::metadata(&inner).unwrap().mode() & 0o7777, 0o700);
+        // A file where the directory should be is refused.
+        fs::write(t.0.join("f"), "x").unwrap();
+        let err = StateDir::open(t.0.join("f")).unwrap_err();
+        assert!(err.to_string().contains("/f"), "{err}");
+    }
+
+    #[test]
+    fn dir_verdicts() {
+        assert_eq!(dir_verdict(1000, 0o700, 1000), DirVerdict::Use);
+        assert_eq!(dir_verdict(1000, 0o755, 1000), DirVerdict::Tighten(0o755));
+        assert_eq!(dir_verdict(1000, 0o710, 1000), DirVerdict::Tighten(0o710));
+        assert_eq!(dir_verdict(1000, 0o701, 1000), DirVerdict::Tighten(0o701));
+        assert_eq!(dir_verdict(1000, 0o700, 1001), DirVerdict::NotOurs);
+        // Root does not take over a user's directory either.
+        assert_eq!(dir_verdict(1000, 0o700, 0), DirVerdict::NotOurs);
+        assert_eq!(effective_uid(), effective_uid());
+        assert!(
+            effective_uid().is_some(),
+            "/proc/self/status has a Uid line"
+        );
+    }
+
+    #[test]
+    fn another_users_state_dir_is_refused_and_left_alone() {
+        let t = TempDir::new("owner");
+        fs::DirBuilder::new().mode(0o755).create(&t.0).unwrap();
+        let owner = fs::metadata(&t.0).unwrap().uid();
+        // Opened by a process running as another uid (no chown needed, so no root).
+        let other = owner.wrapping_add(1);
+        let err = StateDir::open_as(t.0.clone(), Some(other)).unwrap_err();
+        assert!(
+            matches!(err, StateError::NotOurs { owner: o, uid: u, .. } if o == owner && u == other),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains(&format!("owned by uid {owner}")),
+            "{err}"
+        );
+        // Its mode was not touched.
+        assert_eq!(fs::metadata(&t.0).unwrap().mode() & 0o7777, 0o755);
+    }
+
+    #[test]
+    fn temp_files_left_by_a_crash_are_removed_under_the_lock() {
+        let t = TempDir::new("stale");
+        let dir = StateDir::open(&t.0).unwrap();
+        dir.save_clients(&one_client()).unwrap();
+        // What a kill between write and rename leaves: a temp file named as write_atomic
+        // names them, here half a clients.json.
+        fs::write(dir.file(".clients.json.tmp4242"), "{\"version\": 1, \"cli").unwrap();
+        fs::write(dir.file(".api-token.tmp7"), "half").unwrap();
+        // Not ours to remove: other dot files and names that only look similar.
+        for keep in [".hidden", ".x.tmp", "y.tmp12", ".z.tmp12a"] {
+            fs::write(dir.file(keep), "keep").unwrap();
+        }
+        let lock = dir.lock().unwrap();
+        let mut names: Vec<_> = fs::read_dir(&t.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                ".hidden",
+                ".x.tmp",
+                ".z.tmp12a",
+                "clients.json",
+                "lock",
+                "y.tmp12"
+            ]
+        );
+        assert_eq!(dir.load_clients().unwrap().len(), 1);
+        drop(lock);
+        assert!(is_temp_name(".clients.json.tmp1"));
+        assert!(!is_temp_name(".tmp1"));
     }
 
     #[test]

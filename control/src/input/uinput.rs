@@ -522,6 +522,10 @@ mod tests {
     use std::path::{Path, PathBuf};
     use std::time::{Duration, Instant};
 
+    mod skip {
+        include!(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/skip.rs"));
+    }
+
     /// The pure keymap's Linux codes agree with the `evdev` crate's.
     #[test]
     fn keymap_codes_match_evdev() {
@@ -735,8 +739,9 @@ mod tests {
     #[test]
     fn uinput_devices_deliver_events() {
         if !Path::new("/dev/uinput").exists() {
-            println!(
-                "skip: /dev/uinput does not exist (kernel without CONFIG_INPUT_UINPUT or not exposed here)"
+            skip::skip(
+                "uinput",
+                "/dev/uinput does not exist (kernel without CONFIG_INPUT_UINPUT or not exposed here)",
             );
             return;
         }
@@ -744,7 +749,7 @@ mod tests {
         let mut sink = match UinputSink::with_prefix(&prefix) {
             Ok(s) => s,
             Err(e) => {
-                println!("skip: /dev/uinput present but unusable: {e}");
+                skip::skip("uinput", format!("/dev/uinput present but unusable: {e}"));
                 return;
             }
         };

@@ -10,8 +10,20 @@
 //!    │ Welcome: ClientEvent::Welcome(params)
 //!    ▼
 //!  Welcomed ──start(port): Start──► Streaming: request_reconfigure, request_idr,
-//!                                   send_loss_report, send_stats, send_input
+//!                                   send_loss_report, send_stats, send_input,
+//!                                   KeyUpdate{g}: ClientEvent::KeyUpdate ─► install the key in
+//!                                   the receiver ─► key_installed(g): KeyUpdateAck{g}
 //! ```
+//!
+//! # Key updates
+//!
+//! The host names the next data-plane key generation (`KeyUpdate{g}`, `g` = the generation
+//! in use + 1, one at a time). The session derives its key material from the TLS exporter and
+//! reports [`ClientEvent::KeyUpdate`]; the application installs it in the receiver *beside*
+//! the key in use and then calls [`ClientSession::key_installed`], which acknowledges. The
+//! host seals with the new key only after the acknowledgement, so no datagram arrives under a
+//! key the receiver lacks. Any other generation, or a second update while one is
+//! unacknowledged, is a protocol violation.
 //!
 //! # Host pinning
 //!
@@ -40,7 +52,7 @@ use super::message::{
 };
 use super::pairing::{ClientPairing, PairingContext, Pin};
 use super::tls::{self, Fingerprint, Identity};
-use super::{Closed, DataPlaneParams, GoodbyeReason, SessionError, Transmit};
+use super::{Closed, DataPlaneParams, GoodbyeReason, KeyMaterial, SessionError, Transmit};
 use crate::input::wire::InputEvent;
 
 /// SNI sent to the host. Certificates are never checked against names (pinning is by
@@ -144,6 +156,14 @@ pub enum ClientEvent {
     Welcome(DataPlaneParams),
     /// The host runs a new mode from `first_frame_id` on.
     Reconfigured(Reconfigured),
+    /// The host proposes data-plane key generation `generation`: install it in the receiver
+    /// beside the key in use, then call [`ClientSession::key_installed`].
+    KeyUpdate {
+        /// The new generation.
+        generation: u32,
+        /// Its exported key material.
+        key_material: KeyMaterial,
+    },
     /// The host's statistics.
     Stats(Stats),
     /// The connection ended; no more events.
@@ -165,6 +185,8 @@ pub struct ClientStats {
     pub input_sent: u64,
     /// Input datagrams quinn refused (too large, congestion).
     pub input_refused: u64,
+    /// Key updates acknowledged.
+    pub key_updates: u64,
 }
 
 #[derive(Debug)]
@@ -212,6 +234,10 @@ pub struct ClientSession {
     responses: VecDeque<(Transmit, Vec<u8>)>,
     stats: ClientStats,
     scratch: Vec<u8>,
+    /// The data-plane key generation installed last (0: Welcome's).
+    key_generation: u32,
+    /// A `KeyUpdate` reported and not yet installed: its generation.
+    key_pending: Option<u32>,
 }
 
 impl std::fmt::Debug for ClientSession {
@@ -254,6 +280,8 @@ impl ClientSession {
             responses: VecDeque::new(),
             stats: ClientStats::default(),
             scratch: Vec::new(),
+            key_generation: 0,
+            key_pending: None,
         })
     }
 
@@ -388,6 +416,28 @@ impl ClientSession {
         } else {
             Err(self.wrong_phase(op))
         }
+    }
+
+    /// Key generation `generation` (from [`ClientEvent::KeyUpdate`]) is installed in the
+    /// receiver: acknowledges it, and the host switches its sender to it.
+    pub fn key_installed(&mut self, generation: u32) -> Result<(), SessionError> {
+        self.streaming("key_installed")?;
+        if self.key_pending != Some(generation) {
+            return Err(SessionError::WrongPhase {
+                op: "key_installed",
+                phase: "no such key update pending",
+            });
+        }
+        self.link.send(&Message::KeyUpdateAck { generation })?;
+        self.key_generation = generation;
+        self.key_pending = None;
+        self.stats.key_updates += 1;
+        Ok(())
+    }
+
+    /// The data-plane key generation installed last, and one reported and not yet installed.
+    pub fn key_generation(&self) -> (u32, Option<u32>) {
+        (self.key_generation, self.key_pending)
     }
 
     /// Asks the host for another mode; [`ClientEvent::Reconfigured`] answers.
@@ -650,7 +700,7 @@ impl ClientSession {
                     return;
                 }
                 let Some(key_material) =
-                    tls::export_data_key(self.link.conn.crypto_session(), w.session_id)
+                    tls::export_data_key(self.link.conn.crypto_session(), w.session_id, 0)
                 else {
                     self.goodbye(now, GoodbyeReason::Internal, "TLS key export failed");
                     return;
@@ -679,6 +729,24 @@ impl ClientSession {
             (phase @ Phase::Streaming(_), Message::Stats(s)) => {
                 self.phase = phase;
                 self.events.push_back(ClientEvent::Stats(s));
+            }
+            (Phase::Streaming(params), Message::KeyUpdate { generation })
+                if self.key_pending.is_none()
+                    && self.key_generation.checked_add(1) == Some(generation) =>
+            {
+                let session_id = params.session_id;
+                self.phase = Phase::Streaming(params);
+                let Some(material) =
+                    tls::export_data_key(self.link.conn.crypto_session(), session_id, generation)
+                else {
+                    self.goodbye(now, GoodbyeReason::Internal, "TLS key export failed");
+                    return;
+                };
+                self.key_pending = Some(generation);
+                self.events.push_back(ClientEvent::KeyUpdate {
+                    generation,
+                    key_material: KeyMaterial(material),
+                });
             }
             (phase, msg) => {
                 self.phase = phase;

@@ -228,6 +228,10 @@ pub fn run(opts: ConnectOptions) -> Result<String, ConnectError> {
             "reconfigured: {} from frame {} (epoch {})\n",
             r.mode, r.first_frame_id, r.epoch
         )),
+        ClientEvent::KeyUpdate {
+            generation,
+            key_material,
+        } => receiving.install_key(generation, &key_material),
         ClientEvent::Closed(c) => report.push_str(&format!("closed: {c}\n")),
         _ => {}
     })?;
@@ -314,6 +318,9 @@ pub fn stats_json(
         "latency_us_p99": stats.latency_quantile(0.99),
         "reconfigure_ms": reconfigure_ms,
         "first_frame_ms": first_frame_ms,
+        "key_rotations": stats.key_rotations,
+        "datagrams_per_generation": stats.datagrams_per_generation,
+        "retired_key_datagrams": stats.retired_key_datagrams,
     })
     .to_string()
 }

@@ -17,7 +17,9 @@
 //!    │ accept(offer): Welcome                  refuse(): Goodbye(Refused)
 //!    ▼
 //!  AwaitStart ──Start──► Streaming ◄──► Reconfigure / Reconfigured, IdrRequest, LossReport,
-//!                                       Stats, input datagrams (paired clients only)
+//!                                       Stats, input datagrams (paired clients only),
+//!                                       update_key(): KeyUpdate{g} ──KeyUpdateAck{g}──►
+//!                                       KeyUpdated{g, material} (the sender switches)
 //!  any phase: Goodbye (either side), malformed or unexpected message → Goodbye
 //!  (ProtocolViolation), setup or PIN-prompt deadline → Goodbye(Timeout), QUIC idle
 //!  timeout → Closed. The setup deadline (10 s) runs from a connection's first packet to
@@ -29,6 +31,18 @@
 //! connection is ended with a Goodbye naming the problem, the event stream reports
 //! [`HostEvent::Closed`], and [`HostStats`] counts it. Malformed or early input datagrams are
 //! dropped and counted.
+//!
+//! # Key updates
+//!
+//! The data plane's key may seal only so many datagrams. When the sender nears that limit the
+//! application calls [`HostSession::update_key`]: the host names generation `g + 1` in
+//! `KeyUpdate`, the client derives it from the TLS exporter, installs it in its receiver and
+//! answers `KeyUpdateAck`; only then does [`HostEvent::KeyUpdated`] hand the key material to
+//! the sender, which switches at its next frame. One update is outstanding at a time. A
+//! client that does not acknowledge within [`HostConfig::setup_timeout`] is ended with
+//! `Goodbye(Timeout)` (the sender has a quarter of the key's limit left then, minutes at any
+//! rate); an acknowledgement that names another generation, or comes unasked, is a protocol
+//! violation.
 //!
 //! # Pairing window
 //!
@@ -74,7 +88,9 @@ use super::message::{
 };
 use super::pairing::{HostPairing, PairingContext, Pin};
 use super::tls::{self, DATA_KEY_LABEL, Fingerprint, Identity};
-use super::{Closed, Codec, ConnId, DataPlaneParams, GoodbyeReason, SessionError, Transmit};
+use super::{
+    Closed, Codec, ConnId, DataPlaneParams, GoodbyeReason, KeyMaterial, SessionError, Transmit,
+};
 use crate::input::wire::InputEvent;
 use crate::pairing_window::{
     AddressBackoff, BackoffConfig, PairingWindow, Refusal, WindowConfig, WindowStatus,
@@ -109,8 +125,8 @@ pub struct HostConfig {
     /// Per-address backoff after failed ceremonies.
     pub backoff: BackoffConfig,
     /// How long a client may take from its first packet to Hello (QUIC/TLS handshake
-    /// included, one total deadline), from PairStart to PairConfirm, and from Welcome to
-    /// Start.
+    /// included, one total deadline), from PairStart to PairConfirm, from Welcome to Start,
+    /// and to acknowledge a key update.
     pub setup_timeout: Duration,
     /// QUIC idle timeout.
     pub idle_timeout: Duration,
@@ -242,6 +258,16 @@ pub enum HostEvent {
         /// The statistics.
         stats: Stats,
     },
+    /// The client installed key generation `generation` (it acknowledged
+    /// [`HostSession::update_key`]): the data-plane sender switches to it at its next frame.
+    KeyUpdated {
+        /// The connection.
+        conn: ConnId,
+        /// The new generation.
+        generation: u32,
+        /// Its exported key material.
+        key_material: KeyMaterial,
+    },
     /// An input event from a streaming client.
     Input {
         /// The connection.
@@ -302,6 +328,12 @@ pub struct HostStats {
     pub pairings: u64,
     /// Endpoint responses dropped because too many were queued.
     pub dropped_responses: u64,
+    /// Key updates proposed (`KeyUpdate` sent).
+    pub key_updates_proposed: u64,
+    /// Key updates acknowledged by the client.
+    pub key_updates: u64,
+    /// Connections ended because the client did not acknowledge a key update in time.
+    pub key_update_timeouts: u64,
 }
 
 /// The host's admission state as the operator sees it (`GET /api/status`, `"pf1"`).
@@ -331,6 +363,10 @@ struct Live {
     params: DataPlaneParams,
     epoch: u32,
     mode: Mode,
+    /// The data-plane key generation the client acknowledged last (0: Welcome's).
+    key_generation: u32,
+    /// A `KeyUpdate` sent and not yet acknowledged: its generation.
+    key_pending: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -702,17 +738,23 @@ impl HostSession {
                 let late = c.deadline.is_some_and(|d| now >= d);
                 if late {
                     c.deadline = None;
-                    let what = c.phase.name();
-                    self.stats.expired_pending += 1;
-                    if matches!(c.phase, Phase::Handshaking) {
-                        self.stats.expired_handshakes += 1;
-                    }
-                    self.end(
-                        id,
-                        now,
-                        GoodbyeReason::Timeout,
-                        &format!("{SETUP_TIMED_OUT} while {what}"),
-                    );
+                    let text = match &c.phase {
+                        Phase::Streaming(live) if live.key_pending.is_some() => {
+                            self.stats.key_update_timeouts += 1;
+                            format!(
+                                "the client did not acknowledge data key generation {} in time",
+                                live.key_pending.unwrap_or_default()
+                            )
+                        }
+                        phase => {
+                            self.stats.expired_pending += 1;
+                            if matches!(phase, Phase::Handshaking) {
+                                self.stats.expired_handshakes += 1;
+                            }
+                            format!("{SETUP_TIMED_OUT} while {}", phase.name())
+                        }
+                    };
+                    self.end(id, now, GoodbyeReason::Timeout, &text);
                 }
             }
             self.process(id, now);
@@ -848,6 +890,45 @@ impl HostSession {
         live.epoch = epoch;
         live.mode = mode;
         Ok(epoch)
+    }
+
+    /// Proposes the next data-plane key generation to a streaming client (`KeyUpdate`, see the
+    /// module docs) and returns it. While one is outstanding, returns its generation and sends
+    /// nothing. The key material comes with [`HostEvent::KeyUpdated`] once the client has
+    /// installed it; the client must acknowledge within [`HostConfig::setup_timeout`].
+    pub fn update_key(&mut self, now: Instant, conn: ConnId) -> Result<u32, SessionError> {
+        let setup = self.config.setup_timeout;
+        let c = self.conn_mut(conn)?;
+        let Phase::Streaming(live) = &mut c.phase else {
+            return Err(SessionError::WrongPhase {
+                op: "update_key",
+                phase: c.phase.name(),
+            });
+        };
+        if let Some(g) = live.key_pending {
+            return Ok(g);
+        }
+        let Some(generation) = live.key_generation.checked_add(1) else {
+            // 2^32 generations of 2^28 datagrams: never reached; refuse rather than wrap.
+            return Err(SessionError::WrongPhase {
+                op: "update_key",
+                phase: "out of key generations",
+            });
+        };
+        c.link.send(&Message::KeyUpdate { generation })?;
+        live.key_pending = Some(generation);
+        c.deadline = Some(now + setup);
+        self.stats.key_updates_proposed += 1;
+        Ok(generation)
+    }
+
+    /// The data-plane key generation a streaming client acknowledged last, and the one
+    /// proposed and not yet acknowledged.
+    pub fn key_generation(&self, conn: ConnId) -> Option<(u32, Option<u32>)> {
+        match &self.conns.get(&conn)?.phase {
+            Phase::Streaming(live) => Some((live.key_generation, live.key_pending)),
+            _ => None,
+        }
     }
 
     /// Sends the host's statistics to a streaming client.
@@ -1128,7 +1209,7 @@ impl HostSession {
             (Phase::AwaitStart { session_id, offer }, Message::Start(start)) => {
                 let (session_id, offer) = (*session_id, *offer);
                 let Some(key_material) =
-                    tls::export_data_key(c.link.conn.crypto_session(), session_id)
+                    tls::export_data_key(c.link.conn.crypto_session(), session_id, 0)
                 else {
                     self.end(id, now, GoodbyeReason::Internal, "TLS key export failed");
                     return;
@@ -1151,6 +1232,8 @@ impl HostSession {
                     params: params.clone(),
                     epoch: 0,
                     mode: offer.mode,
+                    key_generation: 0,
+                    key_pending: None,
                 }));
                 c.deadline = None;
                 self.events
@@ -1169,6 +1252,27 @@ impl HostSession {
             }
             (Phase::Streaming(_), Message::Stats(stats)) => {
                 self.events.push_back(HostEvent::Stats { conn: id, stats });
+            }
+            (Phase::Streaming(live), Message::KeyUpdateAck { generation })
+                if live.key_pending == Some(generation) =>
+            {
+                let Some(key_material) = tls::export_data_key(
+                    c.link.conn.crypto_session(),
+                    live.params.session_id,
+                    generation,
+                ) else {
+                    self.end(id, now, GoodbyeReason::Internal, "TLS key export failed");
+                    return;
+                };
+                live.key_generation = generation;
+                live.key_pending = None;
+                c.deadline = None;
+                self.stats.key_updates += 1;
+                self.events.push_back(HostEvent::KeyUpdated {
+                    conn: id,
+                    generation,
+                    key_material: KeyMaterial(key_material),
+                });
             }
             (_, msg) => self.unexpected(id, now, &msg),
         }

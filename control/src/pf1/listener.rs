@@ -260,6 +260,11 @@ fn on_event(
         HostEvent::LossReport { conn, report } => media.loss_report(conn, &report),
         HostEvent::Stats { conn, stats } => tracing::debug!(%conn, ?stats, "punktfunk/1 stats"),
         HostEvent::Input { event, .. } => media.input(&event),
+        HostEvent::KeyUpdated {
+            conn,
+            generation,
+            key_material,
+        } => media.key_updated(conn, generation, &key_material),
         HostEvent::Closed { conn, closed } => {
             media.stop(conn);
             // Refusals and setup deadlines (half-open handshakes) can come in floods.

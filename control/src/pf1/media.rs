@@ -9,13 +9,16 @@
 //!                        is sent: Reconfigured{mode, first frame id} (keys, socket, FEC go on)
 //! IdrRequested        ─► the pipeline's keyframe request
 //! LossReport          ─► FecController ─► parity % and loss estimate for the packetizer
+//! (a frame sent while the key's update point is passed) ─► HostCommand::UpdateKey, once per
+//!                        generation ─► KeyUpdate … KeyUpdateAck ─► KeyUpdated{g, material}
+//! KeyUpdated          ─► Pf1Feedback::offer_key: the packetizer switches at its next frame
 //! Input               ─► the host's input sink
 //! Closed              ─► pipeline stopped
 //! ```
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,7 +40,7 @@ use punktfunk_engine::pf1::stage::{Pf1Feedback, Pf1PacketizeStage};
 
 use super::message::LossReport;
 use super::net::{HostCommand, HostHandle};
-use super::{ConnId, DataPlaneParams, Mode};
+use super::{ConnId, DataPlaneParams, KeyMaterial, Mode};
 use crate::input::InputSink;
 use crate::input::wire::InputEvent;
 
@@ -50,6 +53,11 @@ pub struct MediaOptions {
     pub send: SendConfig,
     /// Encoder bitrate, kbit/s.
     pub bitrate_kbps: u32,
+    /// Datagrams one data-plane key may seal; 0: AES-GCM's limit for the shard size (2^28 at
+    /// 1460-byte datagrams). Lower it only to exercise key rotation.
+    pub key_packet_limit: u64,
+    /// Percentage of that limit after which the host proposes the next key generation.
+    pub key_update_percent: u8,
 }
 
 impl Default for MediaOptions {
@@ -58,6 +66,8 @@ impl Default for MediaOptions {
             bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             send: SendConfig::default(),
             bitrate_kbps: 20_000,
+            key_packet_limit: 0,
+            key_update_percent: punktfunk_engine::pf1::send::DEFAULT_KEY_UPDATE_PERCENT,
         }
     }
 }
@@ -79,6 +89,7 @@ struct Stream {
     next_mode: u16,
     frames: Arc<AtomicU64>,
     started: Instant,
+    session_id: u64,
 }
 
 /// The media side of the punktfunk/1 listener.
@@ -153,6 +164,8 @@ impl Pf1Media {
             // Small frames (a few shards) get two parity shards before any loss report
             // arrives, as GameStream's minRequiredFecPackets does.
             min_parity: 2,
+            key_packet_limit: self.opts.key_packet_limit,
+            key_update_percent: self.opts.key_update_percent,
             ..Pf1SenderConfig::default()
         };
         let feedback = Arc::new(Pf1Feedback::default());
@@ -179,9 +192,18 @@ impl Pf1Media {
         let pending: Arc<Mutex<Option<PendingMode>>> = Arc::default();
         let frames = Arc::new(AtomicU64::new(0));
         let (p, h, f) = (pending.clone(), self.handle.clone(), frames.clone());
+        let fb = feedback.clone();
+        // The generation a key update was last asked for: one request per generation.
+        let asked = AtomicU32::new(0);
         let interval = Duration::from_secs(1) / first.fps;
         let sink = SendSink::new(sender, peer, interval, true).on_sent(Box::new(move |meta, _| {
             f.fetch_add(1, Ordering::Relaxed);
+            if fb.key_update_due() {
+                let next = fb.key_generation().saturating_add(1);
+                if asked.fetch_max(next, Ordering::Relaxed) < next {
+                    h.send(HostCommand::UpdateKey(conn));
+                }
+            }
             let mut pending = lock(&p);
             if let Some(pm) = *pending
                 && meta.mode == pm.id
@@ -225,9 +247,30 @@ impl Pf1Media {
                 next_mode: 1,
                 frames,
                 started: Instant::now(),
+                session_id: params.session_id,
             },
         );
         Ok(())
+    }
+
+    /// The client installed key generation `generation`: the packetizer seals with it from
+    /// its next frame on.
+    pub fn key_updated(&mut self, conn: ConnId, generation: u32, material: &KeyMaterial) {
+        let Some(s) = self.streams.get(&conn) else {
+            return;
+        };
+        let mut m = [0u8; KEY_MATERIAL_LEN];
+        m.copy_from_slice(&material.0[..KEY_MATERIAL_LEN]);
+        let (sealed, _) = s.feedback.key_datagrams();
+        tracing::info!(
+            %conn,
+            session = s.session_id,
+            generation,
+            sealed_under_current_key = sealed,
+            "punktfunk/1 client installed the next data key; the sender switches at its next frame"
+        );
+        s.feedback
+            .offer_key(DataKey::from_key_material(&m).with_generation(generation));
     }
 
     /// Switches `conn`'s stream to `mode`; the Reconfigured reply goes out with the first frame
@@ -283,11 +326,16 @@ impl Pf1Media {
         if let Some(s) = self.streams.remove(&conn) {
             s.pipeline.abort();
             let stats = s.pipeline.join().map(|st| st.dropped()).unwrap_or(0);
+            let (key_datagrams, _) = s.feedback.key_datagrams();
             tracing::info!(
                 %conn,
                 seconds = s.started.elapsed().as_secs(),
                 frames = s.frames.load(Ordering::Relaxed),
                 dropped_in_pipeline = stats,
+                key_rotations = s.feedback.rotations(),
+                key_generation = s.feedback.key_generation(),
+                key_datagrams,
+                frames_refused_at_key_limit = s.feedback.key_exhausted(),
                 "punktfunk/1 stream stopped"
             );
         }

@@ -30,6 +30,8 @@
 //! | 0x07 | LossReport    | C → H     | u32 window, u32 expected, u32 received, u32 complete, u32 unrecoverable |
 //! | 0x08 | Stats         | both      | u32 window, u32 decoded, u32 dropped, u32 decode µs, u32 latency µs, u32 jitter µs |
 //! | 0x09 | Goodbye       | both      | u16 reason, str text                                   |
+//! | 0x0a | KeyUpdate     | H → C     | u32 next key generation (≥ 1)                          |
+//! | 0x0b | KeyUpdateAck  | C → H     | u32 key generation installed (≥ 1)                     |
 //! | 0x10 | PairReady     | H → C     | u8 PIN digits                                          |
 //! | 0x11 | PairStart     | C → H     | bytes SPAKE2 message A (33)                            |
 //! | 0x12 | PairReply     | H → C     | bytes SPAKE2 message B (33), 32 bytes host MAC         |
@@ -94,6 +96,10 @@ pub mod kind {
     pub const STATS: u8 = 0x08;
     /// [`super::Message::Goodbye`].
     pub const GOODBYE: u8 = 0x09;
+    /// [`super::Message::KeyUpdate`].
+    pub const KEY_UPDATE: u8 = 0x0a;
+    /// [`super::Message::KeyUpdateAck`].
+    pub const KEY_UPDATE_ACK: u8 = 0x0b;
     /// [`super::Message::PairReady`].
     pub const PAIR_READY: u8 = 0x10;
     /// [`super::Message::PairStart`].
@@ -523,6 +529,17 @@ pub enum Message {
         /// Paired.
         ok: bool,
     },
+    /// H → C, derive data-plane key generation `generation` from the TLS exporter and install
+    /// it beside the one in use; answer with [`Message::KeyUpdateAck`].
+    KeyUpdate {
+        /// The next generation: the one in use plus one.
+        generation: u32,
+    },
+    /// C → H, generation `generation` is installed: the host may seal with it.
+    KeyUpdateAck {
+        /// The generation of the [`Message::KeyUpdate`] answered.
+        generation: u32,
+    },
 }
 
 impl Message {
@@ -543,6 +560,8 @@ impl Message {
             Message::PairReply { .. } => kind::PAIR_REPLY,
             Message::PairConfirm { .. } => kind::PAIR_CONFIRM,
             Message::PairResult { .. } => kind::PAIR_RESULT,
+            Message::KeyUpdate { .. } => kind::KEY_UPDATE,
+            Message::KeyUpdateAck { .. } => kind::KEY_UPDATE_ACK,
         }
     }
 
@@ -563,6 +582,8 @@ impl Message {
             Message::PairReply { .. } => "PairReply",
             Message::PairConfirm { .. } => "PairConfirm",
             Message::PairResult { .. } => "PairResult",
+            Message::KeyUpdate { .. } => "KeyUpdate",
+            Message::KeyUpdateAck { .. } => "KeyUpdateAck",
         }
     }
 
@@ -612,6 +633,17 @@ impl Message {
                         field: "digits",
                         value: u64::from(*digits),
                     })
+                }
+            }
+            Message::KeyUpdate { generation } | Message::KeyUpdateAck { generation } => {
+                if *generation == 0 {
+                    // Generation 0 is the key of Welcome; an update names a later one.
+                    Err(MessageError::InvalidValue {
+                        field: "generation",
+                        value: 0,
+                    })
+                } else {
+                    Ok(())
                 }
             }
             Message::Start(_)
@@ -696,6 +728,9 @@ impl Message {
             }
             Message::PairConfirm { mac } => w.0.extend_from_slice(mac),
             Message::PairResult { ok } => w.u8(u8::from(*ok)),
+            Message::KeyUpdate { generation } | Message::KeyUpdateAck { generation } => {
+                w.u32(*generation);
+            }
         }
         let len = out.len() - start - FRAME_HEADER_LEN;
         // Every field is bounded by `validate`: the largest message (Welcome/Hello with
@@ -790,6 +825,12 @@ impl Message {
                 mac: r.array("mac")?,
             },
             kind::PAIR_RESULT => Message::PairResult { ok: r.bool("ok")? },
+            kind::KEY_UPDATE => Message::KeyUpdate {
+                generation: r.u32("generation")?,
+            },
+            kind::KEY_UPDATE_ACK => Message::KeyUpdateAck {
+                generation: r.u32("generation")?,
+            },
             other => return Err(MessageError::UnknownType(other)),
         };
         if !r.rest.is_empty() {
@@ -1032,6 +1073,37 @@ mod tests {
     }
 
     #[test]
+    fn key_update_fixtures() {
+        assert_eq!(
+            framed(&Message::KeyUpdate { generation: 258 }),
+            [0, 0, 0, 5, 0x0a, 0, 0, 1, 2]
+        );
+        assert_eq!(
+            framed(&Message::KeyUpdateAck { generation: 1 }),
+            [0, 0, 0, 5, 0x0b, 0, 0, 0, 1]
+        );
+        // Generation 0 is Welcome's key: never named by an update, either way.
+        for ty in [0x0a, 0x0b] {
+            assert_eq!(
+                Message::decode(&[ty, 0, 0, 0, 0]),
+                Err(MessageError::InvalidValue {
+                    field: "generation",
+                    value: 0
+                })
+            );
+            assert!(matches!(
+                Message::decode(&[ty, 0, 0, 1]),
+                Err(MessageError::Truncated { .. })
+            ));
+        }
+        assert!(
+            Message::KeyUpdate { generation: 0 }
+                .encode(&mut Vec::new())
+                .is_err()
+        );
+    }
+
+    #[test]
     fn hostile_bodies_are_errors() {
         assert_eq!(Message::decode(&[]), Err(MessageError::EmptyFrame));
         assert_eq!(
@@ -1233,6 +1305,8 @@ mod tests {
                 .prop_map(|(spake, mac)| Message::PairReply { spake, mac }),
             any::<[u8; MAC_LEN]>().prop_map(|mac| Message::PairConfirm { mac }),
             any::<bool>().prop_map(|ok| Message::PairResult { ok }),
+            (1..=u32::MAX).prop_map(|generation| Message::KeyUpdate { generation }),
+            (1..=u32::MAX).prop_map(|generation| Message::KeyUpdateAck { generation }),
         ]
     }
 

@@ -39,7 +39,8 @@
 //! ```
 //!
 //! The data plane gets, per session, a [`DataPlaneParams`]: the 32 bytes of key material
-//! exported from the TLS session with [`DATA_KEY_LABEL`] and the session id as context
+//! exported from the TLS session with [`DATA_KEY_LABEL`] and the session id and key
+//! generation (0; later ones after `KeyUpdate`/`KeyUpdateAck`, see [`host`]) as context
 //! ([`DATA_KEY_MATERIAL_LEN`]; AES-128 key = bytes 0..16, nonce salt = bytes 16..20), the FEC
 //! scheme, parity, shard size and both UDP ports. See `docs/pf1-control-plane.md`.
 
@@ -156,6 +157,17 @@ impl DataPlaneParams {
         let mut s = [0; 4];
         s.copy_from_slice(&self.key_material[16..20]);
         s
+    }
+}
+
+/// The exported key material of one data-plane key generation (AES-128 key = bytes 0..16,
+/// nonce salt = bytes 16..20). `Debug` never prints it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct KeyMaterial(pub [u8; DATA_KEY_MATERIAL_LEN]);
+
+impl std::fmt::Debug for KeyMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyMaterial(<secret>)")
     }
 }
 

@@ -211,6 +211,8 @@ pub enum HostCommand {
     Reconfigured(ConnId, Mode, u32),
     /// [`HostSession::send_stats`].
     SendStats(ConnId, Stats),
+    /// [`HostSession::update_key`]: the data-plane sender nears its key's limit.
+    UpdateKey(ConnId),
     /// [`HostSession::arm_pin`].
     ArmPin(Pin),
     /// [`HostSession::disarm_pin`]: the operator closes the pairing window.
@@ -363,6 +365,7 @@ fn apply_host(s: &mut HostSession, now: Instant, cmd: HostCommand) -> Result<(),
         HostCommand::Goodbye(c, reason, text) => s.goodbye(now, c, reason, &text),
         HostCommand::Reconfigured(c, mode, first) => s.reconfigured(c, mode, first).map(drop),
         HostCommand::SendStats(c, stats) => s.send_stats(c, stats),
+        HostCommand::UpdateKey(c) => s.update_key(now, c).map(drop),
         HostCommand::ArmPin(pin) => {
             s.arm_pin(now, pin);
             Ok(())
@@ -406,6 +409,8 @@ pub enum ClientCommand {
     Stats(Stats),
     /// [`ClientSession::send_input`].
     Input(InputEvent),
+    /// [`ClientSession::key_installed`]: the receiver holds the new key generation.
+    KeyInstalled(u32),
     /// [`ClientSession::goodbye`].
     Goodbye(GoodbyeReason, String),
 }
@@ -514,6 +519,7 @@ fn apply_client(s: &mut ClientSession, cmd: ClientCommand) -> Result<(), Session
         ClientCommand::LossReport(r) => s.send_loss_report(r),
         ClientCommand::Stats(st) => s.send_stats(st),
         ClientCommand::Input(ev) => s.send_input(&ev),
+        ClientCommand::KeyInstalled(g) => s.key_installed(g),
         ClientCommand::Goodbye(reason, text) => {
             s.goodbye(Instant::now(), reason, &text);
             Ok(())

@@ -7,6 +7,9 @@
 //!                                   │ every 100 ms: take_loss_report ─► ClientCommand::LossReport
 //!                                   ▼
 //!                      ReceiveStats (frames, modes from keyframe SPS, latency, goodput)
+//!
+//! install_key(g) ─► (next poll, ≤ 20 ms) Pf1Receiver::install_key ─► ClientCommand::KeyInstalled
+//!                   (the session acknowledges; the host switches its sender)
 //! ```
 
 use std::io::Write as _;
@@ -23,6 +26,7 @@ use punktfunk_engine::io::pf1::Pf1ReceiveLoop;
 use punktfunk_engine::io::{Caps, ReceiveConfig, UdpReceiver};
 use punktfunk_engine::pf1::{DataKey, KEY_MATERIAL_LEN, Pf1Event, Pf1Receiver, Pf1ReceiverConfig};
 
+use super::KeyMaterial;
 use super::message::LossReport;
 use super::net::{ClientCommand, ClientHandle};
 
@@ -52,6 +56,12 @@ pub struct ReceiveStats {
     pub last_frame: Option<Instant>,
     /// Arrival of the first frame of each new mode after the first: (mode id, when).
     pub new_modes: Vec<(u16, Instant)>,
+    /// Key generations installed after the first (rotations).
+    pub key_rotations: u64,
+    /// Datagrams authenticated per key generation: (generation, datagrams), in order.
+    pub datagrams_per_generation: Vec<(u32, u64)>,
+    /// Datagrams refused because their key generation was retired (stragglers, replays).
+    pub retired_key_datagrams: u64,
 }
 
 impl ReceiveStats {
@@ -89,7 +99,8 @@ pub struct Receiving {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<Result<(), String>>>,
     stats: Arc<Mutex<ReceiveStats>>,
-    key: Arc<Mutex<Option<DataKey>>>,
+    /// Keys for the receive thread: the first one starts it, later ones are key updates.
+    keys: Arc<Mutex<Vec<DataKey>>>,
     port: u16,
 }
 
@@ -115,8 +126,8 @@ impl Receiving {
         let port = udp.local_addr().port();
         let stop = Arc::new(AtomicBool::new(false));
         let stats: Arc<Mutex<ReceiveStats>> = Arc::default();
-        let key: Arc<Mutex<Option<DataKey>>> = Arc::default();
-        let (s, st, k) = (stop.clone(), stats.clone(), key.clone());
+        let keys: Arc<Mutex<Vec<DataKey>>> = Arc::default();
+        let (s, st, k) = (stop.clone(), stats.clone(), keys.clone());
         let thread = std::thread::Builder::new()
             .name("pf1-receive".into())
             .spawn(move || run(udp, &s, &st, &k, opts, control))?;
@@ -124,7 +135,7 @@ impl Receiving {
             stop,
             thread: Some(thread),
             stats,
-            key,
+            keys,
             port,
         })
     }
@@ -138,7 +149,15 @@ impl Receiving {
     pub fn set_key(&self, material: &[u8]) {
         let mut m = [0u8; KEY_MATERIAL_LEN];
         m.copy_from_slice(&material[..KEY_MATERIAL_LEN]);
-        *lock(&self.key) = Some(DataKey::from_key_material(&m));
+        lock(&self.keys).push(DataKey::from_key_material(&m));
+    }
+
+    /// Hands key generation `generation` to the receive thread, which installs it beside the
+    /// key in use and then sends [`ClientCommand::KeyInstalled`] (the acknowledgement).
+    pub fn install_key(&self, generation: u32, material: &KeyMaterial) {
+        let mut m = [0u8; KEY_MATERIAL_LEN];
+        m.copy_from_slice(&material.0[..KEY_MATERIAL_LEN]);
+        lock(&self.keys).push(DataKey::from_key_material(&m).with_generation(generation));
     }
 
     /// A snapshot of the statistics.
@@ -161,7 +180,7 @@ fn run(
     udp: UdpReceiver,
     stop: &AtomicBool,
     stats: &Mutex<ReceiveStats>,
-    key: &Mutex<Option<DataKey>>,
+    keys: &Mutex<Vec<DataKey>>,
     opts: ReceiveOptions,
     control: ClientHandle,
 ) -> Result<(), String> {
@@ -170,8 +189,11 @@ fn run(
         if stop.load(Ordering::Relaxed) {
             return Ok(());
         }
-        if let Some(k) = lock(key).take() {
-            break k;
+        {
+            let mut k = lock(keys);
+            if !k.is_empty() {
+                break k.remove(0);
+            }
         }
         std::thread::sleep(Duration::from_millis(2));
     };
@@ -190,7 +212,16 @@ fn run(
     let mut last_report = Instant::now();
     let mut complete_at_report = 0u64;
     let mut mode = 0u16;
+    let mut new_keys = Vec::new();
     while !stop.load(Ordering::Relaxed) {
+        // Key updates: install, then acknowledge through the control session.
+        std::mem::swap(&mut new_keys, &mut *lock(keys));
+        for k in new_keys.drain(..) {
+            let generation = k.generation();
+            rl.receiver_mut().install_key(k);
+            lock(stats).key_rotations += 1;
+            control.send(ClientCommand::KeyInstalled(generation));
+        }
         let keep = |_: &[u8]| {
             // xorshift64*: cheap, seeded, good enough to drop a share of datagrams.
             rng ^= rng >> 12;
@@ -241,6 +272,9 @@ fn run(
             let r = rl.receiver_mut().take_loss_report();
             let mut st = lock(stats);
             st.datagrams = rl.receiver().stats().datagrams;
+            st.retired_key_datagrams = rl.receiver().stats().retired_key;
+            rl.receiver_mut()
+                .drain_retired_keys(|g, n| st.datagrams_per_generation.push((g, n)));
             let complete = st.frames_complete;
             drop(st);
             window = window.wrapping_add(1);
@@ -254,7 +288,16 @@ fn run(
             complete_at_report = complete;
         }
     }
-    lock(stats).datagrams = rl.receiver().stats().datagrams;
+    {
+        let mut st = lock(stats);
+        st.datagrams = rl.receiver().stats().datagrams;
+        st.retired_key_datagrams = rl.receiver().stats().retired_key;
+        rl.receiver_mut()
+            .drain_retired_keys(|g, n| st.datagrams_per_generation.push((g, n)));
+        let mut held: Vec<(u32, u64)> = rl.receiver().key_datagrams().collect();
+        held.sort_unstable();
+        st.datagrams_per_generation.extend(held);
+    }
     if let Some(mut w) = record {
         w.flush().map_err(|e| format!("recording: {e}"))?;
     }

@@ -362,15 +362,19 @@ pub fn client_config(id: &Identity) -> Result<rustls::ClientConfig, rustls::Erro
     Ok(config)
 }
 
-/// Exports the data-plane key material of session `session_id` from a QUIC connection's TLS
-/// session: [`DATA_KEY_LABEL`], context = `session_id` as 8 bytes big-endian.
+/// Exports the data-plane key material of generation `generation` of session `session_id`
+/// from a QUIC connection's TLS session: [`DATA_KEY_LABEL`], context = `session_id` (8 bytes)
+/// then `generation` (4 bytes), big-endian
+/// ([`DataKey::exporter_context`](punktfunk_engine::pf1::DataKey::exporter_context)).
 pub fn export_data_key(
     session: &dyn quinn_proto::crypto::Session,
     session_id: u64,
+    generation: u32,
 ) -> Option<[u8; DATA_KEY_MATERIAL_LEN]> {
     let mut out = [0; DATA_KEY_MATERIAL_LEN];
+    let context = punktfunk_engine::pf1::DataKey::exporter_context(session_id, generation);
     session
-        .export_keying_material(&mut out, DATA_KEY_LABEL, &session_id.to_be_bytes())
+        .export_keying_material(&mut out, DATA_KEY_LABEL, &context)
         .ok()?;
     Some(out)
 }

@@ -153,12 +153,22 @@ pub enum StreamState {
     },
 }
 
-/// Counters of the streaming side, for the management API and tests.
+/// Host-wide counters of the streaming side, for the management API and tests. Everything
+/// that belongs to one stream is counted in that stream's [`SessionCounters`] instead, so
+/// that a session's figures start at zero and die with it.
 #[derive(Debug, Default)]
 pub struct StreamCounters {
     /// Streams started (PLAY accepted).
     pub streams: AtomicU64,
-    /// Video frames sent.
+    /// RTSP requests refused as malformed.
+    pub rtsp_malformed: AtomicU64,
+}
+
+/// Counters of one stream, from PLAY to its end: created at zero when the stream starts,
+/// shared by its threads, dropped with it. [`SessionCounters::snapshot`] reads them.
+#[derive(Debug, Default)]
+pub struct SessionCounters {
+    /// Video frames sent (counted by the send stage after each frame's datagrams went out).
     pub video_frames: AtomicU64,
     /// Audio packets sent.
     pub audio_packets: AtomicU64,
@@ -168,10 +178,44 @@ pub struct StreamCounters {
     pub input_packets: AtomicU64,
     /// Control packets dropped (bad envelope, replay, …).
     pub control_dropped: AtomicU64,
-    /// RTSP requests refused as malformed.
-    pub rtsp_malformed: AtomicU64,
     /// Pings ignored (wrong payload or size).
     pub bad_pings: AtomicU64,
+}
+
+impl SessionCounters {
+    /// The counters' values now, labelled with `session_id`.
+    pub fn snapshot(&self, session_id: u32) -> SessionStats {
+        let v = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        SessionStats {
+            session_id,
+            video_frames: v(&self.video_frames),
+            audio_packets: v(&self.audio_packets),
+            idr_requests: v(&self.idr_requests),
+            input_packets: v(&self.input_packets),
+            control_dropped: v(&self.control_dropped),
+            bad_pings: v(&self.bad_pings),
+        }
+    }
+}
+
+/// A snapshot of one stream's [`SessionCounters`] (what `/api/sessions` and the
+/// "stream stopped" log line report).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SessionStats {
+    /// The session the stream belongs to.
+    pub session_id: u32,
+    /// Video frames sent in this stream.
+    pub video_frames: u64,
+    /// Audio packets sent in this stream.
+    pub audio_packets: u64,
+    /// IDR requests received in this stream.
+    pub idr_requests: u64,
+    /// Input packets received in this stream.
+    pub input_packets: u64,
+    /// Control packets dropped in this stream.
+    pub control_dropped: u64,
+    /// Pings ignored in this stream.
+    pub bad_pings: u64,
 }
 
 struct Slot {
@@ -185,6 +229,8 @@ struct RunningStream {
     stop: Arc<AtomicBool>,
     terminate: Arc<AtomicBool>,
     connected: Arc<AtomicBool>,
+    counters: Arc<SessionCounters>,
+    session_id: u32,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -291,16 +337,27 @@ impl StreamHost {
     }
 
     /// Stops the current stream and frees the session. With `terminate`, the client is told
-    /// the app ended (0x0109) before the control stream closes.
-    pub fn stop_stream(&self, terminate: bool) {
+    /// the app ended (0x0109) before the control stream closes. Returns the stopped stream's
+    /// final counters (`None` when no stream ran).
+    pub fn stop_stream(&self, terminate: bool) -> Option<SessionStats> {
         let stream = self.shared.slot().take().and_then(|s| s.stream);
-        if let Some(mut st) = stream {
-            st.terminate.store(terminate, Ordering::SeqCst);
-            st.stop.store(true, Ordering::SeqCst);
-            if let Some(t) = st.thread.take() {
-                let _ = t.join();
-            }
+        let mut st = stream?;
+        st.terminate.store(terminate, Ordering::SeqCst);
+        st.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = st.thread.take() {
+            let _ = t.join();
         }
+        Some(st.counters.snapshot(st.session_id))
+    }
+
+    /// The running stream's counters so far (`None` when no stream runs). They count this
+    /// stream only: each PLAY starts them at zero.
+    pub fn session_stats(&self) -> Option<SessionStats> {
+        self.shared
+            .slot()
+            .as_ref()
+            .and_then(|s| s.stream.as_ref())
+            .map(|st| st.counters.snapshot(st.session_id))
     }
 
     /// Where the session stands.
@@ -487,6 +544,7 @@ fn start_stream(
     let stop = Arc::new(AtomicBool::new(false));
     let terminate = Arc::new(AtomicBool::new(false));
     let connected = Arc::new(AtomicBool::new(false));
+    let counters = Arc::new(SessionCounters::default());
     let ctx = StreamCtx {
         shared: shared.clone(),
         spec: slot.spec.clone(),
@@ -498,6 +556,7 @@ fn start_stream(
         connected: connected.clone(),
         idr: Arc::new(AtomicBool::new(true)),
         loss: Arc::new(LossFeedback::default()),
+        counters: counters.clone(),
     };
     shared.counters.streams.fetch_add(1, Ordering::Relaxed);
     tracing::info!(
@@ -522,6 +581,8 @@ fn start_stream(
         stop,
         terminate,
         connected,
+        counters,
+        session_id: slot.spec.session_id,
         thread: Some(thread),
     })
 }
@@ -540,6 +601,8 @@ struct StreamCtx {
     idr: Arc<AtomicBool>,
     /// Loss estimate from the client's FEC status reports, for adaptive parity.
     loss: Arc<LossFeedback>,
+    /// This stream's counters (zero at PLAY).
+    counters: Arc<SessionCounters>,
 }
 
 impl StreamCtx {
@@ -566,10 +629,7 @@ impl StreamCtx {
             bytes == b"PING" && from.ip() == self.client_ip
         };
         if !ok {
-            self.shared
-                .counters
-                .bad_pings
-                .fetch_add(1, Ordering::Relaxed);
+            self.counters.bad_pings.fetch_add(1, Ordering::Relaxed);
         }
         ok
     }
@@ -602,13 +662,17 @@ fn run_stream(ctx: StreamCtx, sockets: StreamSockets) {
             }
         }
     }
-    let c = &ctx.shared.counters;
+    // This stream's own counters: every thread has ended, so they are final.
+    let c = ctx.counters.snapshot(ctx.spec.session_id);
     tracing::info!(
-        session = ctx.spec.session_id,
+        session = c.session_id,
         seconds = started.elapsed().as_secs(),
-        video_frames = c.video_frames.load(Ordering::Relaxed),
-        audio_packets = c.audio_packets.load(Ordering::Relaxed),
-        idr_requests = c.idr_requests.load(Ordering::Relaxed),
+        video_frames = c.video_frames,
+        audio_packets = c.audio_packets,
+        idr_requests = c.idr_requests,
+        input_packets = c.input_packets,
+        control_dropped = c.control_dropped,
+        bad_pings = c.bad_pings,
         "stream stopped"
     );
 }
@@ -718,7 +782,7 @@ fn handle_control(
     loss: &mut LossEstimator,
     bytes: &mut [u8],
 ) {
-    let counters = &ctx.shared.counters;
+    let counters = &ctx.counters;
     match channel.handle_packet(bytes) {
         Ok(ClientMessage::IdrRequest | ClientMessage::InvalidateRefs { .. }) => {
             counters.idr_requests.fetch_add(1, Ordering::Relaxed);
@@ -813,11 +877,10 @@ fn video_thread(ctx: &StreamCtx, sender: UdpSender) {
         ..PipelineConfig::default()
     };
     let interval = Duration::from_secs(1) / ctx.config.fps.max(1);
-    let frames = Arc::new(AtomicU64::new(0));
-    let counted = frames.clone();
+    let counted = ctx.counters.clone();
     let sink =
         SendSink::new(sender, peer.clone(), interval, true).on_sent(Box::new(move |_, _| {
-            counted.fetch_add(1, Ordering::Relaxed);
+            counted.video_frames.fetch_add(1, Ordering::Relaxed);
         }));
     let handle = match Pipeline::spawn(&config, media.source, media.encoder, packetize, sink) {
         Ok(h) => h,
@@ -829,7 +892,6 @@ fn video_thread(ctx: &StreamCtx, sender: UdpSender) {
     };
     let _ = pings.set_read_timeout(Some(Duration::from_millis(20)));
     let mut buf = [0u8; 64];
-    let mut reported = 0;
     while !ctx.stopped() {
         if ctx.idr.swap(false, Ordering::SeqCst) {
             handle.request_keyframe();
@@ -841,12 +903,6 @@ fn video_thread(ctx: &StreamCtx, sender: UdpSender) {
             tracing::info!(%from, "video destination moved");
             peer.set(Some(from));
         }
-        let sent = frames.load(Ordering::Relaxed);
-        ctx.shared
-            .counters
-            .video_frames
-            .fetch_add(sent - reported, Ordering::Relaxed);
-        reported = sent;
         if handle.is_finished() {
             ctx.end("video pipeline stopped");
         }
@@ -913,9 +969,6 @@ fn audio_thread(ctx: &StreamCtx, socket: UdpSocket) {
         for d in out.iter() {
             let _ = socket.send_to(d, dest);
         }
-        ctx.shared
-            .counters
-            .audio_packets
-            .fetch_add(1, Ordering::Relaxed);
+        ctx.counters.audio_packets.fetch_add(1, Ordering::Relaxed);
     }
 }

@@ -77,10 +77,14 @@ fn try_pin(core: usize) -> PinOutcome {
 mod tests {
     use super::*;
 
+    mod skip {
+        include!(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/skip.rs"));
+    }
+
     #[test]
     fn pins_a_fresh_thread_to_an_allowed_core() {
         let Some(allowed) = allowed_cores() else {
-            eprintln!("skipping: this platform does not report an affinity mask");
+            skip::skip("affinity", "this platform does not report an affinity mask");
             return;
         };
         let core = *allowed
@@ -95,7 +99,7 @@ mod tests {
                 assert_eq!(c, core);
                 assert_eq!(after, Some(vec![core]));
             }
-            other => eprintln!("skipping: pinning refused here ({other:?})"),
+            other => skip::skip("affinity", format!("pinning refused here ({other:?})")),
         }
     }
 

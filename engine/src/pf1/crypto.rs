@@ -2,43 +2,50 @@
 //!
 //! # Key material
 //!
-//! The control plane derives [`KEY_MATERIAL_LEN`] = 20 bytes from its QUIC connection's TLS
-//! 1.3 exporter (RFC 8446 §7.5; RFC 9001 §4 keeps the exporter available in QUIC):
+//! The control plane derives [`KEY_MATERIAL_LEN`] = 20 bytes per key generation from its QUIC
+//! connection's TLS 1.3 exporter (RFC 8446 §7.5; RFC 9001 §4 keeps the exporter available in
+//! QUIC):
 //!
 //! ```text
-//!  material = TLS-Exporter(label   = "EXPORTER-punktfunk/1 data host->client",
-//!                          context = key generation as a 4-byte big-endian integer,
-//!                          length  = 20)
+//!  material(g) = TLS-Exporter(label   = "EXPORTER-punktfunk/1 data host->client",
+//!                             context = session id (u64 BE) ‖ generation g (u32 BE),
+//!                             length  = 32)[0..20]
 //!  key  = material[0..16]   (AES-128-GCM)
 //!  salt = material[16..20]
 //! ```
 //!
-//! Generation 0 is the first key; the datagram header carries the generation modulo 256 as its
-//! key id. Both ends can compute every generation from the TLS session, so a key update needs
-//! only a "switch to generation n" message on the control stream.
+//! ([`DataKey::exporter_context`] builds the 12-byte context.) Generation 0 is the first key;
+//! the datagram header carries the generation modulo 256 as its key id. Both ends can compute
+//! every generation from the TLS session, so a key update sends nothing secret: the host
+//! names the next generation on the control stream, the client derives it, installs it and
+//! acknowledges, and the sender switches at its next frame (`docs/pf1-data-plane.md`, "Key
+//! updates").
 //!
 //! # Nonces
 //!
 //! `nonce = salt ‖ packet number` (4 + 8 bytes, the packet number big-endian, RFC 5116 §3.2
-//! style). The sender numbers datagrams 0, 1, 2, … under each key and refuses to seal once the
-//! key's limit is reached, so no (key, nonce) pair is ever used twice; the salt keeps nonces of
-//! different sessions apart even though every session starts at packet number 0.
+//! style). The sender numbers datagrams 0, 1, 2, … under each key, refuses to seal once the
+//! key's limit is reached, and refuses a key whose generation is not newer than the one in
+//! use ([`super::Pf1Error::StaleKey`]), so no (key, nonce) pair is ever used twice; the salt
+//! and key differ per generation and per session because the exporter context does.
 //!
 //! # Usage limit
 //!
 //! RFC 9001 §6.6 and Appendix B.1.1 bound AES-GCM's confidentiality margin in blocks sealed:
 //! `q ≤ 2^35 / l` packets of at most `l` 16-byte blocks keep an attacker's advantage below
 //! 2^-57 (2^28 packets of ≤ 2^11 bytes). [`packet_limit`] applies that to the shard length in
-//! use; [`super::Pf1Sender::key_update_due`] turns true at half of it, and sealing stops with
-//! [`Pf1Error::KeyExhausted`] at the limit. At 2.5 Gbit/s in 1460-byte datagrams the limit is
-//! about 20 minutes of video, so the control plane must rotate keys.
+//! use (a configuration may lower it: `Pf1SenderConfig::key_packet_limit`);
+//! [`super::Pf1Sender::key_update_due`] turns true at `key_update_percent` (75 %) of it, and
+//! sealing stops with [`Pf1Error::KeyExhausted`] at the limit. At 2.5 Gbit/s in 1460-byte
+//! datagrams the limit is about 20 minutes of video, so the control plane rotates keys.
 //!
 //! # Replay
 //!
 //! The replay window remembers the packet numbers of the last [`REPLAY_WINDOW`] datagrams
 //! (a bitmap indexed by packet number modulo the window, like RFC 6479 / DTLS 1.3 §4.5.1):
 //! a number seen before, or older than the window, is refused. Only authenticated datagrams
-//! enter the window, so forged packet numbers cannot push it forward.
+//! enter the window, so forged packet numbers cannot push it forward. Each key generation has
+//! its own window (packet numbers restart at 0 under a new key).
 
 use ring::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, Tag, UnboundKey};
 
@@ -59,21 +66,21 @@ pub const REPLAY_WINDOW: u64 = 16384;
 pub struct DataKey {
     key: LessSafeKey,
     salt: [u8; 4],
-    id: u8,
+    generation: u32,
 }
 
 impl std::fmt::Debug for DataKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print key bytes.
         f.debug_struct("DataKey")
-            .field("id", &self.id)
+            .field("generation", &self.generation)
             .finish_non_exhaustive()
     }
 }
 
 impl DataKey {
-    /// The key of generation 0 from exporter output (see the module docs for the label,
-    /// context and length).
+    /// A key from exporter output, labelled generation 0 (see the module docs for the label,
+    /// context and length; [`DataKey::with_generation`] labels it).
     pub fn from_key_material(material: &[u8; KEY_MATERIAL_LEN]) -> Self {
         let unbound = UnboundKey::new(&AES_128_GCM, &material[..16])
             .expect("a 16-byte slice is always a valid AES-128 key");
@@ -82,24 +89,34 @@ impl DataKey {
         Self {
             key: LessSafeKey::new(unbound),
             salt,
-            id: 0,
+            generation: 0,
         }
     }
 
     /// The same key labelled as generation `generation` (its id is `generation mod 256`).
     pub fn with_generation(mut self, generation: u32) -> Self {
-        self.id = generation as u8;
+        self.generation = generation;
         self
     }
 
-    /// The exporter context for key generation `generation`.
-    pub fn exporter_context(generation: u32) -> [u8; 4] {
-        generation.to_be_bytes()
+    /// The exporter context of key generation `generation` of session `session_id`: the
+    /// session id (8 bytes) then the generation (4 bytes), both big-endian.
+    pub fn exporter_context(session_id: u64, generation: u32) -> [u8; 12] {
+        let mut c = [0u8; 12];
+        c[..8].copy_from_slice(&session_id.to_be_bytes());
+        c[8..].copy_from_slice(&generation.to_be_bytes());
+        c
     }
 
-    /// The key id carried in the header.
+    /// The key generation.
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// The key id carried in the header: the generation modulo 256.
     pub fn id(&self) -> u8 {
-        self.id
+        // Truncation intended: the header carries the low 8 bits.
+        self.generation as u8
     }
 
     fn nonce(&self, packet_number: u64) -> Nonce {
@@ -319,8 +336,11 @@ mod tests {
     #[test]
     fn generations_and_debug() {
         let k = DataKey::from_key_material(&material(3)).with_generation(258);
-        assert_eq!(k.id(), 2);
-        assert_eq!(DataKey::exporter_context(258), [0, 0, 1, 2]);
+        assert_eq!((k.id(), k.generation()), (2, 258));
+        assert_eq!(
+            DataKey::exporter_context(0x0102_0304_0506_0708, 258),
+            [1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 1, 2]
+        );
         assert!(!format!("{k:?}").contains("03"), "no key bytes in Debug");
     }
 

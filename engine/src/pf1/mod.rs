@@ -84,9 +84,10 @@ use crate::fec::FecError;
 /// Why a punktfunk/1 datagram or frame was refused.
 ///
 /// Hostile or malformed peer input ([`Malformed`](Self::Malformed), [`Auth`](Self::Auth),
-/// [`UnknownKey`](Self::UnknownKey), [`Replay`](Self::Replay)), local misuse
-/// ([`InvalidConfig`](Self::InvalidConfig), [`BufferTooSmall`](Self::BufferTooSmall),
-/// [`FrameTooLarge`](Self::FrameTooLarge)) and resource exhaustion
+/// [`UnknownKey`](Self::UnknownKey), [`RetiredKey`](Self::RetiredKey),
+/// [`Replay`](Self::Replay)), local misuse ([`InvalidConfig`](Self::InvalidConfig),
+/// [`BufferTooSmall`](Self::BufferTooSmall), [`FrameTooLarge`](Self::FrameTooLarge),
+/// [`StaleKey`](Self::StaleKey)) and resource exhaustion
 /// ([`KeyExhausted`](Self::KeyExhausted), [`Limit`](Self::Limit)) are kept apart. Every
 /// receive-side error is also counted in [`ReceiverStats`]; none of them is fatal to a session.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -102,6 +103,10 @@ pub enum Pf1Error {
     /// The datagram names a key id the receiver holds no key for.
     #[error("punktfunk/1 datagram under unknown key id {0}")]
     UnknownKey(u8),
+    /// The datagram is under a key generation the receiver retired after a key update (its
+    /// overlap ended): a straggler or a replay of an old datagram.
+    #[error("punktfunk/1 datagram under retired key id {0}")]
+    RetiredKey(u8),
     /// The packet number was already received, or lies behind the replay window.
     #[error("punktfunk/1 packet number {0} replayed or too old")]
     Replay(u64),
@@ -124,14 +129,25 @@ pub enum Pf1Error {
         /// Largest frame accepted.
         max: usize,
     },
-    /// The key sealed as many packets as AES-GCM's confidentiality limit allows; the control
-    /// plane must install the next key ([`Pf1Sender::update_key`]).
+    /// The key sealed as many packets as its limit allows (AES-GCM's confidentiality limit, or
+    /// a lower configured one); the control plane must install the next key
+    /// ([`Pf1Sender::update_key`]). The refused frame's id is used up, so the receiver sees
+    /// the frame as lost.
     #[error("key {key_id} sealed {packets} packets, its limit; a key update is required")]
     KeyExhausted {
         /// The exhausted key's id.
         key_id: u8,
         /// Packets sealed under it.
         packets: u64,
+    },
+    /// A key update offered a generation that is not newer than the one in use; installing it
+    /// would restart packet numbers under a key that already sealed them (nonce reuse).
+    #[error("key generation {offered} offered while generation {current} is in use")]
+    StaleKey {
+        /// The generation in use.
+        current: u32,
+        /// The generation offered.
+        offered: u32,
     },
     /// A datagram asks for more receiver memory than configured (frame length, shards).
     #[error("{what} of {requested} exceeds the receiver's limit of {limit}")]

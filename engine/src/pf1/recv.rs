@@ -35,6 +35,18 @@
 //! the delivery point (parity that was not needed, stragglers) are authenticated and counted
 //! as `late`.
 //!
+//! # Key generations
+//!
+//! The receiver holds two keys, by the parity of their key id: the generation in use and the
+//! next one ([`Pf1Receiver::install_key`], before the client acknowledges a key update), or
+//! the one in use and the previous one. When the first datagram under a newer generation
+//! authenticates, the older key gets [`Pf1ReceiverConfig::key_overlap`] more: its stragglers
+//! (frames sent just before the switch, reordered behind the first new ones) still open. Then
+//! it is retired; a datagram under it is refused with [`Pf1Error::RetiredKey`] and counted
+//! in [`ReceiverStats::retired_key`], so a replay of old datagrams cannot reach the
+//! reassembler once their window is gone. Each generation has its own replay window and loss
+//! accounting (packet numbers restart at 0).
+//!
 //! # Loss accounting
 //!
 //! Packet numbers grow by one per datagram under a key, so the datagrams the host sent are
@@ -62,6 +74,9 @@ pub struct Pf1ReceiverConfig {
     pub max_frames_in_flight: usize,
     /// How long an incomplete frame waits for more datagrams after its first one arrived.
     pub frame_timeout: Duration,
+    /// How long the previous key generation still opens datagrams after the first datagram
+    /// under a newer one authenticated.
+    pub key_overlap: Duration,
 }
 
 impl Default for Pf1ReceiverConfig {
@@ -71,6 +86,9 @@ impl Default for Pf1ReceiverConfig {
             max_shard_len: MAX_SHARD_LEN,
             max_frames_in_flight: 8,
             frame_timeout: Duration::from_millis(250),
+            // Two frame timeouts: an old-key datagram later than that belongs to a frame
+            // that was delivered or given up on already.
+            key_overlap: Duration::from_millis(500),
         }
     }
 }
@@ -158,6 +176,12 @@ pub struct ReceiverStats {
     pub auth_failures: u64,
     /// Datagrams under a key id the receiver does not hold.
     pub unknown_key: u64,
+    /// Datagrams under a key generation retired after its overlap (stragglers, replays).
+    pub retired_key: u64,
+    /// Key generations installed after the first.
+    pub keys_installed: u64,
+    /// Key generations retired after a key update.
+    pub keys_retired: u64,
     /// Datagrams refused as malformed (bad header, length, shape, inconsistent with their
     /// frame).
     pub malformed: u64,
@@ -184,6 +208,10 @@ impl ReceiverStats {
 struct KeySlot {
     key: DataKey,
     window: ReplayWindow,
+    /// Datagrams authenticated under this key.
+    datagrams: u64,
+    /// When a newer generation took over: the key is dropped at this instant.
+    retire_at: Option<Instant>,
 }
 
 /// Reassembly state of one frame in flight.
@@ -241,6 +269,11 @@ fn id_diff(a: u32, b: u32) -> i64 {
 pub struct Pf1Receiver {
     config: Pf1ReceiverConfig,
     keys: [Option<KeySlot>; 2],
+    /// Id and generation of the key retired last.
+    retired: Option<(u8, u32)>,
+    /// `(generation, datagrams)` of the keys dropped since the last
+    /// [`Pf1Receiver::take_retired_keys`].
+    retired_log: Vec<(u32, u64)>,
     slots: Vec<FrameSlot>,
     /// Buffers handed back or freed, reused for new frames.
     spare: Vec<Vec<u8>>,
@@ -271,6 +304,8 @@ impl Pf1Receiver {
         let mut r = Self {
             config,
             keys: [None, None],
+            retired: None,
+            retired_log: Vec::with_capacity(4),
             slots: (0..config.max_frames_in_flight)
                 .map(|_| FrameSlot::default())
                 .collect(),
@@ -284,17 +319,63 @@ impl Pf1Receiver {
             stats: ReceiverStats::default(),
         };
         r.install_key(key);
+        r.stats.keys_installed = 0;
         Ok(r)
     }
 
-    /// Installs a key. Two are held at a time, by the parity of their id, so the previous
-    /// generation keeps working for datagrams still in flight during a key update.
+    /// Installs a key generation. Two are held at a time, by the parity of their id: the new
+    /// one goes beside the one in use, replacing the generation before it (retired now if its
+    /// overlap had not ended yet). See the module docs for the overlap.
     pub fn install_key(&mut self, key: DataKey) {
         let slot = usize::from(key.id() & 1);
+        if let Some(old) = self.keys[slot].take() {
+            self.retire(old);
+        }
+        self.stats.keys_installed += 1;
         self.keys[slot] = Some(KeySlot {
             key,
             window: ReplayWindow::new(),
+            datagrams: 0,
+            retire_at: None,
         });
+    }
+
+    fn retire(&mut self, old: KeySlot) {
+        self.stats.keys_retired += 1;
+        self.retired = Some((old.key.id(), old.key.generation()));
+        if self.retired_log.len() < self.retired_log.capacity() {
+            self.retired_log.push((old.key.generation(), old.datagrams));
+        }
+    }
+
+    /// Drops keys whose overlap ended by `now`.
+    fn retire_expired(&mut self, now: Instant) {
+        for i in 0..2 {
+            if self.keys[i]
+                .as_ref()
+                .and_then(|k| k.retire_at)
+                .is_some_and(|t| now >= t)
+                && let Some(old) = self.keys[i].take()
+            {
+                self.retire(old);
+            }
+        }
+    }
+
+    /// `(generation, datagrams authenticated)` of the keys held now.
+    pub fn key_datagrams(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        self.keys
+            .iter()
+            .flatten()
+            .map(|k| (k.key.generation(), k.datagrams))
+    }
+
+    /// Hands `(generation, datagrams authenticated)` of each key retired or replaced since the
+    /// last call to `f` (at most four are remembered between calls).
+    pub fn drain_retired_keys(&mut self, mut f: impl FnMut(u32, u64)) {
+        for (generation, datagrams) in self.retired_log.drain(..) {
+            f(generation, datagrams);
+        }
     }
 
     /// Anchors the host clock: at `at` the host's capture clock read `host_us`. Latency is
@@ -331,16 +412,24 @@ impl Pf1Receiver {
 
     /// When [`Pf1Receiver::handle_timeout`] next has something to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.slots
+        let frames = self
+            .slots
             .iter()
             .filter(|s| s.active)
             .filter_map(|s| s.first_seen)
             .min()
-            .map(|t| t + self.config.frame_timeout)
+            .map(|t| t + self.config.frame_timeout);
+        let keys = self.keys.iter().flatten().filter_map(|k| k.retire_at).min();
+        match (frames, keys) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Declares frames that waited longer than the frame timeout unrecoverable.
+    /// Declares frames that waited longer than the frame timeout unrecoverable, and retires a
+    /// key whose overlap ended.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.retire_expired(now);
         let timeout = self.config.frame_timeout;
         loop {
             let Some(next) = self.next_deliver else {
@@ -383,6 +472,10 @@ impl Pf1Receiver {
         let key_index = usize::from(h.key_id & 1);
         match &self.keys[key_index] {
             Some(k) if k.key.id() == h.key_id => {}
+            _ if self.retired.is_some_and(|(id, _)| id == h.key_id) => {
+                self.stats.retired_key += 1;
+                return Err(Pf1Error::RetiredKey(h.key_id));
+            }
             _ => {
                 self.stats.unknown_key += 1;
                 return Err(Pf1Error::UnknownKey(h.key_id));
@@ -444,7 +537,7 @@ impl Pf1Receiver {
                 self.stats.auth_failures += 1;
                 return Err(e);
             }
-            self.authenticated(key_index, pn);
+            self.authenticated(key_index, pn, now);
             self.slots[i].mark(shard, data_shards);
             return Ok(self.try_complete(i, now));
         }
@@ -472,7 +565,7 @@ impl Pf1Receiver {
             self.stats.auth_failures += 1;
             return Err(e);
         }
-        self.authenticated(key_index, pn);
+        self.authenticated(key_index, pn, now);
         if behind {
             self.stats.late += 1;
             return Ok(Accepted::Late);
@@ -511,12 +604,24 @@ impl Pf1Receiver {
         Ok(self.try_complete(i, now))
     }
 
-    /// Books an authenticated datagram: replay window and loss accounting.
-    fn authenticated(&mut self, key_index: usize, pn: u64) {
+    /// Books an authenticated datagram: replay window, loss accounting, and the start of the
+    /// previous key's overlap when this is the first datagram under a newer generation.
+    fn authenticated(&mut self, key_index: usize, pn: u64, now: Instant) {
         self.stats.authenticated += 1;
-        let Some(k) = self.keys[key_index].as_mut() else {
+        let overlap = self.config.key_overlap;
+        let [a, b] = &mut self.keys;
+        let (this, other) = if key_index == 0 { (a, b) } else { (b, a) };
+        let Some(k) = this.as_mut() else {
             return;
         };
+        if k.datagrams == 0
+            && let Some(o) = other.as_mut()
+            && o.key.generation() < k.key.generation()
+            && o.retire_at.is_none()
+        {
+            o.retire_at = Some(now + overlap);
+        }
+        k.datagrams += 1;
         // Every datagram between the highest number seen and this one was sent; the first
         // datagram under a key accounts for the ones before it (numbering starts at 0).
         let new = match k.window.highest() {
@@ -958,7 +1063,7 @@ mod tests {
     fn key_update_keeps_both_generations() {
         let mut r = Rig::new();
         let a = r.frame(10_000, 1);
-        r.tx.update_key(key(1).with_generation(1));
+        r.tx.update_key(key(1).with_generation(1)).unwrap();
         let b = r.frame(10_000, 2);
         assert_eq!(
             r.rx.handle_datagram(r.now, &b[0]),
@@ -970,6 +1075,75 @@ mod tests {
         assert_eq!(frame_ids(&r.events()), ["1"]);
         let report = r.rx.take_loss_report();
         assert_eq!(report.received, report.expected);
+    }
+
+    #[test]
+    fn old_generation_overlaps_then_retires() {
+        let mut r = Rig::new();
+        let t0 = r.now;
+        let overlap = Pf1ReceiverConfig::default().key_overlap;
+        let a = r.frame(20_000, 1); // generation 0, frame 0
+        r.rx.install_key(key(2).with_generation(1));
+        r.tx.update_key(key(2).with_generation(1)).unwrap();
+        let b = r.frame(20_000, 2); // generation 1, frame 1
+        let c = r.frame(20_000, 3); // generation 1, frame 2
+        // Half of frame 0, then frame 1's first datagram (the overlap starts), then the rest
+        // of frame 0 reordered behind it: frame 0 still opens under generation 0.
+        let half = a.len() / 2;
+        for d in &a[..half] {
+            r.rx.handle_datagram(t0, d).unwrap();
+        }
+        r.rx.handle_datagram(t0, &b[0]).unwrap();
+        let mid = t0 + overlap / 4;
+        for d in &a[half..] {
+            let _ = r.rx.handle_datagram(mid, d);
+        }
+        for d in &b[1..] {
+            let _ = r.rx.handle_datagram(mid, d);
+        }
+        assert_eq!(frame_ids(&r.events()), ["0", "1"]);
+        // Within the overlap a replayed old datagram is a duplicate.
+        assert_eq!(r.rx.handle_datagram(mid, &a[0]), Err(Pf1Error::Replay(0)));
+        assert_eq!(r.rx.poll_timeout(), Some(t0 + overlap));
+        // After it the old key is gone: replays are refused as retired and counted.
+        let after = t0 + overlap;
+        r.rx.handle_timeout(after);
+        for d in &a {
+            assert_eq!(r.rx.handle_datagram(after, d), Err(Pf1Error::RetiredKey(0)));
+        }
+        let s = r.rx.stats();
+        assert_eq!(
+            (s.retired_key, s.keys_installed, s.keys_retired),
+            (a.len() as u64, 1, 1)
+        );
+        let mut retired = Vec::new();
+        r.rx.drain_retired_keys(|g, n| retired.push((g, n)));
+        assert_eq!(retired, [(0, a.len() as u64)]);
+        assert_eq!(
+            r.rx.key_datagrams().collect::<Vec<_>>(),
+            [(1, b.len() as u64)]
+        );
+        // The new generation goes on.
+        for d in &c {
+            let _ = r.rx.handle_datagram(after, d);
+        }
+        assert_eq!(frame_ids(&r.events()), ["2"]);
+        assert_eq!(r.rx.stats().frames_unrecoverable, 0);
+    }
+
+    #[test]
+    fn installing_a_third_generation_retires_the_first() {
+        let mut r = Rig::new();
+        let a = r.frame(5_000, 1);
+        r.feed(&a);
+        r.rx.install_key(key(2).with_generation(1));
+        // Generation 2 lands in generation 0's slot: generation 0 is retired at once.
+        r.rx.install_key(key(3).with_generation(2));
+        assert_eq!(
+            r.rx.handle_datagram(r.now, &a[0]),
+            Err(Pf1Error::RetiredKey(0))
+        );
+        assert_eq!(r.rx.stats().keys_retired, 1);
     }
 
     #[test]

@@ -52,6 +52,10 @@ pub const MIN_PARITY_PERCENT: u8 = 5;
 pub const MAX_PARITY_PERCENT: u8 = 50;
 /// Frames up to this many data shards get binomial parity sizing on top of the percentage.
 pub const EXACT_PARITY_SHARDS: usize = 1024;
+/// Share of a key's packet limit after which [`Pf1Sender::key_update_due`] asks for the next
+/// generation: a quarter of the limit (about 10 minutes at 2.5 Gbit/s) is left for the
+/// control plane to agree on it.
+pub const DEFAULT_KEY_UPDATE_PERCENT: u8 = 75;
 
 /// Settings of a [`Pf1Sender`], as negotiated by the control plane.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -66,6 +70,12 @@ pub struct Pf1SenderConfig {
     pub max_frame_len: usize,
     /// Frame-loss probability the per-frame binomial sizing aims for.
     pub target: f64,
+    /// Datagrams one key may seal: 0 means AES-GCM's limit for the shard length
+    /// ([`packet_limit`]); a non-zero value lowers it (never raises it). Tests and the
+    /// loopback checks use a small one to rotate keys often.
+    pub key_packet_limit: u64,
+    /// Percentage (1..=99) of the packet limit after which a key update is due.
+    pub key_update_percent: u8,
 }
 
 impl Default for Pf1SenderConfig {
@@ -76,6 +86,8 @@ impl Default for Pf1SenderConfig {
             min_parity: 1,
             max_frame_len: 32 << 20,
             target: DEFAULT_FRAME_LOSS_TARGET,
+            key_packet_limit: 0,
+            key_update_percent: DEFAULT_KEY_UPDATE_PERCENT,
         }
     }
 }
@@ -110,7 +122,21 @@ impl Pf1SenderConfig {
         if !(self.target > 0.0 && self.target < 1.0) {
             return Err(Pf1Error::InvalidConfig("target must lie in (0, 1)"));
         }
+        if !(1..=99).contains(&self.key_update_percent) {
+            return Err(Pf1Error::InvalidConfig(
+                "key update percentage must lie in 1..=99",
+            ));
+        }
         Ok(())
+    }
+
+    /// Datagrams one key may seal with this configuration.
+    pub fn packet_limit(&self) -> u64 {
+        let aead = packet_limit(self.shard_len);
+        match self.key_packet_limit {
+            0 => aead,
+            n => n.min(aead),
+        }
     }
 }
 
@@ -193,8 +219,16 @@ pub struct SenderStats {
     pub payload_bytes: u64,
     /// Frames whose parity was cut to what the GF(2^16) code supports.
     pub parity_capped: u64,
-    /// Key updates installed.
+    /// Key updates installed (rotations).
     pub key_updates: u64,
+    /// Generation of the key in use.
+    pub key_generation: u32,
+    /// Datagrams sealed under the key in use.
+    pub key_datagrams: u64,
+    /// Datagrams the previous generation sealed in all.
+    pub previous_key_datagrams: u64,
+    /// Frames refused because the key in use reached its limit.
+    pub key_exhausted: u64,
 }
 
 /// The punktfunk/1 packetizer (see the module docs).
@@ -220,7 +254,11 @@ impl Pf1Sender {
     pub fn new(config: Pf1SenderConfig, key: DataKey) -> Result<Self, Pf1Error> {
         config.validate()?;
         Ok(Self {
-            packet_limit: packet_limit(config.shard_len),
+            packet_limit: config.packet_limit(),
+            stats: SenderStats {
+                key_generation: key.generation(),
+                ..SenderStats::default()
+            },
             parity_percent: config
                 .parity_percent
                 .clamp(MIN_PARITY_PERCENT, MAX_PARITY_PERCENT),
@@ -232,7 +270,6 @@ impl Pf1Sender {
             memo: None,
             code: Gf16Code::new(1, 1)?,
             pad: vec![0; config.shard_len],
-            stats: SenderStats::default(),
         })
     }
 
@@ -270,12 +307,24 @@ impl Pf1Sender {
         };
     }
 
-    /// Installs the next key generation: later datagrams carry its id and start again at
-    /// packet number 0.
-    pub fn update_key(&mut self, key: DataKey) {
+    /// Installs the next key generation at the next frame: its datagrams carry the new key id
+    /// and start again at packet number 0. Refuses a generation that is not newer than the one
+    /// in use ([`Pf1Error::StaleKey`]): packet numbers restart at 0, so an old key again would
+    /// reuse nonces.
+    pub fn update_key(&mut self, key: DataKey) -> Result<(), Pf1Error> {
+        if key.generation() <= self.key.generation() {
+            return Err(Pf1Error::StaleKey {
+                current: self.key.generation(),
+                offered: key.generation(),
+            });
+        }
+        self.stats.previous_key_datagrams = self.next_packet_number;
+        self.stats.key_generation = key.generation();
+        self.stats.key_datagrams = 0;
         self.key = key;
         self.next_packet_number = 0;
         self.stats.key_updates += 1;
+        Ok(())
     }
 
     /// The key id in use.
@@ -283,10 +332,22 @@ impl Pf1Sender {
         self.key.id()
     }
 
-    /// Whether the key sealed half its packet limit: time to ask the control plane for the
-    /// next generation.
+    /// The key generation in use.
+    pub fn key_generation(&self) -> u32 {
+        self.key.generation()
+    }
+
+    /// Datagrams one key may seal ([`Pf1SenderConfig::packet_limit`]).
+    pub fn packet_limit(&self) -> u64 {
+        self.packet_limit
+    }
+
+    /// Whether the key sealed [`Pf1SenderConfig::key_update_percent`] of its packet limit:
+    /// time to ask the control plane for the next generation.
     pub fn key_update_due(&self) -> bool {
-        self.next_packet_number >= self.packet_limit / 2
+        // No overflow: the limit is at most 2^33 and the percentage at most 99.
+        self.next_packet_number * 100
+            >= self.packet_limit * u64::from(self.config.key_update_percent)
     }
 
     #[cfg(test)]
@@ -358,8 +419,9 @@ impl Pf1Sender {
     }
 
     /// Packetizes `frame` into `out` (see the module docs): FEC, headers, and every datagram
-    /// sealed in place. On error nothing useful is in `out` and no frame id or packet number is
-    /// used up.
+    /// sealed in place. On error nothing useful is in `out` and no packet number is used up;
+    /// no frame id either, except on [`Pf1Error::KeyExhausted`]: that frame is dropped for
+    /// good, and skipping its id lets the receiver report it lost (and ask for a keyframe).
     pub fn packetize(
         &mut self,
         frame: &[u8],
@@ -382,6 +444,8 @@ impl Pf1Sender {
         }
         let first_pn = self.next_packet_number;
         if first_pn + total as u64 > self.packet_limit {
+            self.next_frame_id = self.next_frame_id.wrapping_add(1);
+            self.stats.key_exhausted += 1;
             return Err(Pf1Error::KeyExhausted {
                 key_id: self.key.id(),
                 packets: first_pn,
@@ -437,6 +501,7 @@ impl Pf1Sender {
         }
 
         self.next_packet_number = first_pn + total as u64;
+        self.stats.key_datagrams = self.next_packet_number;
         let frame_id = self.next_frame_id;
         self.next_frame_id = self.next_frame_id.wrapping_add(1);
         self.stats.frames += 1;
@@ -563,7 +628,7 @@ mod tests {
             Err(Pf1Error::BufferTooSmall { .. })
         ));
         assert_eq!(s.next_frame_id(), 2);
-        s.update_key(key().with_generation(1));
+        s.update_key(key().with_generation(1)).unwrap();
         let p3 = s.packetize(&frame, &info, &mut out).unwrap();
         assert_eq!(p3.first_packet_number, 0);
         assert_eq!(Header::parse(&out[..1460]).unwrap().0.key_id, 1);
@@ -572,6 +637,7 @@ mod tests {
     #[test]
     fn key_limit_is_enforced() {
         let mut s = Pf1Sender::new(Pf1SenderConfig::default(), key()).unwrap();
+        assert_eq!(s.packet_limit(), 1 << 28);
         s.next_packet_number = s.packet_limit - 3;
         assert!(s.key_update_due());
         let mut out = vec![0u8; s.max_output(100)];
@@ -581,5 +647,123 @@ mod tests {
             s.packetize(&[1; 100], &FrameInfo::default(), &mut out),
             Err(Pf1Error::KeyExhausted { .. })
         ));
+        // The refused frame's id is gone (the receiver sees a gap), its packet numbers not.
+        assert_eq!(s.next_frame_id(), 2);
+        assert_eq!(s.stats().key_exhausted, 1);
+        assert_eq!(s.stats().key_datagrams, s.packet_limit - 1);
+    }
+
+    #[test]
+    fn configured_limit_and_update_point() {
+        let config = Pf1SenderConfig {
+            key_packet_limit: 1000,
+            key_update_percent: 75,
+            ..Default::default()
+        };
+        let mut s = Pf1Sender::new(config, key()).unwrap();
+        assert_eq!(s.packet_limit(), 1000);
+        // A configured limit never raises AES-GCM's.
+        let big = Pf1SenderConfig {
+            key_packet_limit: u64::MAX,
+            ..Default::default()
+        };
+        assert_eq!(big.packet_limit(), 1 << 28);
+        for bad in [0u8, 100, 255] {
+            let c = Pf1SenderConfig {
+                key_update_percent: bad,
+                ..config
+            };
+            assert!(Pf1Sender::new(c, key()).is_err(), "{bad}");
+        }
+        s.next_packet_number = 749;
+        assert!(!s.key_update_due());
+        s.next_packet_number = 750;
+        assert!(s.key_update_due());
+        // Never sealed past the limit: a frame that would cross it is refused whole.
+        s.next_packet_number = 995;
+        let mut out = vec![0u8; s.max_output(10_000)];
+        assert!(matches!(
+            s.packetize(&[7; 10_000], &FrameInfo::default(), &mut out),
+            Err(Pf1Error::KeyExhausted { packets: 995, .. })
+        ));
+        let p = s
+            .packetize(&[7; 100], &FrameInfo::default(), &mut out)
+            .unwrap();
+        assert_eq!(p.first_packet_number + p.layout.datagrams() as u64, 997);
+    }
+
+    #[test]
+    fn stale_generations_are_refused() {
+        let mut s = Pf1Sender::new(Pf1SenderConfig::default(), key().with_generation(3)).unwrap();
+        for g in [0, 2, 3] {
+            assert_eq!(
+                s.update_key(key().with_generation(g)),
+                Err(Pf1Error::StaleKey {
+                    current: 3,
+                    offered: g
+                })
+            );
+        }
+        assert_eq!(s.stats().key_updates, 0);
+        s.update_key(key().with_generation(4)).unwrap();
+        assert_eq!((s.key_generation(), s.key_id()), (4, 4));
+        assert_eq!(s.stats().key_generation, 4);
+        assert!(s.update_key(key().with_generation(4)).is_err());
+    }
+
+    /// Every (generation, packet number) a sender seals, through many rotations at random
+    /// points with stale keys offered in between, is unique, and no generation seals past its
+    /// limit: the nonce `salt ‖ packet number` is never reused under a key.
+    #[test]
+    fn nonces_are_unique_per_key_through_rotations() {
+        use proptest::prelude::*;
+        use std::collections::HashSet;
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(24));
+        let strategy = proptest::collection::vec((0usize..40_000, 0u8..4), 1..120);
+        runner
+            .run(&strategy, |steps| {
+                let limit = 300;
+                let config = Pf1SenderConfig {
+                    key_packet_limit: limit,
+                    key_update_percent: 60,
+                    ..Default::default()
+                };
+                let mut s = Pf1Sender::new(config, key()).unwrap();
+                let mut seen = HashSet::new();
+                let mut out = Vec::new();
+                for (len, action) in steps {
+                    match action {
+                        // Rotate when due, or now and then early.
+                        0 | 1 if s.key_update_due() || action == 0 => {
+                            let g = s.key_generation();
+                            s.update_key(key().with_generation(g + 1)).unwrap();
+                        }
+                        // An old or the current generation is refused.
+                        2 => {
+                            let g = s.key_generation();
+                            prop_assert!(s.update_key(key().with_generation(g)).is_err());
+                            prop_assert!(s.update_key(key().with_generation(g / 2)).is_err());
+                        }
+                        _ => {}
+                    }
+                    out.resize(s.max_output(len), 0);
+                    let generation = s.key_generation();
+                    if let Ok(p) = s.packetize(&vec![1; len], &FrameInfo::default(), &mut out) {
+                        for dg in out[..p.len()].chunks(p.layout.stride) {
+                            let (h, _) = Header::parse(dg).unwrap();
+                            prop_assert_eq!(h.key_id, generation as u8);
+                            prop_assert!(h.packet_number < limit);
+                            prop_assert!(
+                                seen.insert((generation, h.packet_number)),
+                                "nonce reused: generation {} packet {}",
+                                generation,
+                                h.packet_number
+                            );
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .unwrap();
     }
 }

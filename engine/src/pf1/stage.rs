@@ -17,10 +17,13 @@
 //!
 //! The control plane owns the [`FecController`] and publishes its output
 //! through a shared [`Pf1Feedback`], which the stage reads once per frame; key updates travel
-//! the same way. Pure: no clock reads (capture time comes in `FrameMeta::capture_ns`), no
-//! sockets.
+//! the same way: [`Pf1Feedback::offer_key`] hands over the generation both ends agreed on, and
+//! the stage switches to it at the start of the next frame (a frame is never split across two
+//! keys). After every frame the stage publishes the key state back (generation in use,
+//! datagrams sealed under it, whether an update is due, rotations, frames refused at the
+//! limit). Pure: no clock reads (capture time comes in `FrameMeta::capture_ns`), no sockets.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::Pf1Error;
@@ -41,6 +44,12 @@ pub struct Pf1Feedback {
     key_pending: AtomicBool,
     next_key: Mutex<Option<DataKey>>,
     update_due: AtomicBool,
+    generation: AtomicU32,
+    key_datagrams: AtomicU64,
+    previous_key_datagrams: AtomicU64,
+    rotations: AtomicU64,
+    key_exhausted: AtomicU64,
+    stale_keys: AtomicU64,
 }
 
 impl Pf1Feedback {
@@ -71,10 +80,53 @@ impl Pf1Feedback {
         self.key_pending.store(true, Ordering::Release);
     }
 
-    /// Whether the stage's key sealed half its packet limit (the control plane should derive
-    /// and [`offer_key`](Self::offer_key) the next generation).
+    /// Whether the stage's key sealed its update share of the packet limit (the control
+    /// plane should agree on the next generation and [`offer_key`](Self::offer_key) it).
     pub fn key_update_due(&self) -> bool {
         self.update_due.load(Ordering::Relaxed)
+    }
+
+    /// The key generation the stage sealed its last frame with.
+    pub fn key_generation(&self) -> u32 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// Datagrams sealed under the key in use, and under the previous generation in all.
+    pub fn key_datagrams(&self) -> (u64, u64) {
+        (
+            self.key_datagrams.load(Ordering::Relaxed),
+            self.previous_key_datagrams.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Key rotations the stage made.
+    pub fn rotations(&self) -> u64 {
+        self.rotations.load(Ordering::Relaxed)
+    }
+
+    /// Frames refused because the key reached its limit (the update came too late).
+    pub fn key_exhausted(&self) -> u64 {
+        self.key_exhausted.load(Ordering::Relaxed)
+    }
+
+    /// Keys offered that were not newer than the one in use (refused).
+    pub fn stale_keys(&self) -> u64 {
+        self.stale_keys.load(Ordering::Relaxed)
+    }
+
+    fn publish_key_state(&self, sender: &Pf1Sender) {
+        let st = sender.stats();
+        self.generation
+            .store(sender.key_generation(), Ordering::Relaxed);
+        self.key_datagrams
+            .store(st.key_datagrams, Ordering::Relaxed);
+        self.previous_key_datagrams
+            .store(st.previous_key_datagrams, Ordering::Relaxed);
+        self.rotations.store(st.key_updates, Ordering::Relaxed);
+        self.key_exhausted
+            .store(st.key_exhausted, Ordering::Relaxed);
+        self.update_due
+            .store(sender.key_update_due(), Ordering::Relaxed);
     }
 
     fn take_key(&self) -> Option<DataKey> {
@@ -159,7 +211,21 @@ impl Pf1PacketizeStage {
             }
             self.sender.set_loss_estimate(loss);
             if let Some(key) = f.take_key() {
-                self.sender.update_key(key);
+                match self.sender.update_key(key) {
+                    Ok(()) => {
+                        let st = self.sender.stats();
+                        tracing::info!(
+                            generation = st.key_generation,
+                            previous_generation_datagrams = st.previous_key_datagrams,
+                            rotations = st.key_updates,
+                            "punktfunk/1 data key switched at a frame boundary"
+                        );
+                    }
+                    Err(e) => {
+                        f.stale_keys.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(error = %e, "punktfunk/1 key update refused");
+                    }
+                }
             }
         }
         // A frame of another mode than the last one starts the new mode.
@@ -173,13 +239,13 @@ impl Pf1PacketizeStage {
             new_mode: self.new_mode,
             mode: self.mode,
         };
-        let p = self
+        let packetized = self
             .sender
-            .packetize(input.as_slice(), &info, out.spare_mut())?;
+            .packetize(input.as_slice(), &info, out.spare_mut());
         if let Some(f) = &self.feedback {
-            f.update_due
-                .store(self.sender.key_update_due(), Ordering::Relaxed);
+            f.publish_key_state(&self.sender);
         }
+        let p = packetized?;
         out.set_len(p.len()).map_err(|_| Pf1Error::BufferTooSmall {
             needed: p.len(),
             got: out.capacity(),
@@ -275,6 +341,55 @@ mod tests {
         }
         assert_eq!(stage.stats().frames, 3);
         assert_eq!(stage.sender().key_id(), 1);
+        assert!(!feedback.key_update_due());
+    }
+
+    #[test]
+    fn key_state_is_published_and_stale_keys_are_refused() {
+        let config = Pf1SenderConfig {
+            key_packet_limit: 20,
+            key_update_percent: 50,
+            ..Default::default()
+        };
+        let key = |g| DataKey::from_key_material(&material()).with_generation(g);
+        let feedback = Arc::new(Pf1Feedback::default());
+        let mut stage = Pf1PacketizeStage::new(config, key(0))
+            .unwrap()
+            .with_feedback(feedback.clone());
+        let pool = FramePool::new(4, stage.max_output(5000)).unwrap();
+        let control = PipelineControl::default();
+        let mut cx = StageContext::new(crate::pipeline::StageId::Fec, &pool, &control);
+        let mut out: Vec<FrameBuf> = Vec::new();
+        let mut send = |stage: &mut Pf1PacketizeStage, out: &mut Vec<FrameBuf>| {
+            // 4 data shards + 1 parity: 5 datagrams a frame.
+            let mut f = pool.take().unwrap();
+            f.fill_from(&[3; 5000]).unwrap();
+            stage.process(f, out, &mut cx).unwrap();
+            out.clear();
+        };
+        send(&mut stage, &mut out);
+        assert_eq!(feedback.key_datagrams(), (5, 0));
+        assert!(!feedback.key_update_due());
+        send(&mut stage, &mut out);
+        assert!(feedback.key_update_due(), "10 of 20 sealed");
+        // The same generation again would restart packet numbers under it: refused.
+        feedback.offer_key(key(0));
+        send(&mut stage, &mut out);
+        assert_eq!(feedback.stale_keys(), 1);
+        assert_eq!((feedback.key_generation(), feedback.rotations()), (0, 0));
+        send(&mut stage, &mut out);
+        assert_eq!(feedback.key_datagrams(), (20, 0));
+        // At the limit the frame is refused (and counted), never sealed past it.
+        send(&mut stage, &mut out);
+        assert_eq!(feedback.key_exhausted(), 1);
+        assert_eq!(stage.stats().rejected, 1);
+        assert!(control.keyframe().take(), "a keyframe is asked for");
+        // The next generation: the following frame seals under it from packet number 0.
+        feedback.offer_key(key(1));
+        send(&mut stage, &mut out);
+        assert_eq!(feedback.key_generation(), 1);
+        assert_eq!(feedback.rotations(), 1);
+        assert_eq!(feedback.key_datagrams(), (5, 20));
         assert!(!feedback.key_update_due());
     }
 

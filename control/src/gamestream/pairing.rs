@@ -1546,7 +1546,7 @@ pub(crate) mod tests {
         let salt = hex_lower(&[3; 16]);
         let (s1, s2) = (ip4(1, 1), ip4(2, 2));
         let mut now = t0;
-        let mut flood = |p: &mut Pairing, now: Instant, n: usize| {
+        let flood = |p: &mut Pairing, now: Instant, n: usize| {
             for i in 0..n {
                 let from = if i % 2 == 0 { s1 } else { s2 };
                 p.handle_getservercert(now, from, UID, "roth", &salt, &other_cert())

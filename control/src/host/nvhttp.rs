@@ -1020,6 +1020,60 @@ mod tests {
         assert_eq!(ctx.pairing_status().stats.failed, 0);
     }
 
+    /// Point 5 against a full waiting list, through the handlers: strangers at two addresses
+    /// hold all 8 waiting slots; the real client's phase 1 is still held (the oldest stranger's
+    /// request is answered 503 "replaced"), it gets the PIN with `--to` and pairs.
+    #[tokio::test]
+    async fn a_full_waiting_list_evicts_a_stranger_for_the_real_client() {
+        let ctx = ctx(Duration::from_secs(60));
+        let salt = hex_lower(&[5; 16]);
+        let mut strangers = Vec::new();
+        for i in 0..8u8 {
+            let from = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 100 + i % 2));
+            let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+            let cert = rcgen::CertificateParams::new(vec!["stranger".into()])
+                .unwrap()
+                .self_signed(&key)
+                .unwrap();
+            let query = format!(
+                "uniqueid=U&devicename=roth&phrase=getservercert&salt={salt}&clientcert={}",
+                hex_upper(cert.pem().as_bytes())
+            );
+            strangers.push(spawn_phase1(&ctx, from, query));
+            // One at a time, so that the first is the oldest.
+            wait_for_waiting(&ctx, usize::from(i) + 1).await;
+        }
+        let mut client = TestClient::new("8642");
+        let real = spawn_phase1(&ctx, LOCAL, phase1_query(&client));
+        let evicted = strangers.remove(0).await.unwrap();
+        assert_eq!(evicted.status_code(), Some(503));
+        assert!(text(&evicted).contains("replaced"), "{}", text(&evicted));
+        // The eviction and the real client's arrival happened in one step.
+        let st = wait_for_waiting(&ctx, 8).await;
+        let real_id = st
+            .waiting
+            .iter()
+            .find(|w| w.address == LOCAL)
+            .expect("the real client waits")
+            .ticket;
+        assert_eq!((st.stats.evicted, st.stats.refused_busy), (1, 0));
+        let c = Arc::clone(&ctx);
+        let pin = tokio::spawn(async move { c.submit_pin("8642", None, Some(real_id)).await });
+        let r1 = real.await.unwrap();
+        phases_2_3(&ctx, &mut client, &r1).await.unwrap();
+        assert!(text(&phase4(&ctx, &client).await).contains("<paired>1</paired>"));
+        assert!(matches!(pin.await.unwrap(), Ok(PinOutcome::Paired(_))));
+        let real_fp = Certificate::from_pem(CLIENT_CERT_PEM.as_bytes())
+            .unwrap()
+            .fingerprint();
+        assert!(ctx.clients().authorize(&real_fp).is_some());
+        // The other seven strangers still wait, untouched.
+        assert_eq!(ctx.pairing_status().waiting.len(), 7);
+        for s in strangers {
+            s.abort();
+        }
+    }
+
     /// Point 2 through the handlers: operator first, wrong PINs are answered, the window closes
     /// after three and phase 1 is then refused with the reason; a re-armed PIN pairs.
     #[tokio::test]

@@ -384,14 +384,14 @@ pub fn pair_error_xml(status_code: u16, message: &str) -> String {
 }
 
 /// The reply to a pairing step that failed, always with the reason in `status_message`
-/// (Moonlight shows it): a failed phase-4 check is `paired=0` in a 200 (Sunshine); a full
-/// waiting list 503, an address backing off 429 (the message says how long), an exhausted
+/// (Moonlight shows it): a failed phase-4 check is `paired=0` in a 200 (Sunshine); no room to
+/// wait, or a waiting pairing evicted for a newer one, 503 (try again); an address backing off 429 (the message says how long), an exhausted
 /// window or an operator's cancel 403, a timeout 408, everything else a 400 (Sunshine's
 /// `fail_pair`).
 pub fn pairing_error_reply(error: &PairingError) -> Reply {
     let code = match error {
         PairingError::WrongPin | PairingError::BadSignature => 200,
-        PairingError::Busy => 503,
+        PairingError::Busy | PairingError::Replaced => 503,
         PairingError::Backoff { .. } => 429,
         PairingError::WindowClosed(_) | PairingError::CancelledByOperator => 403,
         PairingError::TimedOut => 408,
@@ -823,6 +823,10 @@ mod tests {
         assert_eq!(busy.status_code(), Some(503));
         let text = String::from_utf8(busy.body).unwrap();
         assert!(text.contains("<paired>0</paired>") && text.contains("too many clients"));
+        let evicted = pairing_error_reply(&PairingError::Replaced);
+        assert_eq!(evicted.status_code(), Some(503));
+        let text = String::from_utf8(evicted.body).unwrap();
+        assert!(text.contains("<paired>0</paired>") && text.contains("replaced"));
         let wait = pairing_error_reply(&PairingError::Backoff {
             retry_after_secs: 4,
         });

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!  client                                   host (this machine)
-//!  ── 1 getservercert(salt, clientcert) ──►  backoff? window exhausted? room? ─► Waiting
+//!  ── 1 getservercert(salt, clientcert) ──►  backoff? window exhausted? full: evict ─► Waiting
 //!                                            (request held open until a PIN is delivered)
 //!        operator: `punktfunk pin 1234 [--to ID]` ─► window armed, PIN delivered to one
 //!        Waiting pairing (or, armed first, to the next one that arrives) ─► Active
@@ -49,8 +49,14 @@
 //! **Several clients may wait** (a stranger's phase 1 blocks nobody): one waiting pairing per
 //! certificate (the same certificate starting over replaces its own), at most
 //! [`PairingConfig::max_waiting_per_address`] per address and [`PairingConfig::max_waiting`]
-//! in all; beyond that phase 1 is [`PairingError::Busy`]. A waiting pairing that gets no PIN
-//! ends after [`PairingConfig::pin_timeout`]; the operator can cancel one ([`Pairing::cancel`]).
+//! in all. A newcomer is never refused for lack of room: it *evicts* a waiting pairing
+//! ([`PairingError::Replaced`], counted in [`PairingStats::evicted`]) — the oldest of its own
+//! address if that address is at its limit, else (the list being full) the oldest of the
+//! address that holds the most waiting slots, so a flooding address pays first and a lone
+//! real client is evicted only when every address holds one slot (then the oldest overall
+//! goes). The pairing that holds the PIN is not waiting and is never evicted. A waiting
+//! pairing that gets no PIN ends after [`PairingConfig::pin_timeout`]; the operator can
+//! cancel one ([`Pairing::cancel`]).
 //! Only one pairing holds the PIN at a time ([`Pairing::status`] shows it as `active`); phases
 //! 2–4 and `/unpair` are accepted only from its `uniqueid` *and* address, so nobody else can
 //! disturb it. Each later phase must arrive within [`PairingConfig::phase_timeout`]; any error
@@ -213,9 +219,15 @@ pub enum PairingError {
     InProgress,
 
     // Resources.
-    /// Too many pairings wait for a PIN (in all or from this address).
+    /// No pairing may wait at all (a limit configured to 0).
     #[error("too many clients are waiting to pair; try again later")]
     Busy,
+    /// This waiting pairing was evicted to make room for a newer one (the waiting list or its
+    /// address's share of it was full).
+    #[error(
+        "pairing cancelled: replaced by a newer client's (too many clients were waiting); try again"
+    )]
+    Replaced,
     /// A deadline passed.
     #[error("pairing timed out")]
     TimedOut,
@@ -233,7 +245,7 @@ impl PairingError {
     fn counts_as_failure(&self) -> bool {
         !matches!(
             self,
-            PairingError::Cancelled | PairingError::CancelledByOperator
+            PairingError::Cancelled | PairingError::CancelledByOperator | PairingError::Replaced
         )
     }
 }
@@ -321,11 +333,14 @@ pub struct PairingStats {
     pub refused_backoff: u64,
     /// Phase-1 requests refused because the window is exhausted.
     pub refused_closed: u64,
-    /// Phase-1 requests refused for lack of room.
+    /// Phase-1 requests refused for lack of room (only with a limit configured to 0).
     pub refused_busy: u64,
+    /// Waiting pairings evicted to make room for a newcomer (also in `ended_waiting`).
+    pub evicted: u64,
     /// Requests refused as malformed, out of order or not from the pairing's client.
     pub refused_malformed: u64,
-    /// Waiting pairings that ended without a PIN (timeout, request gone, operator cancel).
+    /// Waiting pairings that ended without a PIN (timeout, request gone, operator cancel,
+    /// evicted).
     pub ended_waiting: u64,
     /// Windows closed by spent failure budgets.
     pub windows_exhausted: u64,
@@ -751,17 +766,14 @@ impl Pairing {
             let old = self.waiting.remove(i);
             self.end_waiting(old.info.ticket, PairingError::Superseded);
         }
-        let key = address_key(from);
-        let from_here = self
-            .waiting
-            .iter()
-            .filter(|w| address_key(w.info.address) == key)
-            .count();
-        if self.waiting.len() >= self.config.max_waiting
-            || from_here >= self.config.max_waiting_per_address
-        {
+        if self.config.max_waiting == 0 || self.config.max_waiting_per_address == 0 {
             self.stats.refused_busy += 1;
             return Err(PairingError::Busy);
+        }
+        if let Some(i) = self.eviction_victim(address_key(from)) {
+            let old = self.waiting.remove(i);
+            self.stats.evicted += 1;
+            self.end_waiting(old.info.ticket, PairingError::Replaced);
         }
         let ticket = Ticket(self.next_ticket);
         self.next_ticket += 1;
@@ -780,6 +792,28 @@ impl Pairing {
         });
         self.hand_out(now);
         Ok(ticket)
+    }
+
+    /// The waiting pairing a newcomer from address `key` must evict, if there is no room: the
+    /// oldest of `key` itself if that address is at its limit; else, with the list full, the
+    /// oldest of the address holding the most waiting slots (among equals, the one whose
+    /// oldest waits longest; so with one slot each, the oldest overall). `waiting` is in
+    /// arrival order. The active pairing is not in `waiting`, so it is never chosen.
+    fn eviction_victim(&self, key: IpAddr) -> Option<usize> {
+        let keys: Vec<IpAddr> = self
+            .waiting
+            .iter()
+            .map(|w| address_key(w.info.address))
+            .collect();
+        let count = |k: IpAddr| keys.iter().filter(|&&x| x == k).count();
+        if count(key) >= self.config.max_waiting_per_address {
+            return keys.iter().position(|&k| k == key);
+        }
+        if self.waiting.len() < self.config.max_waiting {
+            return None;
+        }
+        let most = keys.iter().map(|&k| count(k)).max()?;
+        keys.iter().position(|&k| count(k) == most)
     }
 
     /// The operator's PIN, with an optional name for the client, for the waiting pairing `to`
@@ -1420,37 +1454,63 @@ pub(crate) mod tests {
         assert!(!p.cancel(now, stranger));
     }
 
+    /// The failure events in `evs`, as (ticket, error).
+    fn failures(evs: &[PairingEvent]) -> Vec<(Ticket, PairingError)> {
+        evs.iter()
+            .filter_map(|e| match e {
+                PairingEvent::Failed { ticket, error } => Some((*ticket, error.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn ip4(a: u8, b: u8) -> IpAddr {
+        IpAddr::V4(std::net::Ipv4Addr::new(203, 0, a, b))
+    }
+
     #[test]
     fn waiting_pairings_are_bounded_and_expire() {
         let (mut p, now) = machine();
         let salt = hex_lower(&[7; 16]);
-        // Four from one address, then that address is full.
+        // Four from one address; a fifth from there evicts that address's oldest.
         let mut tickets = Vec::new();
-        for _ in 0..4 {
+        for _ in 0..5 {
             tickets.push(
                 p.handle_getservercert(now, A, UID, "", &salt, &other_cert())
                     .unwrap(),
             );
         }
         assert_eq!(
-            p.handle_getservercert(now, A, UID, "", &salt, &other_cert()),
-            Err(PairingError::Busy)
+            failures(&events(&mut p)),
+            [(tickets[0], PairingError::Replaced)]
         );
-        // An IPv6 /64 counts as one address.
-        for i in 0..4u16 {
+        // An IPv6 /64 counts as one address: its fifth evicts its own oldest too.
+        let mut v6 = Vec::new();
+        for i in 0..5u16 {
             let ip = IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, i + 1));
-            p.handle_getservercert(now, ip, UID, "", &salt, &other_cert())
-                .unwrap();
+            v6.push(
+                p.handle_getservercert(now, ip, UID, "", &salt, &other_cert())
+                    .unwrap(),
+            );
         }
-        // Eight in all.
+        assert_eq!(failures(&events(&mut p)), [(v6[0], PairingError::Replaced)]);
+        let st = p.status(now);
+        assert_eq!(st.waiting.len(), 8);
+        // Eight in all: a newcomer from B evicts the oldest of the busiest addresses (A and
+        // the /64 hold 4 each; A's oldest waits longest).
+        p.handle_getservercert(now, B, UID, "", &salt, &other_cert())
+            .unwrap();
         assert_eq!(
-            p.handle_getservercert(now, B, UID, "", &salt, &other_cert()),
-            Err(PairingError::Busy)
+            failures(&events(&mut p)),
+            [(tickets[1], PairingError::Replaced)]
         );
-        assert_eq!(p.status(now).stats.refused_busy, 2);
+        let st = p.status(now).stats;
+        assert_eq!((st.evicted, st.ended_waiting, st.refused_busy), (3, 3, 0));
+        assert_eq!(st.failed, 0, "an eviction is not a wrong PIN");
+        assert!(PairingError::Replaced.to_string().contains("replaced"));
         // The same certificate starting over replaces its own waiting pairing.
         let client = TestClient::new("1234");
-        p.cancel(now, tickets[0]);
+        p.cancel(now, tickets[2]);
         events(&mut p);
         let first = phase1(&mut p, now, B, &client);
         let second = phase1(&mut p, now, B, &client);
@@ -1473,6 +1533,154 @@ pub(crate) mod tests {
         }));
         p.handle_getservercert(later, B, UID, "", &salt, &other_cert())
             .unwrap();
+        assert_eq!(p.status(later).stats.evicted, 3);
+    }
+
+    /// Point 5 against a flood: strangers at two addresses fill the waiting list (4 each) and
+    /// keep sending phase 1. A real client from a fresh address still gets in, is never the
+    /// one evicted, and pairs when the operator gives it the PIN with `--to`; the strangers'
+    /// flood does not touch the pairing that holds the PIN.
+    #[test]
+    fn strangers_at_two_addresses_cannot_keep_the_real_client_out() {
+        let (mut p, t0) = machine();
+        let salt = hex_lower(&[3; 16]);
+        let (s1, s2) = (ip4(1, 1), ip4(2, 2));
+        let mut now = t0;
+        let flood = |p: &mut Pairing, now: Instant, n: usize| {
+            for i in 0..n {
+                let from = if i % 2 == 0 { s1 } else { s2 };
+                p.handle_getservercert(now, from, UID, "roth", &salt, &other_cert())
+                    .unwrap();
+            }
+        };
+        flood(&mut p, now, 8);
+        assert_eq!(p.status(now).waiting.len(), 8);
+        events(&mut p);
+        now += SEC;
+        let mut client = TestClient::new("2468");
+        let real = phase1(&mut p, now, A, &client);
+        assert_eq!(failures(&events(&mut p)).len(), 1, "one stranger made room");
+        // Forty more from the strangers: each evicts one of theirs, never the real client.
+        now += SEC;
+        flood(&mut p, now, 40);
+        let evs = events(&mut p);
+        assert_eq!(failures(&evs).len(), 40);
+        assert!(
+            failures(&evs)
+                .iter()
+                .all(|(t, e)| *t != real && *e == PairingError::Replaced)
+        );
+        let st = p.status(now);
+        assert_eq!(st.waiting.len(), 8);
+        assert_eq!(st.waiting.iter().filter(|w| w.ticket == real).count(), 1);
+        assert_eq!(st.stats.evicted, 41);
+        // The operator sees who waits and gives the PIN to the real client.
+        assert_eq!(
+            p.handle_pin(now, "2468", Some("Living room"), None),
+            Err(PairingError::Ambiguous { waiting: 8 })
+        );
+        assert_eq!(
+            p.handle_pin(now, "2468", Some("Living room"), Some(real)),
+            Ok(PinArmed::Delivered(real))
+        );
+        assert_eq!(
+            events(&mut p),
+            [PairingEvent::PinDelivered { ticket: real }]
+        );
+        // More flooding while it pairs: the active pairing is not waiting, not evicted.
+        flood(&mut p, now, 40);
+        assert!(failures(&events(&mut p)).iter().all(|(t, _)| *t != real));
+        phases_2_3(&mut p, now, A, &mut client).unwrap();
+        flood(&mut p, now, 10);
+        let paired = p
+            .handle_clientpairingsecret(now, A, UID, &client.phase4())
+            .unwrap();
+        assert_eq!((paired.ticket, paired.name.as_str()), (real, "Living room"));
+        assert_eq!(paired.cert, client.cert);
+        let st = p.status(now).stats;
+        assert_eq!((st.paired, st.failed, st.refused_busy), (1, 0, 0));
+        // 1 + 40 + (40 - 1: the PIN took the real client out of the list) + 10.
+        assert_eq!(st.evicted, 90);
+    }
+
+    /// Strangers at eight addresses, one slot each: the real client from a ninth address
+    /// still gets in (the oldest stranger goes). It lasts until it is the oldest of eight
+    /// single-slot addresses; the operator gives it the PIN before then and it pairs.
+    #[test]
+    fn strangers_at_eight_addresses_cannot_keep_the_real_client_out() {
+        let (mut p, t0) = machine();
+        let salt = hex_lower(&[4; 16]);
+        let strangers: Vec<IpAddr> = (1..=8).map(|i| ip4(8, i)).collect();
+        let mut first = Vec::new();
+        for (i, &from) in strangers.iter().enumerate() {
+            let at = t0 + Duration::from_millis(i as u64);
+            first.push(
+                p.handle_getservercert(at, from, UID, "roth", &salt, &other_cert())
+                    .unwrap(),
+            );
+        }
+        events(&mut p);
+        let mut now = t0 + SEC;
+        let mut client = TestClient::new("1357");
+        let real = phase1(&mut p, now, A, &client);
+        assert_eq!(
+            failures(&events(&mut p)),
+            [(first[0], PairingError::Replaced)],
+            "every address holds one slot: the oldest overall goes"
+        );
+        // Seven newcomers from the strangers' addresses evict the seven older strangers.
+        for (i, &from) in strangers.iter().take(7).enumerate() {
+            now += SEC;
+            p.handle_getservercert(now, from, UID, "roth", &salt, &other_cert())
+                .unwrap();
+            assert_eq!(
+                failures(&events(&mut p)),
+                [(first[i + 1], PairingError::Replaced)]
+            );
+        }
+        assert!(p.status(now).waiting.iter().any(|w| w.ticket == real));
+        // The operator arms the PIN for it; then the flood goes on without touching it.
+        assert_eq!(
+            p.handle_pin(now, "1357", None, Some(real)),
+            Ok(PinArmed::Delivered(real))
+        );
+        events(&mut p);
+        for round in 0..3 {
+            for &from in &strangers {
+                now += SEC;
+                p.handle_getservercert(now, from, UID, "roth", &salt, &other_cert())
+                    .unwrap();
+            }
+            assert!(
+                failures(&events(&mut p)).iter().all(|(t, _)| *t != real),
+                "round {round}"
+            );
+        }
+        assert_eq!(p.status(now).active.map(|a| a.ticket), Some(real));
+        phases_2_3(&mut p, now, A, &mut client).unwrap();
+        let paired = p
+            .handle_clientpairingsecret(now, A, UID, &client.phase4())
+            .unwrap();
+        assert_eq!(paired.ticket, real);
+        let st = p.status(now).stats;
+        // The first newcomer after the PIN took the real client out of the list found room.
+        assert_eq!((st.paired, st.evicted), (1, 1 + 7 + 23));
+    }
+
+    /// With a limit configured to 0, nobody may wait: phase 1 is refused as busy.
+    #[test]
+    fn no_room_at_all_is_busy() {
+        let config = PairingConfig {
+            max_waiting: 0,
+            ..PairingConfig::default()
+        };
+        let mut p = Pairing::new(Arc::new(fixture()), config, [9; 32]);
+        let (salt, cert) = TestClient::new("1234").phase1();
+        assert_eq!(
+            p.handle_getservercert(Instant::now(), A, UID, "", &salt, &cert),
+            Err(PairingError::Busy)
+        );
+        assert_eq!(p.stats().refused_busy, 1);
     }
 
     #[test]

@@ -220,6 +220,7 @@ pub fn pairing_json(status: &PairingStatus, now: Instant) -> serde_json::Value {
             "refused_backoff": s.refused_backoff,
             "refused_closed": s.refused_closed,
             "refused_busy": s.refused_busy,
+            "evicted": s.evicted,
             "refused_malformed": s.refused_malformed,
             "ended_waiting": s.ended_waiting,
             "windows_exhausted": s.windows_exhausted,

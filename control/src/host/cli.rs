@@ -300,9 +300,10 @@ pub fn pairing_text(v: &Value) -> String {
     if let Some(st) = v.get("stats") {
         let n = |k: &str| st.get(k).and_then(Value::as_u64).unwrap_or(0);
         out.push_str(&format!(
-            "since start: {} paired, {} failed; refused: {} backing off, {} window closed, {} busy, {} malformed\n",
+            "since start: {} paired, {} failed, {} evicted from a full waiting list; refused: {} backing off, {} window closed, {} busy, {} malformed\n",
             n("paired"),
             n("failed"),
+            n("evicted"),
             n("refused_backoff"),
             n("refused_closed"),
             n("refused_busy"),

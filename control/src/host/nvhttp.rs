@@ -102,6 +102,8 @@ struct PairingHost {
     logged: PairingStats,
     /// When refusals were last summed up.
     last_summary: Option<Instant>,
+    /// When a newcomer that evicted a waiting pairing was last announced at warn level.
+    last_announced_eviction: Option<Instant>,
 }
 
 impl PairingHost {
@@ -136,6 +138,10 @@ impl PairingHost {
                                 "pairing failed: counts as a wrong PIN"
                             );
                         }
+                        // A flood evicts one per request: counted, and summed up below.
+                        PairingError::Replaced => {
+                            tracing::debug!(ticket = ticket.0, %error, "pairing evicted")
+                        }
                         _ => tracing::info!(ticket = ticket.0, %error, "pairing ended"),
                     }
                     if let Some(tx) = self.waiters.pin.remove(&ticket) {
@@ -148,9 +154,9 @@ impl PairingHost {
         self.log_counters(Instant::now());
     }
 
-    /// Logs a closed window at once, and refused requests as one summary line at most every
-    /// [`REFUSAL_SUMMARY_EVERY`] (each refusal is only a debug line: a flood of them must
-    /// not flood the log).
+    /// Logs a closed window at once, and refused requests and evicted waiting pairings as one
+    /// summary line at most every [`REFUSAL_SUMMARY_EVERY`] (each is only a debug line: a
+    /// flood of them must not flood the log).
     fn log_counters(&mut self, now: Instant) {
         let s = self.machine.stats();
         if s.windows_exhausted > self.logged.windows_exhausted {
@@ -161,7 +167,7 @@ impl PairingHost {
             self.logged.windows_exhausted = s.windows_exhausted;
         }
         let refused = |x: &PairingStats| {
-            x.refused_backoff + x.refused_closed + x.refused_busy + x.refused_malformed
+            x.refused_backoff + x.refused_closed + x.refused_busy + x.refused_malformed + x.evicted
         };
         let due = self
             .last_summary
@@ -173,7 +179,9 @@ impl PairingHost {
                 window_closed = s.refused_closed - l.refused_closed,
                 busy = s.refused_busy - l.refused_busy,
                 malformed = s.refused_malformed - l.refused_malformed,
-                "pairing requests refused since the last summary"
+                evicted = s.evicted - l.evicted,
+                "pairing requests refused, and waiting pairings evicted from the full waiting \
+                 list, since the last summary"
             );
             self.logged = s;
             self.last_summary = Some(now);
@@ -253,6 +261,7 @@ impl NvHttp {
                 waiters: PairingWaiters::default(),
                 logged: PairingStats::default(),
                 last_summary: None,
+                last_announced_eviction: None,
             }),
             clients,
             sessions,
@@ -497,8 +506,9 @@ impl NvHttp {
         salt: &str,
         clientcert: &str,
     ) -> Reply {
-        let (ticket, rx) = {
+        let (ticket, rx, announce) = {
             let mut p = self.lock_pairing();
+            let evicted_before = p.machine.stats().evicted;
             let r = p.machine.handle_getservercert(
                 Instant::now(),
                 peer,
@@ -521,15 +531,28 @@ impl NvHttp {
             p.waiters.pin.insert(ticket, tx);
             // An operator-first window may have handed this pairing the PIN already.
             p.drain();
-            (ticket, rx)
+            // A newcomer that had to evict is announced at most once per summary period
+            // (a flood of them is summed up by `log_counters`); others always.
+            let now = Instant::now();
+            let announce = p.machine.stats().evicted == evicted_before
+                || p.last_announced_eviction
+                    .is_none_or(|t| now.saturating_duration_since(t) >= REFUSAL_SUMMARY_EVERY);
+            if p.machine.stats().evicted != evicted_before && announce {
+                p.last_announced_eviction = Some(now);
+            }
+            (ticket, rx, announce)
         };
-        tracing::warn!(
-            ticket = ticket.0,
-            %peer,
-            uniqueid,
-            "a client wants to pair: enter the PIN it shows with `punktfunk pin <PIN>` \
-             (`punktfunk pairing` lists waiting clients)"
-        );
+        if announce {
+            tracing::warn!(
+                ticket = ticket.0,
+                %peer,
+                uniqueid,
+                "a client wants to pair: enter the PIN it shows with `punktfunk pin <PIN>` \
+                 (`punktfunk pairing` lists waiting clients)"
+            );
+        } else {
+            tracing::debug!(ticket = ticket.0, %peer, uniqueid, "a client wants to pair");
+        }
         let mut guard = AbortOnDrop {
             ctx: Arc::clone(self),
             ticket,
@@ -995,6 +1018,60 @@ mod tests {
         assert!(matches!(pin.await.unwrap(), Ok(PinOutcome::Paired(_))));
         assert!(ctx.clients().authorize(&real_fp).is_some());
         assert_eq!(ctx.pairing_status().stats.failed, 0);
+    }
+
+    /// Point 5 against a full waiting list, through the handlers: strangers at two addresses
+    /// hold all 8 waiting slots; the real client's phase 1 is still held (the oldest stranger's
+    /// request is answered 503 "replaced"), it gets the PIN with `--to` and pairs.
+    #[tokio::test]
+    async fn a_full_waiting_list_evicts_a_stranger_for_the_real_client() {
+        let ctx = ctx(Duration::from_secs(60));
+        let salt = hex_lower(&[5; 16]);
+        let mut strangers = Vec::new();
+        for i in 0..8u8 {
+            let from = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 100 + i % 2));
+            let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+            let cert = rcgen::CertificateParams::new(vec!["stranger".into()])
+                .unwrap()
+                .self_signed(&key)
+                .unwrap();
+            let query = format!(
+                "uniqueid=U&devicename=roth&phrase=getservercert&salt={salt}&clientcert={}",
+                hex_upper(cert.pem().as_bytes())
+            );
+            strangers.push(spawn_phase1(&ctx, from, query));
+            // One at a time, so that the first is the oldest.
+            wait_for_waiting(&ctx, usize::from(i) + 1).await;
+        }
+        let mut client = TestClient::new("8642");
+        let real = spawn_phase1(&ctx, LOCAL, phase1_query(&client));
+        let evicted = strangers.remove(0).await.unwrap();
+        assert_eq!(evicted.status_code(), Some(503));
+        assert!(text(&evicted).contains("replaced"), "{}", text(&evicted));
+        // The eviction and the real client's arrival happened in one step.
+        let st = wait_for_waiting(&ctx, 8).await;
+        let real_id = st
+            .waiting
+            .iter()
+            .find(|w| w.address == LOCAL)
+            .expect("the real client waits")
+            .ticket;
+        assert_eq!((st.stats.evicted, st.stats.refused_busy), (1, 0));
+        let c = Arc::clone(&ctx);
+        let pin = tokio::spawn(async move { c.submit_pin("8642", None, Some(real_id)).await });
+        let r1 = real.await.unwrap();
+        phases_2_3(&ctx, &mut client, &r1).await.unwrap();
+        assert!(text(&phase4(&ctx, &client).await).contains("<paired>1</paired>"));
+        assert!(matches!(pin.await.unwrap(), Ok(PinOutcome::Paired(_))));
+        let real_fp = Certificate::from_pem(CLIENT_CERT_PEM.as_bytes())
+            .unwrap()
+            .fingerprint();
+        assert!(ctx.clients().authorize(&real_fp).is_some());
+        // The other seven strangers still wait, untouched.
+        assert_eq!(ctx.pairing_status().waiting.len(), 7);
+        for s in strangers {
+            s.abort();
+        }
     }
 
     /// Point 2 through the handlers: operator first, wrong PINs are answered, the window closes

@@ -5,13 +5,20 @@
 //!   /launch ──► StreamHost::prepare(spec) ── slot: Handshake (keys, ping payload, connect data)
 //!   RTSP :48010 (pf-rtsp) ── one request per connection ──► Handshake::handle
 //!        PLAY ──► bind UDP video/audio/control ──► pf-stream orchestrator
-//!                     ├─ pf-control: ENet host, envelope, IDR requests, input, liveness
-//!                     ├─ pf-video:   wait for a ping → Pipeline{source, encoder,
-//!                     │              PacketizeStage, SendSink} ; forward IDR requests
-//!                     └─ pf-audio:   wait for a ping → Opus → AudioPacketizer → UDP
+//!                     ├─ pf-control: ENet host; drives the GsSession
+//!                     ├─ pf-video:   pings → GsSession; Pipeline{source, encoder,
+//!                     │              PacketizeStage, SendSink}
+//!                     └─ pf-audio:   pings → GsSession; Opus → AudioPacketizer → UDP
 //!   /cancel, host exit ──► stop (termination message 0x0109 first)
-//!   client silent 10 s or ENet disconnect ──► stream ends, slot freed
+//!   client silent 8 s or ENet disconnect ──► stream ends, slot freed
 //! ```
+//!
+//! What happens in a stream is decided by its [`GsSession`] (pure, see `gs_session`): the
+//! threads here read their sockets, call its `handle_*` methods under one lock and carry out
+//! the events that come out of the same call ([`apply`]): an IDR request reaches the running
+//! pipeline's keyframe flag in the step that decoded it, a FEC status report reaches the
+//! packetizer's loss feedback, a ping from a new address moves that stream's destination,
+//! and `Ended` stops every thread of the stream.
 //!
 //! Media comes from a [`MediaFactory`] (test pattern + software H.264 by default, see
 //! `punktfunk-capture`), input goes to an [`InputHandler`].
@@ -24,9 +31,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use punktfunk_engine::config::{Backpressure, PipelineConfig, SendConfig};
-use punktfunk_engine::fec::adaptive::LossEstimator;
 use punktfunk_engine::io::sink::{PeerAddr, SendSink};
-use punktfunk_engine::io::stages::Pipeline;
+use punktfunk_engine::io::stages::{Pipeline, PipelineHandle};
 use punktfunk_engine::io::{Caps, UdpSender};
 use punktfunk_engine::pipeline::{Source, Stage};
 use punktfunk_engine::pool::FrameBuf;
@@ -35,7 +41,8 @@ use punktfunk_engine::wire::audio::{AudioDatagrams, AudioKey, AudioPacketizer};
 use punktfunk_engine::wire::video::VideoParams;
 use rusty_enet as enet;
 
-use super::control::{ClientMessage, ControlChannel, TERMINATION_GRACEFUL};
+use super::control::TERMINATION_GRACEFUL;
+use super::gs_session::{ControlTransmit, GsConfig, GsEvent, GsSession, PeerKey, PingStream};
 use super::rtsp::{self, Handshake, HandshakeParams, RtspEvent};
 use super::sdp::{HostOffer, ML_FF_SESSION_ID_V1, StreamConfig, enc};
 
@@ -545,16 +552,26 @@ fn start_stream(
     let terminate = Arc::new(AtomicBool::new(false));
     let connected = Arc::new(AtomicBool::new(false));
     let counters = Arc::new(SessionCounters::default());
+    let params = slot.handshake.params().clone();
+    let gs = GsConfig {
+        key: slot.spec.rikey,
+        ping_payload: params.ping_payload,
+        client_ip,
+        connect_data: (config.ml_feature_flags & ML_FF_SESSION_ID_V1 != 0)
+            .then_some(params.connect_data),
+        timeout: CLIENT_TIMEOUT,
+    };
     let ctx = StreamCtx {
         shared: shared.clone(),
         spec: slot.spec.clone(),
-        params: slot.handshake.params().clone(),
         config: config.clone(),
-        client_ip,
         stop: stop.clone(),
         terminate: terminate.clone(),
         connected: connected.clone(),
-        idr: Arc::new(AtomicBool::new(true)),
+        session: Arc::new(Mutex::new(GsSession::new(Instant::now(), gs))),
+        video_peer: Arc::new(PeerAddr::default()),
+        audio_peer: Arc::new(PeerAddr::default()),
+        pipeline: Arc::new(Mutex::new(None)),
         loss: Arc::new(LossFeedback::default()),
         counters: counters.clone(),
     };
@@ -591,14 +608,19 @@ fn start_stream(
 struct StreamCtx {
     shared: Arc<Shared>,
     spec: LaunchSpec,
-    params: HandshakeParams,
     config: StreamConfig,
-    client_ip: IpAddr,
     stop: Arc<AtomicBool>,
     terminate: Arc<AtomicBool>,
     connected: Arc<AtomicBool>,
-    /// Set by the control thread on an IDR request; the video thread forwards it.
-    idr: Arc<AtomicBool>,
+    /// The stream's decisions; every thread drives it through [`StreamCtx::step`].
+    session: Arc<Mutex<GsSession>>,
+    /// Where video goes (set from the session's `VideoDestination`; the send sink reads it).
+    video_peer: Arc<PeerAddr>,
+    /// Where audio goes.
+    audio_peer: Arc<PeerAddr>,
+    /// The running video pipeline, once the video thread started it: the owning handle the
+    /// control thread's keyframe requests go to.
+    pipeline: Arc<Mutex<Option<PipelineHandle>>>,
     /// Loss estimate from the client's FEC status reports, for adaptive parity.
     loss: Arc<LossFeedback>,
     /// This stream's counters (zero at PLAY).
@@ -620,19 +642,61 @@ impl StreamCtx {
         }
     }
 
-    /// Whether `bytes` from `from` is this session's ping (§4.1): the 16-character payload
-    /// plus a sequence number, or the legacy `PING` from the client's address.
-    fn is_ping(&self, bytes: &[u8], from: SocketAddr) -> bool {
-        let ok = if bytes.len() >= 16 && bytes[..16] == self.params.ping_payload {
-            true
-        } else {
-            bytes == b"PING" && from.ip() == self.client_ip
-        };
-        if !ok {
-            self.counters.bad_pings.fetch_add(1, Ordering::Relaxed);
+    /// Runs `f` on the session (one lock for all threads), then carries out the events it
+    /// produced before returning: signals reach their stage in the same step.
+    fn step<R>(&self, f: impl FnOnce(&mut GsSession, Instant) -> R) -> R {
+        let mut session = lock(&self.session);
+        let r = f(&mut session, Instant::now());
+        while let Some(event) = session.poll_event() {
+            self.apply(event);
         }
-        ok
+        let st = session.stats();
+        let c = &self.counters;
+        c.idr_requests.store(st.idr_requests, Ordering::Relaxed);
+        c.input_packets.store(st.input_packets, Ordering::Relaxed);
+        c.control_dropped
+            .store(st.control_dropped, Ordering::Relaxed);
+        c.bad_pings.store(st.bad_pings, Ordering::Relaxed);
+        r
     }
+
+    /// Carries out one session event through the handle that owns its target.
+    fn apply(&self, event: GsEvent) {
+        match event {
+            GsEvent::Connected(peer) => {
+                self.connected.store(true, Ordering::SeqCst);
+                tracing::info!(peer = peer.0, "control stream connected");
+            }
+            GsEvent::KeyframeRequest => {
+                // Before the pipeline runs there is nothing to ask: its first frame is a
+                // keyframe (requested when it starts).
+                if let Some(p) = lock(&self.pipeline).as_ref() {
+                    p.request_keyframe();
+                }
+            }
+            GsEvent::LossEstimate(loss) => {
+                self.loss.set(loss);
+                tracing::debug!(loss, "loss estimate");
+            }
+            GsEvent::VideoDestination(to) => {
+                tracing::info!(%to, "video destination");
+                self.video_peer.set(Some(to));
+            }
+            GsEvent::AudioDestination(to) => {
+                tracing::debug!(%to, "audio destination");
+                self.audio_peer.set(Some(to));
+            }
+            GsEvent::Ended(why) => {
+                self.connected.store(false, Ordering::SeqCst);
+                self.end(why.as_str());
+            }
+        }
+    }
+}
+
+/// Locks plain data; a panicking holder leaves it usable.
+fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn run_stream(ctx: StreamCtx, sockets: StreamSockets) {
@@ -677,6 +741,9 @@ fn run_stream(ctx: StreamCtx, sockets: StreamSockets) {
     );
 }
 
+/// Drives ENet and the session: ENet's events become `handle_*` calls, the session's
+/// transmits become ENet sends and disconnects. ENet needs servicing for its own timers
+/// (acknowledgements, retransmits), so the loop polls it every millisecond.
 fn control_thread(ctx: &StreamCtx, socket: UdpSocket) {
     let settings = enet::HostSettings {
         peer_limit: 4,
@@ -688,71 +755,44 @@ fn control_thread(ctx: &StreamCtx, socket: UdpSocket) {
         Err(e) => {
             tracing::error!(error = ?e, "enet host");
             ctx.end("control stream failed");
+            ctx.step(|s, now| s.close(now, None));
             return;
         }
     };
-    let mut channel = ControlChannel::new(&ctx.spec.rikey);
-    let mut loss = LossEstimator::default();
-    let mut peer_id: Option<enet::PeerID> = None;
-    let started = Instant::now();
-    let mut last_rx = Instant::now();
-    let check_connect = ctx.config.ml_feature_flags & ML_FF_SESSION_ID_V1 != 0;
+    let mut closing = false;
     loop {
-        if ctx.stopped() {
-            if let Some(id) = peer_id
-                && let Some(peer) = host.get_peer_mut(id)
-            {
-                if ctx.terminate.load(Ordering::SeqCst) {
-                    let msg = channel.termination(TERMINATION_GRACEFUL);
-                    let _ = peer.send(0, &enet::Packet::reliable(msg.as_slice()));
-                }
-                peer.disconnect_later(0);
-            }
-            // Let ENet deliver the termination and the disconnect.
-            let deadline = Instant::now() + Duration::from_millis(300);
-            while Instant::now() < deadline {
-                match host.service() {
-                    Ok(Some(enet::Event::Disconnect { .. })) => break,
-                    Ok(Some(_)) => {}
-                    _ => std::thread::sleep(Duration::from_millis(2)),
-                }
-            }
-            host.flush();
-            return;
+        if ctx.stopped() && !closing {
+            closing = true;
+            let code = ctx
+                .terminate
+                .load(Ordering::SeqCst)
+                .then_some(TERMINATION_GRACEFUL);
+            ctx.step(|s, now| s.close(now, code));
         }
-        match host.service() {
-            Ok(Some(event)) => match event {
-                enet::Event::Connect { peer, data } => {
-                    if check_connect && data != ctx.params.connect_data {
-                        tracing::warn!(data, "enet connect with unknown session data; refused");
-                        peer.disconnect_now(0);
-                        continue;
-                    }
-                    if peer_id.is_some() {
-                        peer.disconnect_now(0);
-                        continue;
-                    }
+        let serviced = host.service();
+        match serviced {
+            Ok(Some(enet::Event::Connect { peer, data })) => {
+                let key = PeerKey(peer.id().0);
+                let accepted = ctx.step(|s, now| {
+                    s.handle_connect(now, key, data);
+                    s.is_connected()
+                });
+                if accepted {
                     peer.set_timeout(2, 10_000, 10_000);
-                    peer_id = Some(peer.id());
-                    last_rx = Instant::now();
-                    ctx.connected.store(true, Ordering::SeqCst);
-                    tracing::info!(peer = ?peer.address(), "control stream connected");
                 }
-                enet::Event::Disconnect { peer, .. } => {
-                    if Some(peer.id()) == peer_id {
-                        ctx.connected.store(false, Ordering::SeqCst);
-                        ctx.end("client disconnected the control stream");
-                    }
+            }
+            Ok(Some(enet::Event::Disconnect { peer, .. })) => {
+                let key = PeerKey(peer.id().0);
+                ctx.step(|s, now| s.handle_disconnect(now, key));
+            }
+            Ok(Some(enet::Event::Receive { peer, packet, .. })) => {
+                let key = PeerKey(peer.id().0);
+                let mut bytes = packet.data().to_vec();
+                let input = ctx.step(|s, now| s.handle_control(now, key, &mut bytes));
+                if let Some(input) = input {
+                    lock(&ctx.shared.input).handle_input(input);
                 }
-                enet::Event::Receive { peer, packet, .. } => {
-                    if Some(peer.id()) != peer_id {
-                        continue;
-                    }
-                    last_rx = Instant::now();
-                    let mut bytes = packet.data().to_vec();
-                    handle_control(ctx, &mut channel, &mut loss, &mut bytes);
-                }
-            },
+            }
             Ok(None) => std::thread::sleep(Duration::from_millis(1)),
             Err(e) => {
                 // ICMP errors from a peer that went away surface here; liveness decides.
@@ -760,70 +800,63 @@ fn control_thread(ctx: &StreamCtx, socket: UdpSocket) {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
-        let silent = if peer_id.is_some() {
-            last_rx.elapsed()
-        } else {
-            started.elapsed()
-        };
-        if silent > CLIENT_TIMEOUT {
-            ctx.connected.store(false, Ordering::SeqCst);
-            ctx.end(if peer_id.is_some() {
-                "client silent for 10 s"
-            } else {
-                "client never opened the control stream"
-            });
+        let ended = ctx.step(|s, now| {
+            s.handle_timeout(now);
+            while let Some(t) = s.poll_transmit() {
+                send_control(&mut host, t);
+            }
+            s.is_ended()
+        });
+        if ended {
+            host.flush();
+            return;
         }
     }
 }
 
-fn handle_control(
-    ctx: &StreamCtx,
-    channel: &mut ControlChannel,
-    loss: &mut LossEstimator,
-    bytes: &mut [u8],
-) {
-    let counters = &ctx.counters;
-    match channel.handle_packet(bytes) {
-        Ok(ClientMessage::IdrRequest | ClientMessage::InvalidateRefs { .. }) => {
-            counters.idr_requests.fetch_add(1, Ordering::Relaxed);
-            ctx.idr.store(true, Ordering::SeqCst);
-        }
-        Ok(ClientMessage::Input(packet)) => {
-            counters.input_packets.fetch_add(1, Ordering::Relaxed);
-            ctx.shared
-                .input
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .handle_input(packet);
-        }
-        Ok(ClientMessage::FecStatus(f)) => {
-            let received = u32::from(f.received_data) + u32::from(f.received_parity);
-            loss.record(u32::from(f.missing), received);
-            let before = ctx.loss.get();
-            let now = loss.estimate();
-            ctx.loss.set(now);
-            if (now - before).abs() > 0.01 {
-                tracing::debug!(loss = now, reports = loss.reports(), "loss estimate");
+/// Carries out one of the session's ENet actions.
+fn send_control(host: &mut enet::Host<UdpSocket>, t: ControlTransmit) {
+    match t {
+        ControlTransmit::Send { peer, bytes } => {
+            if let Some(p) = host.get_peer_mut(enet::PeerID(peer.0)) {
+                let _ = p.send(0, &enet::Packet::reliable(bytes.as_slice()));
             }
         }
-        Ok(ClientMessage::Unknown(t)) => tracing::debug!(msg_type = t, "unknown control message"),
-        Ok(_) => {}
-        Err(e) => {
-            counters.control_dropped.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(error = %e, "control packet dropped");
+        ControlTransmit::Disconnect { peer, now } => {
+            if let Some(p) = host.get_peer_mut(enet::PeerID(peer.0)) {
+                if now {
+                    p.disconnect_now(0);
+                } else {
+                    p.disconnect_later(0);
+                }
+            }
         }
     }
 }
 
-/// Waits for the first ping on `socket`; returns its source, or `None` when stopped.
-fn wait_for_ping(ctx: &StreamCtx, socket: &UdpSocket) -> Option<SocketAddr> {
-    let _ = socket.set_read_timeout(Some(Duration::from_millis(100)));
+/// Hands what arrived on `socket` to the session as pings of `stream`, blocking up to the
+/// socket's read timeout for the first datagram and then draining what is queued.
+fn read_pings(ctx: &StreamCtx, socket: &UdpSocket, stream: PingStream) {
     let mut buf = [0u8; 64];
+    while let Ok((n, from)) = socket.recv_from(&mut buf) {
+        ctx.step(|s, now| s.handle_ping(now, stream, from, &buf[..n]));
+        let _ = socket.set_nonblocking(true);
+    }
+    let _ = socket.set_nonblocking(false);
+}
+
+/// Waits until the session has a destination for `stream` (its first ping); `None` when the
+/// stream stopped first.
+fn wait_for_ping(ctx: &StreamCtx, socket: &UdpSocket, stream: PingStream) -> Option<SocketAddr> {
+    let dest = match stream {
+        PingStream::Video => &ctx.video_peer,
+        PingStream::Audio => &ctx.audio_peer,
+    };
+    let _ = socket.set_read_timeout(Some(Duration::from_millis(100)));
     while !ctx.stopped() {
-        if let Ok((n, from)) = socket.recv_from(&mut buf)
-            && ctx.is_ping(&buf[..n], from)
-        {
-            return Some(from);
+        read_pings(ctx, socket, stream);
+        if let Some(to) = dest.get() {
+            return Some(to);
         }
     }
     None
@@ -838,12 +871,11 @@ fn video_thread(ctx: &StreamCtx, sender: UdpSender) {
             return;
         }
     };
-    let Some(dest) = wait_for_ping(ctx, &pings) else {
+    let Some(dest) = wait_for_ping(ctx, &pings, PingStream::Video) else {
         return;
     };
     tracing::info!(%dest, "video ping received; streaming");
-    let peer = Arc::new(PeerAddr::default());
-    peer.set(Some(dest));
+    let peer = ctx.video_peer.clone();
     let media = match ctx.shared.media.video(&ctx.config) {
         Ok(m) => m,
         Err(e) => {
@@ -890,30 +922,29 @@ fn video_thread(ctx: &StreamCtx, sender: UdpSender) {
             return;
         }
     };
-    let _ = pings.set_read_timeout(Some(Duration::from_millis(20)));
-    let mut buf = [0u8; 64];
+    // The client's decoder starts on a keyframe; later requests come from the session.
+    handle.request_keyframe();
+    *lock(&ctx.pipeline) = Some(handle);
+    // Pings move the destination (through the session); the read timeout bounds how long a
+    // stop or a finished pipeline goes unnoticed.
+    let _ = pings.set_read_timeout(Some(Duration::from_millis(100)));
     while !ctx.stopped() {
-        if ctx.idr.swap(false, Ordering::SeqCst) {
-            handle.request_keyframe();
-        }
-        if let Ok((n, from)) = pings.recv_from(&mut buf)
-            && ctx.is_ping(&buf[..n], from)
-            && peer.get() != Some(from)
+        read_pings(ctx, &pings, PingStream::Video);
+        if lock(&ctx.pipeline)
+            .as_ref()
+            .is_none_or(PipelineHandle::is_finished)
         {
-            tracing::info!(%from, "video destination moved");
-            peer.set(Some(from));
-        }
-        if handle.is_finished() {
             ctx.end("video pipeline stopped");
         }
     }
-    if let Err(e) = handle.shutdown() {
+    let handle = lock(&ctx.pipeline).take();
+    if let Some(Err(e)) = handle.map(PipelineHandle::shutdown) {
         tracing::warn!(error = %e, "video pipeline ended with an error");
     }
 }
 
 fn audio_thread(ctx: &StreamCtx, socket: UdpSocket) {
-    let Some(mut dest) = wait_for_ping(ctx, &socket) else {
+    let Some(mut dest) = wait_for_ping(ctx, &socket, PingStream::Audio) else {
         return;
     };
     let mut source = match ctx.shared.media.audio(&ctx.config) {
@@ -935,11 +966,9 @@ fn audio_thread(ctx: &StreamCtx, socket: UdpSocket) {
             return;
         }
     };
-    let _ = socket.set_nonblocking(true);
     let mut out = AudioDatagrams::default();
     let step = Duration::from_millis(u64::from(ctx.config.audio_packet_ms));
     let mut due = Instant::now();
-    let mut buf = [0u8; 64];
     while !ctx.stopped() {
         let now = Instant::now();
         if now < due {
@@ -950,11 +979,9 @@ fn audio_thread(ctx: &StreamCtx, socket: UdpSocket) {
         if now > due + Duration::from_millis(200) {
             due = now; // fell far behind (suspend, overload): resync instead of bursting
         }
-        while let Ok((n, from)) = socket.recv_from(&mut buf) {
-            if ctx.is_ping(&buf[..n], from) {
-                dest = from;
-            }
-        }
+        let _ = socket.set_nonblocking(true);
+        read_pings(ctx, &socket, PingStream::Audio);
+        dest = ctx.audio_peer.get().unwrap_or(dest);
         let packet = match source.next_packet() {
             Ok(p) => p,
             Err(e) => {

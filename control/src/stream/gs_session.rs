@@ -266,9 +266,12 @@ impl GsSession {
             self.stats.control_dropped += 1;
             return None;
         }
-        // Even a packet that fails to open shows the client is there: ENet delivered it.
-        self.last_heard = now;
-        match self.channel.handle_packet(packet) {
+        let message = self.channel.handle_packet(packet);
+        if message.is_ok() {
+            // Only what the client sealed proves it is there: a stranger can spoof ENet.
+            self.last_heard = now;
+        }
+        match message {
             Ok(ClientMessage::IdrRequest | ClientMessage::InvalidateRefs { .. }) => {
                 self.stats.idr_requests += 1;
                 self.events.push_back(GsEvent::KeyframeRequest);

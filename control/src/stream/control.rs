@@ -1,13 +1,14 @@
-//! The control stream's messages (gamestream-protocol.md §3.2–3.5), above ENet and below the
-//! session: decrypt what the client sends into typed [`ClientMessage`]s, seal what the host
+//! The control stream's messages (docs/streaming.md "Control stream"), above ENet and below
+//! the session: decrypt what the client sends into typed [`ClientMessage`]s, seal what the host
 //! sends, count everything.
 //!
 //! ENet itself (connection, reliability, channels) is the act side's business (`session`);
-//! this module sees only the bytes of one ENet packet at a time.
+//! this module sees only the bytes of one ENet packet at a time, on behalf of
+//! [`super::gs_session::GsSession`].
 
 use punktfunk_engine::wire::control::{ControlCipher, Direction};
 
-/// Message types the client sends (inner V2 `type`, §3.3).
+/// Message types of the control stream (inner V2 `type`, docs/streaming.md "Control stream").
 pub mod types {
     /// IDR request, also "Start A".
     pub const IDR_REQUEST: u16 = 0x0302;
@@ -274,7 +275,7 @@ mod tests {
     #[test]
     fn decodes_the_client_start_sequence() {
         let mut ch = ControlChannel::new(&KEY);
-        // The protocol map's vector: IDR request, seq 0.
+        // Known-answer vector: an IDR request, seq 0, sealed with KEY.
         let mut p = vec![];
         for i in (0..60).step_by(2) {
             p.push(

@@ -741,9 +741,14 @@ fn run_stream(ctx: StreamCtx, sockets: StreamSockets) {
     );
 }
 
+/// ENet keeps timers of its own (acknowledgements, retransmissions, pings) but cannot say when
+/// the next one is due, so an idle control thread still wakes this often to service it.
+const ENET_TICK: Duration = Duration::from_millis(5);
+
 /// Drives ENet and the session: ENet's events become `handle_*` calls, the session's
-/// transmits become ENet sends and disconnects. ENet needs servicing for its own timers
-/// (acknowledgements, retransmits), so the loop polls it every millisecond.
+/// transmits become ENet sends and disconnects. Between events the thread blocks on the
+/// control socket until a datagram arrives, the session's next deadline or [`ENET_TICK`],
+/// whichever comes first: a client message is handled as soon as it arrives.
 fn control_thread(ctx: &StreamCtx, socket: UdpSocket) {
     let settings = enet::HostSettings {
         peer_limit: 4,
@@ -760,6 +765,7 @@ fn control_thread(ctx: &StreamCtx, socket: UdpSocket) {
         }
     };
     let mut closing = false;
+    let mut idle = false;
     loop {
         if ctx.stopped() && !closing {
             closing = true;
@@ -793,24 +799,44 @@ fn control_thread(ctx: &StreamCtx, socket: UdpSocket) {
                     lock(&ctx.shared.input).handle_input(input);
                 }
             }
-            Ok(None) => std::thread::sleep(Duration::from_millis(1)),
+            Ok(None) => idle = true,
             Err(e) => {
                 // ICMP errors from a peer that went away surface here; liveness decides.
                 tracing::debug!(error = %e, "enet service");
-                std::thread::sleep(Duration::from_millis(1));
+                idle = true;
             }
         }
-        let ended = ctx.step(|s, now| {
+        let (ended, deadline) = ctx.step(|s, now| {
             s.handle_timeout(now);
             while let Some(t) = s.poll_transmit() {
                 send_control(&mut host, t);
             }
-            s.is_ended()
+            (s.is_ended(), s.poll_timeout())
         });
         if ended {
             host.flush();
             return;
         }
+        if idle {
+            idle = false;
+            host.flush();
+            let now = Instant::now();
+            let wait = deadline.map_or(ENET_TICK, |d| d.saturating_duration_since(now));
+            wait_readable(host.socket(), wait.min(ENET_TICK));
+        }
+    }
+}
+
+/// Blocks until `socket` (non-blocking for ENet) has a datagram queued or `max` passed.
+fn wait_readable(socket: &UdpSocket, max: Duration) {
+    let mut probe = [0u8; 1];
+    let max = max.max(Duration::from_micros(100));
+    if socket.set_nonblocking(false).is_ok() && socket.set_read_timeout(Some(max)).is_ok() {
+        // A peek leaves the datagram for ENet; errors (timeout, ICMP) only end the wait.
+        let _ = socket.peek_from(&mut probe);
+    }
+    if let Err(e) = socket.set_nonblocking(true) {
+        tracing::warn!(error = %e, "control socket stays blocking");
     }
 }
 
@@ -834,15 +860,16 @@ fn send_control(host: &mut enet::Host<UdpSocket>, t: ControlTransmit) {
     }
 }
 
-/// Hands what arrived on `socket` to the session as pings of `stream`, blocking up to the
-/// socket's read timeout for the first datagram and then draining what is queued.
-fn read_pings(ctx: &StreamCtx, socket: &UdpSocket, stream: PingStream) {
+/// Hands the next datagram on `socket` to the session as a ping of `stream` (waiting as the
+/// socket's mode says); whether one was read. The socket's mode is not changed here: the
+/// video socket is shared with the send path, which must stay blocking.
+fn read_ping(ctx: &StreamCtx, socket: &UdpSocket, stream: PingStream) -> bool {
     let mut buf = [0u8; 64];
-    while let Ok((n, from)) = socket.recv_from(&mut buf) {
-        ctx.step(|s, now| s.handle_ping(now, stream, from, &buf[..n]));
-        let _ = socket.set_nonblocking(true);
-    }
-    let _ = socket.set_nonblocking(false);
+    let Ok((n, from)) = socket.recv_from(&mut buf) else {
+        return false;
+    };
+    ctx.step(|s, now| s.handle_ping(now, stream, from, &buf[..n]));
+    true
 }
 
 /// Waits until the session has a destination for `stream` (its first ping); `None` when the
@@ -854,7 +881,7 @@ fn wait_for_ping(ctx: &StreamCtx, socket: &UdpSocket, stream: PingStream) -> Opt
     };
     let _ = socket.set_read_timeout(Some(Duration::from_millis(100)));
     while !ctx.stopped() {
-        read_pings(ctx, socket, stream);
+        read_ping(ctx, socket, stream);
         if let Some(to) = dest.get() {
             return Some(to);
         }
@@ -929,7 +956,7 @@ fn video_thread(ctx: &StreamCtx, sender: UdpSender) {
     // stop or a finished pipeline goes unnoticed.
     let _ = pings.set_read_timeout(Some(Duration::from_millis(100)));
     while !ctx.stopped() {
-        read_pings(ctx, &pings, PingStream::Video);
+        read_ping(ctx, &pings, PingStream::Video);
         if lock(&ctx.pipeline)
             .as_ref()
             .is_none_or(PipelineHandle::is_finished)
@@ -966,6 +993,7 @@ fn audio_thread(ctx: &StreamCtx, socket: UdpSocket) {
             return;
         }
     };
+    let _ = socket.set_nonblocking(true);
     let mut out = AudioDatagrams::default();
     let step = Duration::from_millis(u64::from(ctx.config.audio_packet_ms));
     let mut due = Instant::now();
@@ -979,8 +1007,7 @@ fn audio_thread(ctx: &StreamCtx, socket: UdpSocket) {
         if now > due + Duration::from_millis(200) {
             due = now; // fell far behind (suspend, overload): resync instead of bursting
         }
-        let _ = socket.set_nonblocking(true);
-        read_pings(ctx, &socket, PingStream::Audio);
+        while read_ping(ctx, &socket, PingStream::Audio) {}
         dest = ctx.audio_peer.get().unwrap_or(dest);
         let packet = match source.next_packet() {
             Ok(p) => p,

@@ -37,6 +37,7 @@
 pub mod gamestream;
 pub mod host;
 pub mod input;
+pub mod limits;
 pub mod media;
 pub mod pf1;
 pub mod stream;

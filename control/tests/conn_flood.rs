@@ -656,3 +656,88 @@ fn a_real_client_pairs_launches_and_streams_through_connection_floods() {
     }
     drop(host);
 }
+
+/// A client dripping an RTSP request one byte at a time neither holds up another client's
+/// request (connections are served concurrently) nor keeps its connection past the total
+/// request deadline (the read timeout is what is left of it, not a fresh one per byte).
+#[test]
+fn a_dripping_rtsp_client_is_cut_off_at_the_total_deadline_and_blocks_no_one() {
+    let rtsp_limits = punktfunk_control::limits::LimitsConfig {
+        request_deadline: Duration::from_secs(2),
+        ..punktfunk_control::stream::session::rtsp_limits()
+    };
+    let endpoints = StreamEndpoints {
+        bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        rtsp: 0,
+        video: 0,
+        control: 0,
+        audio: 0,
+    };
+    let input: Arc<Mutex<dyn InputHandler>> = Arc::new(Mutex::new(NoInput));
+    let host = StreamHost::start(
+        endpoints,
+        StreamOptions {
+            rtsp_limits,
+            ..StreamOptions::default()
+        },
+        Arc::new(TestMedia),
+        input,
+    )
+    .unwrap();
+    let port = host.rtsp_port();
+    let mut drip = connect(port);
+    // 200 bytes at one per 250 ms would take 50 s.
+    let request = format!(
+        "OPTIONS rtsp://x RTSP/1.0\r\nCSeq: 1\r\nX-Slow: {}",
+        "a".repeat(160)
+    );
+    let start = Instant::now();
+    let mut sent = 0;
+    let mut answered_meanwhile = false;
+    drip.set_read_timeout(Some(Duration::from_millis(250)))
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let closed = loop {
+        if drip.write_all(&request.as_bytes()[sent..=sent]).is_err() {
+            break true;
+        }
+        sent += 1;
+        match drip.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(_) => panic!("the host answered an incomplete request"),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) => {}
+            Err(_) => break true,
+        }
+        if !answered_meanwhile && sent == 4 {
+            // Another client's request is answered while the drip goes on.
+            let r = rtsp(
+                port,
+                "OPTIONS rtsp://x RTSP/1.0\r\nCSeq: 9\r\n\r\n".to_owned(),
+            );
+            assert!(r.starts_with("RTSP/1.0 454"), "{r}");
+            answered_meanwhile = true;
+        }
+        if sent == request.len() - 1 || start.elapsed() > Duration::from_secs(40) {
+            break false;
+        }
+    };
+    assert!(
+        answered_meanwhile,
+        "closed after {sent} bytes ({:?})",
+        start.elapsed()
+    );
+    assert!(
+        closed,
+        "the dripping connection was still open after {sent} bytes ({:?})",
+        start.elapsed()
+    );
+    wait_for("the time-out to be counted", STEP, || {
+        (host.rtsp_listener().stats().timed_out == 1).then_some(())
+    });
+    assert_eq!(host.rtsp_listener().stats().open, 0);
+    host.shutdown();
+}

@@ -513,6 +513,7 @@ fn serve_rtsp(
         let n = match conn.read(&mut chunk) {
             Ok(0) => return Close::Done,
             Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e)
                 if matches!(
                     e.kind(),

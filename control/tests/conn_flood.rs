@@ -686,54 +686,47 @@ fn a_dripping_rtsp_client_is_cut_off_at_the_total_deadline_and_blocks_no_one() {
     .unwrap();
     let port = host.rtsp_port();
     let mut drip = connect(port);
-    // 200 bytes at one per 250 ms would take 50 s.
+    // 200 bytes at one per 250 ms would take 50 s; the drip goes on on its own thread.
     let request = format!(
         "OPTIONS rtsp://x RTSP/1.0\r\nCSeq: 1\r\nX-Slow: {}",
         "a".repeat(160)
     );
-    let start = Instant::now();
-    let mut sent = 0;
-    let mut answered_meanwhile = false;
-    drip.set_read_timeout(Some(Duration::from_millis(250)))
-        .unwrap();
-    let mut buf = [0u8; 256];
-    let closed = loop {
-        if drip.write_all(&request.as_bytes()[sent..=sent]).is_err() {
-            break true;
+    let dripper = std::thread::spawn(move || {
+        let start = Instant::now();
+        drip.set_read_timeout(Some(Duration::from_millis(250)))
+            .unwrap();
+        let mut buf = [0u8; 256];
+        for (sent, byte) in request.as_bytes().iter().enumerate() {
+            if drip.write_all(std::slice::from_ref(byte)).is_err() {
+                return (true, sent, start.elapsed());
+            }
+            match drip.read(&mut buf) {
+                Ok(0) => return (true, sent, start.elapsed()),
+                Ok(_) => panic!("the host answered an incomplete request"),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) => {}
+                Err(_) => return (true, sent, start.elapsed()),
+            }
+            if start.elapsed() > Duration::from_secs(40) {
+                break;
+            }
         }
-        sent += 1;
-        match drip.read(&mut buf) {
-            Ok(0) => break true,
-            Ok(_) => panic!("the host answered an incomplete request"),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                ) => {}
-            Err(_) => break true,
-        }
-        if !answered_meanwhile && sent == 4 {
-            // Another client's request is answered while the drip goes on.
-            let r = rtsp(
-                port,
-                "OPTIONS rtsp://x RTSP/1.0\r\nCSeq: 9\r\n\r\n".to_owned(),
-            );
-            assert!(r.starts_with("RTSP/1.0 454"), "{r}");
-            answered_meanwhile = true;
-        }
-        if sent == request.len() - 1 || start.elapsed() > Duration::from_secs(40) {
-            break false;
-        }
-    };
-    assert!(
-        answered_meanwhile,
-        "closed after {sent} bytes ({:?})",
-        start.elapsed()
+        (false, request.len(), start.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(600));
+    // Another client's request is answered while the drip goes on.
+    let r = rtsp(
+        port,
+        "OPTIONS rtsp://x RTSP/1.0\r\nCSeq: 9\r\n\r\n".to_owned(),
     );
+    assert!(r.starts_with("RTSP/1.0 454"), "{r}");
+    let (closed, sent, after) = dripper.join().unwrap();
     assert!(
         closed,
-        "the dripping connection was still open after {sent} bytes ({:?})",
-        start.elapsed()
+        "the dripping connection was still open after {sent} bytes ({after:?})"
     );
     wait_for("the time-out to be counted", STEP, || {
         (host.rtsp_listener().stats().timed_out == 1).then_some(())

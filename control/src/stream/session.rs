@@ -4,7 +4,7 @@
 //! ```text
 //!   /launch ──► StreamHost::prepare(spec) ── slot: Handshake (keys, ping payload, connect data)
 //!   RTSP :48010 (pf-rtsp) ── one request per connection, a pf-rtsp-conn thread each
-//!        (at most 64; oldest half-open evicted; 5 s total per request) ──► Handshake::handle
+//!        (at most 128; oldest half-open evicted; 5 s total per request) ──► Handshake::handle
 //!        PLAY ──► bind UDP video/audio/control ──► pf-stream orchestrator
 //!                     ├─ pf-control: ENet host, envelope, IDR requests, input, liveness
 //!                     ├─ pf-video:   wait for a ping → Pipeline{source, encoder,
@@ -105,12 +105,12 @@ pub struct StreamOptions {
     pub rtsp_limits: LimitsConfig,
 }
 
-/// The RTSP listener's limits: 64 connections (a thread each, see [`RTSP_THREAD_STACK`]),
+/// The RTSP listener's limits: 128 connections (a thread each, see [`RTSP_THREAD_STACK`]),
 /// the oldest half-open one evicted for a new one, 5 s in total to send a request, 10 s to
 /// take the response. Moonlight opens one connection per request and sends it at once.
 pub fn rtsp_limits() -> LimitsConfig {
     LimitsConfig {
-        max_connections: 64,
+        max_connections: 128,
         ..LimitsConfig::default()
     }
 }
@@ -447,6 +447,12 @@ fn admit_rtsp(
             (id, deadline)
         }
     };
+    let buf = prefetch(&conn);
+    if matches!(rtsp::parse_request(&buf), Ok(Some(_))) {
+        // The whole request came with the connection: no longer evictable, even if a burst
+        // of accepts runs ahead of this connection's thread.
+        shared.rtsp_conns.table().handle_request(id);
+    }
     match conn.try_clone() {
         Ok(clone) => {
             lock_open(open).insert(id, clone);
@@ -462,7 +468,7 @@ fn admit_rtsp(
         .name("pf-rtsp-conn".into())
         .stack_size(RTSP_THREAD_STACK)
         .spawn(move || {
-            let how = serve_rtsp(&s, conn, peer, id, deadline);
+            let how = serve_rtsp(&s, conn, buf, peer, id, deadline);
             lock_open(&o).remove(&id);
             s.rtsp_conns.table().handle_closed(id, how);
         });
@@ -490,12 +496,24 @@ fn reap_ended(shared: &Shared) {
     }
 }
 
-/// Serves one request on `conn`: the whole request must arrive before `deadline` (the read
+/// What the client sent already when its connection was accepted (without waiting).
+fn prefetch(conn: &TcpStream) -> Vec<u8> {
+    let mut buf = vec![0u8; 4096];
+    let n = match conn.set_nonblocking(true) {
+        Ok(()) => (&*conn).read(&mut buf).unwrap_or(0),
+        Err(_) => 0,
+    };
+    buf.truncate(n);
+    buf
+}
+
+/// Serves one request on `conn` (`buf` holds what came already): the whole request must arrive before `deadline` (the read
 /// timeout is what is left of it, not a fresh 5 s per read), and the response must be taken
 /// within the response deadline.
 fn serve_rtsp(
     shared: &Arc<Shared>,
     mut conn: TcpStream,
+    mut buf: Vec<u8>,
     peer: SocketAddr,
     id: ConnId,
     deadline: Instant,
@@ -503,9 +521,23 @@ fn serve_rtsp(
     if conn.set_nonblocking(false).is_err() {
         return Close::Done;
     }
-    let mut buf = Vec::with_capacity(4096);
     let mut chunk = [0u8; 4096];
     let response = loop {
+        let malformed = match rtsp::parse_request(&buf) {
+            Ok(None) if buf.len() <= RTSP_MAX_REQUEST => None,
+            Ok(None) => Some("request too large".to_owned()),
+            Ok(Some(req)) => {
+                if !shared.rtsp_conns.table().handle_request(id) {
+                    // Evicted while its last bytes came in.
+                    return Close::Done;
+                }
+                break handle_rtsp(shared, &req, peer);
+            }
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(malformed) = malformed {
+            return refuse_malformed(shared, &mut conn, peer, &malformed);
+        }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() || conn.set_read_timeout(Some(left)).is_err() {
             return Close::TimedOut;
@@ -525,28 +557,6 @@ fn serve_rtsp(
             Err(_) => return Close::Done,
         };
         buf.extend_from_slice(&chunk[..n]);
-        let malformed = match rtsp::parse_request(&buf) {
-            Ok(None) if buf.len() <= RTSP_MAX_REQUEST => continue,
-            Ok(None) => "request too large".to_owned(),
-            Ok(Some(req)) => {
-                if !shared.rtsp_conns.table().handle_request(id) {
-                    // Evicted while its last bytes came in.
-                    return Close::Done;
-                }
-                break handle_rtsp(shared, &req, peer);
-            }
-            Err(e) => e.to_string(),
-        };
-        shared
-            .counters
-            .rtsp_malformed
-            .fetch_add(1, Ordering::Relaxed);
-        // Counted and summarised by the listener, not logged per connection.
-        tracing::trace!(%peer, error = %malformed, "malformed rtsp request");
-        let _ = conn.set_write_timeout(Some(Duration::from_secs(1)));
-        let _ = conn.write_all(b"RTSP/1.0 400 Bad Request\r\nCSeq: 0\r\n\r\n");
-        let _ = conn.shutdown(Shutdown::Both);
-        return Close::Malformed;
     };
     let left = shared.rtsp_conns.table().handle_response(Instant::now()) - Instant::now();
     let written = conn
@@ -567,6 +577,25 @@ fn serve_rtsp(
         }
         Err(_) => Close::Done,
     }
+}
+
+/// Answers a malformed request with 400 and closes; counted by the caller's listener.
+fn refuse_malformed(
+    shared: &Shared,
+    conn: &mut TcpStream,
+    peer: SocketAddr,
+    malformed: &str,
+) -> Close {
+    shared
+        .counters
+        .rtsp_malformed
+        .fetch_add(1, Ordering::Relaxed);
+    // Counted and summarised by the listener, not logged per connection.
+    tracing::trace!(%peer, error = %malformed, "malformed rtsp request");
+    let _ = conn.set_write_timeout(Some(Duration::from_secs(1)));
+    let _ = conn.write_all(b"RTSP/1.0 400 Bad Request\r\nCSeq: 0\r\n\r\n");
+    let _ = conn.shutdown(Shutdown::Both);
+    Close::Malformed
 }
 
 fn handle_rtsp(shared: &Arc<Shared>, req: &rtsp::Request<'_>, peer: SocketAddr) -> Vec<u8> {

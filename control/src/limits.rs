@@ -251,7 +251,7 @@ impl ConnTable {
         }
     }
 
-    /// `id` starts writing its response at `now`: the deadline for that.
+    /// A connection starts writing its response at `now`: the deadline for that.
     pub fn handle_response(&self, now: Instant) -> Instant {
         now + self.config.response_deadline
     }

@@ -558,7 +558,11 @@ fn serve_rtsp(
         };
         buf.extend_from_slice(&chunk[..n]);
     };
-    let left = shared.rtsp_conns.table().handle_response(Instant::now()) - Instant::now();
+    let left = shared
+        .rtsp_conns
+        .table()
+        .handle_response(Instant::now())
+        .saturating_duration_since(Instant::now());
     let written = conn
         .set_write_timeout(Some(left.max(Duration::from_millis(1))))
         .and_then(|()| conn.write_all(&response))

@@ -175,3 +175,162 @@ pub async fn serve<H, Fut>(
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::LimitsConfig;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    #[derive(Default)]
+    struct Hold {
+        holding: tokio::sync::Notify,
+        release: tokio::sync::Notify,
+    }
+
+    /// A line protocol: the request is complete at the first `\n`; the reply is `ok\n`. A
+    /// `hold` request signals `holding` once it is serving, then waits for `release`.
+    async fn start(
+        limits: LimitsConfig,
+        hold: Arc<Hold>,
+    ) -> (SocketAddr, Arc<Listener>, watch::Sender<bool>) {
+        let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        let listener = Listener::new("test", limits);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let l = Arc::clone(&listener);
+        tokio::spawn(serve(
+            socket,
+            l,
+            stop_rx,
+            move |mut stream, _peer, progress| {
+                let hold = Arc::clone(&hold);
+                async move {
+                    let mut buf = Vec::new();
+                    let mut byte = [0u8; 1];
+                    loop {
+                        match stream.read(&mut byte).await {
+                            Ok(1) if byte[0] == b'\n' => break,
+                            Ok(1) => buf.push(byte[0]),
+                            _ => return Close::Done,
+                        }
+                    }
+                    if buf == b"hold" {
+                        progress.request();
+                        hold.holding.notify_one();
+                        hold.release.notified().await;
+                    } else if buf != b"hello" {
+                        return Close::Malformed;
+                    }
+                    progress.request();
+                    progress.respond();
+                    let _ = stream.write_all(b"ok\n").await;
+                    Close::Done
+                }
+            },
+        ));
+        (addr, listener, stop_tx)
+    }
+
+    async fn closed_by_host(c: &mut tokio::net::TcpStream) -> bool {
+        let mut b = [0u8; 16];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(30), c.read(&mut b)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }
+
+    async fn hello(addr: SocketAddr) -> String {
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"hello\n").await.unwrap();
+        let mut out = String::new();
+        tokio::time::timeout(Duration::from_secs(30), c.read_to_string(&mut out))
+            .await
+            .unwrap()
+            .unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn a_full_listener_evicts_its_oldest_half_open_connection() {
+        let limits = LimitsConfig {
+            max_connections: 2,
+            ..LimitsConfig::default()
+        };
+        let (addr, listener, _stop) = start(limits, Arc::default()).await;
+        let mut a = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut b = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // Both are in the table before the real one comes.
+        while listener.stats().accepted < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(hello(addr).await, "ok\n");
+        assert!(
+            closed_by_host(&mut a).await,
+            "the oldest idle one is evicted"
+        );
+        let s = listener.stats();
+        assert_eq!((s.evicted, s.refused), (1, 0));
+        // b is still open and can still send its request.
+        b.write_all(b"hello\n").await.unwrap();
+        let mut out = [0u8; 3];
+        b.read_exact(&mut out).await.unwrap();
+        assert_eq!(&out, b"ok\n");
+    }
+
+    #[tokio::test]
+    async fn a_full_listener_of_serving_connections_refuses() {
+        let limits = LimitsConfig {
+            max_connections: 1,
+            ..LimitsConfig::default()
+        };
+        let hold = Arc::new(Hold::default());
+        let (addr, listener, _stop) = start(limits, Arc::clone(&hold)).await;
+        let mut serving = tokio::net::TcpStream::connect(addr).await.unwrap();
+        serving.write_all(b"hold\n").await.unwrap();
+        // The handler says when the request is complete and it holds.
+        hold.holding.notified().await;
+        let mut late = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert!(closed_by_host(&mut late).await);
+        assert_eq!(listener.stats().refused, 1);
+        hold.release.notify_one();
+        let mut out = [0u8; 3];
+        serving.read_exact(&mut out).await.unwrap();
+        assert_eq!(&out, b"ok\n");
+    }
+
+    #[tokio::test]
+    async fn a_dripping_connection_is_cut_at_the_total_deadline() {
+        let limits = LimitsConfig {
+            request_deadline: Duration::from_secs(1),
+            ..LimitsConfig::default()
+        };
+        let (addr, listener, _stop) = start(limits, Arc::default()).await;
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // 100 bytes at one per 100 ms would take 10 s; each byte comes well within any
+        // per-read timeout.
+        let mut cut = false;
+        for _ in 0..100 {
+            if c.write_all(b"h").await.is_err() {
+                cut = true;
+                break;
+            }
+            let mut b = [0u8; 1];
+            match tokio::time::timeout(Duration::from_millis(100), c.read(&mut b)).await {
+                Ok(Ok(0) | Err(_)) => {
+                    cut = true;
+                    break;
+                }
+                Ok(Ok(_)) => panic!("answered an incomplete request"),
+                Err(_) => {}
+            }
+        }
+        assert!(cut, "the drip outlived its deadline");
+        while listener.stats().timed_out == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(listener.stats().open, 0);
+        // The listener still serves.
+        assert_eq!(hello(addr).await, "ok\n");
+    }
+}

@@ -1,5 +1,6 @@
 //! The nvhttp servers: plain HTTP on the base port and mutual TLS on base−5, one request per
-//! connection (Moonlight disables keep-alive; protocol map §1.1).
+//! connection (Moonlight disables keep-alive; docs/gamestream-protocol-notes.md
+//! "nvhttp transport").
 //!
 //! ```text
 //! accept ─► [TLS handshake, any client cert] ─► hyper http1 (keep-alive off, 10 s header

@@ -1,5 +1,6 @@
 //! The nvhttp servers: plain HTTP on the base port and mutual TLS on base−5, one request per
-//! connection (Moonlight disables keep-alive; protocol map §1.1).
+//! connection (Moonlight disables keep-alive; docs/gamestream-protocol-notes.md
+//! "nvhttp transport").
 //!
 //! ```text
 //! accept ─► listen::serve (limits: 256 connections, evict oldest half-open; 5 s total for

@@ -793,7 +793,7 @@ impl StreamCtx {
         }
     }
 
-    /// Whether `bytes` from `from` is this session's ping (§4.1): the 16-character payload
+    /// This session's ping? (gamestream-protocol-notes.md "Video pings"): the 16-character payload
     /// plus a sequence number, or the legacy `PING` from the client's address.
     fn is_ping(&self, bytes: &[u8], from: SocketAddr) -> bool {
         let ok = if bytes.len() >= 16 && bytes[..16] == self.params.ping_payload {

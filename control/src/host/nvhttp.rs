@@ -676,15 +676,30 @@ fn to_response(reply: Reply) -> Response<Full<Bytes>> {
     resp
 }
 
+/// Who a connection is: what every request on it is decided with.
+#[derive(Debug, Clone, Copy)]
+struct Caller {
+    transport: Transport,
+    /// The host address the client connected to (`LocalIP` in `/serverinfo`).
+    local_ip: IpAddr,
+    /// The client's address (pairing backoff and the waiting list).
+    peer: IpAddr,
+    /// SHA-256 of the client certificate, over HTTPS.
+    fingerprint: Option<[u8; 32]>,
+}
+
 async fn service(
     ctx: Arc<NvHttp>,
-    transport: Transport,
-    local_ip: IpAddr,
-    peer: IpAddr,
-    fingerprint: Option<[u8; 32]>,
+    caller: Caller,
     progress: Arc<Progress>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    let Caller {
+        transport,
+        local_ip,
+        peer,
+        fingerprint,
+    } = caller;
     // A GET carries no body: the request is complete once hyper hands it over.
     if !progress.request() {
         // Evicted meanwhile; the connection is being closed.
@@ -712,27 +727,14 @@ async fn service(
 async fn serve_connection<S>(
     ctx: Arc<NvHttp>,
     io: S,
-    transport: Transport,
-    local_ip: IpAddr,
-    peer: IpAddr,
-    fingerprint: Option<[u8; 32]>,
+    caller: Caller,
     progress: Arc<Progress>,
     limits: LimitsConfig,
 ) -> Close
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = service_fn(move |req| {
-        service(
-            Arc::clone(&ctx),
-            transport,
-            local_ip,
-            peer,
-            fingerprint,
-            Arc::clone(&progress),
-            req,
-        )
-    });
+    let svc = service_fn(move |req| service(Arc::clone(&ctx), caller, Arc::clone(&progress), req));
     let result = http1::Builder::new()
         .keep_alive(false)
         .timer(TokioTimer::new())
@@ -793,17 +795,13 @@ pub async fn serve(
         let tls = tls.clone();
         async move {
             let Some(acceptor) = tls else {
-                return serve_connection(
-                    ctx,
-                    stream,
+                let caller = Caller {
                     transport,
                     local_ip,
-                    peer.ip(),
-                    None,
-                    progress,
-                    limits,
-                )
-                .await;
+                    peer: peer.ip(),
+                    fingerprint: None,
+                };
+                return serve_connection(ctx, stream, caller, progress, limits).await;
             };
             let tls_stream = match acceptor.accept(stream).await {
                 Ok(s) => s,
@@ -819,17 +817,13 @@ pub async fn serve(
                 .and_then(|chain| chain.first())
                 .and_then(|der| Certificate::from_der(der.as_ref()).ok())
                 .map(|c| c.fingerprint());
-            serve_connection(
-                ctx,
-                tls_stream,
+            let caller = Caller {
                 transport,
                 local_ip,
-                peer.ip(),
+                peer: peer.ip(),
                 fingerprint,
-                progress,
-                limits,
-            )
-            .await
+            };
+            serve_connection(ctx, tls_stream, caller, progress, limits).await
         }
     })
     .await;

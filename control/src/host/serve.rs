@@ -11,10 +11,10 @@
 //!                                   shutdown resolves; removes run.json
 //! ```
 //!
-//! The seam for RTSP/streaming is the [`SessionManager`] passed to [`Host::run`]. Today
-//! [`run_blocking`] passes [`InMemorySessions`], which admits launches and keeps books but
-//! streams nothing; the streaming side replaces that one line with its own manager, and
-//! starts its listeners from the same [`Host`] before calling `run`.
+//! The seam for RTSP/streaming is the [`SessionManager`] passed to [`Host::run`]:
+//! [`run_blocking`] passes [`StreamingSessions`], which admits launches and drives the
+//! streaming side (RTSP listener, control, video and audio), started from the same [`Host`]
+//! before `run`. Tests pass `InMemorySessions` (books only, no media).
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

@@ -1,6 +1,6 @@
-//! The control stream's messages (docs/streaming.md "Control stream"), above ENet and below
-//! the session: decrypt what the client sends into typed [`ClientMessage`]s, seal what the host
-//! sends, count everything.
+//! The control stream's messages (docs/gamestream-protocol-notes.md "ENet" to "Control messages"),
+//! above ENet and below the session: decrypt what the client sends into typed [`ClientMessage`]s,
+//! seal what the host sends, count everything.
 //!
 //! ENet itself (connection, reliability, channels) is the act side's business (`session`);
 //! this module sees only the bytes of one ENet packet at a time, on behalf of
@@ -8,7 +8,7 @@
 
 use punktfunk_engine::wire::control::{ControlCipher, Direction};
 
-/// Message types of the control stream (inner V2 `type`, docs/streaming.md "Control stream").
+/// Message types the client sends (inner V2 `type`, notes "Control messages").
 pub mod types {
     /// IDR request, also "Start A".
     pub const IDR_REQUEST: u16 = 0x0302;
@@ -275,7 +275,7 @@ mod tests {
     #[test]
     fn decodes_the_client_start_sequence() {
         let mut ch = ControlChannel::new(&KEY);
-        // Known-answer vector: an IDR request, seq 0, sealed with KEY.
+        // The notes' "Control envelope" vector: IDR request, seq 0.
         let mut p = vec![];
         for i in (0..60).step_by(2) {
             p.push(

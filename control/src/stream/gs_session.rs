@@ -16,7 +16,7 @@
 //! on the act side: rusty_enet owns its socket and timers. This module sees ENet's events as
 //! calls (a connect with its data word, a received packet, a disconnect) and asks for sends and
 //! disconnects as [`ControlTransmit`]s. The control-message envelope (AES-GCM, sequence
-//! numbers, see docs/streaming.md "Control stream") is decided here, through
+//! numbers, see docs/gamestream-protocol-notes.md "Control envelope") is decided here, through
 //! [`ControlChannel`].
 //!
 //! **Same step.** Every signal comes out of the `handle_*` call that caused it: an IDR request
@@ -301,7 +301,8 @@ impl GsSession {
     }
 
     /// A datagram on the video or audio port: this session's ping (the 16-character payload
-    /// plus a sequence number, or the legacy `PING` from the client's address) renews the
+    /// plus a sequence number, or the legacy `PING` from the client's address; see
+    /// docs/gamestream-protocol-notes.md "Video pings") renews the
     /// deadline and, from a new address, moves that stream's destination.
     pub fn handle_ping(
         &mut self,

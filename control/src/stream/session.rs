@@ -23,10 +23,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use punktfunk_engine::config::{Backpressure, PipelineConfig, SendConfig};
+use punktfunk_engine::config::SessionProfile;
 use punktfunk_engine::fec::adaptive::LossEstimator;
-use punktfunk_engine::io::sink::{PeerAddr, SendSink};
-use punktfunk_engine::io::stages::Pipeline;
+use punktfunk_engine::io::build::{
+    EffectiveSettings, PipelineBuilder, PipelineWatch, VideoSend, VideoStages,
+};
+use punktfunk_engine::io::sink::PeerAddr;
 use punktfunk_engine::io::{Caps, UdpSender};
 use punktfunk_engine::pipeline::{Source, Stage};
 use punktfunk_engine::pool::FrameBuf;
@@ -91,10 +93,9 @@ pub trait InputHandler: Send {
 /// Host-wide streaming options (from the tuning profile).
 #[derive(Debug, Clone)]
 pub struct StreamOptions {
-    /// FEC percentage for video.
-    pub fec_percent: u8,
-    /// Send-side io settings for video.
-    pub send: SendConfig,
+    /// The tuning profile's `[pipeline]`, `[send]`, `[pacing]` and `[fec]`: every stream's
+    /// pipeline is built from it (`punktfunk_engine::io::build`).
+    pub profile: SessionProfile,
     /// DESCRIBE offer.
     pub offer: HostOffer,
 }
@@ -102,8 +103,7 @@ pub struct StreamOptions {
 impl Default for StreamOptions {
     fn default() -> Self {
         Self {
-            fec_percent: 20,
-            send: SendConfig::default(),
+            profile: SessionProfile::default(),
             offer: HostOffer {
                 feature_flags: 0,
                 encryption_supported: enc::CONTROL_V2 | enc::VIDEO | enc::AUDIO,
@@ -180,6 +180,8 @@ pub struct SessionCounters {
     pub control_dropped: AtomicU64,
     /// Pings ignored (wrong payload or size).
     pub bad_pings: AtomicU64,
+    /// The settings this stream's video pipeline runs with, once it started.
+    pub pipeline: PipelineWatch,
 }
 
 impl SessionCounters {
@@ -239,7 +241,7 @@ struct Shared {
     options: StreamOptions,
     media: Arc<dyn MediaFactory>,
     input: Arc<Mutex<dyn InputHandler>>,
-    caps: Caps,
+    builder: PipelineBuilder,
     slot: Mutex<Option<Slot>>,
     counters: StreamCounters,
     shutdown: AtomicBool,
@@ -280,12 +282,13 @@ impl StreamHost {
         let listener = TcpListener::bind(SocketAddr::new(endpoints.bind, endpoints.rtsp))?;
         let rtsp_port = listener.local_addr()?.port();
         listener.set_nonblocking(true)?;
+        let builder = PipelineBuilder::new(options.profile.clone(), Caps::probe());
         let shared = Arc::new(Shared {
             endpoints,
             options,
             media,
             input,
-            caps: Caps::probe(),
+            builder,
             slot: Mutex::new(None),
             counters: StreamCounters::default(),
             shutdown: AtomicBool::new(false),
@@ -358,6 +361,16 @@ impl StreamHost {
             .as_ref()
             .and_then(|s| s.stream.as_ref())
             .map(|st| st.counters.snapshot(st.session_id))
+    }
+
+    /// The settings the running stream's video pipeline uses (`None` before its first ping
+    /// or when no stream runs): the tuning profile as it reached the engine.
+    pub fn effective_settings(&self) -> Option<EffectiveSettings> {
+        self.shared
+            .slot()
+            .as_ref()
+            .and_then(|s| s.stream.as_ref())
+            .and_then(|st| st.counters.pipeline.get())
     }
 
     /// Where the session stands.
@@ -519,12 +532,10 @@ struct StreamSockets {
 
 fn bind_sockets(shared: &Shared) -> std::io::Result<StreamSockets> {
     let ep = shared.endpoints;
-    let video = UdpSender::new(
-        SocketAddr::new(ep.bind, ep.video),
-        &shared.options.send,
-        &shared.caps,
-    )
-    .map_err(std::io::Error::other)?;
+    let video = shared
+        .builder
+        .bind_sender(SocketAddr::new(ep.bind, ep.video))
+        .map_err(std::io::Error::other)?;
     let audio = UdpSocket::bind(SocketAddr::new(ep.bind, ep.audio))?;
     let control = UdpSocket::bind(SocketAddr::new(ep.bind, ep.control))?;
     Ok(StreamSockets {
@@ -565,7 +576,11 @@ fn start_stream(
         codec = ?config.codec,
         bitrate_kbps = config.bitrate_kbps,
         packet_size = config.packet_size,
-        fec = %format!("{}% (min {} parity)", shared.options.fec_percent, config.min_fec_packets),
+        fec = %format!(
+            "{}% (min {} parity)",
+            shared.builder.fec().percent,
+            config.min_fec_packets
+        ),
         encryption = %format!(
             "control:{} video:{} audio:{}",
             config.encryption.control_v2, config.encryption.video, config.encryption.audio
@@ -852,10 +867,15 @@ fn video_thread(ctx: &StreamCtx, sender: UdpSender) {
             return;
         }
     };
+    let fec = ctx.shared.builder.fec();
     let params = VideoParams {
         packet_size: ctx.config.packet_size,
-        fec_percent: ctx.shared.options.fec_percent,
-        min_parity: ctx.config.min_fec_packets,
+        fec_percent: fec.percent,
+        // The client's minimum or the profile's, whichever is larger.
+        min_parity: ctx
+            .config
+            .min_fec_packets
+            .max(u8::try_from(fec.min_parity).unwrap_or(u8::MAX)),
     };
     let video_key = ctx.config.encryption.video.then_some(ctx.spec.rikey);
     let packetize = match PacketizeStage::new(params, video_key) {
@@ -866,30 +886,32 @@ fn video_thread(ctx: &StreamCtx, sender: UdpSender) {
             return;
         }
     };
-    let frame_capacity = media
-        .frame_capacity
-        .max(packetize.max_output(media.frame_capacity));
-    let config = PipelineConfig {
-        ring_depth: 2,
-        pool_frames: 10,
-        frame_capacity,
-        backpressure: Backpressure::DropOldest,
-        ..PipelineConfig::default()
-    };
-    let interval = Duration::from_secs(1) / ctx.config.fps.max(1);
     let counted = ctx.counters.clone();
-    let sink =
-        SendSink::new(sender, peer.clone(), interval, true).on_sent(Box::new(move |_, _| {
+    let stages = VideoStages {
+        source: media.source,
+        encode: media.encoder,
+        packetize,
+        media_capacity: media.frame_capacity,
+        frame_interval: Duration::from_secs(1) / ctx.config.fps.max(1),
+    };
+    let send = VideoSend {
+        sender,
+        peer: peer.clone(),
+        on_sent: Some(Box::new(move |_, _| {
             counted.video_frames.fetch_add(1, Ordering::Relaxed);
-        }));
-    let handle = match Pipeline::spawn(&config, media.source, media.encoder, packetize, sink) {
-        Ok(h) => h,
+        })),
+    };
+    let label = format!("gamestream {}", ctx.spec.session_id);
+    let video = match ctx.shared.builder.spawn(&label, stages, send) {
+        Ok(v) => v,
         Err(e) => {
             tracing::error!(error = %e, "video pipeline");
             ctx.end("video pipeline failed");
             return;
         }
     };
+    ctx.counters.pipeline.set(video.effective().clone());
+    let handle = video.handle();
     let _ = pings.set_read_timeout(Some(Duration::from_millis(20)));
     let mut buf = [0u8; 64];
     while !ctx.stopped() {
@@ -907,7 +929,7 @@ fn video_thread(ctx: &StreamCtx, sender: UdpSender) {
             ctx.end("video pipeline stopped");
         }
     }
-    if let Err(e) = handle.shutdown() {
+    if let Err(e) = video.shutdown() {
         tracing::warn!(error = %e, "video pipeline ended with an error");
     }
 }

@@ -281,10 +281,8 @@ fn a_non_default_profile_reaches_the_running_pipeline() {
         watch = Some(opts.media.watch.clone());
     });
     assert!(json["frames_complete"].as_u64().unwrap() >= 30, "{json}");
-    let eff = watch
-        .unwrap()
-        .get()
-        .expect("the pipeline published its settings");
+    let watch = watch.unwrap();
+    let eff = watch.get().expect("the pipeline published its settings");
     println!("{eff}");
     assert_eq!(eff.pipeline, profile.pipeline);
     assert_eq!(eff.frame_capacity_asked, profile.pipeline.frame_capacity);
@@ -299,39 +297,22 @@ fn a_non_default_profile_reaches_the_running_pipeline() {
         eff.send_path
     );
     assert_eq!(eff.fec, profile.fec, "the offered parity and the minimum");
+    let stats = watch.stopped().expect("final counters published");
+    assert_eq!(
+        stats
+            .stage(punktfunk_engine::pipeline::StageId::Send)
+            .pinned_core,
+        Some(0),
+        "pipeline.cores.send honoured"
+    );
 }
 
-/// A profile with every `[pipeline]`, `[send]`, `[pacing]` and `[fec]` value off its default,
-/// read the way `serve --profile` reads one.
+/// `fixtures/non-default.toml`, read the way `serve --profile` reads a profile.
 fn non_default_profile() -> punktfunk_engine::config::SessionProfile {
-    let text = r#"
-        [pipeline]
-        ring_depth = 3
-        pool_frames = 17
-        frame_capacity = 33554432
-        backpressure = "drop-oldest"
-        cores = { send = 0 }
-        [send]
-        path = "sendmmsg"
-        zero_copy = false
-        busy_poll = false
-        so_busy_poll_us = 25
-        registered_buffers = false
-        ring_entries = 128
-        socket_send_buffer = 2097152
-        [pacing]
-        frame_share = 0.75
-        burst_datagrams = 8
-        [fec]
-        percent = 35
-        min_parity = 3
-    "#;
-    let resolved = punktfunk_tuning::Profile::from_toml(text)
-        .unwrap()
-        .resolve(None)
-        .unwrap();
-    assert!(resolved.warnings.is_empty(), "{:?}", resolved.warnings);
-    let p = resolved.settings.session_profile();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/non-default.toml");
+    let loaded = punktfunk_tuning::load(path).unwrap();
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let p = loaded.settings.session_profile();
     let d = punktfunk_engine::config::SessionProfile::default();
     assert_ne!(p.pipeline.ring_depth, d.pipeline.ring_depth);
     assert_ne!(p.send.pacing, d.send.pacing);

@@ -309,7 +309,10 @@ fn a_non_default_profile_reaches_the_running_pipeline() {
 
 /// `fixtures/non-default.toml`, read the way `serve --profile` reads a profile.
 fn non_default_profile() -> punktfunk_engine::config::SessionProfile {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/non-default.toml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/non-default.toml"
+    );
     let loaded = punktfunk_tuning::load(path).unwrap();
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
     let p = loaded.settings.session_profile();

@@ -55,7 +55,10 @@ a=x-nv-audio.surround.numChannels:2 \r\nt=0 0\r\n";
 
 #[test]
 fn a_non_default_profile_reaches_the_running_gamestream_pipeline() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/non-default.toml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/non-default.toml"
+    );
     let loaded = punktfunk_tuning::load(path).unwrap();
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
     let profile = loaded.settings.session_profile();
@@ -131,17 +134,29 @@ fn a_non_default_profile_reaches_the_running_gamestream_pipeline() {
         }
     }
     let sent = host.session_stats().unwrap().video_frames;
-    assert!(sent >= 15, "only {sent} frames sent ({datagrams} datagrams)");
+    assert!(
+        sent >= 15,
+        "only {sent} frames sent ({datagrams} datagrams)"
+    );
     assert!(datagrams > 0);
 
     let eff = host
         .effective_settings()
         .expect("the running stream publishes its pipeline's settings");
     println!("{eff}");
-    assert_eq!(eff.pipeline, profile.pipeline, "rings, pool, cores as profiled");
-    assert_eq!(eff.send, profile.send, "socket options and pacing as profiled");
+    assert_eq!(
+        eff.pipeline, profile.pipeline,
+        "rings, pool, cores as profiled"
+    );
+    assert_eq!(
+        eff.send, profile.send,
+        "socket options and pacing as profiled"
+    );
     assert!(
-        matches!(eff.send_path.path, SendPath::Sendmmsg | SendPath::SendmmsgGso),
+        matches!(
+            eff.send_path.path,
+            SendPath::Sendmmsg | SendPath::SendmmsgGso
+        ),
         "send.path = \"sendmmsg\" honoured: {}",
         eff.send_path
     );

@@ -6,6 +6,8 @@
 //!
 //! Everything here is deterministic given its seed; only the timing differs between runs.
 
+#![forbid(unsafe_code)]
+
 use std::time::{Duration, Instant};
 
 use rand::{RngExt, SeedableRng};

@@ -8,9 +8,9 @@
 //!                emulation prevention (00 00 03 → 00 00)
 //! ```
 //!
-//! The host uses this to check what an encoder produced (IDR with SPS/PPS first, §7.2 of
-//! docs/gamestream-protocol.md) and tests use it to prove "no B-frames". Input may be any
-//! bytes: malformed data gives `None` or an [`AnnexBError`], never a panic.
+//! The host uses this to check what an encoder produced (IDR with SPS/PPS first,
+//! docs/gamestream-protocol-notes.md "Bitstream") and tests use it to prove "no B-frames".
+//! Input may be any bytes: malformed data gives `None` or an [`AnnexBError`], never a panic.
 //!
 //! Pure: no I/O, no allocation.
 #![forbid(unsafe_code)]

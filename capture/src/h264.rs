@@ -1,6 +1,6 @@
 //! Software H.264 encoder: Cisco's openh264, built from source by the `openh264` crate.
 //!
-//! Settings, and why (docs/gamestream-protocol.md §7.2, Sunshine `video.cpp`):
+//! Settings, and why (docs/gamestream-protocol-notes.md "Bitstream", Sunshine `video.cpp`):
 //!
 //! | openh264 setting                 | value                  | why                                             |
 //! |----------------------------------|------------------------|-------------------------------------------------|

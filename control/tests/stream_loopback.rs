@@ -1,7 +1,7 @@
 //! The streaming side on real loopback sockets, driven by a minimal client written here from
-//! the protocol map: RTSP handshake (one request per TCP connection), ENet control connection
-//! with the V2 envelope, video and audio pings, then video frames through the engine
-//! (packetizer + FEC + io_uring) and audio through the AES-CBC + 4+2 FEC packetizer.
+//! docs/gamestream-protocol-notes.md: RTSP handshake (one request per TCP connection), ENet
+//! control connection with the V2 envelope, video and audio pings, then video frames through the
+//! engine (packetizer + FEC + io_uring) and audio through the AES-CBC + 4+2 FEC packetizer.
 //!
 //! The real acceptance client (moonlight-common-c via moonlight-python) is driven by the
 //! end-to-end tests under tests/e2e; this test pins the host's side of the wire without it.

@@ -14,7 +14,7 @@
 //! ```
 //!
 //! GameStream needs frame indices that start at 1 and grow by exactly one per frame sent
-//! (gamestream-protocol.md §4.4), so the stage numbers frames itself: a frame dropped before it
+//! (gamestream-protocol-notes.md "Frame to packets"); numbered here, a frame dropped before it
 //! reaches this stage leaves no gap. The RTP timestamp is the capture time on a 90 kHz clock.
 //!
 //! Pure: no clock reads (time comes in `FrameMeta::capture_ns`), no sockets.

@@ -1,5 +1,5 @@
-//! Opus stream configurations of GameStream audio (docs/gamestream-protocol.md §5.2; Sunshine
-//! `src/audio.cpp` `stream_configs`).
+//! Opus stream configurations of GameStream audio (docs/gamestream-protocol-notes.md "Opus";
+//! Sunshine `src/audio.cpp` `stream_configs`).
 //!
 //! ```text
 //!  layout      channels  streams  coupled  mapping            bitrate (normal / HQ)
@@ -99,7 +99,7 @@ pub enum PacketDuration {
 }
 
 impl PacketDuration {
-    /// Duration in milliseconds (what the RTP timestamp advances by per packet, §5.1).
+    /// Duration in milliseconds: the RTP timestamp's step per packet (notes "Audio transport").
     pub fn millis(self) -> u32 {
         match self {
             Self::Ms5 => 5,
@@ -164,7 +164,7 @@ impl OpusConfig {
     }
 
     /// Encoder channel mapping: identity (the host sends the mapping the client needs in SDP,
-    /// §5.2).
+    /// notes "Opus").
     pub fn mapping(&self) -> &'static [u8] {
         &[0, 1, 2, 3, 4, 5, 6, 7][..self.channels()]
     }
@@ -197,8 +197,9 @@ impl OpusConfig {
         (self.bitrate_bps() as usize / 8) * self.packet_duration.millis() as usize / 1000
     }
 
-    /// Rejects configurations whose CBR packets would not fit one 1400-byte datagram with
-    /// the RTP header and AES padding (§5.1, §5.3): HQ 5.1 and 7.1 at 10 ms.
+    /// Rejects configurations whose CBR packets would not fit one 1400-byte datagram with the RTP
+    /// header and AES padding (notes "Audio transport", "Audio encryption"): HQ 5.1 and 7.1 at
+    /// 10 ms.
     pub fn validate(&self) -> Result<(), AudioError> {
         // 12-byte RTP header + up to 16 bytes of PKCS#7 padding.
         if self.cbr_packet_len() + 12 + 16 > 1400 {
@@ -225,7 +226,7 @@ mod tests {
     #[test]
     fn sunshine_table() {
         use AudioLayout::*;
-        // (layout, hq) → channels, streams, coupled, bitrate; §5.2.
+        // (layout, hq) → channels, streams, coupled, bitrate; notes "Opus".
         let rows = [
             (Stereo, false, 2, 1, 1, 96_000),
             (Stereo, true, 2, 1, 1, 512_000),

@@ -1,7 +1,7 @@
 //! Opus encoder and decoder over the system libopus (multistream API, via `audiopus_sys`,
 //! found with pkg-config; Debian package `libopus-dev`).
 //!
-//! The encoder is set up as Sunshine's (`src/audio.cpp`, docs/gamestream-protocol.md §5.2):
+//! The encoder is set up as Sunshine's (`src/audio.cpp`, docs/gamestream-protocol-notes.md "Opus"):
 //!
 //! | setting      | value                                  | why                                   |
 //! |--------------|----------------------------------------|---------------------------------------|

@@ -1,9 +1,10 @@
 //! The X.509 fields GameStream needs from a certificate, read from hostile DER.
 //!
-//! Pairing hashes the raw bytes of a certificate's `signatureValue` (protocol map §1.5,
-//! `sig(cert)`), and checks the client's RSA/SHA-256 signature with the certificate's public
-//! key; the HTTPS server checks TLS handshake signatures with the same key and authorizes by
-//! the SHA-256 fingerprint of the DER. That is all this module reads:
+//! Pairing hashes the raw bytes of a certificate's `signatureValue`
+//! (docs/gamestream-protocol-notes.md "Pairing", `sig(cert)`), and checks the client's RSA/SHA-256
+//! signature with the certificate's public key; the HTTPS server checks TLS handshake signatures
+//! with the same key and authorizes by the SHA-256 fingerprint of the DER. That is all this module
+//! reads:
 //!
 //! ```text
 //! Certificate ::= SEQUENCE {
@@ -17,9 +18,9 @@
 //! ```
 //!
 //! Validity dates, issuer and extensions are deliberately ignored: Moonlight clients send
-//! self-signed certificates and embedded ones may have bad clocks (protocol map §1.1). A small
-//! DER walker (definite lengths only, one-byte tags) stands in for a full X.509 crate: it reads
-//! exactly the fields above and refuses everything it does not understand with a
+//! self-signed certificates and embedded ones may have bad clocks (notes "nvhttp transport"). A
+//! small DER walker (definite lengths only, one-byte tags) stands in for a full X.509 crate: it
+//! reads exactly the fields above and refuses everything it does not understand with a
 //! [`CertError`] (see the `client_cert` fuzz target).
 
 use ring::signature::{self, UnparsedPublicKey};
@@ -72,7 +73,7 @@ pub enum KeyKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SigAlg {
-    /// RSA PKCS#1 v1.5 with SHA-256: the pairing signature (§1.5).
+    /// RSA PKCS#1 v1.5 with SHA-256: the pairing signature (notes "Pairing").
     RsaPkcs1Sha256,
     /// RSA PKCS#1 v1.5 with SHA-384.
     RsaPkcs1Sha384,
@@ -313,7 +314,7 @@ impl Certificate {
     }
 
     /// Verifies a pairing signature: "RSA PKCS#1 v1.5 with SHA-256" (`EVP_DigestVerify` with
-    /// `EVP_sha256`, protocol map §1.5), or ECDSA/SHA-256 should a client have an EC key.
+    /// `EVP_sha256`; notes "Pairing"), or ECDSA/SHA-256 should a client have an EC key.
     pub fn verify_pairing_signature(&self, msg: &[u8], sig: &[u8]) -> Result<(), CertError> {
         let alg = match self.key_kind {
             KeyKind::Rsa => SigAlg::RsaPkcs1Sha256,

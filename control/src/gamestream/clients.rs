@@ -1,9 +1,9 @@
 //! The paired-client list: what `clients.json` holds, and authorization by certificate.
 //!
 //! A client is identified by the SHA-256 fingerprint of its certificate's DER; its `id` is the
-//! first 16 hex digits of that fingerprint (stable, short enough to type in
-//! `punktfunk unpair ID`). The `uniqueid` a client sends is not used for authorization: some
-//! clients send a constant (`0123456789ABCDEF`, protocol map §1.2).
+//! first 16 hex digits of that fingerprint (stable, short enough to type in `punktfunk unpair ID`).
+//! The `uniqueid` a client sends is not used for authorization: some clients send a constant
+//! (`0123456789ABCDEF`, docs/gamestream-protocol-notes.md "Query parameters").
 //!
 //! ```json
 //! { "version": 1,

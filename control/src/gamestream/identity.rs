@@ -1,9 +1,9 @@
 //! The host's identity: an RSA-2048 key and a self-signed certificate.
 //!
-//! The certificate is what the HTTPS server presents, what pairing phase 1 sends as
-//! `plaincert`, and whose `signatureValue` goes into the phase-2 hash; Moonlight pins it
-//! exactly, so it must never change once clients are paired (protocol map §1.1). RSA with a
-//! SHA-256 signature is required: the pairing signatures are RSA PKCS#1 v1.5 / SHA-256.
+//! The certificate is what the HTTPS server presents, what pairing phase 1 sends as `plaincert`,
+//! and whose `signatureValue` goes into the phase-2 hash; Moonlight pins it exactly, so it must
+//! never change once clients are paired (docs/gamestream-protocol-notes.md "nvhttp transport"). RSA
+//! with a SHA-256 signature is required: the pairing signatures are RSA PKCS#1 v1.5 / SHA-256.
 //!
 //! [`HostIdentity::generate`] is deterministic in its seed (the caller draws the seed from
 //! the OS once and persists the result). The certificate has CN `punktfunk`, a serial number
@@ -140,7 +140,7 @@ impl HostIdentity {
         self.key_der.clone_key()
     }
 
-    /// `Sign_serverkey(msg)`: RSA PKCS#1 v1.5 with SHA-256 (protocol map §1.5).
+    /// `Sign_serverkey(msg)`: RSA PKCS#1 v1.5 with SHA-256 (notes "Pairing").
     pub fn sign(&self, msg: &[u8]) -> Vec<u8> {
         let mut sig = vec![0u8; self.key.public().modulus_len()];
         let rng = ring::rand::SystemRandom::new();

@@ -1,5 +1,5 @@
-//! `/launch` and `/resume` query parameters as typed requests (protocol map §1.6;
-//! moonlight-qt `NvHTTP::startApp`, Sunshine `make_launch_session`).
+//! `/launch` and `/resume` query parameters as typed requests (docs/gamestream-protocol-notes.md
+//! "Launch"; moonlight-qt `NvHTTP::startApp`, Sunshine `make_launch_session`).
 //!
 //! ```text
 //! appid=1&mode=1920x1080x60&additionalStates=1&sops=0&rikey=<32 hex>&rikeyid=-1234567
@@ -97,7 +97,7 @@ pub struct StreamParams {
     /// `rikey`.
     pub rikey: RiKey,
     /// `rikeyid`: big-endian first 4 bytes of the client's IV, may be negative. The AES IV
-    /// for audio starts as `BE32(rikeyid)` (protocol map §5.3).
+    /// for audio starts as `BE32(rikeyid)` (notes "Audio encryption").
     pub rikeyid: i32,
     /// `surroundAudioInfo`.
     pub surround: SurroundAudioInfo,

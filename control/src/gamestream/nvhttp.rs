@@ -1,5 +1,6 @@
 //! nvhttp, the decide half: which endpoint a request is, whether the client may use it, what
-//! it asks for ([`decide`] → [`Action`]), and every XML reply (protocol map §1).
+//! it asks for ([`decide`] → [`Action`]), and every XML reply (docs/gamestream-protocol-notes.md
+//! "nvhttp transport" to "Launch").
 //!
 //! ```text
 //!  (transport, path, query, authorized client?) ──decide──► Action::Reply(ready answer)
@@ -8,7 +9,7 @@
 //!                                                           Action::Launch(LaunchRequest) ──► SessionManager
 //! ```
 //!
-//! Rules that [`decide`] applies, all from §1.1 and §1.5:
+//! Rules that [`decide`] applies, all from notes "nvhttp transport" and "Pairing":
 //! * Plain HTTP serves `/serverinfo` (`PairStatus` 0), `/pair` phases 1–4 and `/unpair`.
 //!   Everything else over HTTP is `status_code="401"`: there is no client certificate there.
 //! * HTTPS serves every endpoint, but only to a client whose certificate is in the paired
@@ -27,8 +28,8 @@ use super::query::{Query, QueryError, hex_upper};
 use super::session::{ClientIdentity, RtspScheme, SessionError, SessionInfo};
 use super::xml::Xml;
 
-/// The `appversion` advertised (§1.4): 7.1.431 switches on the encrypted control stream and
-/// multi-FEC frames; the negative 4th field marks a Sunshine-compatible host.
+/// The `appversion` advertised (notes "appversion"): 7.1.431 switches on the encrypted control
+/// stream and multi-FEC frames; the negative 4th field marks a Sunshine-compatible host.
 pub const APP_VERSION: &str = "7.1.431.-1";
 /// `GfeVersion` (Sunshine's and Wolf's value).
 pub const GFE_VERSION: &str = "3.23.0.74";
@@ -439,7 +440,7 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
     ip.to_canonical()
 }
 
-/// `/serverinfo` (§1.3).
+/// `/serverinfo` (notes "serverinfo").
 pub fn serverinfo_xml(host: &HostInfo, conn: &Connection, session: Option<&SessionInfo>) -> String {
     let https = conn.transport == Transport::Https;
     let paired = https && conn.client.is_some();
@@ -496,7 +497,7 @@ pub fn applist_xml(apps: &[App]) -> String {
     doc.finish()
 }
 
-/// `rtsp://IP:PORT` or `rtspenc://…`, IPv6 in brackets (§1.6).
+/// `rtsp://IP:PORT` or `rtspenc://…`, IPv6 in brackets (notes "Launch").
 pub fn session_url(scheme: RtspScheme, local_ip: IpAddr, rtsp_port: u16) -> String {
     let scheme = match scheme {
         RtspScheme::Plain => "rtsp",

@@ -1,5 +1,5 @@
 //! GameStream ports, all derived from one base port as Sunshine's `map_port()` does
-//! (`src/network.cpp`; protocol map §0 "Ports").
+//! (`src/network.cpp`; docs/gamestream-protocol-notes.md "Ports").
 //!
 //! ```text
 //!   base-5  HTTPS nvhttp (TCP)      base+9   video RTP (UDP)

@@ -1,11 +1,11 @@
 //! Query strings (`a=b&c=d`) and the hex fields GameStream puts in them.
 //!
-//! Everything Moonlight sends is a `GET` with a query string (protocol map §1.2). Keys are
-//! matched ASCII case-insensitively, as Sunshine's `CaseInsensitiveMultimap` does; the first
-//! occurrence of a key wins. Values are percent-decoded (`%41`, and `+` as a space, since
-//! `devicename` may be form-encoded). The input is hostile: limits on length and count keep
-//! the work bounded, and every failure is a [`QueryError`], never a panic (see the
-//! `nvhttp_query` fuzz target).
+//! Everything Moonlight sends is a `GET` with a query string (docs/gamestream-protocol-notes.md
+//! "Query parameters"). Keys are matched ASCII case-insensitively, as Sunshine's
+//! `CaseInsensitiveMultimap` does; the first occurrence of a key wins. Values are percent-decoded
+//! (`%41`, and `+` as a space, since `devicename` may be form-encoded). The input is hostile:
+//! limits on length and count keep the work bounded, and every failure is a [`QueryError`], never a
+//! panic (see the `nvhttp_query` fuzz target).
 
 use std::fmt::Write as _;
 

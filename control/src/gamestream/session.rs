@@ -65,7 +65,8 @@ impl SessionInfo {
     }
 }
 
-/// How the client should talk RTSP (`<sessionUrl0>` scheme, protocol map §2.2).
+/// How the client should talk RTSP (`<sessionUrl0>` scheme, docs/gamestream-protocol-notes.md
+/// "Launch").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RtspScheme {
     /// `rtsp://`: plain text.

@@ -1,8 +1,9 @@
 //! The XML documents nvhttp answers with: `<root status_code="200">…</root>`.
 //!
 //! Moonlight decides success from the `status_code` attribute, never from the HTTP status
-//! (protocol map §1.1), so errors are XML too. The writer escapes every text and attribute
-//! value; elements are flat (`<App>` of `/applist` nests one level with [`Xml::open`]).
+//! (docs/gamestream-protocol-notes.md "nvhttp transport"), so errors are XML too. The writer
+//! escapes every text and attribute value; elements are flat (`<App>` of `/applist` nests one level
+//! with [`Xml::open`]).
 //!
 //! ```
 //! use punktfunk_control::gamestream::xml::Xml;

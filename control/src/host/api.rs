@@ -18,7 +18,8 @@
 //! Every request needs `Authorization: Bearer <token>`, the token being the contents of
 //! `<state dir>/api-token` (mode 0600). That limits the API to users who can read the state
 //! directory, and stops web pages in a local browser from posting PINs (they cannot read the
-//! token). Bodies are limited to 4 KiB.
+//! token). Bodies are limited to 4 KiB and 5 s; connections to 32, with the
+//! same deadlines and eviction as nvhttp (`host::listen`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -43,10 +44,15 @@ use crate::gamestream::query::hex_lower;
 use crate::gamestream::session::{ClientIdentity, SessionInfo};
 use crate::pairing_window::Refusal;
 
+use crate::limits::{Close, LimitsConfig, Listener};
+
+use super::listen;
 use super::nvhttp::{NvHttp, PinError, PinOutcome};
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 4096;
+/// Total time for a request body, once the headers are in.
+pub const BODY_DEADLINE: Duration = Duration::from_secs(5);
 
 /// One route of the management API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -262,6 +268,21 @@ fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     json_response(status, &json!({ "error": message }))
 }
 
+/// The body, at most [`MAX_BODY`] bytes, within [`BODY_DEADLINE`] (a body that trickles in
+/// is cut off at the deadline, not per read).
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Full<Bytes>>> {
+    match tokio::time::timeout(
+        BODY_DEADLINE,
+        Limited::new(req.into_body(), MAX_BODY).collect(),
+    )
+    .await
+    {
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        Ok(Err(_)) => Err(error(StatusCode::PAYLOAD_TOO_LARGE, "body too large")),
+        Err(_) => Err(error(StatusCode::REQUEST_TIMEOUT, "body not sent in time")),
+    }
+}
+
 fn session_json(s: &SessionInfo) -> serde_json::Value {
     serde_json::to_value(s).unwrap_or_default()
 }
@@ -313,9 +334,9 @@ impl Api {
         }
         match (route.method, route.path) {
             ("POST", "/api/pin") => {
-                let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-                    Ok(b) => b.to_bytes(),
-                    Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
+                let body = match read_body(req).await {
+                    Ok(b) => b,
+                    Err(resp) => return resp,
                 };
                 let body: PinBody = match serde_json::from_slice(&body) {
                     Ok(b) => b,
@@ -334,9 +355,9 @@ impl Api {
                 self.pin(&body.pin, body.name.as_deref(), to).await
             }
             ("POST", "/api/pf1/pin") => {
-                let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-                    Ok(b) => b.to_bytes(),
-                    Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
+                let body = match read_body(req).await {
+                    Ok(b) => b,
+                    Err(resp) => return resp,
                 };
                 let body: Pf1PinBody = match serde_json::from_slice(&body) {
                     Ok(b) => b,
@@ -501,6 +522,18 @@ impl Api {
         let p = info.ports;
         let pairing = pairing_json(&self.ctx.pairing_status(), Instant::now());
         let session = self.ctx.sessions().status();
+        let listeners: serde_json::Map<String, serde_json::Value> = self
+            .ctx
+            .listeners()
+            .stats()
+            .into_iter()
+            .map(|(name, stats)| {
+                (
+                    name.to_owned(),
+                    serde_json::to_value(stats).unwrap_or_default(),
+                )
+            })
+            .collect();
         json_response(
             StatusCode::OK,
             &json!({
@@ -515,6 +548,7 @@ impl Api {
                 "session": session.as_ref().map(session_json),
                 "paired_clients": self.ctx.clients().list().len(),
                 "pf1": pf1,
+                "listeners": listeners,
             }),
         )
     }
@@ -601,34 +635,52 @@ pub fn pf1_status_json(s: &crate::pf1::AdmissionStatus) -> serde_json::Value {
     })
 }
 
-/// Serves the management API on `listener` until `shutdown` turns true.
-pub async fn serve(api: Arc<Api>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
-    loop {
-        let (stream, _peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "management API accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => break,
-        };
+/// Limits of the management API's listener: it is local, so a small table; the same total
+/// deadlines as nvhttp.
+pub fn api_limits() -> LimitsConfig {
+    LimitsConfig {
+        max_connections: 32,
+        ..LimitsConfig::default()
+    }
+}
+
+/// Serves the management API on `listener` until `shutdown` turns true, under
+/// [`api_limits`] (registered as `api` with the nvhttp listeners).
+pub async fn serve(api: Arc<Api>, listener: TcpListener, shutdown: watch::Receiver<bool>) {
+    let limits = api_limits();
+    let conns = Listener::new("api", limits);
+    api.ctx.listeners().add(Arc::clone(&conns));
+    listen::serve(listener, conns, shutdown, move |stream, _peer, progress| {
         let api = Arc::clone(&api);
-        tokio::spawn(async move {
+        async move {
             let svc = service_fn(move |req| {
                 let api = Arc::clone(&api);
-                async move { Ok::<_, Infallible>(api.handle(req).await) }
+                let progress = Arc::clone(&progress);
+                async move {
+                    let resp = if progress.request() {
+                        api.handle(req).await
+                    } else {
+                        error(StatusCode::SERVICE_UNAVAILABLE, "too many connections")
+                    };
+                    progress.respond();
+                    Ok::<_, Infallible>(resp)
+                }
             });
-            let _ = http1::Builder::new()
+            match http1::Builder::new()
                 .keep_alive(false)
                 .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
+                .header_read_timeout(limits.request_deadline)
                 .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
-    }
+                .await
+            {
+                Ok(()) => Close::Done,
+                Err(e) if e.is_parse() || e.is_parse_too_large() => Close::Malformed,
+                Err(e) if e.is_timeout() => Close::TimedOut,
+                Err(_) => Close::Done,
+            }
+        }
+    })
+    .await;
 }
 
 #[cfg(test)]

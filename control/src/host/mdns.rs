@@ -1,5 +1,5 @@
 //! mDNS: advertises `_nvstream._tcp.local.` pointing at the nvhttp HTTP port, which is how
-//! Moonlight finds hosts on the LAN (protocol map §0 "Discovery"; moonlight-qt
+//! Moonlight finds hosts on the LAN (docs/gamestream-protocol-notes.md "Discovery"; moonlight-qt
 //! `computermanager.cpp`). Optional: users can always add the host by address, so a failure
 //! here is a warning, never fatal.
 

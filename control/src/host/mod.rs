@@ -7,6 +7,7 @@
 //! | [`store`]   | the paired clients shared by the servers, persisted on change           |
 //! | [`tls`]     | rustls (ring) for nvhttp's HTTPS: any client certificate at TLS level   |
 //! | [`nvhttp`]  | the HTTP and HTTPS nvhttp servers, PIN hand-over                        |
+//! | [`listen`]  | the TCP accept loop under [`crate::limits`]: eviction, total deadlines |
 //! | [`api`]     | the management API (JSON, bearer token) on 127.0.0.1                    |
 //! | [`mdns`]    | `_nvstream._tcp` advertisement                                          |
 //! | [`serve`]   | `punktfunk serve`: [`serve::Host`] wires it all; the streaming seam     |
@@ -14,6 +15,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod listen;
 pub mod mdns;
 pub mod nvhttp;
 pub mod serve;

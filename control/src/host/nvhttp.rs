@@ -1,9 +1,12 @@
 //! The nvhttp servers: plain HTTP on the base port and mutual TLS on base−5, one request per
-//! connection (Moonlight disables keep-alive; protocol map §1.1).
+//! connection (Moonlight disables keep-alive; docs/gamestream-protocol-notes.md
+//! "nvhttp transport").
 //!
 //! ```text
-//! accept ─► [TLS handshake, any client cert] ─► hyper http1 (keep-alive off, 10 s header
-//!          timeout, 64 KiB buffer) ─► gamestream::nvhttp::decide ─► Action ─► execute here:
+//! accept ─► listen::serve (limits: 256 connections, evict oldest half-open; 5 s total for
+//!          TLS handshake + request; 10 s to write the response)
+//!        ─► [TLS handshake, any client cert] ─► hyper http1 (keep-alive off, 64 KiB buffer)
+//!        ─► gamestream::nvhttp::decide ─► Action ─► execute here:
 //!            ServerInfo/AppList/AppAsset   render from HostInfo + SessionManager::status
 //!            Pair*                          Pairing (under a mutex) + hold phase 1 for the PIN
 //!            Launch/Resume/Cancel           SessionManager on a blocking thread
@@ -30,7 +33,7 @@ use hyper::{Method, Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::gamestream::cert::Certificate;
@@ -45,13 +48,11 @@ use crate::gamestream::pairing::{
 use crate::gamestream::session::{SessionError, SessionManager};
 use crate::gamestream::xml::Xml;
 
+use crate::limits::{Close, LimitsConfig, Listener, ListenerRegistry};
+
+use super::listen::{self, Progress};
 use super::store::ClientStore;
 
-/// Most connections served at once per listener; more are closed at once (a resource limit
-/// against floods, counted in the log).
-pub const MAX_CONNECTIONS: usize = 64;
-/// How long a client may take for its TLS handshake and its request headers.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `/api/pin` waits for the pairing to finish after delivering the PIN.
 pub const PIN_OUTCOME_WAIT: Duration = Duration::from_secs(30);
 
@@ -209,6 +210,8 @@ pub struct NvHttp {
     sessions: Arc<dyn SessionManager>,
     boxart: Vec<u8>,
     pin_timeout: Duration,
+    limits: LimitsConfig,
+    listeners: Arc<ListenerRegistry>,
 }
 
 impl std::fmt::Debug for NvHttp {
@@ -267,7 +270,34 @@ impl NvHttp {
             sessions,
             boxart: crate::gamestream::boxart::app_png(),
             pin_timeout,
+            limits: LimitsConfig::default(),
+            listeners: Arc::default(),
         }
+    }
+
+    /// Registers this host's listeners (nvhttp, nvhttps, api) in `listeners` instead of a
+    /// registry of their own, so that one `/api/status` shows them with RTSP's.
+    #[must_use]
+    pub fn with_listeners(mut self, listeners: Arc<ListenerRegistry>) -> Self {
+        self.listeners = listeners;
+        self
+    }
+
+    /// Connection limits of the nvhttp listeners (tests lower them).
+    #[must_use]
+    pub fn with_limits(mut self, limits: LimitsConfig) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The connection limits of each nvhttp listener.
+    pub fn limits(&self) -> LimitsConfig {
+        self.limits
+    }
+
+    /// The listeners and their connection counters.
+    pub fn listeners(&self) -> &Arc<ListenerRegistry> {
+        &self.listeners
     }
 
     fn lock_pairing(&self) -> MutexGuard<'_, PairingHost> {
@@ -646,17 +676,42 @@ fn to_response(reply: Reply) -> Response<Full<Bytes>> {
     resp
 }
 
+/// Who a connection is: what every request on it is decided with.
+#[derive(Debug, Clone, Copy)]
+struct Caller {
+    transport: Transport,
+    /// The host address the client connected to (`LocalIP` in `/serverinfo`).
+    local_ip: IpAddr,
+    /// The client's address (pairing backoff and the waiting list).
+    peer: IpAddr,
+    /// SHA-256 of the client certificate, over HTTPS.
+    fingerprint: Option<[u8; 32]>,
+}
+
 async fn service(
     ctx: Arc<NvHttp>,
-    transport: Transport,
-    local_ip: IpAddr,
-    peer: IpAddr,
-    fingerprint: Option<[u8; 32]>,
+    caller: Caller,
+    progress: Arc<Progress>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    let Caller {
+        transport,
+        local_ip,
+        peer,
+        fingerprint,
+    } = caller;
+    // A GET carries no body: the request is complete once hyper hands it over.
+    if !progress.request() {
+        // Evicted meanwhile; the connection is being closed.
+        return Ok(to_response(Reply::xml(decide_nvhttp::error_xml(
+            503,
+            "Too many connections",
+        ))));
+    }
     if req.method() != Method::GET {
         let mut r = Reply::xml(decide_nvhttp::error_xml(405, "Only GET is supported"));
         r.http_status = 405;
+        progress.respond();
         return Ok(to_response(r));
     }
     let path = req.uri().path().to_owned();
@@ -665,118 +720,113 @@ async fn service(
         .handle(transport, local_ip, peer, fingerprint, &path, &query)
         .await;
     tracing::debug!(?transport, path, status = ?reply.status_code(), "nvhttp");
+    progress.respond();
     Ok(to_response(reply))
 }
 
 async fn serve_connection<S>(
     ctx: Arc<NvHttp>,
     io: S,
-    transport: Transport,
-    local_ip: IpAddr,
-    peer: IpAddr,
-    fingerprint: Option<[u8; 32]>,
-) where
+    caller: Caller,
+    progress: Arc<Progress>,
+    limits: LimitsConfig,
+) -> Close
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = service_fn(move |req| {
-        service(
-            Arc::clone(&ctx),
-            transport,
-            local_ip,
-            peer,
-            fingerprint,
-            req,
-        )
-    });
+    let svc = service_fn(move |req| service(Arc::clone(&ctx), caller, Arc::clone(&progress), req));
     let result = http1::Builder::new()
         .keep_alive(false)
         .timer(TokioTimer::new())
-        .header_read_timeout(REQUEST_TIMEOUT)
+        // The listener's watchdog holds the total deadline; this is a second fence.
+        .header_read_timeout(limits.request_deadline)
         .max_buf_size(64 * 1024)
         .serve_connection(TokioIo::new(io), svc)
         .await;
-    if let Err(e) = result {
-        tracing::debug!(error = %e, "nvhttp connection ended with an error");
+    match result {
+        Ok(()) => Close::Done,
+        Err(e) if e.is_parse() || e.is_parse_too_large() => Close::Malformed,
+        Err(e) if e.is_timeout() => Close::TimedOut,
+        // Peer reset, incomplete message: the client went away.
+        Err(e) => {
+            tracing::trace!(error = %e, "nvhttp connection ended with an error");
+            Close::Done
+        }
+    }
+}
+
+/// The name a listener of `transport` has in `/api/status` and in its log summaries.
+fn listener_name(transport: Transport) -> &'static str {
+    match transport {
+        Transport::Http => "nvhttp",
+        Transport::Https => "nvhttps",
     }
 }
 
 /// Serves nvhttp on `listener` until `shutdown` turns true. With `tls`, this is the HTTPS
 /// listener: the client certificate of each connection is captured after the handshake and
 /// authorized per request against the paired store.
+///
+/// Connections are held to [`NvHttp::limits`] (see [`crate::limits`]): a total deadline
+/// for the TLS handshake and the request, a cap per listener at which the oldest half-open
+/// connection is evicted, counters in [`NvHttp::listeners`] and a summary line at most
+/// every 10 s instead of a line per connection.
 pub async fn serve(
     ctx: Arc<NvHttp>,
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "nvhttp accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => break,
-        };
-        let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
-            tracing::warn!(%peer, "nvhttp: too many connections, dropping one");
-            continue;
-        };
+    let transport = if tls.is_some() {
+        Transport::Https
+    } else {
+        Transport::Http
+    };
+    let limits = ctx.limits;
+    let conns = Listener::new(listener_name(transport), limits);
+    ctx.listeners.add(Arc::clone(&conns));
+    listen::serve(listener, conns, shutdown, move |stream, peer, progress| {
         let local_ip = stream
             .local_addr()
             .map_or(IpAddr::from([0, 0, 0, 0]), |a: SocketAddr| {
                 a.ip().to_canonical()
             });
-        let _ = stream.set_nodelay(true);
         let ctx = Arc::clone(&ctx);
         let tls = tls.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            match tls {
-                None => {
-                    serve_connection(ctx, stream, Transport::Http, local_ip, peer.ip(), None).await
+        async move {
+            let Some(acceptor) = tls else {
+                let caller = Caller {
+                    transport,
+                    local_ip,
+                    peer: peer.ip(),
+                    fingerprint: None,
+                };
+                return serve_connection(ctx, stream, caller, progress, limits).await;
+            };
+            let tls_stream = match acceptor.accept(stream).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::trace!(%peer, error = %e, "TLS handshake failed");
+                    return Close::Malformed;
                 }
-                Some(acceptor) => {
-                    let tls_stream = match tokio::time::timeout(
-                        REQUEST_TIMEOUT,
-                        acceptor.accept(stream),
-                    )
-                    .await
-                    {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    };
-                    let fingerprint = tls_stream
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|chain| chain.first())
-                        .and_then(|der| Certificate::from_der(der.as_ref()).ok())
-                        .map(|c| c.fingerprint());
-                    serve_connection(
-                        ctx,
-                        tls_stream,
-                        Transport::Https,
-                        local_ip,
-                        peer.ip(),
-                        fingerprint,
-                    )
-                    .await;
-                }
-            }
-        });
-    }
+            };
+            let fingerprint = tls_stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|der| Certificate::from_der(der.as_ref()).ok())
+                .map(|c| c.fingerprint());
+            let caller = Caller {
+                transport,
+                local_ip,
+                peer: peer.ip(),
+                fingerprint,
+            };
+            serve_connection(ctx, tls_stream, caller, progress, limits).await
+        }
+    })
+    .await;
 }
 
 #[cfg(test)]

@@ -11,10 +11,10 @@
 //!                                   shutdown resolves; removes run.json
 //! ```
 //!
-//! The seam for RTSP/streaming is the [`SessionManager`] passed to [`Host::run`]. Today
-//! [`run_blocking`] passes [`InMemorySessions`], which admits launches and keeps books but
-//! streams nothing; the streaming side replaces that one line with its own manager, and
-//! starts its listeners from the same [`Host`] before calling `run`.
+//! The seam for RTSP/streaming is the [`SessionManager`] passed to [`Host::run`]:
+//! [`run_blocking`] passes [`StreamingSessions`], which admits launches and drives the
+//! streaming side (RTSP listener, control, video and audio), started from the same [`Host`]
+//! before `run`. Tests pass `InMemorySessions` (books only, no media).
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -113,6 +113,7 @@ pub struct Host {
     mdns: bool,
     pin_timeout: Duration,
     pf1: Option<crate::pf1::net::HostHandle>,
+    listeners: Arc<crate::limits::ListenerRegistry>,
 }
 
 impl std::fmt::Debug for Host {
@@ -197,6 +198,7 @@ impl Host {
             mdns: opts.mdns,
             pin_timeout,
             pf1: None,
+            listeners: Arc::default(),
         })
     }
 
@@ -238,6 +240,12 @@ impl Host {
     /// Connects the management API's `/api/pf1/pin` to a running punktfunk/1 listener.
     pub fn set_pf1(&mut self, handle: crate::pf1::net::HostHandle) {
         self.pf1 = Some(handle);
+    }
+
+    /// The connection counters of every TCP listener, shown by `/api/status`; the RTSP
+    /// listener is added here by whoever starts the streaming side.
+    pub fn listeners(&self) -> &Arc<crate::limits::ListenerRegistry> {
+        &self.listeners
     }
 
     async fn bind(&self, port: u16) -> Result<TcpListener, ServeError> {
@@ -290,14 +298,17 @@ impl Host {
             },
             os_random::<32>()?,
         );
-        let ctx = Arc::new(NvHttp::new(
-            self.info.clone(),
-            Arc::clone(&self.identity),
-            pairing,
-            Arc::clone(&self.clients),
-            sessions,
-            self.pin_timeout,
-        ));
+        let ctx = Arc::new(
+            NvHttp::new(
+                self.info.clone(),
+                Arc::clone(&self.identity),
+                pairing,
+                Arc::clone(&self.clients),
+                sessions,
+                self.pin_timeout,
+            )
+            .with_listeners(Arc::clone(&self.listeners)),
+        );
         let api =
             Arc::new(Api::new(Arc::clone(&ctx), self.token.clone()).with_pf1(self.pf1.clone()));
 
@@ -433,6 +444,7 @@ pub fn run_blocking(opts: ServeOptions) -> Result<(), ServeError> {
                     source: e,
                 }
             })?;
+        host.listeners().add(streaming.rtsp_listener());
         let sessions = Arc::new(StreamingSessions::new(streaming));
         let manager: Arc<dyn SessionManager> = sessions.clone();
         let result = host.run(manager, ctrl_c_or_term()).await;

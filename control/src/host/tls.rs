@@ -1,11 +1,11 @@
 //! TLS for nvhttp's HTTPS listener: rustls with the ring provider, the host certificate, and
 //! a client-certificate verifier that accepts any certificate.
 //!
-//! Moonlight clients present self-signed certificates, and embedded clients may have bad
-//! clocks, so the TLS layer must not judge issuer or validity (protocol map §1.1; Sunshine's
-//! verify callback always returns 1). It still checks that the client holds the certificate's
-//! private key (the handshake signature), using the key from our own DER reader
-//! ([`Certificate`]), so certificates that webpki would refuse to parse still work.
+//! Moonlight clients present self-signed certificates, and embedded clients may have bad clocks, so
+//! the TLS layer must not judge issuer or validity (docs/gamestream-protocol-notes.md
+//! "nvhttp transport"; Sunshine's verify callback always returns 1). It still checks that the
+//! client holds the certificate's private key (the handshake signature), using the key from our own
+//! DER reader ([`Certificate`]), so certificates that webpki would refuse to parse still work.
 //! Authorization happens per request, against the paired store, by fingerprint.
 //!
 //! A client certificate is requested but not required: a client without one completes the

@@ -1,13 +1,13 @@
-//! The control stream's messages (gamestream-protocol.md §3.2–3.5), above ENet and below the
-//! session: decrypt what the client sends into typed [`ClientMessage`]s, seal what the host
-//! sends, count everything.
+//! The control stream's messages (docs/gamestream-protocol-notes.md "ENet" to "Control messages"),
+//! above ENet and below the session: decrypt what the client sends into typed [`ClientMessage`]s,
+//! seal what the host sends, count everything.
 //!
 //! ENet itself (connection, reliability, channels) is the act side's business (`session`);
 //! this module sees only the bytes of one ENet packet at a time.
 
 use punktfunk_engine::wire::control::{ControlCipher, Direction};
 
-/// Message types the client sends (inner V2 `type`, §3.3).
+/// Message types the client sends (inner V2 `type`, notes "Control messages").
 pub mod types {
     /// IDR request, also "Start A".
     pub const IDR_REQUEST: u16 = 0x0302;
@@ -274,7 +274,7 @@ mod tests {
     #[test]
     fn decodes_the_client_start_sequence() {
         let mut ch = ControlChannel::new(&KEY);
-        // The protocol map's vector: IDR request, seq 0.
+        // The notes' "Control envelope" vector: IDR request, seq 0.
         let mut p = vec![];
         for i in (0..60).step_by(2) {
             p.push(

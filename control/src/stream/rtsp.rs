@@ -1,5 +1,5 @@
 //! RTSP for GameStream: request parsing, response writing, and the handshake state machine
-//! (gamestream-protocol.md §2).
+//! (docs/gamestream-protocol-notes.md "RTSP framing", "RTSP handshake").
 //!
 //! ```text
 //! client                                   host

@@ -1,5 +1,5 @@
 //! SDP: the client's ANNOUNCE body parsed into a typed [`StreamConfig`], and the DESCRIBE
-//! payload the host answers with (gamestream-protocol.md §2.4, §2.5).
+//! payload the host answers with (docs/gamestream-protocol-notes.md "DESCRIBE", "ANNOUNCE").
 //!
 //! The ANNOUNCE body is a list of `a=<name>:<value> ` lines (note the trailing space) from
 //! moonlight-common-c's `SdpGenerator.c`. Only the attributes the host acts on are typed; the
@@ -250,9 +250,9 @@ pub struct HostOffer {
     pub encryption_requested: u32,
 }
 
-/// The DESCRIBE payload (§2.4): feature and encryption lines, then Opus layouts for stereo,
-/// 5.1 and 7.1 in normal and high quality, with mappings chosen so the client ends up with the
-/// identity mapping after its normal-quality rewrite.
+/// The DESCRIBE payload (notes "DESCRIBE"): feature and encryption lines, then Opus layouts for
+/// stereo, 5.1 and 7.1 in normal and high quality, with mappings chosen so the client ends up with
+/// the identity mapping after its normal-quality rewrite.
 pub fn describe_payload(offer: &HostOffer) -> String {
     let mut s = String::new();
     s.push_str(&format!(

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //!   /launch ──► StreamHost::prepare(spec) ── slot: Handshake (keys, ping payload, connect data)
-//!   RTSP :48010 (pf-rtsp) ── one request per connection ──► Handshake::handle
+//!   RTSP :48010 (pf-rtsp) ── one request per connection, a pf-rtsp-conn thread each
+//!        (at most 128; oldest half-open evicted; 5 s total per request) ──► Handshake::handle
 //!        PLAY ──► bind UDP video/audio/control ──► pf-stream orchestrator
 //!                     ├─ pf-control: ENet host, envelope, IDR requests, input, liveness
 //!                     ├─ pf-video:   wait for a ping → Pipeline{source, encoder,
@@ -16,6 +17,7 @@
 //! Media comes from a [`MediaFactory`] (test pattern + software H.264 by default, see
 //! `punktfunk-capture`), input goes to an [`InputHandler`].
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -36,6 +38,8 @@ use punktfunk_engine::stream::{LossFeedback, PacketizeStage};
 use punktfunk_engine::wire::audio::{AudioDatagrams, AudioKey, AudioPacketizer};
 use punktfunk_engine::wire::video::VideoParams;
 use rusty_enet as enet;
+
+use crate::limits::{Admission, Close, ConnId, LimitsConfig, Listener};
 
 use super::control::{ClientMessage, ControlChannel, TERMINATION_GRACEFUL};
 use super::rtsp::{self, Handshake, HandshakeParams, RtspEvent};
@@ -98,7 +102,26 @@ pub struct StreamOptions {
     pub profile: SessionProfile,
     /// DESCRIBE offer.
     pub offer: HostOffer,
+    /// Connection limits of the RTSP listener (default [`rtsp_limits`]).
+    pub rtsp_limits: LimitsConfig,
 }
+
+/// The RTSP listener's limits: 128 connections (a thread each, see [`RTSP_THREAD_STACK`]),
+/// the oldest half-open one evicted for a new one, 5 s in total to send a request, 10 s to
+/// take the response. Moonlight opens one connection per request and sends it at once.
+pub fn rtsp_limits() -> LimitsConfig {
+    LimitsConfig {
+        max_connections: 128,
+        ..LimitsConfig::default()
+    }
+}
+
+/// Stack of an RTSP connection thread: it holds a 4 KiB read buffer and the handshake
+/// calls; the request itself lives on the heap.
+pub const RTSP_THREAD_STACK: usize = 256 * 1024;
+
+/// Largest RTSP request accepted (ANNOUNCE carries the biggest body, about 2 KiB).
+pub const RTSP_MAX_REQUEST: usize = 64 * 1024;
 
 impl Default for StreamOptions {
     fn default() -> Self {
@@ -109,6 +132,7 @@ impl Default for StreamOptions {
                 encryption_supported: enc::CONTROL_V2 | enc::VIDEO | enc::AUDIO,
                 encryption_requested: 0,
             },
+            rtsp_limits: rtsp_limits(),
         }
     }
 }
@@ -245,6 +269,7 @@ struct Shared {
     slot: Mutex<Option<Slot>>,
     counters: StreamCounters,
     shutdown: AtomicBool,
+    rtsp_conns: Arc<Listener>,
 }
 
 impl Shared {
@@ -283,6 +308,7 @@ impl StreamHost {
         let rtsp_port = listener.local_addr()?.port();
         listener.set_nonblocking(true)?;
         let builder = PipelineBuilder::new(options.profile.clone(), Caps::probe());
+        let rtsp_conns = Listener::new("rtsp", options.rtsp_limits);
         let shared = Arc::new(Shared {
             endpoints,
             options,
@@ -292,6 +318,7 @@ impl StreamHost {
             slot: Mutex::new(None),
             counters: StreamCounters::default(),
             shutdown: AtomicBool::new(false),
+            rtsp_conns,
         });
         let s = shared.clone();
         let rtsp = std::thread::Builder::new()
@@ -307,6 +334,11 @@ impl StreamHost {
     /// The RTSP port actually bound.
     pub fn rtsp_port(&self) -> u16 {
         self.rtsp_port
+    }
+
+    /// The RTSP listener's connection table and counters (for `/api/status`).
+    pub fn rtsp_listener(&self) -> Arc<Listener> {
+        Arc::clone(&self.shared.rtsp_conns)
     }
 
     /// Counters.
@@ -431,23 +463,89 @@ fn fill_random(buf: &mut [u8]) {
     }
 }
 
+/// Accepts RTSP connections and serves each on its own thread (a slow or silent one never
+/// holds up another client's handshake), under the listener's [`ConnTable`]: at the limit
+/// the oldest half-open connection is shut down to make room.
 fn rtsp_loop(shared: &Arc<Shared>, listener: TcpListener) {
+    // Clones of the open connections, to shut down the ones the table evicts.
+    let open: Arc<Mutex<HashMap<ConnId, TcpStream>>> = Arc::default();
     while !shared.shutdown.load(Ordering::Relaxed) {
         match listener.accept() {
-            Ok((conn, peer)) => {
-                if let Err(e) = serve_rtsp(shared, conn, peer) {
-                    tracing::debug!(%peer, error = %e, "rtsp connection failed");
-                }
-            }
+            Ok((conn, peer)) => admit_rtsp(shared, &open, conn, peer),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 std::thread::sleep(Duration::from_millis(20));
             }
             Err(e) => {
-                tracing::warn!(error = %e, "rtsp accept failed");
+                tracing::debug!(error = %e, "rtsp accept failed");
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
+        if let Some(summary) = shared.rtsp_conns.poll_summary(Instant::now()) {
+            tracing::warn!("{summary}");
+        }
         reap_ended(shared);
+    }
+}
+
+fn lock_open(
+    open: &Mutex<HashMap<ConnId, TcpStream>>,
+) -> MutexGuard<'_, HashMap<ConnId, TcpStream>> {
+    // A map of socket clones; a panicking holder leaves it usable.
+    open.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn admit_rtsp(
+    shared: &Arc<Shared>,
+    open: &Arc<Mutex<HashMap<ConnId, TcpStream>>>,
+    conn: TcpStream,
+    peer: SocketAddr,
+) {
+    let admission = shared.rtsp_conns.table().handle_accept(Instant::now());
+    let (id, deadline) = match admission {
+        Admission::Refuse => return,
+        Admission::Admit { id, deadline } => (id, deadline),
+        Admission::AdmitEvicting {
+            id,
+            deadline,
+            evicted,
+        } => {
+            if let Some(victim) = lock_open(open).remove(&evicted) {
+                // Wakes its thread's blocked read; the thread then ends.
+                let _ = victim.shutdown(Shutdown::Both);
+            }
+            (id, deadline)
+        }
+    };
+    let buf = prefetch(&conn);
+    if matches!(rtsp::parse_request(&buf), Ok(Some(_))) {
+        // The whole request came with the connection: no longer evictable, even if a burst
+        // of accepts runs ahead of this connection's thread.
+        shared.rtsp_conns.table().handle_request(id);
+    }
+    match conn.try_clone() {
+        Ok(clone) => {
+            lock_open(open).insert(id, clone);
+        }
+        Err(_) => {
+            shared.rtsp_conns.table().handle_closed(id, Close::Done);
+            return;
+        }
+    }
+    let s = Arc::clone(shared);
+    let o = Arc::clone(open);
+    let spawned = std::thread::Builder::new()
+        .name("pf-rtsp-conn".into())
+        .stack_size(RTSP_THREAD_STACK)
+        .spawn(move || {
+            let how = serve_rtsp(&s, conn, buf, peer, id, deadline);
+            lock_open(&o).remove(&id);
+            s.rtsp_conns.table().handle_closed(id, how);
+        });
+    if spawned.is_err() {
+        // Out of threads: the connection (its last handle is in `open`) closes.
+        lock_open(open).remove(&id);
+        shared.rtsp_conns.table().handle_closed(id, Close::Done);
     }
 }
 
@@ -468,35 +566,110 @@ fn reap_ended(shared: &Shared) {
     }
 }
 
-fn serve_rtsp(shared: &Arc<Shared>, mut conn: TcpStream, peer: SocketAddr) -> std::io::Result<()> {
-    conn.set_nonblocking(false)?;
-    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut buf = Vec::with_capacity(4096);
+/// What the client sent already when its connection was accepted (without waiting).
+fn prefetch(conn: &TcpStream) -> Vec<u8> {
+    let mut buf = vec![0u8; 4096];
+    let n = match conn.set_nonblocking(true) {
+        Ok(()) => (&*conn).read(&mut buf).unwrap_or(0),
+        Err(_) => 0,
+    };
+    buf.truncate(n);
+    buf
+}
+
+/// Serves one request on `conn` (`buf` holds what came already): the whole request must arrive before `deadline` (the read
+/// timeout is what is left of it, not a fresh 5 s per read), and the response must be taken
+/// within the response deadline.
+fn serve_rtsp(
+    shared: &Arc<Shared>,
+    mut conn: TcpStream,
+    mut buf: Vec<u8>,
+    peer: SocketAddr,
+    id: ConnId,
+    deadline: Instant,
+) -> Close {
+    if conn.set_nonblocking(false).is_err() {
+        return Close::Done;
+    }
     let mut chunk = [0u8; 4096];
     let response = loop {
-        let n = conn.read(&mut chunk)?;
-        if n == 0 {
-            return Ok(());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        match rtsp::parse_request(&buf) {
-            Ok(None) => continue,
-            Ok(Some(req)) => break handle_rtsp(shared, &req, peer),
-            Err(e) => {
-                shared
-                    .counters
-                    .rtsp_malformed
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(%peer, error = %e, "malformed rtsp request");
-                break b"RTSP/1.0 400 Bad Request\r\nCSeq: 0\r\n\r\n".to_vec();
+        let malformed = match rtsp::parse_request(&buf) {
+            Ok(None) if buf.len() <= RTSP_MAX_REQUEST => None,
+            Ok(None) => Some("request too large".to_owned()),
+            Ok(Some(req)) => {
+                if !shared.rtsp_conns.table().handle_request(id) {
+                    // Evicted while its last bytes came in.
+                    return Close::Done;
+                }
+                break handle_rtsp(shared, &req, peer);
             }
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(malformed) = malformed {
+            return refuse_malformed(shared, &mut conn, peer, &malformed);
         }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || conn.set_read_timeout(Some(left)).is_err() {
+            return Close::TimedOut;
+        }
+        let n = match conn.read(&mut chunk) {
+            Ok(0) => return Close::Done,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Close::TimedOut;
+            }
+            Err(_) => return Close::Done,
+        };
+        buf.extend_from_slice(&chunk[..n]);
     };
-    conn.write_all(&response)?;
-    conn.flush()?;
+    let left = shared
+        .rtsp_conns
+        .table()
+        .handle_response(Instant::now())
+        .saturating_duration_since(Instant::now());
+    let written = conn
+        .set_write_timeout(Some(left.max(Duration::from_millis(1))))
+        .and_then(|()| conn.write_all(&response))
+        .and_then(|()| conn.flush());
     // One request per connection: the client reads until we close.
     let _ = conn.shutdown(Shutdown::Both);
-    Ok(())
+    match written {
+        Ok(()) => Close::Done,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            Close::TimedOut
+        }
+        Err(_) => Close::Done,
+    }
+}
+
+/// Answers a malformed request with 400 and closes; counted by the caller's listener.
+fn refuse_malformed(
+    shared: &Shared,
+    conn: &mut TcpStream,
+    peer: SocketAddr,
+    malformed: &str,
+) -> Close {
+    shared
+        .counters
+        .rtsp_malformed
+        .fetch_add(1, Ordering::Relaxed);
+    // Counted and summarised by the listener, not logged per connection.
+    tracing::trace!(%peer, error = %malformed, "malformed rtsp request");
+    let _ = conn.set_write_timeout(Some(Duration::from_secs(1)));
+    let _ = conn.write_all(b"RTSP/1.0 400 Bad Request\r\nCSeq: 0\r\n\r\n");
+    let _ = conn.shutdown(Shutdown::Both);
+    Close::Malformed
 }
 
 fn handle_rtsp(shared: &Arc<Shared>, req: &rtsp::Request<'_>, peer: SocketAddr) -> Vec<u8> {
@@ -635,7 +808,7 @@ impl StreamCtx {
         }
     }
 
-    /// Whether `bytes` from `from` is this session's ping (§4.1): the 16-character payload
+    /// This session's ping? (gamestream-protocol-notes.md "Video pings"): the 16-character payload
     /// plus a sequence number, or the legacy `PING` from the client's address.
     fn is_ping(&self, bytes: &[u8], from: SocketAddr) -> bool {
         let ok = if bytes.len() >= 16 && bytes[..16] == self.params.ping_payload {

@@ -1,10 +1,9 @@
 //! GameStream's audio FEC: 4 data + 2 parity shards per block of 4 consecutive RTP packets.
 //!
-//! moonlight-common-c overwrites nanors' 4+2 Cauchy rows with fixed ones
-//! (`RtpAudioQueue.c`, gamestream-protocol.md §5.4). They are the parity rows of Luigi Rizzo's
-//! systematic Vandermonde code (`fec.c`) for k = 4, n = 6 with evaluation points
-//! {0, α^0, …, α^4}; the test below rebuilds them from that definition rather than trusting
-//! the constants.
+//! moonlight-common-c overwrites nanors' 4+2 Cauchy rows with fixed ones (`RtpAudioQueue.c`;
+//! docs/gamestream-protocol-notes.md "Audio FEC"). They are the parity rows of Luigi Rizzo's
+//! systematic Vandermonde code (`fec.c`) for k = 4, n = 6 with evaluation points {0, α^0, …, α^4};
+//! the test below rebuilds them from that definition rather than trusting the constants.
 
 use super::gf8::Gf8Code;
 use super::{FecEngine, FecError};

@@ -204,7 +204,7 @@ mod tests {
 
     #[test]
     fn tables_match_the_field() {
-        // 0x8e = inv(2): the fact the protocol map checks against reed-solomon-erasure.
+        // 0x8e = inv(2) in this field (docs/gamestream-protocol-notes.md "Video FEC code").
         assert_eq!(mul(0x8e, 2), 1);
         assert_eq!(inv(2), Some(0x8e));
         assert_eq!(inv(3), Some(0xf4));

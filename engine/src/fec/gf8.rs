@@ -9,9 +9,9 @@
 //! parity_j = Σ_{i < ds}  inv((ps + i) ⊕ j) · data_i          (GF(2^8)/0x11D, byte-wise)
 //! ```
 //!
-//! a Cauchy matrix `1/(x_i + y_j)` with `x_i = ps + i`, `y_j = j`. The matrix depends on `ps`,
-//! so (ds, ps) and (ds, ps+1) share no rows. See docs `gamestream-protocol.md` §4.6, whose test
-//! vector is checked below.
+//! a Cauchy matrix `1/(x_i + y_j)` with `x_i = ps + i`, `y_j = j`. The matrix depends on `ps`, so
+//! (ds, ps) and (ds, ps+1) share no rows. See docs/gamestream-protocol-notes.md "Video FEC code",
+//! whose test vector is checked below.
 //!
 //! # Recovery
 //!
@@ -422,7 +422,7 @@ mod tests {
         parity
     }
 
-    /// gamestream-protocol.md §4.6: ds = 4, ps = 2, 8-byte shards, values from nanors C.
+    /// Notes "Video FEC code": ds = 4, ps = 2, 8-byte shards, values from nanors C.
     #[test]
     fn protocol_map_test_vector() {
         for kernel in Kernel::available() {
@@ -450,7 +450,7 @@ mod tests {
 
     #[test]
     fn parity_may_exceed_data() {
-        // ds = 1, ps = 2: rows inv(2), inv(3) = 8e, f4 (§4.6).
+        // ds = 1, ps = 2: rows inv(2), inv(3) = 8e, f4 (notes "Video FEC code").
         let code = Gf8Code::nanors(1, 2).unwrap();
         assert_eq!(code.coefficient(0, 0), Some(0x8e));
         assert_eq!(code.coefficient(1, 0), Some(0xf4));

@@ -13,11 +13,18 @@
 //! This module does not decide *how much* parity to send (the packetizers and the adaptive FEC
 //! controller do) and does not lay shards out in packets (see [`crate::wire`]).
 
+#[forbid(unsafe_code)]
 pub mod adaptive;
+#[forbid(unsafe_code)]
 pub mod audio;
+#[forbid(unsafe_code)]
 pub mod field;
+#[forbid(unsafe_code)]
 pub mod gf16;
+#[forbid(unsafe_code)]
 pub mod gf8;
+// SIMD intrinsics behind a run-time CPU check: the only `unsafe` outside `io`.
+#[allow(unsafe_code)]
 pub mod kernel;
 
 pub use kernel::Kernel;

@@ -1,10 +1,13 @@
 //! GameStream audio: Opus packets → RTP datagrams with AES-128-CBC and 4+2 FEC, and back.
 //!
 //! ```text
-//! data packet (§5.1):   0x80 | PT 97  | seq BE16 | timestamp BE32 (ms) | SSRC 0 | payload
-//! FEC packet (§5.4):    0x80 | PT 127 | seq BE16 | 0                   | 0      |
-//!                       shard(0|1) | 97 | baseSeq BE16 | baseTimestamp BE32 | SSRC 0 BE32 | parity
+//! data packet:   0x80 | PT 97  | seq BE16 | timestamp BE32 (ms) | SSRC 0 | payload
+//! FEC packet:    0x80 | PT 127 | seq BE16 | 0                   | 0      |
+//!                shard(0|1) | 97 | baseSeq BE16 | baseTimestamp BE32 | SSRC 0 BE32 | parity
 //! ```
+//!
+//! Layouts and rules from docs/gamestream-protocol-notes.md "Audio transport", "Audio encryption"
+//! and "Audio FEC":
 //!
 //! * The timestamp counts milliseconds: +`packet_duration` per packet.
 //! * Blocks are 4 data packets starting at a sequence number divisible by 4; after the 4th the
@@ -13,7 +16,7 @@
 //! * Parity covers the four payloads as sent (ciphertext when encrypted), which must be equal
 //!   in length: Opus in CBR mode guarantees it. A block with unequal lengths gets no FEC (the
 //!   client would switch audio FEC off for the whole session) and is counted.
-//! * Encryption (§5.3): key `rikey`, IV = `BE32(rikeyid + seq)` then 12 zero bytes, PKCS#7.
+//! * Encryption: key `rikey`, IV = `BE32(rikeyid + seq)` then 12 zero bytes, PKCS#7.
 //! * Whole datagrams stay ≤ 1400 bytes.
 
 use aes::Aes128;
@@ -462,7 +465,7 @@ mod tests {
         key_id: 0x1234_5678,
     };
 
-    /// gamestream-protocol.md §5.3 vector, checked there against moonlight-common-c.
+    /// Notes "Audio encryption" vector; moonlight-common-c decrypts this ciphertext.
     #[test]
     fn cbc_vector() {
         assert_eq!(KEY.iv(5)[..4], [0x12, 0x34, 0x56, 0x7d]);

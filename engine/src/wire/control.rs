@@ -1,4 +1,5 @@
-//! The AES-GCM envelope around every GameStream control message (gamestream-protocol.md §3.2).
+//! The AES-GCM envelope around every GameStream control message
+//! (docs/gamestream-protocol-notes.md "Control envelope").
 //!
 //! ```text
 //! 0        2        4            8                  24
@@ -180,7 +181,7 @@ mod tests {
             .collect()
     }
 
-    /// gamestream-protocol.md §3.2 vectors, verified there against moonlight-common-c.
+    /// Notes "Control envelope" vectors: moonlight-common-c's own seal and open agree with them.
     #[test]
     fn protocol_map_vectors() {
         let c = ControlCipher::new(&KEY);

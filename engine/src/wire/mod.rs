@@ -6,9 +6,10 @@
 //! * [`audio`]: RTP payload type 97 packets with AES-128-CBC and the 4+2 FEC packets.
 //! * [`control`]: the AES-GCM envelope around every ENet control message (V2 nonces).
 //!
-//! Everything here follows `gamestream-protocol.md` (the section is cited next to each rule)
-//! and was checked against moonlight-common-c's own parser where the map says so. Nothing here
-//! touches a socket or a clock; the caller hands in buffers, indices and timestamps.
+//! Everything here follows docs/gamestream-protocol-notes.md (the section is cited by name next to
+//! each rule, as `notes "Video packets"`) and was checked against moonlight-common-c where the
+//! notes name a vector or an end-to-end test. Nothing here touches a socket or a clock; the caller
+//! hands in buffers, indices and timestamps.
 
 pub mod audio;
 pub mod control;

@@ -1,6 +1,6 @@
 //! GameStream video: one encoded frame → RTP datagrams with FEC, and back.
 //!
-//! # Packet layout (gamestream-protocol.md §4.2; all packets, data and parity)
+//! # Packet layout (docs/gamestream-protocol-notes.md "Video packets"; data and parity alike)
 //!
 //! ```text
 //!  0      1      2      4          8          12         16           20          24    25    26    27    28        32
@@ -19,7 +19,7 @@
 //! | block 0: d0 d1 … d(ds0-1) p0 … p(ps0-1) | block 1: … | … up to 4 blocks
 //! ```
 //!
-//! # From frame to packets (§4.4, §4.5)
+//! # From frame to packets (notes "Frame to packets", "Video FEC parameters")
 //!
 //! 1. Prepend the 8-byte short frame header (`0x01`, host latency, frame type,
 //!    `lastPayloadLen`, 0, 0) and cut header + bitstream into `P − 16`-byte chunks.
@@ -30,7 +30,7 @@
 //! 4. Data shards carry their final `streamPacketIndex`, flags and payload when FEC runs over
 //!    the whole `P + 16`-byte packet; afterwards only bytes 0–11, 20–23, 27 and 28–31 of each
 //!    parity packet are overwritten with header values. Bytes 12–19 and 24–26 stay parity:
-//!    the client recovers `streamPacketIndex` and the flags from them (§4.6).
+//!    the client recovers `streamPacketIndex` and the flags from them (notes "Video FEC code").
 
 use aes_gcm::aead::{AeadInOut, KeyInit};
 use aes_gcm::{Aes128Gcm, Nonce, Tag};
@@ -68,7 +68,7 @@ pub mod flags {
 
 const MULTI_FEC_FLAGS: u8 = 0x10;
 
-/// Frame type in byte 3 of the short frame header (§4.4).
+/// Frame type in byte 3 of the short frame header (notes "Frame to packets").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FrameType {
@@ -147,7 +147,7 @@ impl VideoParams {
 /// One encoded frame handed to the packetizer.
 #[derive(Debug, Clone, Copy)]
 pub struct VideoFrame<'a> {
-    /// Frame index: starts at 1 and increases by exactly 1 per frame (§4.4).
+    /// Frame index: starts at 1 and increases by exactly 1 per frame (notes "Frame to packets").
     pub index: u32,
     /// RTP timestamp, 90 kHz.
     pub rtp_timestamp: u32,
@@ -201,7 +201,7 @@ impl PacketizedFrame {
 
 /// Parity shards for a block of `ds` data shards at `pct` with a floor of `min`, and the
 /// percentage to put in `fecInfo` so that the client's `(ds·pct + 99) / 100` gives exactly
-/// that count (§4.5; Sunshine raises the count to `minRequiredFecPackets` and rewrites the
+/// that count (notes "Video FEC parameters"; Sunshine raises the count, then rewrites the
 /// percentage as `⌊100·ps/ds⌋`).
 ///
 /// Invariants (tested exhaustively): the returned percentage reproduces the returned count
@@ -339,7 +339,7 @@ impl VideoPacketizer {
             });
         }
 
-        // The short frame header (§4.4 step 1).
+        // The short frame header (notes "Frame to packets", step 1).
         let last_len = match total % chunk {
             0 => chunk,
             r => r,
@@ -429,7 +429,7 @@ fn write_header(pkt: &mut [u8], seq: u32, f: &VideoFrame<'_>, fl: u8, multi: u8,
     put_u32_le(pkt, 28, info);
 }
 
-/// §4.6: only bytes 0–11, 20–23, 27 and 28–31 of a parity packet are header; 12–19 and
+/// Notes "Video FEC code": bytes 0–11, 20–23, 27, 28–31 of a parity packet are header; 12–19 and
 /// 24–26 must keep the parity bytes.
 fn write_parity_header(pkt: &mut [u8], seq: u32, f: &VideoFrame<'_>, multi: u8, info: u32) {
     write_rtp(pkt, seq, f.rtp_timestamp);
@@ -438,7 +438,7 @@ fn write_parity_header(pkt: &mut [u8], seq: u32, f: &VideoFrame<'_>, multi: u8, 
     put_u32_le(pkt, 28, info);
 }
 
-/// AES-128-GCM video encryption (`SS_ENC_VIDEO`, §4.7): each plaintext `P + 16`-byte packet
+/// AES-128-GCM video encryption (notes "Video encryption"): each plaintext `P + 16`-byte packet
 /// becomes `iv[12] ‖ frameNumber LE32 ‖ tag[16] ‖ ciphertext`.
 pub struct VideoCipher {
     cipher: Aes128Gcm,
@@ -915,7 +915,7 @@ mod tests {
     }
 
     /// A one-packet IDR at P = 64: literal bytes of the data packet and of both parity
-    /// packets' header/parity split (§4.2, §4.4, §4.6).
+    /// packets' header/parity split (notes "Video packets", "Frame to packets", "Video FEC code").
     #[test]
     fn single_packet_frame_fixture() {
         let mut p = VideoPacketizer::with_kernel(SMALL, Kernel::Scalar).unwrap();

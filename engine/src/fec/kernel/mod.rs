@@ -23,6 +23,7 @@
 
 use std::fmt;
 
+#[forbid(unsafe_code)]
 pub(crate) mod scalar;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86;

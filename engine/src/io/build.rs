@@ -23,7 +23,7 @@
 //! warning, never silently: a `frame_capacity` smaller than the stages' own worst case is
 //! raised (a frame that does not fit would be dropped every time), and a `pool_frames` below
 //! [`worst_case_frames_in_flight`] is kept but warned about (capture then misses frames while
-//! every ring is full).
+//! every ring is full), and so is `backpressure = "block"` (latency grows with the backlog).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -32,7 +32,7 @@ use std::time::Duration;
 use super::sink::{OnSent, PeerAddr, SendSink};
 use super::stages::{Pipeline, PipelineHandle};
 use super::{Caps, IoError, SendSetup, UdpSender};
-use crate::config::{FecConfig, PipelineConfig, SendConfig, SessionProfile};
+use crate::config::{Backpressure, FecConfig, PipelineConfig, SendConfig, SessionProfile};
 use crate::pipeline::{
     Packetizer, PipelineError, PipelineStats, Source, Stage, worst_case_frames_in_flight,
 };
@@ -228,6 +228,13 @@ impl PipelineBuilder {
                 config.pool_frames, config.ring_depth
             ));
         }
+        if config.backpressure == Backpressure::Block {
+            warnings.push(
+                "pipeline.backpressure = \"block\" on a live session: a stage that falls \
+                 behind makes the ones before it wait, and latency grows with the backlog"
+                    .to_string(),
+            );
+        }
         (config, warnings)
     }
 
@@ -304,5 +311,17 @@ mod tests {
             warnings.is_empty(),
             "the defaults need no warning: {warnings:?}"
         );
+
+        let blocking = SessionProfile {
+            pipeline: PipelineConfig {
+                backpressure: Backpressure::Block,
+                ..PipelineConfig::default()
+            },
+            ..SessionProfile::default()
+        };
+        let (config, warnings) = PipelineBuilder::new(blocking, Caps::none()).pipeline_config(1);
+        assert_eq!(config.backpressure, Backpressure::Block, "honoured");
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("block"), "{}", warnings[0]);
     }
 }

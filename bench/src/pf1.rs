@@ -432,7 +432,7 @@ pub fn reconfigure_once() -> (f64, f64) {
         state_dir: StateDir::open(dir.join("client")).expect("state dir"),
         pair: None,
         mode: Mode::new(1280, 720, 60),
-        remode: Some(Mode::new(640, 360, 30)),
+        remodes: vec![Mode::new(640, 360, 30)],
         name: "bench".into(),
         duration: Duration::from_secs(2),
         record: None,

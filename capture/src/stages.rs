@@ -131,13 +131,14 @@ impl Source for PatternCapture {
             std::thread::sleep((due - now).min(Duration::from_millis(2)));
             return Ok(Captured::Idle);
         }
+        // A new mode's frame rate applies to the gap after its first frame already.
+        self.follow_switch().map_err(StageError::failed)?;
         // Stay on the frame grid; after a stall (more than one interval late) restart it
         // rather than bursting frames to catch up.
         self.next_due = Some(match self.next_due {
             Some(due) if now < due + self.interval => due + self.interval,
             _ => now + self.interval,
         });
-        self.follow_switch().map_err(StageError::failed)?;
         let Some(mut buf) = cx.take_buf() else {
             self.pool_misses += 1;
             return Ok(Captured::Idle);
@@ -149,6 +150,8 @@ impl Source for PatternCapture {
         buf.meta.capture_ns = frame.capture_us.saturating_mul(1000);
         buf.meta.keyframe = false;
         buf.meta.mode = self.mode;
+        // The send stage paces this frame over its own mode's interval.
+        buf.meta.interval_ns = u32::try_from(self.interval.as_nanos()).unwrap_or(u32::MAX);
         Ok(Captured::Frame(buf))
     }
 }
@@ -384,6 +387,7 @@ mod tests {
                     id: 1,
                     width: 640,
                     height: 384,
+                    fps: 200,
                     ..first
                 });
             }
@@ -393,6 +397,9 @@ mod tests {
                 }
             };
             assert_eq!(f.meta.mode, u16::from(i >= 4));
+            // The frame carries its own mode's interval, for the send stage's pacing.
+            let want_ns = if i >= 4 { 5_000_000 } else { 4_166_666 };
+            assert_eq!(f.meta.interval_ns, want_ns, "frame {i}");
             stage.process(f, &mut out, &mut cx).unwrap();
             let e = out.pop().unwrap();
             assert_eq!(e.meta.mode, u16::from(i >= 4));

@@ -233,7 +233,7 @@ fn client(a: ClientArgs) -> Result<String, String> {
         state_dir: StateDir::open(dir).map_err(|e| e.to_string())?,
         pair,
         mode,
-        remode,
+        remodes: remode.into_iter().collect(),
         name,
         duration: std::time::Duration::from_secs_f64(duration),
         record,

@@ -38,17 +38,41 @@ fn stream_with(
     key_limit: u64,
     update_percent: u8,
 ) -> serde_json::Value {
+    let run = Run {
+        inject_loss,
+        pair,
+        mode: Mode::new(640, 360, 60),
+        remodes: vec![Mode::new(320, 192, 30)],
+        duration: Duration::from_secs(5),
+    };
+    stream_run(&run, |opts| {
+        opts.media.key_packet_limit = key_limit;
+        opts.media.key_update_percent = update_percent;
+    })
+}
+
+/// What the client does in one run.
+struct Run {
+    inject_loss: f64,
+    pair: bool,
+    mode: Mode,
+    remodes: Vec<Mode>,
+    duration: Duration,
+}
+
+/// One stream: the listener's options as `setup` leaves them, the client as `run` says.
+fn stream_run(plan: &Run, setup: impl FnOnce(&mut ListenerOptions)) -> serde_json::Value {
     let _serial = ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (inject_loss, pair) = (plan.inject_loss, plan.pair);
     let dir = tempdir();
     let host_state = StateDir::open(dir.join("host")).unwrap();
     let mut opts = ListenerOptions::new(free_udp_port());
     opts.bind = Some("127.0.0.1".parse().unwrap());
     // Unpaired runs use the lab opt-out (serve --allow-unpaired).
     opts.allow_unpaired = !pair;
-    opts.media.key_packet_limit = key_limit;
-    opts.media.key_update_percent = update_percent;
+    setup(&mut opts);
     let listener = Listener::start(&host_state, opts).unwrap();
     let pin = Pin::parse("4242").unwrap();
     if pair {
@@ -60,10 +84,10 @@ fn stream_with(
         host: listener.local_addr().to_string(),
         state_dir: StateDir::open(dir.join("client")).unwrap(),
         pair: pair.then_some(Some(pin)),
-        mode: Mode::new(640, 360, 60),
-        remode: Some(Mode::new(320, 192, 30)),
+        mode: plan.mode,
+        remodes: plan.remodes.clone(),
         name: "pf1 stream test".into(),
-        duration: Duration::from_secs(5),
+        duration: plan.duration,
         record: Some(record.clone()),
         stats_json: Some(stats.clone()),
         inject_loss,
@@ -139,7 +163,7 @@ fn default_listener_refuses_unpaired_clients() {
             state_dir: StateDir::open(dir.join("client")).unwrap(),
             pair,
             mode: Mode::new(320, 192, 30),
-            remode: None,
+            remodes: Vec::new(),
             name: "stranger".into(),
             duration: Duration::from_secs(1),
             record: None,
@@ -186,4 +210,115 @@ fn data_key_rotates_three_times_without_losing_a_frame() {
     // Every datagram the client counted was opened under one of the generations.
     let total: u64 = per_generation.iter().map(|p| p.1).sum();
     assert_eq!(total, json["datagrams"].as_u64().unwrap(), "{json}");
+}
+
+/// Issue 8, point 2: the frame interval travels with each frame, so the send stage paces a
+/// 120 fps frame over 8.3 ms × share, not over the 33 ms of the 30 fps mode it was created
+/// in. Before, the send stage took longer per frame than frames arrived, its ring overflowed,
+/// and every eviction asked for an IDR (a keyframe storm). 30 → 120 → 30 fps mid-stream:
+/// nothing dropped after the encoder, one keyframe at the start and one per switch, every
+/// frame received.
+#[test]
+fn pacing_follows_the_mode_30_to_120_to_30_fps() {
+    let mut watch = None;
+    let run = Run {
+        inject_loss: 0.0,
+        pair: false,
+        mode: Mode::new(320, 192, 30),
+        remodes: vec![Mode::new(320, 192, 120), Mode::new(320, 192, 30)],
+        duration: Duration::from_secs(6),
+    };
+    let json = stream_run(&run, |opts| {
+        // Spread each frame over its whole interval: the slowest pacing a profile allows,
+        // so a sink that kept the 30 fps interval could not keep up at 120 fps.
+        let mut profile = opts.media.profile.clone();
+        profile.send.pacing.frame_share = 1.0;
+        profile.send.pacing.burst_datagrams = 1;
+        opts.apply_profile(profile);
+        watch = Some(opts.media.watch.clone());
+    });
+    println!("{json}");
+    let stats = watch
+        .unwrap()
+        .stopped()
+        .expect("the host published its pipeline's final counters");
+    println!("{stats:?}");
+    use punktfunk_engine::pipeline::RingId;
+    assert_eq!(
+        stats.ring(RingId::FecSend).dropped_oldest,
+        0,
+        "the send stage kept up: no frame evicted before it"
+    );
+    assert_eq!(stats.ring(RingId::EncodeFec).dropped_oldest, 0, "{stats:?}");
+    assert_eq!(json["frames_unrecoverable"], 0, "{json}");
+    assert_eq!(json["mode_switches"], 2, "{json}");
+    assert_eq!(
+        json["keyframes"], 3,
+        "one keyframe at the start and one per mode switch, no storm: {json}"
+    );
+    // 2 s at 30 fps, 2 s at 120 fps, 2 s at 30 fps: 360 frames, minus start-up and the
+    // switches; at 33 ms per 120 fps frame at most about 240 would go out.
+    let frames = json["frames_complete"].as_u64().unwrap();
+    assert!(frames >= 300, "{json}");
+}
+
+/// Issue 8, point 1: a session started from a non-default profile runs with the profile's
+/// values: the pipeline's rings, pool and cores, the send socket's path and options, the
+/// pacing and the FEC minimum, read back from the running pipeline.
+#[test]
+fn a_non_default_profile_reaches_the_running_pipeline() {
+    let profile = non_default_profile();
+    let mut watch = None;
+    let run = Run {
+        inject_loss: 0.0,
+        pair: false,
+        mode: Mode::new(320, 192, 30),
+        remodes: Vec::new(),
+        duration: Duration::from_secs(2),
+    };
+    let json = stream_run(&run, |opts| {
+        opts.apply_profile(profile.clone());
+        watch = Some(opts.media.watch.clone());
+    });
+    assert!(json["frames_complete"].as_u64().unwrap() >= 30, "{json}");
+    let watch = watch.unwrap();
+    let eff = watch.get().expect("the pipeline published its settings");
+    println!("{eff}");
+    assert_eq!(eff.pipeline, profile.pipeline);
+    assert_eq!(eff.frame_capacity_asked, profile.pipeline.frame_capacity);
+    assert_eq!(eff.send, profile.send);
+    use punktfunk_engine::io::SendPath;
+    assert!(
+        matches!(
+            eff.send_path.path,
+            SendPath::Sendmmsg | SendPath::SendmmsgGso
+        ),
+        "send.path = \"sendmmsg\" honoured: {}",
+        eff.send_path
+    );
+    assert_eq!(eff.fec, profile.fec, "the offered parity and the minimum");
+    let stats = watch.stopped().expect("final counters published");
+    assert_eq!(
+        stats
+            .stage(punktfunk_engine::pipeline::StageId::Send)
+            .pinned_core,
+        Some(0),
+        "pipeline.cores.send honoured"
+    );
+}
+
+/// `fixtures/non-default.toml`, read the way `serve --profile` reads a profile.
+fn non_default_profile() -> punktfunk_engine::config::SessionProfile {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/non-default.toml"
+    );
+    let loaded = punktfunk_tuning::load(path).unwrap();
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let p = loaded.settings.session_profile();
+    let d = punktfunk_engine::config::SessionProfile::default();
+    assert_ne!(p.pipeline.ring_depth, d.pipeline.ring_depth);
+    assert_ne!(p.send.pacing, d.send.pacing);
+    assert_ne!(p.fec, d.fec);
+    p
 }

@@ -49,7 +49,8 @@ impl Default for PipelineConfig {
     fn default() -> Self {
         Self {
             ring_depth: 4,
-            pool_frames: 16,
+            // = pipeline::worst_case_frames_in_flight(4): the source never misses a buffer.
+            pool_frames: 18,
             frame_capacity: 4 << 20,
             backpressure: Backpressure::DropOldest,
             cores: StageCores::default(),
@@ -127,6 +128,39 @@ impl Default for SendConfig {
             pacing: PacingConfig::default(),
         }
     }
+}
+
+/// Forward error correction of the video packetizers (both protocols).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FecConfig {
+    /// Parity shards as a percentage of data shards, 0..=255 (GameStream carries it in an 8-bit
+    /// header field). punktfunk/1 starts here and adapts to the client's loss reports.
+    pub percent: u8,
+    /// Parity shards per block at least, whatever the percentage gives (a GameStream client may
+    /// ask for more; the larger value wins).
+    pub min_parity: u16,
+}
+
+impl Default for FecConfig {
+    fn default() -> Self {
+        Self {
+            percent: 20,
+            min_parity: 2,
+        }
+    }
+}
+
+/// Everything of a tuning profile that shapes one session's video pipeline: the `[pipeline]`,
+/// `[send]` (with `[pacing]`) and `[fec]` tables. `punktfunk-tuning` resolves a profile into
+/// this; [`crate::io::build`] turns it into a running pipeline.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SessionProfile {
+    /// Rings, buffer pool, back-pressure, core pinning.
+    pub pipeline: PipelineConfig,
+    /// Send path, socket options and pacing.
+    pub send: SendConfig,
+    /// Forward error correction.
+    pub fec: FecConfig,
 }
 
 /// Upper bound of one frame interval at the lowest frame rate the engine paces for.

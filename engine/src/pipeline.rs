@@ -365,6 +365,17 @@ pub trait Sink: Send + 'static {
     }
 }
 
+/// A protocol's FEC + packetize stage, as the pipeline builder ([`crate::io::build`]) takes it:
+/// encoded frames in, datagrams back to back out.
+pub trait Packetizer: Stage<Input = crate::pool::FrameBuf, Output = crate::pool::FrameBuf> {
+    /// Output bytes needed for an input of `frame_len` bytes (the pool is sized with this).
+    fn max_output(&self, frame_len: usize) -> usize;
+
+    /// The parity the stage starts with (punktfunk/1 adapts it later), for the effective
+    /// settings view.
+    fn fec(&self) -> crate::config::FecConfig;
+}
+
 /// Why [`write_into_pool_buf`] dropped a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Dropped {

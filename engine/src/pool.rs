@@ -71,6 +71,23 @@ pub struct FrameMeta {
     /// Video mode (resolution/rate) the frame belongs to, as numbered by whoever changes
     /// modes mid-stream (punktfunk/1 renegotiation); 0 for the initial mode.
     pub mode: u16,
+    /// The frame interval (1 / frame rate) of the mode the frame belongs to, in nanoseconds;
+    /// set by the source, carried unchanged by later stages. The send stage paces each frame
+    /// over this interval × `pacing.frame_share`, so pacing follows a mode change from the
+    /// first frame of the new mode on. 0: unknown (the send stage uses its own fallback).
+    pub interval_ns: u32,
+}
+
+impl FrameMeta {
+    /// [`FrameMeta::interval_ns`] for a frame rate (0 fps is treated as 1).
+    pub fn interval_ns_for_fps(fps: u32) -> u32 {
+        1_000_000_000 / fps.max(1)
+    }
+
+    /// The frame interval, if the source set one.
+    pub fn interval(&self) -> Option<std::time::Duration> {
+        (self.interval_ns > 0).then(|| std::time::Duration::from_nanos(u64::from(self.interval_ns)))
+    }
 }
 
 /// Counter snapshot of a pool.
@@ -356,6 +373,7 @@ mod tests {
                 keyframe: true,
                 segment_size: 8,
                 mode: 3,
+                interval_ns: 16_666_666,
             };
         }
         assert_eq!(pool.stats().misses, 0);

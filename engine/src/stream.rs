@@ -180,6 +180,20 @@ impl Stage for PacketizeStage {
     }
 }
 
+impl crate::pipeline::Packetizer for PacketizeStage {
+    fn max_output(&self, frame_len: usize) -> usize {
+        PacketizeStage::max_output(self, frame_len)
+    }
+
+    fn fec(&self) -> crate::config::FecConfig {
+        let p = self.packetizer.params();
+        crate::config::FecConfig {
+            percent: p.fec_percent,
+            min_parity: u16::from(p.min_parity),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

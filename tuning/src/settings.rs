@@ -5,7 +5,7 @@
 //! on, comes in as an argument.
 
 use punktfunk_engine::config::{
-    PacingConfig, PipelineConfig, SendConfig, SendPathPreference, StageCores,
+    PacingConfig, PipelineConfig, SendConfig, SendPathPreference, SessionProfile, StageCores,
 };
 
 use crate::error::{Problem, Warning};
@@ -20,23 +20,8 @@ pub const GSO_MAX_SEGMENTS: usize = 64;
 /// Pool memory above which a warning is given.
 const POOL_BYTES_WARN: usize = 2 << 30;
 
-/// Forward error correction settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FecSettings {
-    /// Parity shards as a percentage of data shards, 0..=255.
-    pub percent: u8,
-    /// Parity shards per block at least, whatever the percentage gives.
-    pub min_parity: u16,
-}
-
-impl Default for FecSettings {
-    fn default() -> Self {
-        Self {
-            percent: 20,
-            min_parity: 2,
-        }
-    }
-}
+/// Forward error correction settings (the engine's type: `[fec]` goes to the packetizers as is).
+pub use punktfunk_engine::config::FecConfig as FecSettings;
 
 /// Encoder defaults, used when a client does not ask for something else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +56,18 @@ pub struct Settings {
     pub fec: FecSettings,
     /// Encoder defaults.
     pub video: VideoSettings,
+}
+
+impl Settings {
+    /// The part of the settings that shapes a session's video pipeline (`[pipeline]`, `[send]`,
+    /// `[pacing]`, `[fec]`), for the engine's pipeline builder (`punktfunk_engine::io::build`).
+    pub fn session_profile(&self) -> SessionProfile {
+        SessionProfile {
+            pipeline: self.pipeline.clone(),
+            send: self.send.clone(),
+            fec: self.fec,
+        }
+    }
 }
 
 /// The outcome of resolving a profile that has no errors.
@@ -177,12 +174,14 @@ impl Profile {
         }
         if pool_frames == 0 {
             c.problem("pipeline.pool_frames", "must be at least 1, got 0".into());
-        } else if ring_depth > 0 && pool_frames <= ring_depth {
+        } else if ring_depth > 0
+            && pool_frames < punktfunk_engine::pipeline::worst_case_frames_in_flight(ring_depth)
+        {
             c.warn(
                 "pipeline.pool_frames",
                 format!(
-                    "{pool_frames} buffers do not outnumber one ring's {ring_depth} slots: a \
-                     full ring starves capture; {} never run out",
+                    "{pool_frames} buffers are fewer than the {} that can be in flight with \
+                     {ring_depth}-slot rings: capture misses frames while the rings are full",
                     punktfunk_engine::pipeline::worst_case_frames_in_flight(ring_depth)
                 ),
             );

@@ -408,12 +408,11 @@ pub fn run_blocking(opts: ServeOptions) -> Result<(), ServeError> {
         // punktfunk/1 runs on its own thread with blocking UDP (pf1::net).
         let pf1 = match pf1 {
             Some(mut o) => {
-                o.parity_percent = host.tuning().fec.percent;
+                o.apply_profile(host.tuning().session_profile());
                 // The media path encodes H.264 (openh264) whatever the profile prefers.
                 o.codec = crate::pf1::Codec::H264;
                 o.media = crate::pf1::media::MediaOptions {
                     bind: stream_bind,
-                    send: host.tuning().send.clone(),
                     bitrate_kbps: host.tuning().video.bitrate_kbps,
                     ..o.media
                 };
@@ -432,8 +431,7 @@ pub fn run_blocking(opts: ServeOptions) -> Result<(), ServeError> {
             audio: ports.audio(),
         };
         let options = StreamOptions {
-            fec_percent: host.tuning().fec.percent,
-            send: host.tuning().send.clone(),
+            profile: host.tuning().session_profile(),
             ..StreamOptions::default()
         };
         let input: Arc<std::sync::Mutex<dyn InputHandler>> = Arc::new(std::sync::Mutex::new(

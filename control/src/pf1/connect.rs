@@ -31,8 +31,9 @@ pub struct ConnectOptions {
     pub pair: Option<Option<Pin>>,
     /// The mode to ask for.
     pub mode: Mode,
-    /// Ask for this mode half way through the run (renegotiation).
-    pub remode: Option<Mode>,
+    /// Ask for these modes in turn during the run (renegotiation), evenly spaced: one mode
+    /// half way, two at a third and two thirds, and so on.
+    pub remodes: Vec<Mode>,
     /// The name the host shows.
     pub name: String,
     /// How long to receive before saying Goodbye.
@@ -134,7 +135,7 @@ pub fn run(opts: ConnectOptions) -> Result<String, ConnectError> {
     let prompt_handle = handle.clone();
     let goodbye_handle = handle.clone();
     let duration = opts.duration;
-    let remode = opts.remode;
+    let remodes = opts.remodes.clone();
     let asked = remode_asked.clone();
     let closed = driver.run(|s, ev| match ev {
         ClientEvent::Connected { fingerprint, trust } => {
@@ -206,18 +207,22 @@ pub fn run(opts: ConnectOptions) -> Result<String, ConnectError> {
                     started = Some(p);
                     let h = goodbye_handle.clone();
                     let asked = asked.clone();
+                    let remodes = remodes.clone();
                     std::thread::spawn(move || {
-                        if let Some(m) = remode {
-                            std::thread::sleep(duration / 2);
-                            *asked
-                                .lock()
-                                .unwrap_or_else(std::sync::PoisonError::into_inner) =
-                                Some(Instant::now());
+                        let steps = u32::try_from(remodes.len()).unwrap_or(u32::MAX - 1) + 1;
+                        let step = duration / steps;
+                        for (i, m) in remodes.into_iter().enumerate() {
+                            std::thread::sleep(step);
+                            if i == 0 {
+                                // reconfigure_ms measures the first switch.
+                                *asked
+                                    .lock()
+                                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                                    Some(Instant::now());
+                            }
                             h.send(ClientCommand::Reconfigure(m));
-                            std::thread::sleep(duration - duration / 2);
-                        } else {
-                            std::thread::sleep(duration);
                         }
+                        std::thread::sleep(duration.saturating_sub(step * (steps - 1)));
                         h.send(ClientCommand::Goodbye(GoodbyeReason::Normal, "done".into()));
                     });
                 }
@@ -313,6 +318,7 @@ pub fn stats_json(
         "datagrams": stats.datagrams,
         "payload_bytes": stats.payload_bytes,
         "modes_seen": modes(stats),
+        "mode_switches": stats.new_modes.len(),
         "goodput_bps": stats.goodput_bps(),
         "latency_us_p50": stats.latency_quantile(0.5),
         "latency_us_p99": stats.latency_quantile(0.99),

@@ -56,6 +56,13 @@ impl ListenerOptions {
             media: MediaOptions::default(),
         }
     }
+
+    /// Takes the tuning profile's pipeline, send, pacing and FEC settings: the parity offered
+    /// in Welcome is `fec.percent`, and every stream's pipeline is built from the profile.
+    pub fn apply_profile(&mut self, profile: punktfunk_engine::config::SessionProfile) {
+        self.parity_percent = profile.fec.percent;
+        self.media.profile = profile;
+    }
 }
 
 /// Why the listener could not start.

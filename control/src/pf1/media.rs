@@ -27,10 +27,12 @@ use punktfunk_capture::stages::{
     EncodeStage, ModeSwitch, PatternCapture, VideoMode, raw_frame_len,
 };
 use punktfunk_capture::{VideoEncoder, VideoEncoderConfig};
-use punktfunk_engine::config::{Backpressure, PipelineConfig, SendConfig};
-use punktfunk_engine::io::sink::{PeerAddr, SendSink};
-use punktfunk_engine::io::stages::{Pipeline, PipelineHandle};
-use punktfunk_engine::io::{Caps, UdpSender};
+use punktfunk_engine::config::SessionProfile;
+use punktfunk_engine::io::Caps;
+use punktfunk_engine::io::build::{
+    PipelineBuilder, PipelineWatch, VideoPipeline, VideoSend, VideoStages,
+};
+use punktfunk_engine::io::sink::PeerAddr;
 use punktfunk_engine::pf1::adaptive::{
     FecController, FecControllerConfig, LossReport as EngineLoss,
 };
@@ -49,8 +51,10 @@ use crate::input::wire::InputEvent;
 pub struct MediaOptions {
     /// Address the data-plane sockets bind (IPv4 unspecified by default).
     pub bind: IpAddr,
-    /// Send-side io settings (path, pacing, buffers).
-    pub send: SendConfig,
+    /// The tuning profile's `[pipeline]`, `[send]`, `[pacing]` and `[fec]`: every stream's
+    /// pipeline is built from it (`punktfunk_engine::io::build`). The parity a session starts
+    /// with is the one negotiated (`ListenerOptions::parity_percent`); `fec.min_parity` applies.
+    pub profile: SessionProfile,
     /// Encoder bitrate, kbit/s.
     pub bitrate_kbps: u32,
     /// Datagrams one data-plane key may seal; 0: AES-GCM's limit for the shard size (2^28 at
@@ -58,16 +62,19 @@ pub struct MediaOptions {
     pub key_packet_limit: u64,
     /// Percentage of that limit after which the host proposes the next key generation.
     pub key_update_percent: u8,
+    /// Where the settings of the pipeline started last are published (tests, status).
+    pub watch: Arc<PipelineWatch>,
 }
 
 impl Default for MediaOptions {
     fn default() -> Self {
         Self {
             bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            send: SendConfig::default(),
+            profile: SessionProfile::default(),
             bitrate_kbps: 20_000,
             key_packet_limit: 0,
             key_update_percent: punktfunk_engine::pf1::send::DEFAULT_KEY_UPDATE_PERCENT,
+            watch: Arc::default(),
         }
     }
 }
@@ -81,7 +88,7 @@ struct PendingMode {
 }
 
 struct Stream {
-    pipeline: PipelineHandle,
+    pipeline: VideoPipeline,
     switch: Arc<ModeSwitch>,
     feedback: Arc<Pf1Feedback>,
     controller: FecController,
@@ -95,7 +102,7 @@ struct Stream {
 /// The media side of the punktfunk/1 listener.
 pub struct Pf1Media {
     opts: MediaOptions,
-    caps: Caps,
+    builder: PipelineBuilder,
     handle: HostHandle,
     input: Box<dyn InputSink>,
     streams: HashMap<ConnId, Stream>,
@@ -127,8 +134,8 @@ impl Pf1Media {
     /// A media side sending Reconfigured replies through `handle`.
     pub fn new(opts: MediaOptions, handle: HostHandle, input: Box<dyn InputSink>) -> Self {
         Self {
+            builder: PipelineBuilder::new(opts.profile.clone(), Caps::probe()),
             opts,
-            caps: Caps::probe(),
             handle,
             input,
             streams: HashMap::new(),
@@ -161,9 +168,9 @@ impl Pf1Media {
         let sender_cfg = Pf1SenderConfig {
             shard_len: usize::from(params.shard_payload) & !1,
             parity_percent: params.parity_percent,
-            // Small frames (a few shards) get two parity shards before any loss report
-            // arrives, as GameStream's minRequiredFecPackets does.
-            min_parity: 2,
+            // Small frames (a few shards) get parity shards before any loss report arrives,
+            // as GameStream's minRequiredFecPackets does (profile `fec.min_parity`, 2 by default).
+            min_parity: usize::from(self.builder.fec().min_parity),
             key_packet_limit: self.opts.key_packet_limit,
             key_update_percent: self.opts.key_update_percent,
             ..Pf1SenderConfig::default()
@@ -172,21 +179,10 @@ impl Pf1Media {
         let packetize = Pf1PacketizeStage::new(sender_cfg, key)
             .map_err(|e| e.to_string())?
             .with_feedback(feedback.clone());
-        // Raw frames up to 4K and their encodings share one pool.
-        let largest = raw_frame_len(3840, 2160).max(max_encoded);
-        let config = PipelineConfig {
-            ring_depth: 2,
-            pool_frames: 10,
-            frame_capacity: largest.max(packetize.max_output(largest)),
-            backpressure: Backpressure::DropOldest,
-            ..PipelineConfig::default()
-        };
-        let sender = UdpSender::new(
-            SocketAddr::new(self.opts.bind, 0),
-            &self.opts.send,
-            &self.caps,
-        )
-        .map_err(|e| e.to_string())?;
+        let sender = self
+            .builder
+            .bind_sender(SocketAddr::new(self.opts.bind, 0))
+            .map_err(|e| e.to_string())?;
         let peer = Arc::new(PeerAddr::default());
         peer.set(Some(dest));
         let pending: Arc<Mutex<Option<PendingMode>>> = Arc::default();
@@ -195,8 +191,7 @@ impl Pf1Media {
         let fb = feedback.clone();
         // The generation a key update was last asked for: one request per generation.
         let asked = AtomicU32::new(0);
-        let interval = Duration::from_secs(1) / first.fps;
-        let sink = SendSink::new(sender, peer, interval, true).on_sent(Box::new(move |meta, _| {
+        let on_sent: punktfunk_engine::io::sink::OnSent = Box::new(move |meta, _| {
             f.fetch_add(1, Ordering::Relaxed);
             if fb.key_update_due() {
                 let next = fb.key_generation().saturating_add(1);
@@ -218,9 +213,27 @@ impl Pf1Media {
                 );
                 h.send(HostCommand::Reconfigured(conn, pm.mode, meta.index as u32));
             }
-        }));
-        let pipeline =
-            Pipeline::spawn(&config, source, encode, packetize, sink).map_err(|e| e.to_string())?;
+        });
+        let stages = VideoStages {
+            source,
+            encode,
+            packetize,
+            // Raw frames up to 4K (a renegotiation may ask for one) and their encodings share
+            // one pool.
+            media_capacity: raw_frame_len(3840, 2160).max(max_encoded),
+            frame_interval: Duration::from_secs(1) / first.fps,
+        };
+        let send = VideoSend {
+            sender,
+            peer,
+            on_sent: Some(on_sent),
+        };
+        let label = format!("punktfunk/1 {}", params.session_id);
+        let pipeline = self
+            .builder
+            .spawn(&label, stages, send)
+            .map_err(|e| e.to_string())?;
+        self.opts.watch.set(pipeline.effective().clone());
         tracing::info!(
             %conn,
             session = params.session_id,
@@ -293,7 +306,7 @@ impl Pf1Media {
     /// Asks `conn`'s encoder for an IDR.
     pub fn request_idr(&mut self, conn: ConnId) {
         if let Some(s) = self.streams.get(&conn) {
-            s.pipeline.request_keyframe();
+            s.pipeline.handle().request_keyframe();
         }
     }
 
@@ -324,8 +337,16 @@ impl Pf1Media {
     /// Stops `conn`'s stream, if any.
     pub fn stop(&mut self, conn: ConnId) {
         if let Some(s) = self.streams.remove(&conn) {
-            s.pipeline.abort();
-            let stats = s.pipeline.join().map(|st| st.dropped()).unwrap_or(0);
+            let stats = match s.pipeline.abort() {
+                Ok(st) => {
+                    self.opts.watch.set_stopped(st);
+                    st.dropped()
+                }
+                Err(e) => {
+                    tracing::warn!(%conn, error = %e, "punktfunk/1 pipeline ended with an error");
+                    0
+                }
+            };
             let (key_datagrams, _) = s.feedback.key_datagrams();
             tracing::info!(
                 %conn,

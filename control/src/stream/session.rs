@@ -7,7 +7,7 @@
 //!        (at most 128; oldest half-open evicted; 5 s total per request) ──► Handshake::handle
 //!        PLAY ──► bind UDP video/audio/control ──► pf-stream orchestrator
 //!                     ├─ pf-control: ENet host; drives the GsSession
-//!                     ├─ pf-video:   pings → GsSession; Pipeline{source, encoder,
+//!                     ├─ pf-video:   pings → GsSession; PipelineBuilder{source, encoder,
 //!                     │              PacketizeStage, SendSink}
 //!                     └─ pf-audio:   pings → GsSession; Opus → AudioPacketizer → UDP
 //!   /cancel, host exit ──► stop (termination message 0x0109 first)
@@ -16,7 +16,7 @@
 //!
 //! What happens in a stream is decided by its [`GsSession`] (pure, see `gs_session`): the
 //! threads here read their sockets, call its `handle_*` methods under one lock and carry out
-//! the events that come out of the same call ([`apply`]): an IDR request reaches the running
+//! the events that come out of the same call (`StreamCtx::apply`): an IDR request reaches the running
 //! pipeline's keyframe flag in the step that decoded it, a FEC status report reaches the
 //! packetizer's loss feedback, a ping from a new address moves that stream's destination,
 //! and `Ended` stops every thread of the stream.
@@ -32,9 +32,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use punktfunk_engine::config::{Backpressure, PipelineConfig, SendConfig};
-use punktfunk_engine::io::sink::{PeerAddr, SendSink};
-use punktfunk_engine::io::stages::{Pipeline, PipelineHandle};
+use punktfunk_engine::config::SessionProfile;
+use punktfunk_engine::io::build::{
+    EffectiveSettings, PipelineBuilder, PipelineWatch, VideoPipeline, VideoSend, VideoStages,
+};
+use punktfunk_engine::io::sink::PeerAddr;
 use punktfunk_engine::io::{Caps, UdpSender};
 use punktfunk_engine::pipeline::{Source, Stage};
 use punktfunk_engine::pool::FrameBuf;
@@ -102,10 +104,9 @@ pub trait InputHandler: Send {
 /// Host-wide streaming options (from the tuning profile).
 #[derive(Debug, Clone)]
 pub struct StreamOptions {
-    /// FEC percentage for video.
-    pub fec_percent: u8,
-    /// Send-side io settings for video.
-    pub send: SendConfig,
+    /// The tuning profile's `[pipeline]`, `[send]`, `[pacing]` and `[fec]`: every stream's
+    /// pipeline is built from it (`punktfunk_engine::io::build`).
+    pub profile: SessionProfile,
     /// DESCRIBE offer.
     pub offer: HostOffer,
     /// Connection limits of the RTSP listener (default [`rtsp_limits`]).
@@ -132,8 +133,7 @@ pub const RTSP_MAX_REQUEST: usize = 64 * 1024;
 impl Default for StreamOptions {
     fn default() -> Self {
         Self {
-            fec_percent: 20,
-            send: SendConfig::default(),
+            profile: SessionProfile::default(),
             offer: HostOffer {
                 feature_flags: 0,
                 encryption_supported: enc::CONTROL_V2 | enc::VIDEO | enc::AUDIO,
@@ -211,6 +211,8 @@ pub struct SessionCounters {
     pub control_dropped: AtomicU64,
     /// Pings ignored (wrong payload or size).
     pub bad_pings: AtomicU64,
+    /// The settings this stream's video pipeline runs with, once it started.
+    pub pipeline: PipelineWatch,
 }
 
 impl SessionCounters {
@@ -270,7 +272,7 @@ struct Shared {
     options: StreamOptions,
     media: Arc<dyn MediaFactory>,
     input: Arc<Mutex<dyn InputHandler>>,
-    caps: Caps,
+    builder: PipelineBuilder,
     slot: Mutex<Option<Slot>>,
     counters: StreamCounters,
     shutdown: AtomicBool,
@@ -312,13 +314,14 @@ impl StreamHost {
         let listener = TcpListener::bind(SocketAddr::new(endpoints.bind, endpoints.rtsp))?;
         let rtsp_port = listener.local_addr()?.port();
         listener.set_nonblocking(true)?;
+        let builder = PipelineBuilder::new(options.profile.clone(), Caps::probe());
         let rtsp_conns = Listener::new("rtsp", options.rtsp_limits);
         let shared = Arc::new(Shared {
             endpoints,
             options,
             media,
             input,
-            caps: Caps::probe(),
+            builder,
             slot: Mutex::new(None),
             counters: StreamCounters::default(),
             shutdown: AtomicBool::new(false),
@@ -397,6 +400,16 @@ impl StreamHost {
             .as_ref()
             .and_then(|s| s.stream.as_ref())
             .map(|st| st.counters.snapshot(st.session_id))
+    }
+
+    /// The settings the running stream's video pipeline uses (`None` before its first ping
+    /// or when no stream runs): the tuning profile as it reached the engine.
+    pub fn effective_settings(&self) -> Option<EffectiveSettings> {
+        self.shared
+            .slot()
+            .as_ref()
+            .and_then(|s| s.stream.as_ref())
+            .and_then(|st| st.counters.pipeline.get())
     }
 
     /// Where the session stands.
@@ -699,12 +712,10 @@ struct StreamSockets {
 
 fn bind_sockets(shared: &Shared) -> std::io::Result<StreamSockets> {
     let ep = shared.endpoints;
-    let video = UdpSender::new(
-        SocketAddr::new(ep.bind, ep.video),
-        &shared.options.send,
-        &shared.caps,
-    )
-    .map_err(std::io::Error::other)?;
+    let video = shared
+        .builder
+        .bind_sender(SocketAddr::new(ep.bind, ep.video))
+        .map_err(std::io::Error::other)?;
     let audio = UdpSocket::bind(SocketAddr::new(ep.bind, ep.audio))?;
     let control = UdpSocket::bind(SocketAddr::new(ep.bind, ep.control))?;
     Ok(StreamSockets {
@@ -755,7 +766,11 @@ fn start_stream(
         codec = ?config.codec,
         bitrate_kbps = config.bitrate_kbps,
         packet_size = config.packet_size,
-        fec = %format!("{}% (min {} parity)", shared.options.fec_percent, config.min_fec_packets),
+        fec = %format!(
+            "{}% (min {} parity)",
+            shared.builder.fec().percent,
+            config.min_fec_packets
+        ),
         encryption = %format!(
             "control:{} video:{} audio:{}",
             config.encryption.control_v2, config.encryption.video, config.encryption.audio
@@ -793,7 +808,7 @@ struct StreamCtx {
     audio_peer: Arc<PeerAddr>,
     /// The running video pipeline, once the video thread started it: the owning handle the
     /// control thread's keyframe requests go to.
-    pipeline: Arc<Mutex<Option<PipelineHandle>>>,
+    pipeline: Arc<Mutex<Option<VideoPipeline>>>,
     /// Loss estimate from the client's FEC status reports, for adaptive parity.
     loss: Arc<LossFeedback>,
     /// This stream's counters (zero at PLAY).
@@ -844,7 +859,7 @@ impl StreamCtx {
                 // Before the pipeline runs there is nothing to ask: its first frame is a
                 // keyframe (requested when it starts).
                 if let Some(p) = lock(&self.pipeline).as_ref() {
-                    p.request_keyframe();
+                    p.handle().request_keyframe();
                 }
             }
             GsEvent::LossEstimate(loss) => {
@@ -1084,10 +1099,15 @@ fn video_thread(ctx: &StreamCtx, sender: UdpSender) {
             return;
         }
     };
+    let fec = ctx.shared.builder.fec();
     let params = VideoParams {
         packet_size: ctx.config.packet_size,
-        fec_percent: ctx.shared.options.fec_percent,
-        min_parity: ctx.config.min_fec_packets,
+        fec_percent: fec.percent,
+        // The client's minimum or the profile's, whichever is larger.
+        min_parity: ctx
+            .config
+            .min_fec_packets
+            .max(u8::try_from(fec.min_parity).unwrap_or(u8::MAX)),
     };
     let video_key = ctx.config.encryption.video.then_some(ctx.spec.rikey);
     let packetize = match PacketizeStage::new(params, video_key) {
@@ -1098,33 +1118,34 @@ fn video_thread(ctx: &StreamCtx, sender: UdpSender) {
             return;
         }
     };
-    let frame_capacity = media
-        .frame_capacity
-        .max(packetize.max_output(media.frame_capacity));
-    let config = PipelineConfig {
-        ring_depth: 2,
-        pool_frames: 10,
-        frame_capacity,
-        backpressure: Backpressure::DropOldest,
-        ..PipelineConfig::default()
-    };
-    let interval = Duration::from_secs(1) / ctx.config.fps.max(1);
     let counted = ctx.counters.clone();
-    let sink =
-        SendSink::new(sender, peer.clone(), interval, true).on_sent(Box::new(move |_, _| {
+    let stages = VideoStages {
+        source: media.source,
+        encode: media.encoder,
+        packetize,
+        media_capacity: media.frame_capacity,
+        frame_interval: Duration::from_secs(1) / ctx.config.fps.max(1),
+    };
+    let send = VideoSend {
+        sender,
+        peer: peer.clone(),
+        on_sent: Some(Box::new(move |_, _| {
             counted.video_frames.fetch_add(1, Ordering::Relaxed);
-        }));
-    let handle = match Pipeline::spawn(&config, media.source, media.encoder, packetize, sink) {
-        Ok(h) => h,
+        })),
+    };
+    let label = format!("gamestream {}", ctx.spec.session_id);
+    let video = match ctx.shared.builder.spawn(&label, stages, send) {
+        Ok(v) => v,
         Err(e) => {
             tracing::error!(error = %e, "video pipeline");
             ctx.end("video pipeline failed");
             return;
         }
     };
+    ctx.counters.pipeline.set(video.effective().clone());
     // The client's decoder starts on a keyframe; later requests come from the session.
-    handle.request_keyframe();
-    *lock(&ctx.pipeline) = Some(handle);
+    video.handle().request_keyframe();
+    *lock(&ctx.pipeline) = Some(video);
     // Pings move the destination (through the session); the read timeout bounds how long a
     // stop or a finished pipeline goes unnoticed.
     let _ = pings.set_read_timeout(Some(Duration::from_millis(100)));
@@ -1132,13 +1153,13 @@ fn video_thread(ctx: &StreamCtx, sender: UdpSender) {
         read_ping(ctx, &pings, PingStream::Video);
         if lock(&ctx.pipeline)
             .as_ref()
-            .is_none_or(PipelineHandle::is_finished)
+            .is_none_or(|v| v.handle().is_finished())
         {
             ctx.end("video pipeline stopped");
         }
     }
-    let handle = lock(&ctx.pipeline).take();
-    if let Some(Err(e)) = handle.map(PipelineHandle::shutdown) {
+    let video = lock(&ctx.pipeline).take();
+    if let Some(Err(e)) = video.map(VideoPipeline::shutdown) {
         tracing::warn!(error = %e, "video pipeline ended with an error");
     }
 }

@@ -37,10 +37,12 @@
 //! # Threads
 //!
 //! [`stages`] runs the capture → encode → FEC → send pipeline on threads joined by the rings
-//! of [`crate::ring`], and [`pin`] pins them to cores (`docs/pipeline.md`).
+//! of [`crate::ring`], and [`pin`] pins them to cores (`docs/pipeline.md`). [`build`] is the
+//! one place a session's pipeline is put together from the tuning profile, for both protocols.
 //!
 //! See `docs/io.md` for the design, the soundness argument and measurements.
 
+pub mod build;
 mod caps;
 mod fallback;
 pub mod pf1;

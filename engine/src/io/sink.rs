@@ -3,7 +3,8 @@
 //! [`SendSink`] is the pipeline's last stage. Each input [`FrameBuf`] holds a frame's datagrams
 //! back to back (`meta.segment_size` apart, see [`crate::stream::PacketizeStage`]); the sink
 //! hands them to [`UdpSender::send_frame`], which cuts them into GSO sends and spreads them over
-//! the frame interval per the pacing config. The destination is the client's address as the
+//! the frame's own interval (carried in its metadata, so pacing follows a mode change) per the
+//! pacing config. The destination is the client's address as the
 //! control plane learns it (GameStream: the source of the client's video pings), shared through
 //! a [`PeerAddr`]; until one is known frames are dropped and counted.
 
@@ -50,6 +51,20 @@ pub struct SinkStats {
 /// (latency accounting in benches and the host's stats).
 pub type OnSent = Box<dyn FnMut(&FrameMeta, &SendStats) + Send>;
 
+/// How one frame is paced: over its own interval ([`FrameMeta::interval_ns`], set by the
+/// source for the frame's mode), or over `fallback` when the source did not say. Because the
+/// interval travels with the frame, a renegotiation from 30 to 120 fps paces the first 120 fps
+/// frame over 8.3 ms × share, not over the 33 ms of the mode the sink was created for.
+pub fn frame_pacing(meta: &FrameMeta, fallback: Duration, paced: bool, now: Instant) -> Pacing {
+    if !paced {
+        return Pacing::Immediate;
+    }
+    Pacing::Frame {
+        start: now,
+        interval: meta.interval().unwrap_or(fallback),
+    }
+}
+
 /// The pipeline's send stage (see the module docs).
 pub struct SendSink {
     sender: UdpSender,
@@ -71,8 +86,10 @@ impl std::fmt::Debug for SendSink {
 }
 
 impl SendSink {
-    /// A sink sending through `sender` to whatever `peer` holds, pacing each frame over
-    /// `frame_interval` when `paced` (the share comes from the sender's `SendConfig`).
+    /// A sink sending through `sender` to whatever `peer` holds, pacing each frame when
+    /// `paced` over the interval it carries ([`FrameMeta::interval_ns`]), or over
+    /// `frame_interval` for frames that carry none (the share comes from the sender's
+    /// `SendConfig`).
     pub fn new(
         sender: UdpSender,
         peer: Arc<PeerAddr>,
@@ -115,14 +132,7 @@ impl Sink for SendSink {
                 "send stage got a frame that was not packetized",
             ));
         }
-        let pacing = if self.paced {
-            Pacing::Frame {
-                start: Instant::now(),
-                interval: self.frame_interval,
-            }
-        } else {
-            Pacing::Immediate
-        };
+        let pacing = frame_pacing(&frame.meta, self.frame_interval, self.paced, Instant::now());
         match self.sender.send_frame(dest, frame.as_slice(), seg, pacing) {
             Ok(s) => {
                 self.stats.frames += 1;
@@ -137,5 +147,40 @@ impl Sink for SendSink {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pacing_follows_the_frame_not_the_sink() {
+        let now = Instant::now();
+        let created_for_30 = Duration::from_secs(1) / 30;
+        let mut meta = FrameMeta {
+            interval_ns: FrameMeta::interval_ns_for_fps(120),
+            ..FrameMeta::default()
+        };
+        assert_eq!(
+            frame_pacing(&meta, created_for_30, true, now),
+            Pacing::Frame {
+                start: now,
+                interval: Duration::from_nanos(8_333_333)
+            }
+        );
+        meta.interval_ns = 0;
+        assert_eq!(
+            frame_pacing(&meta, created_for_30, true, now),
+            Pacing::Frame {
+                start: now,
+                interval: created_for_30
+            },
+            "a frame without an interval falls back to the sink's"
+        );
+        assert_eq!(
+            frame_pacing(&meta, created_for_30, false, now),
+            Pacing::Immediate
+        );
     }
 }

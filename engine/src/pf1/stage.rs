@@ -284,6 +284,20 @@ impl Stage for Pf1PacketizeStage {
     }
 }
 
+impl crate::pipeline::Packetizer for Pf1PacketizeStage {
+    fn max_output(&self, frame_len: usize) -> usize {
+        Pf1PacketizeStage::max_output(self, frame_len)
+    }
+
+    fn fec(&self) -> crate::config::FecConfig {
+        let c = self.sender.config();
+        crate::config::FecConfig {
+            percent: c.parity_percent,
+            min_parity: u16::try_from(c.min_parity).unwrap_or(u16::MAX),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

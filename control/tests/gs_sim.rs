@@ -682,3 +682,95 @@ fn hostile_garbage_is_counted_and_changes_nothing() {
         ))
     );
 }
+
+/// Random calls in random order with random bytes (a fuzzer's view, seeded): the session never
+/// panics, ends at most once, never asks for a keyframe without a sealed IDR request, and
+/// after `Ended` produces nothing more.
+#[test]
+fn random_call_sequences_never_break_the_rules() {
+    for seed in 0..200u64 {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let t0 = Instant::now();
+        let mut now = t0;
+        let mut host = GsSession::new(t0, config());
+        let client = ControlCipher::new(&KEY);
+        let mut client_seq = 0u32;
+        let mut sealed_idr = 0u64;
+        let mut ended = 0;
+        let mut keyframes = 0u64;
+        for _ in 0..300 {
+            now += Duration::from_millis(u64::from(rng.next_u32() % 3000));
+            let peer = PeerKey((rng.next_u32() % 3) as usize);
+            match rng.next_u32() % 7 {
+                0 => host.handle_connect(
+                    now,
+                    peer,
+                    if rng.next_u32() % 2 == 0 {
+                        CONNECT_DATA
+                    } else {
+                        rng.next_u32()
+                    },
+                ),
+                1 => host.handle_disconnect(now, peer),
+                2 => {
+                    let mut junk = vec![0u8; (rng.next_u32() % 80) as usize];
+                    rng.fill_bytes(&mut junk);
+                    host.handle_control(now, peer, &mut junk);
+                }
+                3 => {
+                    let t = [
+                        types::IDR_REQUEST,
+                        types::FEC_STATUS,
+                        types::INPUT,
+                        types::RFI,
+                    ][(rng.next_u32() % 4) as usize];
+                    let mut payload = vec![0u8; (rng.next_u32() % 30) as usize];
+                    rng.fill_bytes(&mut payload);
+                    let mut out = vec![0u8; ControlCipher::sealed_len(payload.len())];
+                    let n = client
+                        .seal(client_seq, Direction::ClientToHost, t, &payload, &mut out)
+                        .unwrap();
+                    client_seq += 1;
+                    out.truncate(n);
+                    if t == types::IDR_REQUEST || (t == types::RFI && payload.len() >= 12) {
+                        sealed_idr += 1;
+                    }
+                    host.handle_control(now, peer, &mut out);
+                }
+                4 => {
+                    let mut bytes = vec![0u8; (rng.next_u32() % 24) as usize];
+                    rng.fill_bytes(&mut bytes);
+                    if rng.next_u32() % 2 == 0 {
+                        bytes = PAYLOAD.to_vec();
+                    }
+                    let from = SocketAddr::from(([10, 0, 0, (rng.next_u32() % 4) as u8], 5000));
+                    host.handle_ping(now, PingStream::Video, from, &bytes);
+                }
+                5 => host.handle_timeout(now),
+                _ => host.close(now, Some(TERMINATION_GRACEFUL)),
+            }
+            let was_ended = ended > 0;
+            while let Some(e) = host.poll_event() {
+                assert!(!was_ended, "seed {seed}: {e:?} after Ended");
+                match e {
+                    GsEvent::Ended(_) => ended += 1,
+                    GsEvent::KeyframeRequest => keyframes += 1,
+                    _ => {}
+                }
+            }
+            while let Some(t) = host.poll_transmit() {
+                assert!(!was_ended, "seed {seed}: {t:?} after Ended");
+            }
+            if let Some(deadline) = host.poll_timeout() {
+                // A deadline is never further away than the liveness timeout.
+                assert!(deadline <= now + TIMEOUT, "seed {seed}");
+            }
+        }
+        assert!(ended <= 1, "seed {seed}");
+        assert!(
+            keyframes <= sealed_idr,
+            "seed {seed}: {keyframes} > {sealed_idr}"
+        );
+        assert_eq!(host.is_ended(), ended == 1, "seed {seed}");
+    }
+}

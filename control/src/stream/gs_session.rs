@@ -230,8 +230,12 @@ impl GsSession {
     }
 
     /// ENet reports a new peer with its connect `data` word. A wrong data word (when the client
-    /// announced session IDs) or a second peer is refused with an immediate disconnect.
+    /// announced session IDs) or a second peer is refused with an immediate disconnect. After
+    /// the end nothing is decided any more (the driver is gone).
     pub fn handle_connect(&mut self, now: Instant, peer: PeerKey, data: u32) {
+        if self.state == State::Ended {
+            return;
+        }
         let wrong_data = self.config.connect_data.is_some_and(|want| want != data);
         if wrong_data || self.state != State::Waiting {
             self.stats.refused_connects += 1;

@@ -37,7 +37,7 @@ use punktfunk_engine::io::build::{
     EffectiveSettings, PipelineBuilder, PipelineWatch, VideoPipeline, VideoSend, VideoStages,
 };
 use punktfunk_engine::io::sink::PeerAddr;
-use punktfunk_engine::io::{Caps, UdpSender};
+use punktfunk_engine::io::{Caps, Pacing, UdpSender};
 use punktfunk_engine::pipeline::{Source, Stage};
 use punktfunk_engine::pool::FrameBuf;
 use punktfunk_engine::stream::{LossFeedback, PacketizeStage};
@@ -706,7 +706,7 @@ fn handle_rtsp(shared: &Arc<Shared>, req: &rtsp::Request<'_>, peer: SocketAddr) 
 /// after).
 struct StreamSockets {
     video: UdpSender,
-    audio: UdpSocket,
+    audio: UdpSender,
     control: UdpSocket,
 }
 
@@ -716,7 +716,10 @@ fn bind_sockets(shared: &Shared) -> std::io::Result<StreamSockets> {
         .builder
         .bind_sender(SocketAddr::new(ep.bind, ep.video))
         .map_err(std::io::Error::other)?;
-    let audio = UdpSocket::bind(SocketAddr::new(ep.bind, ep.audio))?;
+    let audio = shared
+        .builder
+        .bind_sender(SocketAddr::new(ep.bind, ep.audio))
+        .map_err(std::io::Error::other)?;
     let control = UdpSocket::bind(SocketAddr::new(ep.bind, ep.control))?;
     Ok(StreamSockets {
         video,
@@ -1164,7 +1167,18 @@ fn video_thread(ctx: &StreamCtx, sender: UdpSender) {
     }
 }
 
-fn audio_thread(ctx: &StreamCtx, socket: UdpSocket) {
+/// Audio: every `audio_packet_ms` one Opus packet → [`AudioPacketizer`] → the engine's
+/// [`UdpSender`] (the send path and pacer video uses, set up from the same profile). Between
+/// packets the thread blocks on the audio socket until the next packet is due, handing any
+/// ping that arrives meanwhile to the session: no sleep-and-poll.
+fn audio_thread(ctx: &StreamCtx, mut sender: UdpSender) {
+    let socket = match sender.try_clone_socket() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "audio socket; no audio for this stream");
+            return;
+        }
+    };
     let Some(mut dest) = wait_for_ping(ctx, &socket, PingStream::Audio) else {
         return;
     };
@@ -1187,21 +1201,22 @@ fn audio_thread(ctx: &StreamCtx, socket: UdpSocket) {
             return;
         }
     };
-    let _ = socket.set_nonblocking(true);
     let mut out = AudioDatagrams::default();
     let step = Duration::from_millis(u64::from(ctx.config.audio_packet_ms));
     let mut due = Instant::now();
     while !ctx.stopped() {
         let now = Instant::now();
         if now < due {
-            std::thread::sleep((due - now).min(Duration::from_millis(2)));
+            // Wait for a ping or the packet's due time, whichever comes first.
+            let _ = socket.set_read_timeout(Some((due - now).max(Duration::from_micros(50))));
+            read_ping(ctx, &socket, PingStream::Audio);
             continue;
         }
+        let start = due;
         due += step;
         if now > due + Duration::from_millis(200) {
             due = now; // fell far behind (suspend, overload): resync instead of bursting
         }
-        while read_ping(ctx, &socket, PingStream::Audio) {}
         dest = ctx.audio_peer.get().unwrap_or(dest);
         let packet = match source.next_packet() {
             Ok(p) => p,
@@ -1214,8 +1229,16 @@ fn audio_thread(ctx: &StreamCtx, socket: UdpSocket) {
             tracing::debug!(error = %e, "audio packet dropped");
             continue;
         }
+        // Data and FEC datagrams differ in length, so each goes out as its own "frame",
+        // paced from the packet's due time over the packet interval.
+        let pacing = Pacing::Frame {
+            start,
+            interval: step,
+        };
         for d in out.iter() {
-            let _ = socket.send_to(d, dest);
+            if let Err(e) = sender.send_frame(dest, d, d.len(), pacing) {
+                tracing::debug!(error = %e, "audio datagram not sent");
+            }
         }
         ctx.counters.audio_packets.fetch_add(1, Ordering::Relaxed);
     }

@@ -57,6 +57,8 @@ pub struct PacketizeStats {
     pub payload_bytes: u64,
     /// Frames sent without FEC because they needed more than 4 blocks.
     pub fec_skipped: u64,
+    /// Tiny frames sent more than once because parity alone could not cover the loss.
+    pub copied: u64,
     /// Frames dropped because no output buffer was free (a keyframe is requested).
     pub pool_misses: u64,
     /// Frames dropped because they did not fit the protocol or the buffer.
@@ -154,6 +156,7 @@ impl PacketizeStage {
         self.stats.datagrams += r.datagrams as u64;
         self.stats.payload_bytes += input.len() as u64;
         self.stats.fec_skipped += u64::from(r.fec_skipped);
+        self.stats.copied += u64::from(r.copies > 1);
         Ok(())
     }
 }

@@ -1117,7 +1117,7 @@ mod tests {
     fn tiny_frames_are_copied_when_parity_cannot_cover_the_loss() {
         // A 1-shard block can say at most 3 parity shards (255 %): 4 datagrams, all lost at
         // 20 % loss in 1 frame of 625. Two copies of 1 + 3 make a shard's loss 4 %.
-        assert_eq!((1usize * 255).div_ceil(100), 3);
+        assert_eq!(255usize.div_ceil(100), 3);
         assert_eq!(
             copies_for_block(1, 0.05, 2),
             (2, 1),

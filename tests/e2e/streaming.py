@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import logging
 import queue
 import re
 import secrets
@@ -179,6 +180,8 @@ CLIENT_LOG_EVENTS = {
     "idr_requests": "IDR frame request",
     "consecutive_drop_limit": "Reached consecutive drop limit",
     "rfi_requests": "RFI request",
+    "decoder_errors": "decoder ERROR",
+    "decoder_warnings": "decoder WARNING",
 }
 
 
@@ -366,6 +369,12 @@ def main() -> int:
     ap.add_argument("--client-log", action="store_true",
                     help="print moonlight-common-c's log on stderr")
     a = ap.parse_args()
+    if a.client_log:
+        # FFmpeg's own warnings (missing references, concealed macroblocks) next to the
+        # library's log: a frame received but not decoded shows up there.
+        logging.basicConfig(stream=sys.stderr, level=logging.WARNING,
+                            format="decoder %(levelname)s %(name)s: %(message)s")
+        av.logging.set_level(av.logging.WARNING)
     w, h, f = (int(x) for x in a.mode.split("x"))
     http = NvHTTP(a.address, Identity(a.config_dir), http_port=a.http_port,
                   https_port=a.https_port, server_cert_pem=Path(a.cert).read_bytes())

@@ -28,7 +28,7 @@ use punktfunk_engine::fec::adaptive::LossEstimator;
 use punktfunk_engine::io::sink::{PeerAddr, SendSink};
 use punktfunk_engine::io::stages::Pipeline;
 use punktfunk_engine::io::{Caps, UdpSender};
-use punktfunk_engine::pipeline::{RingId, Source, Stage};
+use punktfunk_engine::pipeline::{RingId, Source, Stage, StageId};
 use punktfunk_engine::pool::FrameBuf;
 use punktfunk_engine::stream::{LossFeedback, PacketizeStage};
 use punktfunk_engine::wire::audio::{AudioDatagrams, AudioKey, AudioPacketizer};
@@ -914,6 +914,7 @@ fn video_thread(ctx: &StreamCtx, sender: UdpSender) {
             dropped_encoded = s.ring(RingId::EncodeFec).dropped_oldest,
             dropped_packetized = s.ring(RingId::FecSend).dropped_oldest,
             dropped_raw = s.ring(RingId::CaptureEncode).dropped_oldest,
+            held_at_packetize = s.stage(StageId::Fec).processed - s.stage(StageId::Fec).emitted,
             pool_misses = s.pool.misses,
             keyframe_requests = s.keyframe_requests,
             "video pipeline stopped"

@@ -312,9 +312,17 @@ mod tests {
         assert_eq!(feed(false, &mut out, &mut cx).0, 1);
         // An encoded frame was evicted upstream: the ring raised a keyframe request.
         control.keyframe().request();
-        assert_eq!(feed(false, &mut out, &mut cx).0, 0, "references the lost frame");
+        assert_eq!(
+            feed(false, &mut out, &mut cx).0,
+            0,
+            "references the lost frame"
+        );
         assert_eq!(feed(false, &mut out, &mut cx).0, 0);
-        assert_eq!(feed(true, &mut out, &mut cx).0, 1, "the keyframe ends the wait");
+        assert_eq!(
+            feed(true, &mut out, &mut cx).0,
+            1,
+            "the keyframe ends the wait"
+        );
         let (n, stats) = feed(false, &mut out, &mut cx);
         assert_eq!(n, 1);
         assert_eq!(stats.awaiting_keyframe, 2);

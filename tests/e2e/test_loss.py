@@ -34,17 +34,25 @@ from conftest import BIN, REPO, _free_base_port, skip, wait_for
 NETNS = REPO / "tests" / "e2e" / "netns.sh"
 HERE = Path(__file__).resolve().parent
 HOST_IP = "10.77.0.1"
+# This run's namespace prefix (tests/e2e/netns.sh, PF_NETNS): runs side by side on one machine
+# keep their own namespaces.
+PREFIX = f"pf{os.getpid() % 100000}"
+HOST_NS, CLIENT_NS = f"{PREFIX}-host", f"{PREFIX}-client"
+
+
+def netns(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([str(NETNS), *args], env={**os.environ, "PF_NETNS": PREFIX}, **kw)
 
 
 @pytest.fixture
 def namespaces():
     if os.geteuid() != 0:
         skip("root", "network namespaces need root")
-    r = subprocess.run([str(NETNS), "up"], capture_output=True, text=True)
+    r = netns("up", capture_output=True, text=True)
     if r.returncode != 0:
         skip("netns", f"could not create the namespaces (iproute2/nftables): {r.stderr.strip()}")
     yield
-    subprocess.run([str(NETNS), "down"], check=False)
+    netns("down", check=False)
 
 
 def in_ns(ns: str, *cmd: str, **kw) -> subprocess.CompletedProcess:
@@ -92,7 +100,7 @@ def test_stream_survives_loss(tmp_path, namespaces, loss):
     base = _free_base_port()
     log = open(tmp_path / "host.log", "wb")
     host = subprocess.Popen(
-        ["ip", "netns", "exec", "pf-host", str(BIN), "serve", "--state-dir", str(state),
+        ["ip", "netns", "exec", HOST_NS, str(BIN), "serve", "--state-dir", str(state),
          "--base-port", str(base), "--bind", HOST_IP, "--no-mdns"],
         stdout=log, stderr=log, env={**os.environ, "RUST_LOG": "info"})
     try:
@@ -102,12 +110,12 @@ def test_stream_survives_loss(tmp_path, namespaces, loss):
         common = ["--config-dir", str(tmp_path / "client"), "--address", HOST_IP,
                   "--http-port", str(base), "--https-port", str(base - 5)]
         pairing = subprocess.Popen(
-            ["ip", "netns", "exec", "pf-client", py, str(HERE / "pair_client.py"), *common,
+            ["ip", "netns", "exec", CLIENT_NS, py, str(HERE / "pair_client.py"), *common,
              "--pin", "1357", "--cert-out", str(cert)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
         def pin_accepted() -> bool:
-            r = in_ns("pf-host", str(BIN), "pin", "1357", "--state-dir", str(state),
+            r = in_ns(HOST_NS, str(BIN), "pin", "1357", "--state-dir", str(state),
                       capture_output=True, text=True, timeout=60)
             return r.returncode == 0
 
@@ -116,11 +124,11 @@ def test_stream_survives_loss(tmp_path, namespaces, loss):
         assert pairing.returncode == 0, err
 
         match = os.environ.get("PF_LOSS_MATCH", "").split()
-        subprocess.run([str(NETNS), "loss", str(loss), *match], check=True)
-        r = in_ns("pf-client", py, str(HERE / "streaming.py"), *common, "--cert", str(cert),
+        netns("loss", str(loss), *match, check=True)
+        r = in_ns(CLIENT_NS, py, str(HERE / "streaming.py"), *common, "--cert", str(cert),
                   "--seconds", "8", "--mode", "1280x720x60", "--client-log",
                   capture_output=True, text=True, timeout=120)
-        counters = subprocess.run([str(NETNS), "counter"], capture_output=True, text=True).stdout
+        counters = netns("counter", capture_output=True, text=True).stdout
         (tmp_path / "client.log").write_text(r.stderr)
         assert r.returncode == 0, r.stderr[-3000:]
         result = json.loads(r.stdout.strip().splitlines()[-1])
@@ -143,7 +151,7 @@ def test_stream_survives_loss(tmp_path, namespaces, loss):
         assert result["frames_decoded"] == result["frames_received"], result
         assert result["samples_checked"] >= 10 and result["stamps_increasing"], result
     finally:
-        subprocess.run([str(NETNS), "loss", "0"], check=False)
+        netns("loss", "0", check=False)
         host.terminate()
         try:
             host.wait(timeout=10)

@@ -45,8 +45,8 @@ enum Sizes {
 
 fn stream(loss: f64, frames: u32, seed: u64, sizes: Sizes) -> Run {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut packetizer = VideoPacketizer::new(PARAMS).unwrap();
-    let mut depacketizer = VideoDepacketizer::new(PARAMS.packet_size).unwrap();
+    let mut packetizer = VideoPacketizer::new(PARAMS).expect("valid parameters");
+    let mut depacketizer = VideoDepacketizer::new(PARAMS.packet_size).expect("valid packet size");
     let mut estimator = LossEstimator::default();
     let mut out = vec![0u8; PARAMS.max_datagrams(IDR_SHARDS * CHUNK) * PARAMS.stride()];
     let mut run = Run::default();
@@ -76,7 +76,9 @@ fn stream(loss: f64, frames: u32, seed: u64, sizes: Sizes) -> Run {
             host_latency: 0,
             bitstream: &bitstream,
         };
-        let r = packetizer.packetize(&frame, &mut out).unwrap();
+        let r = packetizer
+            .packetize(&frame, &mut out)
+            .expect("buffer sized by max_datagrams");
         run.sent += 1;
         run.copied += u32::from(r.copies > 1);
         let (mut lost, mut received) = (0u32, 0u32);
@@ -85,7 +87,9 @@ fn stream(loss: f64, frames: u32, seed: u64, sizes: Sizes) -> Run {
                 lost += 1;
             } else {
                 received += 1;
-                depacketizer.handle_datagram(dg).unwrap();
+                depacketizer
+                    .handle_datagram(dg)
+                    .expect("our own datagrams parse");
             }
         }
         if lost > 0 {

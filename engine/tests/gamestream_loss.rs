@@ -163,6 +163,7 @@ fn single_shard_frames_outlive_the_255_percent_ceiling() {
         unrecoverable += r.unrecoverable;
         copied += r.copied;
     }
+    eprintln!("1-shard frames at 20 %: {unrecoverable} unrecoverable, {copied} copied");
     assert!(
         unrecoverable <= 3,
         "{unrecoverable} of 12 000 frames unrecoverable"

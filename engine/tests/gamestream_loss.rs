@@ -34,6 +34,9 @@ struct Run {
     unrecoverable: u32,
     idr_waits: u32,
     copied: u32,
+    /// Datagrams sent (data, parity and copies) and data shards among them: the overhead.
+    datagrams: u64,
+    data_shards: u64,
 }
 
 /// P-frame sizes: the test pattern's, or 1 shard each.
@@ -81,6 +84,8 @@ fn stream(loss: f64, frames: u32, seed: u64, sizes: Sizes) -> Run {
             .expect("buffer sized by max_datagrams");
         run.sent += 1;
         run.copied += u32::from(r.copies > 1);
+        run.datagrams += r.datagrams as u64;
+        run.data_shards += r.layout[..r.blocks].iter().map(|l| l.data as u64).sum::<u64>();
         let (mut lost, mut received) = (0u32, 0u32);
         for dg in out[..r.len()].chunks(r.stride) {
             if rng.random_bool(loss) {

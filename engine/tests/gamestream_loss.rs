@@ -85,7 +85,10 @@ fn stream(loss: f64, frames: u32, seed: u64, sizes: Sizes) -> Run {
         run.sent += 1;
         run.copied += u32::from(r.copies > 1);
         run.datagrams += r.datagrams as u64;
-        run.data_shards += r.layout[..r.blocks].iter().map(|l| l.data as u64).sum::<u64>();
+        run.data_shards += r.layout[..r.blocks]
+            .iter()
+            .map(|l| l.data as u64)
+            .sum::<u64>();
         let (mut lost, mut received) = (0u32, 0u32);
         for dg in out[..r.len()].chunks(r.stride) {
             if rng.random_bool(loss) {

@@ -601,6 +601,12 @@ impl<'a> StageContext<'a> {
     pub fn take_keyframe_request(&self) -> bool {
         self.control.keyframe().take()
     }
+
+    /// How many keyframe requests were raised so far; a stage after the encoder that sees this
+    /// grow knows the reference chain may be broken until the next keyframe.
+    pub fn keyframe_requests(&self) -> u64 {
+        self.control.keyframe().requests()
+    }
 }
 
 /// Live counters of one stage, written by its thread.

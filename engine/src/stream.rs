@@ -14,8 +14,10 @@
 //! ```
 //!
 //! GameStream needs frame indices that start at 1 and grow by exactly one per frame sent
-//! (gamestream-protocol-notes.md "Frame to packets"); numbered here, a frame dropped before it
-//! reaches this stage leaves no gap. The RTP timestamp is the capture time on a 90 kHz clock.
+//! (gamestream-protocol-notes.md "Frame to packets"), so the stage numbers frames itself: a
+//! frame dropped before it reaches this stage leaves no gap. After a keyframe request the stage
+//! holds delta frames back until a keyframe comes (they would reference the lost frame);
+//! docs/streaming.md, "Loss". The RTP timestamp is the capture time on a 90 kHz clock.
 //!
 //! Pure: no clock reads (time comes in `FrameMeta::capture_ns`), no sockets.
 
@@ -57,10 +59,15 @@ pub struct PacketizeStats {
     pub payload_bytes: u64,
     /// Frames sent without FEC because they needed more than 4 blocks.
     pub fec_skipped: u64,
+    /// Tiny frames sent more than once because parity alone could not cover the loss.
+    pub copied: u64,
     /// Frames dropped because no output buffer was free (a keyframe is requested).
     pub pool_misses: u64,
     /// Frames dropped because they did not fit the protocol or the buffer.
     pub rejected: u64,
+    /// Frames dropped because they follow a keyframe request and precede the keyframe: they
+    /// reference a frame the client will not have (see [`PacketizeStage`]).
+    pub awaiting_keyframe: u64,
 }
 
 /// Packetizes encoded frames into GameStream video datagrams (see the module docs).
@@ -70,6 +77,10 @@ pub struct PacketizeStage {
     cipher: Option<VideoCipher>,
     loss: Option<Arc<LossFeedback>>,
     next_index: u32,
+    /// Keyframe requests seen so far ([`StageContext::keyframe_requests`]).
+    requests_seen: u64,
+    /// Whether delta frames are held back until the next keyframe.
+    awaiting_keyframe: bool,
     stats: PacketizeStats,
 }
 
@@ -82,6 +93,8 @@ impl PacketizeStage {
             cipher: video_key.as_ref().map(VideoCipher::new),
             loss: None,
             next_index: 1,
+            requests_seen: 0,
+            awaiting_keyframe: false,
             stats: PacketizeStats::default(),
         })
     }
@@ -154,6 +167,7 @@ impl PacketizeStage {
         self.stats.datagrams += r.datagrams as u64;
         self.stats.payload_bytes += input.len() as u64;
         self.stats.fec_skipped += u64::from(r.fec_skipped);
+        self.stats.copied += u64::from(r.copies > 1);
         Ok(())
     }
 }
@@ -168,6 +182,24 @@ impl Stage for PacketizeStage {
         output: &mut dyn Emit<FrameBuf>,
         cx: &mut StageContext<'_>,
     ) -> Result<(), StageError> {
+        // A keyframe request means a frame after the encoder was lost (evicted from a ring,
+        // dropped here, or lost on the way to a client that now waits for an IDR): every delta
+        // frame until the next keyframe references something the client does not have, would
+        // decode to garbage or nothing, and only costs bandwidth. They are dropped here, before
+        // they get a frame index, so the client sees a short pause and then the keyframe. Any
+        // keyframe that arrives after the request ends the wait: rings are FIFO and evict their
+        // oldest item, so it is newer than whatever was lost.
+        let requests = cx.keyframe_requests();
+        if requests != self.requests_seen {
+            self.requests_seen = requests;
+            self.awaiting_keyframe = true;
+        }
+        if input.meta.keyframe {
+            self.awaiting_keyframe = false;
+        } else if self.awaiting_keyframe {
+            self.stats.awaiting_keyframe += 1;
+            return Ok(());
+        }
         let dropped = write_into_pool_buf(&input, output, cx, "video frame", |i, o| {
             self.packetize_into(i, o)
         })?;
@@ -264,8 +296,53 @@ mod tests {
         let mut cx = StageContext::new(crate::pipeline::StageId::Fec, &big, &control);
         let mut f = big.take().unwrap();
         f.fill_from(&[1; 8000]).unwrap();
+        f.meta.keyframe = true; // past the keyframe wait the pool miss started
         stage.process(f, &mut out, &mut cx).unwrap();
         assert_eq!(stage.stats().rejected, 1);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn delta_frames_wait_for_the_keyframe_after_a_request() {
+        let params = VideoParams {
+            packet_size: 1392,
+            fec_percent: 20,
+            min_parity: 2,
+        };
+        let pool = FramePool::new(8, 16 << 10).unwrap();
+        let control = PipelineControl::default();
+        let mut cx = StageContext::new(crate::pipeline::StageId::Fec, &pool, &control);
+        let mut stage = PacketizeStage::new(params, None).unwrap();
+        let mut out: Vec<FrameBuf> = Vec::new();
+        let mut feed = |key: bool, out: &mut Vec<FrameBuf>, cx: &mut StageContext<'_>| {
+            let mut f = pool.take().unwrap();
+            f.fill_from(&[u8::from(key); 3000]).unwrap();
+            f.meta.keyframe = key;
+            stage.process(f, out, cx).unwrap();
+            let n = out.len();
+            out.clear(); // back to the pool
+            (n, stage.stats())
+        };
+        assert_eq!(feed(true, &mut out, &mut cx).0, 1);
+        assert_eq!(feed(false, &mut out, &mut cx).0, 1);
+        // An encoded frame was evicted upstream: the ring raised a keyframe request.
+        control.keyframe().request();
+        assert_eq!(
+            feed(false, &mut out, &mut cx).0,
+            0,
+            "references the lost frame"
+        );
+        assert_eq!(feed(false, &mut out, &mut cx).0, 0);
+        assert_eq!(
+            feed(true, &mut out, &mut cx).0,
+            1,
+            "the keyframe ends the wait"
+        );
+        let (n, stats) = feed(false, &mut out, &mut cx);
+        assert_eq!(n, 1);
+        assert_eq!(stats.awaiting_keyframe, 2);
+        // Frame indices stay contiguous: 4 frames out, numbered 1..=4.
+        assert_eq!(stats.frames, 4);
+        assert_eq!(stage.next_index, 5);
     }
 }

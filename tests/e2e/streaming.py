@@ -23,7 +23,9 @@ What is measured, and where (docs/testing.md, "End-to-end harness"):
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
+import logging
 import queue
 import re
 import secrets
@@ -150,8 +152,46 @@ def _frames_left(session: StreamingSession):
         yield number, bytes(data)
 
 
+def route_client_log(session: StreamingSession) -> None:
+    """Makes moonlight-common-c's own log (`Limelog`: unrecoverable frames, IDR waits, FEC
+    recoveries) visible on this process's stderr.
+
+    The library takes a printf-like `logMessage(const char* format, ...)` callback, which cffi
+    cannot build (no variadic callbacks); libc's `warnx` has exactly that signature and writes
+    the formatted line to stderr. moonlight-python fills the callback table inside `start`, so
+    its builder is wrapped to set that one field."""
+    warnx = ctypes.cast(ctypes.CDLL(None).warnx, ctypes.c_void_p).value
+    build = session._make_connection_callbacks
+
+    def with_log():
+        cl = build()
+        cl.logMessage = session._ffi.cast("void(*)(const char*, ...)", warnx)
+        return cl
+
+    session._make_connection_callbacks = with_log
+
+
+# moonlight-common-c log lines counted in the result (see `client_log_counts`): the frame-loss
+# causes the loss test reports.
+CLIENT_LOG_EVENTS = {
+    "unrecoverable_frames": "Unrecoverable frame",
+    "frames_never_seen": "Network dropped 1 frame",
+    "idr_waits": "Waiting for IDR frame",
+    "idr_requests": "IDR frame request",
+    "consecutive_drop_limit": "Reached consecutive drop limit",
+    "rfi_requests": "RFI request",
+    "decoder_errors": "decoder ERROR",
+    "decoder_warnings": "decoder WARNING",
+}
+
+
+def client_log_counts(stderr: str) -> dict:
+    """How often each of CLIENT_LOG_EVENTS appears in a client's stderr (from `--client-log`)."""
+    return {k: stderr.count(v) for k, v in CLIENT_LOG_EVENTS.items()}
+
+
 def stream(http: NvHTTP, address: str, seconds: float, width: int, height: int, fps: int,
-           bitrate_kbps: int = 6000, quit_after: bool = True) -> dict:
+           bitrate_kbps: int = 6000, quit_after: bool = True, client_log: bool = False) -> dict:
     """Launches Desktop, streams for `seconds` after the first frame, and returns what was
     seen. With `quit_after`, then quits the app while still receiving, until the host ends
     the stream (so every frame the host sent had its chance to arrive)."""
@@ -161,6 +201,8 @@ def stream(http: NvHTTP, address: str, seconds: float, width: int, height: int, 
     key, iv = secrets.token_bytes(16), secrets.token_bytes(16)
     config = StreamConfig(width=width, height=height, fps=fps, bitrate_kbps=bitrate_kbps)
     session = StreamingSession()
+    if client_log:
+        route_client_log(session)
     params = session.get_launch_query_params()
     url = http.launch_app(desktop.id, width, height, fps, bitrate_kbps, VIDEO_FORMAT_H264,
                           key, iv, config.surroundaudioinfo, True, False, params)
@@ -324,12 +366,20 @@ def main() -> int:
     ap.add_argument("--bitrate", type=int, default=6000)
     ap.add_argument("--no-quit", action="store_true",
                     help="stop the client without quitting the app on the host")
+    ap.add_argument("--client-log", action="store_true",
+                    help="print moonlight-common-c's log on stderr")
     a = ap.parse_args()
+    if a.client_log:
+        # FFmpeg's own warnings (missing references, concealed macroblocks) next to the
+        # library's log: a frame received but not decoded shows up there.
+        logging.basicConfig(stream=sys.stderr, level=logging.WARNING,
+                            format="decoder %(levelname)s %(name)s: %(message)s")
+        av.logging.set_level(av.logging.WARNING)
     w, h, f = (int(x) for x in a.mode.split("x"))
     http = NvHTTP(a.address, Identity(a.config_dir), http_port=a.http_port,
                   https_port=a.https_port, server_cert_pem=Path(a.cert).read_bytes())
     print(json.dumps(stream(http, a.address, a.seconds, w, h, f, a.bitrate,
-                            quit_after=not a.no_quit)))
+                            quit_after=not a.no_quit, client_log=a.client_log)))
     return 0
 
 

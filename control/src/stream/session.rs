@@ -38,7 +38,7 @@ use punktfunk_engine::io::build::{
 };
 use punktfunk_engine::io::sink::PeerAddr;
 use punktfunk_engine::io::{Caps, Pacing, UdpSender};
-use punktfunk_engine::pipeline::{Source, Stage};
+use punktfunk_engine::pipeline::{RingId, Source, Stage, StageId};
 use punktfunk_engine::pool::FrameBuf;
 use punktfunk_engine::stream::{LossFeedback, PacketizeStage};
 use punktfunk_engine::wire::audio::{AudioDatagrams, AudioKey, AudioPacketizer};
@@ -1162,8 +1162,20 @@ fn video_thread(ctx: &StreamCtx, sender: UdpSender) {
         }
     }
     let video = lock(&ctx.pipeline).take();
-    if let Some(Err(e)) = video.map(VideoPipeline::shutdown) {
-        tracing::warn!(error = %e, "video pipeline ended with an error");
+    match video.map(VideoPipeline::shutdown) {
+        // Where frames were lost inside the host (docs/streaming.md, "Loss"): an evicted
+        // encoded or packetized frame costs the client an IDR wait like a network loss does.
+        Some(Ok(s)) => tracing::info!(
+            dropped_encoded = s.ring(RingId::EncodeFec).dropped_oldest,
+            dropped_packetized = s.ring(RingId::FecSend).dropped_oldest,
+            dropped_raw = s.ring(RingId::CaptureEncode).dropped_oldest,
+            held_at_packetize = s.stage(StageId::Fec).processed - s.stage(StageId::Fec).emitted,
+            pool_misses = s.pool.misses,
+            keyframe_requests = s.keyframe_requests,
+            "video pipeline stopped"
+        ),
+        Some(Err(e)) => tracing::warn!(error = %e, "video pipeline ended with an error"),
+        None => {}
     }
 }
 

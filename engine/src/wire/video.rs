@@ -31,6 +31,11 @@
 //!    the whole `P + 16`-byte packet; afterwards only bytes 0–11, 20–23, 27 and 28–31 of each
 //!    parity packet are overwritten with header values. Bytes 12–19 and 24–26 stay parity:
 //!    the client recovers `streamPacketIndex` and the flags from them (notes "Video FEC code").
+//! 5. A one-block frame whose loss-derived parity the 8-bit percentage cannot express (a
+//!    1-shard frame gets at most 3 parity shards, `⌈1 · 255 / 100⌉`) is sent 2 or 3 times in a
+//!    row, identical datagrams with the same sequence numbers: the client keeps the first copy
+//!    of each and rejects the rest as behind its window or as duplicates (docs/streaming.md,
+//!    "Loss"), so a shard is lost only if every copy is.
 
 use aes_gcm::aead::{AeadInOut, KeyInit};
 use aes_gcm::{Aes128Gcm, Nonce, Tag};
@@ -55,6 +60,11 @@ pub const MAX_BLOCKS: usize = 4;
 pub const MAX_BLOCK_DATA_SHARDS: usize = 1023;
 /// Bytes added in front of each packet by video encryption: IV, frame number, tag.
 pub const ENC_HEADER_LEN: usize = 32;
+/// Most times a one-block frame is sent when parity alone cannot cover the loss (step 5).
+pub const MAX_COPIES: usize = 3;
+/// Frames (counted from index 1) packetized as if the loss were at least the profile's FEC
+/// percentage, before the client's reports have said anything about the path.
+pub const STARTUP_FRAMES: u32 = 60;
 
 /// `NV_VIDEO_PACKET.flags`.
 pub mod flags {
@@ -185,6 +195,9 @@ pub struct PacketizedFrame {
     pub layout: [BlockLayout; MAX_BLOCKS],
     /// Whether FEC was turned off because the frame needed more than 4 blocks.
     pub fec_skipped: bool,
+    /// How often the block's datagrams were written (1, or up to [`MAX_COPIES`] for a tiny
+    /// frame under heavy loss); `datagrams` counts every copy.
+    pub copies: usize,
 }
 
 impl PacketizedFrame {
@@ -233,6 +246,26 @@ pub fn parity_for_block(ds: usize, pct: u8, min: usize) -> (usize, u8) {
     (client(q), q as u8)
 }
 
+/// Parity and copies for a one-block frame of `ds` data shards at loss `p`, given the parity
+/// `needed` for one copy: `(needed, 1)` when the 8-bit `fecInfo` percentage can express it,
+/// else the fewest copies (≤ [`MAX_COPIES`]) whose parity fits, sized for the loss a shard
+/// sees when every one of its `k` copies must be lost (`p^k`, independent losses). The copies
+/// stay within one block's 255 datagrams, so [`VideoParams::max_datagrams`] still bounds them.
+pub fn copies_for_block(ds: usize, p: f64, needed: usize) -> (usize, usize) {
+    let cap = (ds * 255).div_ceil(100).min(MAX_SHARDS - ds);
+    if needed <= cap || ds == 0 {
+        return (needed, 1);
+    }
+    for k in 2..=MAX_COPIES {
+        let parity = parity_for_loss(ds, p.powi(k as i32), DEFAULT_TARGET, MAX_SHARDS - ds);
+        if parity <= cap && k * (ds + parity) <= MAX_SHARDS {
+            return (parity, k);
+        }
+    }
+    let k = (MAX_SHARDS / (ds + cap)).clamp(1, MAX_COPIES);
+    (cap, k)
+}
+
 /// Splits `n` data shards into FEC blocks: `(blocks, per_block, pct, fec_skipped)`.
 fn plan_blocks(n: usize, pct: u8) -> (usize, usize, u8, bool) {
     if pct > 0 {
@@ -255,6 +288,9 @@ pub struct VideoPacketizer {
     /// Estimated packet loss at the receiver; blocks get the parity it calls for
     /// ([`crate::fec::adaptive`]), never less than `params.fec_percent` gives.
     loss: f64,
+    /// Whether a loss estimate was ever set: only then do keyframes and the first
+    /// [`STARTUP_FRAMES`] get the startup floor (without one the percentage alone rules).
+    adaptive: bool,
     /// Running packet counter: RTP sequence (truncated to 16 bits) and `streamPacketIndex`.
     low_seq: u32,
     code: Gf8Code,
@@ -272,6 +308,7 @@ impl VideoPacketizer {
         Ok(Self {
             params,
             loss: 0.0,
+            adaptive: false,
             low_seq: 0,
             code: Gf8Code::nanors(1, 0)?.with_kernel(kernel)?,
         })
@@ -289,6 +326,7 @@ impl VideoPacketizer {
 
     /// Sets the receiver's estimated packet loss (0..=0.5), used from the next frame on.
     pub fn set_loss_estimate(&mut self, loss: f64) {
+        self.adaptive = true;
         self.loss = if loss.is_finite() {
             loss.clamp(0.0, 0.5)
         } else {
@@ -315,13 +353,26 @@ impl VideoPacketizer {
         }
         let mut layout = [BlockLayout::default(); MAX_BLOCKS];
         let mut datagrams = 0;
+        let mut copies = 1;
+        // Keyframes, and every frame before the client has reported on the path, are sized for
+        // at least the profile's percentage as a loss rate: losing one costs an IDR round trip.
+        let loss = if self.adaptive
+            && (frame.frame_type == FrameType::Idr || frame.index <= STARTUP_FRAMES)
+        {
+            self.loss.max(f64::from(p.fec_percent) / 100.0).min(0.5)
+        } else {
+            self.loss
+        };
         for (b, l) in layout.iter_mut().enumerate().take(blocks) {
             let data = per_block.min(n - b * per_block);
-            let needed = if pct == 0 {
+            let mut needed = if pct == 0 {
                 0
             } else {
-                parity_for_loss(data, self.loss, DEFAULT_TARGET, MAX_SHARDS - data)
+                parity_for_loss(data, loss, DEFAULT_TARGET, MAX_SHARDS - data)
             };
+            if blocks == 1 && pct > 0 {
+                (needed, copies) = copies_for_block(data, loss, needed);
+            }
             let min = needed.max(usize::from(p.min_parity));
             let (parity, fec_percent) = parity_for_block(data, pct, min);
             *l = BlockLayout {
@@ -332,6 +383,8 @@ impl VideoPacketizer {
             };
             datagrams += data + parity;
         }
+        let once = datagrams;
+        datagrams *= copies;
         if out.len() < datagrams * stride {
             return Err(WireError::BufferTooSmall {
                 needed: datagrams * stride,
@@ -395,12 +448,16 @@ impl VideoPacketizer {
             }
             self.low_seq = self.low_seq.wrapping_add((l.data + l.parity) as u32);
         }
+        for c in 1..copies {
+            out.copy_within(..once * stride, c * once * stride);
+        }
         Ok(PacketizedFrame {
             datagrams,
             stride,
             blocks,
             layout,
             fec_skipped,
+            copies,
         })
     }
 }
@@ -1054,6 +1111,110 @@ mod tests {
             delivered += 1;
         }
         (delivered, d.stats())
+    }
+
+    #[test]
+    fn tiny_frames_are_copied_when_parity_cannot_cover_the_loss() {
+        // A 1-shard block can say at most 3 parity shards (255 %): 4 datagrams, all lost at
+        // 20 % loss in 1 frame of 625. Two copies of 1 + 3 make a shard's loss 4 %.
+        assert_eq!(255usize.div_ceil(100), 3);
+        assert_eq!(
+            copies_for_block(1, 0.05, 2),
+            (2, 1),
+            "expressible: one copy"
+        );
+        let (parity, copies) = copies_for_block(1, 0.20, 5);
+        assert_eq!(copies, 2);
+        assert!(parity <= 3);
+        assert!(
+            crate::fec::adaptive::binomial_tail_above(1 + parity, 0.04, parity) <= DEFAULT_TARGET
+        );
+        // Larger blocks keep one copy.
+        for ds in 4..50 {
+            let needed = parity_for_loss(ds, 0.20, DEFAULT_TARGET, MAX_SHARDS - ds);
+            assert_eq!(copies_for_block(ds, 0.20, needed), (needed, 1), "ds {ds}");
+        }
+        // Even at the worst the copies stay within one block's 255 datagrams.
+        for ds in 1..4 {
+            let (parity, copies) = copies_for_block(ds, 0.5, 255 - ds);
+            assert!(copies * (ds + parity) <= MAX_SHARDS);
+        }
+
+        let params = VideoParams {
+            packet_size: 1392,
+            fec_percent: 20,
+            min_parity: 2,
+        };
+        let mut p = VideoPacketizer::with_kernel(params, Kernel::Scalar).unwrap();
+        p.set_loss_estimate(0.20);
+        let bits = [7u8; 100];
+        let f = VideoFrame {
+            index: 100,
+            rtp_timestamp: 9,
+            frame_type: FrameType::P,
+            host_latency: 0,
+            bitstream: &bits,
+        };
+        let (out, r) = packetize(&mut p, &f);
+        assert_eq!(r.copies, 2);
+        let once = r.layout[0].data + r.layout[0].parity;
+        assert_eq!(r.datagrams, 2 * once);
+        assert_eq!(&out[..once * r.stride], &out[once * r.stride..]);
+        // The whole first copy lost: the second one delivers the frame.
+        let mut d = VideoDepacketizer::new(1392).unwrap();
+        for dg in out[once * r.stride..].chunks(r.stride) {
+            d.handle_datagram(dg).unwrap();
+        }
+        assert_eq!(d.poll_frame().unwrap().bitstream, bits);
+        // Both copies arrive: one frame, the duplicates ignored.
+        let mut d = VideoDepacketizer::new(1392).unwrap();
+        for dg in out.chunks(r.stride) {
+            d.handle_datagram(dg).unwrap();
+        }
+        assert_eq!(d.poll_frame().unwrap().bitstream, bits);
+        assert!(d.poll_frame().is_none());
+        // The next frame's sequence numbers follow the first copy's.
+        let (next, _) = packetize(&mut p, &VideoFrame { index: 101, ..f });
+        let seq = |dg: &[u8]| u16::from_be_bytes([dg[2], dg[3]]);
+        assert_eq!(seq(&next), seq(&out[(once - 1) * r.stride..]) + 1);
+    }
+
+    #[test]
+    fn keyframes_and_the_first_frames_assume_the_profile_loss() {
+        let params = VideoParams {
+            packet_size: 1392,
+            fec_percent: 20,
+            min_parity: 2,
+        };
+        let bits = vec![3u8; 40 * 1376];
+        let frame = |index, frame_type| VideoFrame {
+            index,
+            rtp_timestamp: 0,
+            frame_type,
+            host_latency: 0,
+            bitstream: &bits,
+        };
+        let parity =
+            |p: &mut VideoPacketizer, f: &VideoFrame<'_>| packetize(p, f).1.layout[0].parity;
+        let mut fixed = VideoPacketizer::with_kernel(params, Kernel::Scalar).unwrap();
+        let mut adaptive = VideoPacketizer::with_kernel(params, Kernel::Scalar).unwrap();
+        adaptive.set_loss_estimate(0.0);
+        let floor = parity_for_loss(41, 0.20, DEFAULT_TARGET, MAX_SHARDS - 41);
+        // Without loss feedback the percentage alone rules: 41 data shards → 9 parity.
+        assert_eq!(parity(&mut fixed, &frame(1, FrameType::Idr)), 9);
+        // With it, a keyframe and any frame before the reports start get the 20 % floor ...
+        assert_eq!(parity(&mut adaptive, &frame(1, FrameType::Idr)), floor);
+        assert_eq!(
+            parity(&mut adaptive, &frame(STARTUP_FRAMES, FrameType::P)),
+            floor
+        );
+        assert_eq!(parity(&mut adaptive, &frame(5000, FrameType::Idr)), floor);
+        assert!(floor > 9);
+        // ... and a later P-frame on a clean link the percentage only.
+        assert_eq!(
+            parity(&mut adaptive, &frame(STARTUP_FRAMES + 1, FrameType::P)),
+            9
+        );
     }
 
     #[test]

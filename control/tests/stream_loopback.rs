@@ -19,6 +19,7 @@ use punktfunk_control::stream::session::{
     AudioSource, InputHandler, LaunchSpec, MediaFactory, StreamEndpoints, StreamHost,
     StreamOptions, StreamState, VideoMedia,
 };
+use punktfunk_engine::config::Backpressure;
 use punktfunk_engine::pipeline::{Captured, Emit, Source, Stage, StageContext, StageError};
 use punktfunk_engine::pool::FrameBuf;
 use punktfunk_engine::wire::audio::{AudioDepacketizer, AudioKey};
@@ -61,7 +62,11 @@ fn fake_frame(n: u64) -> Vec<u8> {
         .collect()
 }
 
-struct KeyframeMarker;
+/// Marks a frame as a keyframe when the pipeline asks for one, and always the first, as every
+/// real encoder does (the host's own request after start may come after the first frame).
+struct KeyframeMarker {
+    started: bool,
+}
 
 impl Stage for KeyframeMarker {
     type Input = FrameBuf;
@@ -72,7 +77,9 @@ impl Stage for KeyframeMarker {
         output: &mut dyn Emit<FrameBuf>,
         cx: &mut StageContext<'_>,
     ) -> Result<(), StageError> {
-        input.meta.keyframe = cx.take_keyframe_request();
+        let asked = cx.take_keyframe_request();
+        input.meta.keyframe = asked || !self.started;
+        self.started = true;
         output.emit(input)
     }
 }
@@ -95,7 +102,7 @@ impl MediaFactory for Fake {
                 n: 0,
                 due: Instant::now(),
             }),
-            encoder: Box::new(KeyframeMarker),
+            encoder: Box::new(KeyframeMarker { started: false }),
             frame_capacity: 64 << 10,
         })
     }
@@ -142,6 +149,28 @@ a=x-ml-video.configuredBitrateKbps:5000 \r\na=x-nv-vqos[0].fec.minRequiredFecPac
 a=x-nv-general.featureFlags:167 \r\na=x-nv-aqos.packetDuration:5 \r\n\
 a=x-nv-audio.surround.numChannels:2 \r\nt=0 0\r\n";
 
+/// A loopback receive socket with a 4 MiB buffer: the test's receive loop shares two cores
+/// with the host's stage threads, and a default 208 KiB buffer overflows (whole frames lost
+/// on the client side) when the loop is descheduled for a few hundred milliseconds.
+fn receiver() -> UdpSocket {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+    s.set_recv_buffer_size(4 << 20).unwrap();
+    s.bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
+        .unwrap();
+    s.into()
+}
+
+/// The host's options with a pipeline that waits instead of dropping: these tests check the
+/// handshake, the frame numbering and the per-stream counters, and on a loaded 2-core machine
+/// the default drop-oldest rings may evict a frame (a numbered one leaves a gap the client
+/// would recover from; that behaviour is tested in `engine/tests/pipeline.rs` and the e2e loss
+/// tests, not here).
+fn lossless_options() -> StreamOptions {
+    let mut o = StreamOptions::default();
+    o.profile.pipeline.backpressure = Backpressure::Block;
+    o
+}
+
 #[test]
 fn handshake_control_video_audio_and_termination() {
     let _ = tracing_subscriber::fmt()
@@ -158,7 +187,7 @@ fn handshake_control_video_audio_and_termination() {
     let inputs = Arc::new(Mutex::new(Inputs::default()));
     let host = StreamHost::start(
         endpoints,
-        StreamOptions::default(),
+        lossless_options(),
         Arc::new(Fake),
         inputs.clone(),
     )
@@ -246,8 +275,8 @@ fn handshake_control_video_audio_and_termination() {
     send(&mut client, types::INPUT, &mouse);
 
     // Video and audio pings from the client's media sockets.
-    let vsock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let asock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let vsock = receiver();
+    let asock = receiver();
     let mut ping_bytes = ping.as_bytes().to_vec();
     ping_bytes.extend_from_slice(&1u32.to_be_bytes());
     vsock
@@ -479,7 +508,7 @@ fn one_stream(
     assert_eq!(fresh.session_id, session_id);
     assert_eq!(fresh.video_frames, 0, "{fresh:?}");
 
-    let vsock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let vsock = receiver();
     vsock
         .set_read_timeout(Some(Duration::from_millis(5)))
         .unwrap();
@@ -541,7 +570,7 @@ fn each_stream_counts_only_its_own_frames() {
     };
     let host = StreamHost::start(
         endpoints,
-        StreamOptions::default(),
+        lossless_options(),
         Arc::new(Fake),
         Arc::new(Mutex::new(Inputs::default())),
     )

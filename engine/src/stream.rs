@@ -17,12 +17,21 @@
 //! (gamestream-protocol-notes.md "Frame to packets"); numbered here, a frame dropped before it
 //! reaches this stage leaves no gap. The RTP timestamp is the capture time on a 90 kHz clock.
 //!
+//! Because such a drop leaves no gap, the client could not tell that the P-frames after it
+//! reference a frame it never got. So a [`KeyframeGate`] skips them, unnumbered, until the
+//! next keyframe (requested where the frame was dropped): the client sees contiguous indices
+//! and every frame it gets is decodable. The gate starts closed, so the first frame sent is a
+//! keyframe. A frame dropped *after* this stage (the FEC → send ring) has its index already,
+//! so the client sees that gap and asks for an IDR itself.
+//!
 //! Pure: no clock reads (time comes in `FrameMeta::capture_ns`), no sockets.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use crate::pipeline::{Dropped, Emit, Stage, StageContext, StageError, write_into_pool_buf};
+use crate::pipeline::{
+    Dropped, Emit, KeyframeGate, Stage, StageContext, StageError, write_into_pool_buf,
+};
 use crate::pool::FrameBuf;
 use crate::wire::WireError;
 use crate::wire::video::{
@@ -61,6 +70,9 @@ pub struct PacketizeStats {
     pub pool_misses: u64,
     /// Frames dropped because they did not fit the protocol or the buffer.
     pub rejected: u64,
+    /// Non-keyframes skipped (unnumbered) because a frame before them was lost or the stream
+    /// had not started with a keyframe yet (see the module docs).
+    pub skipped_awaiting_keyframe: u64,
 }
 
 /// Packetizes encoded frames into GameStream video datagrams (see the module docs).
@@ -70,6 +82,7 @@ pub struct PacketizeStage {
     cipher: Option<VideoCipher>,
     loss: Option<Arc<LossFeedback>>,
     next_index: u32,
+    gate: KeyframeGate,
     stats: PacketizeStats,
 }
 
@@ -82,6 +95,7 @@ impl PacketizeStage {
             cipher: video_key.as_ref().map(VideoCipher::new),
             loss: None,
             next_index: 1,
+            gate: KeyframeGate::new(),
             stats: PacketizeStats::default(),
         })
     }
@@ -113,7 +127,9 @@ impl PacketizeStage {
         self.packetizer.set_fec_percent(pct);
     }
 
-    /// Packetizes `input` into `out`. On error `out` holds nothing useful.
+    /// Packetizes `input` into `out` with the next frame index, whatever the frame references
+    /// (the [`Stage`] implementation decides which frames to send). On error `out` holds
+    /// nothing useful.
     pub fn packetize_into(
         &mut self,
         input: &FrameBuf,
@@ -168,10 +184,14 @@ impl Stage for PacketizeStage {
         output: &mut dyn Emit<FrameBuf>,
         cx: &mut StageContext<'_>,
     ) -> Result<(), StageError> {
-        let dropped = write_into_pool_buf(&input, output, cx, "video frame", |i, o| {
+        // The gate is `Copy`: taken out so the writer can borrow `self`, put back either way.
+        let mut gate = self.gate;
+        let dropped = write_into_pool_buf(&mut gate, &input, output, cx, "video frame", |i, o| {
             self.packetize_into(i, o)
-        })?;
-        match dropped {
+        });
+        self.gate = gate;
+        match dropped? {
+            Some(Dropped::AwaitingKeyframe) => self.stats.skipped_awaiting_keyframe += 1,
             Some(Dropped::NoBuffer) => self.stats.pool_misses += 1,
             Some(Dropped::Refused) => self.stats.rejected += 1,
             None => {}
@@ -255,6 +275,7 @@ mod tests {
         let mut out: Vec<FrameBuf> = Vec::new();
         let mut f = pool.take().unwrap();
         f.fill_from(&[1; 100]).unwrap();
+        f.meta.keyframe = true;
         // The only buffer is the input: no output buffer.
         stage.process(f, &mut out, &mut cx).unwrap();
         assert_eq!(stage.stats().pool_misses, 1);
@@ -264,8 +285,91 @@ mod tests {
         let mut cx = StageContext::new(crate::pipeline::StageId::Fec, &big, &control);
         let mut f = big.take().unwrap();
         f.fill_from(&[1; 8000]).unwrap();
+        f.meta.keyframe = true;
         stage.process(f, &mut out, &mut cx).unwrap();
         assert_eq!(stage.stats().rejected, 1);
         assert!(out.is_empty());
+    }
+
+    /// Frames lost before numbering leave no index gap, so the P-frames after them are skipped
+    /// (taking no index) until a keyframe: the client gets contiguous indices, each frame
+    /// decodable, and the first one an IDR.
+    #[test]
+    fn frames_after_a_lost_frame_wait_for_a_keyframe() {
+        use FrameType::{Idr, P};
+        let params = VideoParams {
+            packet_size: 1392,
+            fec_percent: 20,
+            min_parity: 2,
+        };
+        let pool = FramePool::new(4, 64 << 10).unwrap();
+        let control = PipelineControl::default();
+        let mut cx = StageContext::new(crate::pipeline::StageId::Fec, &pool, &control);
+        let mut stage = PacketizeStage::new(params, None).unwrap();
+        let mut depack = VideoDepacketizer::new(1392).unwrap();
+        let mut sent = Vec::new();
+        // (input gap, keyframe): a P-frame before any keyframe; the IDR; P; a P after one
+        // evicted frame and one more; the IDR asked for; P.
+        let script = [
+            (0, false),
+            (0, true),
+            (0, false),
+            (1, false),
+            (0, false),
+            (0, true),
+            (0, false),
+        ];
+        for (n, &(gap, keyframe)) in script.iter().enumerate() {
+            let mut f = pool.take().unwrap();
+            f.fill_from(&[n as u8; 3000]).unwrap();
+            f.meta.keyframe = keyframe;
+            cx.set_input_gap(gap);
+            let mut out: Vec<FrameBuf> = Vec::new();
+            stage.process(f, &mut out, &mut cx).unwrap();
+            for o in out {
+                for dg in o.as_slice().chunks(usize::from(o.meta.segment_size)) {
+                    depack.handle_datagram(dg).unwrap();
+                }
+                let v = depack.poll_frame().unwrap();
+                assert_eq!(o.meta.index, u64::from(v.index));
+                sent.push((v.index, v.frame_type, v.bitstream[0]));
+            }
+        }
+        assert_eq!(
+            sent,
+            [
+                (1, Some(Idr), 1),
+                (2, Some(P), 2),
+                (3, Some(Idr), 5),
+                (4, Some(P), 6)
+            ]
+        );
+        assert_eq!(stage.stats().skipped_awaiting_keyframe, 3);
+        // Only the start asked for a keyframe; the eviction's producer asks for its own.
+        assert_eq!(control.keyframe().requests(), 1);
+
+        // The stage's own drop (no output buffer) closes the gate as well.
+        let held: Vec<FrameBuf> = (0..3).map(|_| pool.take().unwrap()).collect();
+        let mut f = pool.take().unwrap();
+        f.fill_from(&[7; 3000]).unwrap();
+        let mut out: Vec<FrameBuf> = Vec::new();
+        cx.set_input_gap(0);
+        stage.process(f, &mut out, &mut cx).unwrap();
+        assert_eq!(stage.stats().pool_misses, 1);
+        drop(held);
+        for keyframe in [false, true] {
+            let mut f = pool.take().unwrap();
+            f.fill_from(&[8; 3000]).unwrap();
+            f.meta.keyframe = keyframe;
+            stage.process(f, &mut out, &mut cx).unwrap();
+        }
+        assert_eq!(stage.stats().skipped_awaiting_keyframe, 4);
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].meta.index, out[0].meta.keyframe), (5, true));
+        assert_eq!(
+            control.keyframe().requests(),
+            2,
+            "the pool miss asked for one"
+        );
     }
 }

@@ -89,10 +89,11 @@ impl Drain {
 
 /// Encoded frames handed to the engine: each poll copies the same frame into a pool buffer
 /// (what an encoder's output hand-off costs), stamps the capture time, optionally at a fixed
-/// frame rate.
+/// frame rate. The first is marked a keyframe: the packetizer sends nothing before one.
 pub struct FrameFeeder {
     frame: Arc<Vec<u8>>,
     left: u64,
+    started: bool,
     epoch: Instant,
     interval: Option<Duration>,
     next_due: Instant,
@@ -109,6 +110,7 @@ impl FrameFeeder {
         Self {
             frame,
             left: count,
+            started: false,
             epoch,
             interval,
             next_due: Instant::now(),
@@ -136,7 +138,7 @@ impl Source for FrameFeeder {
         };
         b.fill_from(&self.frame).map_err(StageError::failed)?;
         b.meta.capture_ns = self.epoch.elapsed().as_nanos() as u64;
-        b.meta.keyframe = false;
+        b.meta.keyframe = !std::mem::replace(&mut self.started, true);
         self.left -= 1;
         Ok(Captured::Frame(b))
     }

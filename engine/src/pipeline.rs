@@ -36,6 +36,26 @@
 //! [`Backpressure::Block`](crate::config::Backpressure::Block) (benches, file output) the
 //! producer waits and nothing is lost.
 //!
+//! Asking for an IDR is not enough: the frames already encoded after the lost one still
+//! reference it. Where they go depends on the ring that dropped:
+//!
+//! ```text
+//!  encode ─► [E→F] ─► packetize ─► [F→S] ─► send
+//!              │                     │
+//!              │ dropped: no index   │ dropped: its index was taken, the client sees the
+//!              │ given, so no gap on │ gap and asks for recovery itself (GameStream: IDR
+//!              │ the wire            │ request; punktfunk/1: frame-id gap) — left alone
+//!              ▼
+//!  the next pop reports it (StageContext::input_gap); the packetize stage's KeyframeGate
+//!  then skips every frame up to the next keyframe, without numbering them
+//! ```
+//!
+//! Each ring item carries its push number, so the consumer learns of an eviction together
+//! with the first item after it ([`crate::ring::Consumer::evicted_before_last_pop`]); no flag
+//! is polled. The [`KeyframeGate`] also starts closed (a decoder can use nothing before the
+//! first keyframe) and closes when the packetize stage itself drops a frame (no buffer, frame
+//! refused).
+//!
 //! # Shutdown
 //!
 //! A stop request ends the source; each later stage drains its input ring, sees it close, calls
@@ -379,6 +399,8 @@ pub trait Packetizer: Stage<Input = crate::pool::FrameBuf, Output = crate::pool:
 /// Why [`write_into_pool_buf`] dropped a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Dropped {
+    /// The [`KeyframeGate`] is closed: the frame may reference one the client never gets.
+    AwaitingKeyframe,
     /// No pool buffer was free.
     NoBuffer,
     /// The writer refused the frame.
@@ -386,18 +408,31 @@ pub(crate) enum Dropped {
 }
 
 /// The body of a stage that writes each input into a fresh pool buffer (the packetize stages):
-/// takes a buffer, runs `write`, emits the result. A frame that finds no free buffer or that
-/// `write` refuses is dropped (the caller counts the returned reason) and a keyframe is
-/// requested so the client can recover; the stream goes on.
+/// asks `gate` whether the frame may go out, takes a buffer, runs `write`, emits the result.
+/// A frame the gate skips is dropped before `write` (so it takes no frame index). A frame that
+/// finds no free buffer or that `write` refuses is dropped, a keyframe is requested so the
+/// client can recover, and the gate closes until that keyframe. The caller counts the returned
+/// reason; the stream goes on.
 pub(crate) fn write_into_pool_buf<E: std::fmt::Display>(
+    gate: &mut KeyframeGate,
     input: &crate::pool::FrameBuf,
     output: &mut dyn Emit<crate::pool::FrameBuf>,
     cx: &mut StageContext<'_>,
     what: &'static str,
     write: impl FnOnce(&crate::pool::FrameBuf, &mut crate::pool::FrameBuf) -> Result<(), E>,
 ) -> Result<Option<Dropped>, StageError> {
+    match gate.handle_frame(cx.input_gap(), input.meta.keyframe) {
+        GateVerdict::Send => {}
+        GateVerdict::Skip { request_keyframe } => {
+            if request_keyframe {
+                cx.request_keyframe();
+            }
+            return Ok(Some(Dropped::AwaitingKeyframe));
+        }
+    }
     let Some(mut out) = cx.take_buf() else {
         cx.request_keyframe();
+        gate.handle_drop();
         return Ok(Some(Dropped::NoBuffer));
     };
     match write(input, &mut out) {
@@ -405,8 +440,103 @@ pub(crate) fn write_into_pool_buf<E: std::fmt::Display>(
         Err(e) => {
             tracing::warn!(error = %e, len = input.len(), "{what} dropped");
             cx.request_keyframe();
+            gate.handle_drop();
             Ok(Some(Dropped::Refused))
         }
+    }
+}
+
+/// What [`KeyframeGate::handle_frame`] decided for one encoded frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GateVerdict {
+    /// Packetize and send it.
+    Send,
+    /// Drop it unsent and unnumbered: it may reference a frame the client never gets.
+    Skip {
+        /// No keyframe has been asked for since the gate closed: ask now.
+        request_keyframe: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GateState {
+    /// Every frame goes out.
+    Open,
+    /// Non-keyframes are skipped until a keyframe arrives.
+    AwaitingKeyframe {
+        /// A keyframe has been asked for since the gate closed.
+        requested: bool,
+    },
+}
+
+/// Decides, frame by frame, whether the packetize stage may send an encoded frame: after a
+/// frame was lost before numbering (evicted from the encode → packetize ring, or dropped by the
+/// stage itself), the frames after it reference a picture the client never gets, so they are
+/// skipped until the next keyframe. The client then sees contiguous frame numbers that go on
+/// with a decodable frame.
+///
+/// ```text
+///                 keyframe: Send
+///        ┌──────────────────────────────┐
+///        ▼                              │
+///  ┌───────────┐  input gap, or the  ┌──────────────────┐
+///  │   Open    │  stage's own drop   │ AwaitingKeyframe │  non-keyframe: Skip
+///  │ all: Send │────────────────────►│                  │  (unnumbered)
+///  └───────────┘                     └──────────────────┘
+///                                      ▲ a new gate starts here
+/// ```
+///
+/// It starts closed: nothing before the first keyframe can be decoded. A gap or a drop already
+/// raised a keyframe request where it happened (the ring's producer, the stage's drop path), so
+/// only a closed start asks for one, with the first frame it skips. Pure: fed by the stage with [`StageContext::input_gap`] and the
+/// frame's keyframe flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyframeGate {
+    state: GateState,
+}
+
+impl Default for KeyframeGate {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl KeyframeGate {
+    /// A gate for a new stream: closed until the first keyframe, none requested yet.
+    pub fn new() -> Self {
+        Self {
+            state: GateState::AwaitingKeyframe { requested: false },
+        }
+    }
+
+    /// Decides for one frame: `input_gap` frames were lost just before it (see
+    /// [`StageContext::input_gap`]; their producer already asked for a keyframe), and it is a
+    /// keyframe or not.
+    pub fn handle_frame(&mut self, input_gap: u64, keyframe: bool) -> GateVerdict {
+        if keyframe {
+            self.state = GateState::Open;
+            return GateVerdict::Send;
+        }
+        if input_gap > 0 {
+            self.state = GateState::AwaitingKeyframe { requested: true };
+        }
+        match &mut self.state {
+            GateState::Open => GateVerdict::Send,
+            GateState::AwaitingKeyframe { requested } => GateVerdict::Skip {
+                request_keyframe: !std::mem::replace(requested, true),
+            },
+        }
+    }
+
+    /// The stage dropped a frame itself after letting it through (and asked for a keyframe):
+    /// the frames after it must wait for the next keyframe.
+    pub fn handle_drop(&mut self) {
+        self.state = GateState::AwaitingKeyframe { requested: true };
+    }
+
+    /// Whether non-keyframes are being skipped.
+    pub fn is_awaiting_keyframe(&self) -> bool {
+        matches!(self.state, GateState::AwaitingKeyframe { .. })
     }
 }
 
@@ -551,6 +681,7 @@ pub struct StageContext<'a> {
     stage: StageId,
     pool: &'a FramePool,
     control: &'a PipelineControl,
+    input_gap: u64,
 }
 
 impl<'a> StageContext<'a> {
@@ -560,6 +691,7 @@ impl<'a> StageContext<'a> {
             stage,
             pool,
             control,
+            input_gap: 0,
         }
     }
 
@@ -606,6 +738,21 @@ impl<'a> StageContext<'a> {
     /// grow knows the reference chain may be broken until the next keyframe.
     pub fn keyframe_requests(&self) -> u64 {
         self.control.keyframe().requests()
+    }
+
+    /// Items of this stage's input ring that were evicted
+    /// ([`Backpressure::DropOldest`](crate::config::Backpressure::DropOldest)) just before the
+    /// current input: this stage never saw them, and the current input follows them. Set by
+    /// the runner with every input (0 when nothing was lost); valid during `process` /
+    /// `consume`.
+    pub fn input_gap(&self) -> u64 {
+        self.input_gap
+    }
+
+    /// Sets [`input_gap`](Self::input_gap) for the next input. The runner calls this with
+    /// every item it pops; a test driving a stage by hand calls it to simulate an eviction.
+    pub fn set_input_gap(&mut self, evicted: u64) {
+        self.input_gap = evicted;
     }
 }
 
@@ -768,6 +915,35 @@ mod tests {
         assert!(k.take());
         assert!(!k.take());
         assert_eq!(k.requests(), 2);
+    }
+
+    #[test]
+    fn keyframe_gate_skips_until_a_keyframe() {
+        use GateVerdict::{Send, Skip};
+        let skip = |request_keyframe| Skip { request_keyframe };
+        let mut g = KeyframeGate::new();
+        // A stream starts closed: the first non-keyframe asks for a keyframe, once.
+        assert!(g.is_awaiting_keyframe());
+        assert_eq!(g.handle_frame(0, false), skip(true));
+        assert_eq!(g.handle_frame(0, false), skip(false));
+        assert_eq!(g.handle_frame(0, true), Send);
+        assert!(!g.is_awaiting_keyframe());
+        assert_eq!(g.handle_frame(0, false), Send);
+        // A gap before a frame: the evicting producer asked already, so no second request.
+        assert_eq!(g.handle_frame(1, false), skip(false));
+        assert_eq!(g.handle_frame(0, false), skip(false));
+        assert_eq!(g.handle_frame(3, false), skip(false));
+        // A keyframe right after a gap needs nothing it could have lost.
+        assert_eq!(g.handle_frame(2, true), Send);
+        assert_eq!(g.handle_frame(0, false), Send);
+        // The stage's own drop (it asked for the keyframe itself) closes the gate too.
+        g.handle_drop();
+        assert_eq!(g.handle_frame(0, false), skip(false));
+        assert_eq!(g.handle_frame(0, true), Send);
+        // A stream that starts with its keyframe skips nothing.
+        let mut g = KeyframeGate::default();
+        assert_eq!(g.handle_frame(0, true), Send);
+        assert_eq!(g.handle_frame(0, false), Send);
     }
 
     #[test]

@@ -20,6 +20,13 @@
 //!                      layer (`io::stages`) backs off and retries with `try_push`.
 //! ```
 //!
+//! Every accepted item is stamped with its push number, which travels in the slot with it. The
+//! consumer keeps the number it expects next, so a pop also tells how many items were evicted
+//! between the previous item it popped and this one
+//! ([`Consumer::evicted_before_last_pop`]): the gap is learned in the same step as the item
+//! that follows it, never from a counter read at some other time. A stage after the encoder
+//! needs exactly that to know that the frame in hand may reference one it never saw.
+//!
 //! Counters live on two cache lines: one written only by the producer (`pushed`,
 //! `dropped_oldest`, `full_waits`), one written only by the consumer (`popped`). At rest
 //! `pushed == popped + dropped_oldest + len`.
@@ -120,7 +127,8 @@ struct ConsumerCounters {
 
 #[derive(Debug)]
 struct Shared<T> {
-    queue: ArrayQueue<T>,
+    /// Items with their push numbers (see the module docs).
+    queue: ArrayQueue<(u64, T)>,
     producer: CachePadded<ProducerCounters>,
     consumer: CachePadded<ConsumerCounters>,
     producer_gone: AtomicBool,
@@ -173,6 +181,7 @@ impl<T: Send> StatsSource for Shared<T> {
 /// assert_eq!(tx.push(2), Push::Queued);
 /// assert_eq!(tx.push(3), Push::Evicted(1)); // full: the oldest goes back to the caller
 /// assert_eq!(rx.pop(), Pop::Item(2));
+/// assert_eq!(rx.evicted_before_last_pop(), 1); // 2 follows an item the consumer never saw
 /// drop(tx);
 /// assert_eq!(rx.pop(), Pop::Item(3));
 /// assert_eq!(rx.pop(), Pop::Closed);
@@ -196,8 +205,13 @@ pub fn bounded<T: Send>(
         Producer {
             shared: Arc::clone(&shared),
             backpressure,
+            next_seq: 0,
         },
-        Consumer { shared },
+        Consumer {
+            shared,
+            expected_seq: 0,
+            evicted_before_last: 0,
+        },
     ))
 }
 
@@ -206,6 +220,8 @@ pub fn bounded<T: Send>(
 pub struct Producer<T: Send> {
     shared: Arc<Shared<T>>,
     backpressure: Backpressure,
+    /// Push number of the next accepted item.
+    next_seq: u64,
 }
 
 impl<T: Send> Producer<T> {
@@ -220,11 +236,12 @@ impl<T: Send> Producer<T> {
         }
         match self.backpressure {
             Backpressure::DropOldest => {
-                let evicted = self.shared.queue.force_push(item);
+                let evicted = self.shared.queue.force_push((self.next_seq, item));
+                self.next_seq = self.next_seq.wrapping_add(1);
                 bump(&self.shared.producer.pushed);
                 match evicted {
                     None => Push::Queued,
-                    Some(old) => {
+                    Some((_, old)) => {
                         bump(&self.shared.producer.dropped_oldest);
                         Push::Evicted(old)
                     }
@@ -247,12 +264,13 @@ impl<T: Send> Producer<T> {
         if self.shared.consumer_gone.load(Ordering::Acquire) {
             return Push::Closed(item);
         }
-        match self.shared.queue.push(item) {
+        match self.shared.queue.push((self.next_seq, item)) {
             Ok(()) => {
+                self.next_seq = self.next_seq.wrapping_add(1);
                 bump(&self.shared.producer.pushed);
                 Push::Queued
             }
-            Err(item) => Push::Full(item),
+            Err((_, item)) => Push::Full(item),
         }
     }
 
@@ -293,14 +311,18 @@ impl<T: Send> Drop for Producer<T> {
 #[derive(Debug)]
 pub struct Consumer<T: Send> {
     shared: Arc<Shared<T>>,
+    /// Push number of the item that follows the last one popped, if none was evicted.
+    expected_seq: u64,
+    evicted_before_last: u64,
 }
 
 impl<T: Send> Consumer<T> {
-    /// Takes the oldest item, or says why there is none.
+    /// Takes the oldest item, or says why there is none. After [`Pop::Item`],
+    /// [`evicted_before_last_pop`](Self::evicted_before_last_pop) says how many items were
+    /// evicted just before it.
     pub fn pop(&mut self) -> Pop<T> {
-        if let Some(item) = self.shared.queue.pop() {
-            bump(&self.shared.consumer.popped);
-            return Pop::Item(item);
+        if let Some(slot) = self.shared.queue.pop() {
+            return Pop::Item(self.accept(slot));
         }
         if !self.shared.producer_gone.load(Ordering::Acquire) {
             return Pop::Empty;
@@ -308,12 +330,26 @@ impl<T: Send> Consumer<T> {
         // The producer is gone; an item it pushed between our pop and the flag load is now
         // visible (its push happens-before the Release store we just acquired).
         match self.shared.queue.pop() {
-            Some(item) => {
-                bump(&self.shared.consumer.popped);
-                Pop::Item(item)
-            }
+            Some(slot) => Pop::Item(self.accept(slot)),
             None => Pop::Closed,
         }
+    }
+
+    /// Items evicted between the item popped before the last [`Pop::Item`] and that item (or,
+    /// for the first item, before it): items this consumer never saw and that the last one
+    /// follows. 0 when nothing was lost, and always 0 under [`Backpressure::Block`].
+    ///
+    /// An eviction always takes the oldest queued item, so every eviction counted here took an
+    /// item older than the one just popped; an eviction after that pop shows at the next one.
+    pub fn evicted_before_last_pop(&self) -> u64 {
+        self.evicted_before_last
+    }
+
+    fn accept(&mut self, (seq, item): (u64, T)) -> T {
+        bump(&self.shared.consumer.popped);
+        self.evicted_before_last = seq.wrapping_sub(self.expected_seq);
+        self.expected_seq = seq.wrapping_add(1);
+        item
     }
 
     /// Whether the producer has been dropped (items may still be queued).
@@ -398,7 +434,13 @@ mod tests {
         assert_eq!(tx.push(12), Push::Evicted(10));
         assert_eq!(tx.push(13), Push::Evicted(11));
         assert_eq!(rx.pop(), Pop::Item(12));
+        assert_eq!(
+            rx.evicted_before_last_pop(),
+            2,
+            "10 and 11 were lost before 12"
+        );
         assert_eq!(rx.pop(), Pop::Item(13));
+        assert_eq!(rx.evicted_before_last_pop(), 0);
         let s = rx.stats();
         assert_eq!(
             s,
@@ -484,8 +526,9 @@ mod tests {
     }
 
     proptest! {
-        /// The ring behaves like a bounded VecDeque under both policies, and its counters obey
-        /// `pushed == popped + dropped_oldest + len` after every operation.
+        /// The ring behaves like a bounded VecDeque under both policies, its counters obey
+        /// `pushed == popped + dropped_oldest + len` after every operation, and each pop
+        /// reports exactly the evictions since the previous pop.
         #[test]
         fn matches_vecdeque_model(
             depth in 1usize..6,
@@ -496,6 +539,8 @@ mod tests {
             let (mut tx, mut rx) = bounded(depth, policy).unwrap();
             let mut model = VecDeque::new();
             let mut next = 0u32;
+            // Evictions since the last pop: all of them took items older than the next pop's.
+            let mut evicted = 0u64;
             for op in ops {
                 match op {
                     Op::Push | Op::TryPush => {
@@ -508,13 +553,18 @@ mod tests {
                         } else if drop_oldest && matches!(op, Op::Push) {
                             let old = model.pop_front().unwrap();
                             model.push_back(v);
+                            evicted += 1;
                             prop_assert_eq!(got, Push::Evicted(old));
                         } else {
                             prop_assert_eq!(got, Push::Full(v));
                         }
                     }
                     Op::Pop => match model.pop_front() {
-                        Some(v) => prop_assert_eq!(rx.pop(), Pop::Item(v)),
+                        Some(v) => {
+                            prop_assert_eq!(rx.pop(), Pop::Item(v));
+                            prop_assert_eq!(rx.evicted_before_last_pop(), evicted);
+                            evicted = 0;
+                        }
                         None => prop_assert_eq!(rx.pop(), Pop::Empty),
                     },
                 }

@@ -19,12 +19,21 @@
 //! holds delta frames back until a keyframe comes (they would reference the lost frame);
 //! docs/streaming.md, "Loss". The RTP timestamp is the capture time on a 90 kHz clock.
 //!
+//! Because such a drop leaves no gap, the client could not tell that the P-frames after it
+//! reference a frame it never got. So a [`KeyframeGate`] skips them, unnumbered, until the
+//! next keyframe (requested where the frame was dropped): the client sees contiguous indices
+//! and every frame it gets is decodable. The gate starts closed, so the first frame sent is a
+//! keyframe. A frame dropped *after* this stage (the FEC → send ring) has its index already,
+//! so the client sees that gap and asks for an IDR itself.
+//!
 //! Pure: no clock reads (time comes in `FrameMeta::capture_ns`), no sockets.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use crate::pipeline::{Dropped, Emit, Stage, StageContext, StageError, write_into_pool_buf};
+use crate::pipeline::{
+    Dropped, Emit, KeyframeGate, Stage, StageContext, StageError, write_into_pool_buf,
+};
 use crate::pool::FrameBuf;
 use crate::wire::WireError;
 use crate::wire::video::{
@@ -65,9 +74,9 @@ pub struct PacketizeStats {
     pub pool_misses: u64,
     /// Frames dropped because they did not fit the protocol or the buffer.
     pub rejected: u64,
-    /// Frames dropped because they follow a keyframe request and precede the keyframe: they
-    /// reference a frame the client will not have (see [`PacketizeStage`]).
-    pub awaiting_keyframe: u64,
+    /// Non-keyframes skipped (unnumbered) because a frame before them was lost or the stream
+    /// had not started with a keyframe yet (see the module docs).
+    pub skipped_awaiting_keyframe: u64,
 }
 
 /// Packetizes encoded frames into GameStream video datagrams (see the module docs).
@@ -79,8 +88,7 @@ pub struct PacketizeStage {
     next_index: u32,
     /// Keyframe requests seen so far ([`StageContext::keyframe_requests`]).
     requests_seen: u64,
-    /// Whether delta frames are held back until the next keyframe.
-    awaiting_keyframe: bool,
+    gate: KeyframeGate,
     stats: PacketizeStats,
 }
 
@@ -94,7 +102,7 @@ impl PacketizeStage {
             loss: None,
             next_index: 1,
             requests_seen: 0,
-            awaiting_keyframe: false,
+            gate: KeyframeGate::new(),
             stats: PacketizeStats::default(),
         })
     }
@@ -126,7 +134,9 @@ impl PacketizeStage {
         self.packetizer.set_fec_percent(pct);
     }
 
-    /// Packetizes `input` into `out`. On error `out` holds nothing useful.
+    /// Packetizes `input` into `out` with the next frame index, whatever the frame references
+    /// (the [`Stage`] implementation decides which frames to send). On error `out` holds
+    /// nothing useful.
     pub fn packetize_into(
         &mut self,
         input: &FrameBuf,
@@ -185,25 +195,23 @@ impl Stage for PacketizeStage {
         // A keyframe request means a frame after the encoder was lost (evicted from a ring,
         // dropped here, or lost on the way to a client that now waits for an IDR): every delta
         // frame until the next keyframe references something the client does not have, would
-        // decode to garbage or nothing, and only costs bandwidth. They are dropped here, before
-        // they get a frame index, so the client sees a short pause and then the keyframe. Any
-        // keyframe that arrives after the request ends the wait: rings are FIFO and evict their
-        // oldest item, so it is newer than whatever was lost.
+        // decode to garbage or nothing, and only costs bandwidth. The gate holds them back,
+        // before they get a frame index, so the client sees a short pause and then the
+        // keyframe; it also closes on evictions it sees itself (`input_gap`) and on its own
+        // drops, and starts closed (see `KeyframeGate`).
         let requests = cx.keyframe_requests();
         if requests != self.requests_seen {
             self.requests_seen = requests;
-            self.awaiting_keyframe = true;
+            self.gate.handle_drop();
         }
-        if input.meta.keyframe {
-            self.awaiting_keyframe = false;
-        } else if self.awaiting_keyframe {
-            self.stats.awaiting_keyframe += 1;
-            return Ok(());
-        }
-        let dropped = write_into_pool_buf(&input, output, cx, "video frame", |i, o| {
+        // The gate is `Copy`: taken out so the writer can borrow `self`, put back either way.
+        let mut gate = self.gate;
+        let dropped = write_into_pool_buf(&mut gate, &input, output, cx, "video frame", |i, o| {
             self.packetize_into(i, o)
-        })?;
-        match dropped {
+        });
+        self.gate = gate;
+        match dropped? {
+            Some(Dropped::AwaitingKeyframe) => self.stats.skipped_awaiting_keyframe += 1,
             Some(Dropped::NoBuffer) => self.stats.pool_misses += 1,
             Some(Dropped::Refused) => self.stats.rejected += 1,
             None => {}
@@ -287,6 +295,7 @@ mod tests {
         let mut out: Vec<FrameBuf> = Vec::new();
         let mut f = pool.take().unwrap();
         f.fill_from(&[1; 100]).unwrap();
+        f.meta.keyframe = true;
         // The only buffer is the input: no output buffer.
         stage.process(f, &mut out, &mut cx).unwrap();
         assert_eq!(stage.stats().pool_misses, 1);
@@ -340,9 +349,91 @@ mod tests {
         );
         let (n, stats) = feed(false, &mut out, &mut cx);
         assert_eq!(n, 1);
-        assert_eq!(stats.awaiting_keyframe, 2);
+        assert_eq!(stats.skipped_awaiting_keyframe, 2);
         // Frame indices stay contiguous: 4 frames out, numbered 1..=4.
         assert_eq!(stats.frames, 4);
         assert_eq!(stage.next_index, 5);
+    }
+
+    /// Frames lost before numbering leave no index gap, so the P-frames after them are skipped
+    /// (taking no index) until a keyframe: the client gets contiguous indices, each frame
+    /// decodable, and the first one an IDR.
+    #[test]
+    fn frames_after_a_lost_frame_wait_for_a_keyframe() {
+        use FrameType::{Idr, P};
+        let params = VideoParams {
+            packet_size: 1392,
+            fec_percent: 20,
+            min_parity: 2,
+        };
+        let pool = FramePool::new(4, 64 << 10).unwrap();
+        let control = PipelineControl::default();
+        let mut cx = StageContext::new(crate::pipeline::StageId::Fec, &pool, &control);
+        let mut stage = PacketizeStage::new(params, None).unwrap();
+        let mut depack = VideoDepacketizer::new(1392).unwrap();
+        let mut sent = Vec::new();
+        // (input gap, keyframe): a P-frame before any keyframe; the IDR; P; a P after one
+        // evicted frame and one more; the IDR asked for; P.
+        let script = [
+            (0, false),
+            (0, true),
+            (0, false),
+            (1, false),
+            (0, false),
+            (0, true),
+            (0, false),
+        ];
+        for (n, &(gap, keyframe)) in script.iter().enumerate() {
+            let mut f = pool.take().unwrap();
+            f.fill_from(&[n as u8; 3000]).unwrap();
+            f.meta.keyframe = keyframe;
+            cx.set_input_gap(gap);
+            let mut out: Vec<FrameBuf> = Vec::new();
+            stage.process(f, &mut out, &mut cx).unwrap();
+            for o in out {
+                for dg in o.as_slice().chunks(usize::from(o.meta.segment_size)) {
+                    depack.handle_datagram(dg).unwrap();
+                }
+                let v = depack.poll_frame().unwrap();
+                assert_eq!(o.meta.index, u64::from(v.index));
+                sent.push((v.index, v.frame_type, v.bitstream[0]));
+            }
+        }
+        assert_eq!(
+            sent,
+            [
+                (1, Some(Idr), 1),
+                (2, Some(P), 2),
+                (3, Some(Idr), 5),
+                (4, Some(P), 6)
+            ]
+        );
+        assert_eq!(stage.stats().skipped_awaiting_keyframe, 3);
+        // Only the start asked for a keyframe; the eviction's producer asks for its own.
+        assert_eq!(control.keyframe().requests(), 1);
+
+        // The stage's own drop (no output buffer) closes the gate as well.
+        let held: Vec<FrameBuf> = (0..3).map(|_| pool.take().unwrap()).collect();
+        let mut f = pool.take().unwrap();
+        f.fill_from(&[7; 3000]).unwrap();
+        let mut out: Vec<FrameBuf> = Vec::new();
+        cx.set_input_gap(0);
+        stage.process(f, &mut out, &mut cx).unwrap();
+        assert_eq!(stage.stats().pool_misses, 1);
+        drop(held);
+        for keyframe in [false, true] {
+            let mut f = pool.take().unwrap();
+            f.fill_from(&[8; 3000]).unwrap();
+            f.meta.keyframe = keyframe;
+            stage.process(f, &mut out, &mut cx).unwrap();
+        }
+        assert_eq!(stage.stats().skipped_awaiting_keyframe, 4);
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].meta.index, out[0].meta.keyframe), (5, true));
+        assert_eq!(
+            control.keyframe().requests(),
+            2,
+            "the pool miss asked for one"
+        );
     }
 }

@@ -5,8 +5,8 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 
 use punktfunk_engine::config::{Backpressure, PipelineConfig, StageCores};
@@ -17,6 +17,8 @@ use punktfunk_engine::pipeline::{
     worst_case_frames_in_flight,
 };
 use punktfunk_engine::pool::FrameBuf;
+use punktfunk_engine::stream::PacketizeStage;
+use punktfunk_engine::wire::video::{FrameType, VideoDepacketizer, VideoParams};
 
 mod skip {
     include!(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/skip.rs"));
@@ -694,5 +696,204 @@ fn no_allocation_in_steady_state() {
         "{distinct} buffers seen"
     );
     assert_eq!(stats.pool.frames, cfg.pool_frames);
+    assert_eq!(pool.available(), cfg.pool_frames);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A frame evicted between the encoder and the packetizer.
+
+/// Produces frame `i` (8 bytes: `i`) once `ready(i)` holds, `total` frames in all.
+struct ScriptedSource {
+    next: u64,
+    total: u64,
+    ready: Box<dyn Fn(u64) -> bool + Send>,
+}
+
+impl Source for ScriptedSource {
+    type Output = FrameBuf;
+
+    fn poll_frame(&mut self, cx: &mut StageContext<'_>) -> Result<Captured<FrameBuf>, StageError> {
+        if self.next == self.total {
+            return Ok(Captured::Finished);
+        }
+        if !(self.ready)(self.next) {
+            return Ok(Captured::Idle);
+        }
+        let Some(mut buf) = cx.take_buf() else {
+            return Ok(Captured::Idle);
+        };
+        buf.fill_from(&self.next.to_le_bytes())
+            .map_err(StageError::failed)?;
+        buf.meta.index = self.next;
+        buf.meta.capture_ns = self.next;
+        self.next += 1;
+        Ok(Captured::Frame(buf))
+    }
+}
+
+/// Runs `inner`, counting the inputs it has finished with. While `hold` is set and closed it
+/// takes no input at all: it waits in `handle_idle`, having said so in `holding`, so its input
+/// ring fills up and evicts.
+struct Watched<S> {
+    inner: S,
+    done: Arc<AtomicU64>,
+    hold: Option<Arc<AtomicBool>>,
+    holding: Arc<AtomicBool>,
+}
+
+impl<S> Watched<S> {
+    fn new(inner: S) -> Self {
+        Self {
+            inner,
+            done: Arc::default(),
+            hold: None,
+            holding: Arc::default(),
+        }
+    }
+}
+
+impl<S: Stage> Stage for Watched<S> {
+    type Input = S::Input;
+    type Output = S::Output;
+
+    fn process(
+        &mut self,
+        input: S::Input,
+        output: &mut dyn Emit<S::Output>,
+        cx: &mut StageContext<'_>,
+    ) -> Result<(), StageError> {
+        self.inner.process(input, output, cx)?;
+        self.done.fetch_add(1, Ordering::Release);
+        Ok(())
+    }
+
+    fn handle_idle(
+        &mut self,
+        _output: &mut dyn Emit<S::Output>,
+        cx: &mut StageContext<'_>,
+    ) -> Result<(), StageError> {
+        if let Some(open) = &self.hold {
+            self.holding.store(true, Ordering::Release);
+            while !open.load(Ordering::Acquire) {
+                if cx.abort_requested() {
+                    return Err(StageError::Aborted);
+                }
+                thread::yield_now();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A frame as the client got it: frame index, frame type, and which source frame it was.
+type Delivered = (u32, Option<FrameType>, u64);
+
+/// Depacketizes every GameStream frame it gets.
+struct GameStreamSink {
+    depack: VideoDepacketizer,
+    frames: Arc<Mutex<Vec<Delivered>>>,
+    received: Arc<AtomicU64>,
+}
+
+impl Sink for GameStreamSink {
+    type Input = FrameBuf;
+
+    fn consume(&mut self, buf: FrameBuf, _cx: &mut StageContext<'_>) -> Result<(), StageError> {
+        for dg in buf.as_slice().chunks(usize::from(buf.meta.segment_size)) {
+            self.depack
+                .handle_datagram(dg)
+                .map_err(StageError::failed)?;
+        }
+        let f = self
+            .depack
+            .poll_frame()
+            .ok_or_else(|| StageError::failed("an incomplete frame"))?;
+        let source = u64::from_le_bytes(f.bitstream[..8].try_into().map_err(StageError::failed)?);
+        assert_eq!(u64::from(f.index), buf.meta.index);
+        self.frames
+            .lock()
+            .map_err(|_| StageError::failed("poisoned"))?
+            .push((f.index, f.frame_type, source));
+        self.received.fetch_add(1, Ordering::Release);
+        Ok(())
+    }
+}
+
+/// The encoder's first frame (the IDR) is evicted from the encode → packetize ring: the
+/// P-frames behind it are not sent, the keyframe the eviction asked for is the client's first
+/// frame, and the frame indices on the wire have no gap.
+///
+/// Every step is held in lockstep, so exactly one eviction happens: the packetizer takes nothing
+/// until the encoder has pushed frames 0, 1, 2 into a ring of two (frame 2 evicts frame 0);
+/// afterwards one frame at a time.
+#[test]
+fn an_evicted_idr_holds_back_the_frames_after_it() {
+    const N: u64 = 10;
+    let params = VideoParams {
+        packet_size: 1392,
+        fec_percent: 20,
+        min_parity: 2,
+    };
+    let packetize = PacketizeStage::new(params, None).unwrap();
+    let cfg = PipelineConfig {
+        frame_capacity: packetize.max_output(8),
+        ..config(Backpressure::DropOldest, 2)
+    };
+    let encode = Watched::new(CopyStage { probe: None });
+    let mut fec = Watched::new(packetize);
+    let open = Arc::new(AtomicBool::new(false));
+    fec.hold = Some(Arc::clone(&open));
+    let sink = GameStreamSink {
+        depack: VideoDepacketizer::new(params.packet_size).unwrap(),
+        frames: Arc::default(),
+        received: Arc::default(),
+    };
+    let frames = Arc::clone(&sink.frames);
+    let (encoded, fec_holding, fec_done, received) = (
+        Arc::clone(&encode.done),
+        Arc::clone(&fec.holding),
+        Arc::clone(&fec.done),
+        Arc::clone(&sink.received),
+    );
+    let encoded_in_source = Arc::clone(&encoded);
+    let source = ScriptedSource {
+        next: 0,
+        total: N,
+        ready: Box::new(move |i| match i {
+            0 => fec_holding.load(Ordering::Acquire),
+            1 | 2 => encoded_in_source.load(Ordering::Acquire) >= i,
+            // Frame 3 (the keyframe asked for) once frames 1 and 2 have been taken.
+            3 => fec_done.load(Ordering::Acquire) >= 2,
+            _ => received.load(Ordering::Acquire) >= i - 3,
+        }),
+    };
+    let handle = Pipeline::spawn(&cfg, source, encode, fec, sink).unwrap();
+    wait_until(|| encoded.load(Ordering::Acquire) >= 3);
+    open.store(true, Ordering::Release);
+    let pool = handle.pool().clone();
+    let stats = handle.join().unwrap();
+
+    assert_eq!(stats.ring(RingId::CaptureEncode).dropped_oldest, 0);
+    assert_eq!(stats.ring(RingId::EncodeFec).dropped_oldest, 1, "{stats:?}");
+    assert_eq!(stats.ring(RingId::FecSend).dropped_oldest, 0);
+    assert_eq!(stats.keyframe_requests, 1, "the eviction asked for the IDR");
+    // Frames 1 and 2 reached the packetizer and were skipped.
+    assert_eq!(stats.stage(StageId::Fec).processed, N - 1);
+    assert_eq!(stats.stage(StageId::Fec).emitted, N - 3);
+    let frames = frames.lock().unwrap();
+    let expected: Vec<_> = (3..N)
+        .map(|source| {
+            let kind = if source == 3 {
+                FrameType::Idr
+            } else {
+                FrameType::P
+            };
+            ((source - 2) as u32, Some(kind), source)
+        })
+        .collect();
+    assert_eq!(
+        *frames, expected,
+        "indices from 1 without a gap, an IDR first"
+    );
     assert_eq!(pool.available(), cfg.pool_frames);
 }

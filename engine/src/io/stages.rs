@@ -132,10 +132,17 @@ impl<T: Send> Emit<T> for RingEmit<'_, T> {
     }
 }
 
-/// Pops for a consumer stage, waking a blocked producer under `Block`.
-fn pop<T: Send>(rx: &mut Consumer<T>, rt: &Runtime, ring: RingId) -> Pop<T> {
+/// Pops for a consumer stage, waking a blocked producer under `Block`, and tells the stage how
+/// many items were evicted just before the one popped ([`StageContext::input_gap`]).
+fn pop<T: Send>(
+    rx: &mut Consumer<T>,
+    rt: &Runtime,
+    ring: RingId,
+    cx: &mut StageContext<'_>,
+) -> Pop<T> {
     let popped = rx.pop();
     if matches!(popped, Pop::Item(_)) {
+        cx.set_input_gap(rx.evicted_before_last_pop());
         rt.counters(ring.consumer()).record_processed();
         if rt.backpressure == Backpressure::Block {
             rt.unpark(ring.producer());
@@ -189,7 +196,7 @@ fn run_stage<S: Stage>(
         if rt.control.abort_requested() {
             return Ok(());
         }
-        match pop(&mut rx, rt, input) {
+        match pop(&mut rx, rt, input, cx) {
             Pop::Item(item) => {
                 backoff.reset();
                 stage.process(item, &mut out, cx)?;
@@ -214,7 +221,7 @@ fn run_sink<S: Sink>(
         if rt.control.abort_requested() {
             return Ok(());
         }
-        match pop(&mut rx, rt, RingId::FecSend) {
+        match pop(&mut rx, rt, RingId::FecSend, cx) {
             Pop::Item(item) => {
                 backoff.reset();
                 sink.consume(item, cx)?;

@@ -21,7 +21,17 @@
 //! the stage switches to it at the start of the next frame (a frame is never split across two
 //! keys). After every frame the stage publishes the key state back (generation in use,
 //! datagrams sealed under it, whether an update is due, rotations, frames refused at the
-//! limit). Pure: no clock reads (capture time comes in `FrameMeta::capture_ns`), no sockets.
+//! limit).
+//!
+//! Frame ids are given here, so a frame lost before this stage (evicted from the encode →
+//! packetize ring, or dropped here for want of a buffer) leaves no gap the client could see;
+//! the frames after it would reach the client referencing a picture it never got. A
+//! [`KeyframeGate`] skips them, without giving them an id, until the next keyframe (requested
+//! where the frame was lost); it starts closed, so the first frame sent is a keyframe. A frame
+//! lost after this stage (the FEC → send ring) already has its id: the receiver sees the gap
+//! and asks for recovery itself.
+//!
+//! Pure: no clock reads (capture time comes in `FrameMeta::capture_ns`), no sockets.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,7 +40,9 @@ use super::Pf1Error;
 use super::adaptive::FecController;
 use super::crypto::DataKey;
 use super::send::{FrameInfo, Packetized, Pf1Sender, Pf1SenderConfig};
-use crate::pipeline::{Dropped, Emit, Stage, StageContext, StageError, write_into_pool_buf};
+use crate::pipeline::{
+    Dropped, Emit, KeyframeGate, Stage, StageContext, StageError, write_into_pool_buf,
+};
 use crate::pool::FrameBuf;
 
 /// Shared between the control plane and [`Pf1PacketizeStage`]: the FEC settings to use and the
@@ -153,6 +165,9 @@ pub struct Pf1StageStats {
     pub pool_misses: u64,
     /// Frames dropped because they did not fit the protocol, the buffer or the key's limit.
     pub rejected: u64,
+    /// Non-keyframes skipped (no frame id given) because a frame before them was lost or the
+    /// stream had not started with a keyframe yet (see the module docs).
+    pub skipped_awaiting_keyframe: u64,
 }
 
 /// The punktfunk/1 packetize stage (see the module docs).
@@ -162,6 +177,7 @@ pub struct Pf1PacketizeStage {
     feedback: Option<Arc<Pf1Feedback>>,
     mode: u16,
     new_mode: bool,
+    gate: KeyframeGate,
     stats: Pf1StageStats,
 }
 
@@ -173,6 +189,7 @@ impl Pf1PacketizeStage {
             feedback: None,
             mode: 0,
             new_mode: false,
+            gate: KeyframeGate::new(),
             stats: Pf1StageStats::default(),
         })
     }
@@ -198,7 +215,9 @@ impl Pf1PacketizeStage {
         self.sender.max_output(frame_len)
     }
 
-    /// Packetizes `input` into `out`. On error `out` holds nothing useful.
+    /// Packetizes `input` into `out` with the next frame id, whatever the frame references (the
+    /// [`Stage`] implementation decides which frames to send). On error `out` holds nothing
+    /// useful.
     pub fn packetize_into(
         &mut self,
         input: &FrameBuf,
@@ -272,10 +291,19 @@ impl Stage for Pf1PacketizeStage {
         output: &mut dyn Emit<FrameBuf>,
         cx: &mut StageContext<'_>,
     ) -> Result<(), StageError> {
-        let dropped = write_into_pool_buf(&input, output, cx, "punktfunk/1 frame", |i, o| {
-            self.packetize_into(i, o).map(|_| ())
-        })?;
-        match dropped {
+        // The gate is `Copy`: taken out so the writer can borrow `self`, put back either way.
+        let mut gate = self.gate;
+        let dropped = write_into_pool_buf(
+            &mut gate,
+            &input,
+            output,
+            cx,
+            "punktfunk/1 frame",
+            |i, o| self.packetize_into(i, o).map(|_| ()),
+        );
+        self.gate = gate;
+        match dropped? {
+            Some(Dropped::AwaitingKeyframe) => self.stats.skipped_awaiting_keyframe += 1,
             Some(Dropped::NoBuffer) => self.stats.pool_misses += 1,
             Some(Dropped::Refused) => self.stats.rejected += 1,
             None => {}
@@ -375,9 +403,11 @@ mod tests {
         let mut cx = StageContext::new(crate::pipeline::StageId::Fec, &pool, &control);
         let mut out: Vec<FrameBuf> = Vec::new();
         let mut send = |stage: &mut Pf1PacketizeStage, out: &mut Vec<FrameBuf>| {
-            // 4 data shards + 1 parity: 5 datagrams a frame.
+            // 4 data shards + 1 parity: 5 datagrams a frame. All keyframes: the frame refused
+            // at the key's limit must not hold back the one after it.
             let mut f = pool.take().unwrap();
             f.fill_from(&[3; 5000]).unwrap();
+            f.meta.keyframe = true;
             stage.process(f, out, &mut cx).unwrap();
             out.clear();
         };
@@ -417,6 +447,7 @@ mod tests {
         let mut out: Vec<FrameBuf> = Vec::new();
         let mut f = pool.take().unwrap();
         f.fill_from(&[1; 100]).unwrap();
+        f.meta.keyframe = true;
         stage.process(f, &mut out, &mut cx).unwrap();
         assert_eq!(stage.stats().pool_misses, 1);
         assert!(control.keyframe().take());
@@ -424,8 +455,58 @@ mod tests {
         let mut cx = StageContext::new(crate::pipeline::StageId::Fec, &big, &control);
         let mut f = big.take().unwrap();
         f.fill_from(&[1; 8000]).unwrap();
+        f.meta.keyframe = true;
         stage.process(f, &mut out, &mut cx).unwrap();
         assert_eq!(stage.stats().rejected, 1);
         assert!(out.is_empty());
+    }
+
+    /// A frame lost before this stage leaves no frame-id gap, so the frames after it are
+    /// skipped, without taking an id, until a keyframe; the receiver gets contiguous ids and a
+    /// keyframe first.
+    #[test]
+    fn frames_after_a_lost_frame_wait_for_a_keyframe() {
+        let key = DataKey::from_key_material(&material());
+        let mut stage = Pf1PacketizeStage::new(Pf1SenderConfig::default(), key.clone()).unwrap();
+        let pool = FramePool::new(4, stage.max_output(5000)).unwrap();
+        let control = PipelineControl::default();
+        let mut cx = StageContext::new(crate::pipeline::StageId::Fec, &pool, &control);
+        let mut rx = Pf1Receiver::new(Pf1ReceiverConfig::default(), key).unwrap();
+        let now = std::time::Instant::now();
+        let mut got = Vec::new();
+        // (input gap, keyframe): P before any keyframe; key; P; P after an eviction; P; key; P.
+        let script = [
+            (0, false),
+            (0, true),
+            (0, false),
+            (1, false),
+            (0, false),
+            (0, true),
+            (0, false),
+        ];
+        for (n, &(gap, keyframe)) in script.iter().enumerate() {
+            let mut f = pool.take().unwrap();
+            f.fill_from(&[n as u8; 5000]).unwrap();
+            f.meta.keyframe = keyframe;
+            cx.set_input_gap(gap);
+            let mut out: Vec<FrameBuf> = Vec::new();
+            stage.process(f, &mut out, &mut cx).unwrap();
+            for o in out {
+                for dg in o.as_slice().chunks(usize::from(o.meta.segment_size)) {
+                    rx.handle_datagram(now, dg).unwrap();
+                }
+                let Some(Pf1Event::Frame(f)) = rx.poll_event() else {
+                    panic!("frame {n}");
+                };
+                got.push((o.meta.index, f.keyframe, f.data[0]));
+            }
+        }
+        assert_eq!(
+            got,
+            [(0, true, 1), (1, false, 2), (2, true, 5), (3, false, 6)]
+        );
+        assert_eq!(stage.stats().skipped_awaiting_keyframe, 3);
+        assert_eq!(stage.stats().frames, 4);
+        assert_eq!(control.keyframe().requests(), 1, "only the start asked");
     }
 }

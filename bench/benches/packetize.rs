@@ -5,7 +5,7 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use punktfunk_bench::random_shards;
-use punktfunk_engine::wire::video::{
+use punktfunk_engine::gamestream::wire::video::{
     ENC_HEADER_LEN, FrameType, VideoCipher, VideoFrame, VideoPacketizer, VideoParams,
 };
 

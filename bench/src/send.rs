@@ -19,13 +19,15 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use punktfunk_engine::config::{Backpressure, PipelineConfig, SendConfig};
+use punktfunk_engine::gamestream::stage::PacketizeStage;
+use punktfunk_engine::gamestream::wire::video::{
+    FrameType, VideoFrame, VideoPacketizer, VideoParams,
+};
 use punktfunk_engine::io::sink::{OnSent, PeerAddr, SendSink};
 use punktfunk_engine::io::stages::Pipeline;
 use punktfunk_engine::io::{Caps, Pacing, ReceiveConfig, SendPath, UdpReceiver, UdpSender};
 use punktfunk_engine::pipeline::{Captured, PassThrough, Source, StageContext, StageError};
 use punktfunk_engine::pool::FrameBuf;
-use punktfunk_engine::stream::PacketizeStage;
-use punktfunk_engine::wire::video::{FrameType, VideoFrame, VideoPacketizer, VideoParams};
 
 /// GameStream packet size used throughout (Moonlight's default 1392: 1408-byte datagrams).
 pub const PACKET_SIZE: usize = 1392;

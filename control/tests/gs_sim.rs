@@ -16,8 +16,10 @@ use punktfunk_control::stream::control::{TERMINATION_GRACEFUL, types};
 use punktfunk_control::stream::gs_session::{
     ControlTransmit, EndReason, GsConfig, GsEvent, GsSession, PeerKey, PingStream,
 };
-use punktfunk_engine::wire::control::{ControlCipher, Direction};
-use punktfunk_engine::wire::video::{FrameType, VideoFrame, VideoPacketizer, VideoParams};
+use punktfunk_engine::gamestream::wire::control::{ControlCipher, Direction};
+use punktfunk_engine::gamestream::wire::video::{
+    FrameType, VideoFrame, VideoPacketizer, VideoParams,
+};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 

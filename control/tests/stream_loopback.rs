@@ -20,11 +20,11 @@ use punktfunk_control::stream::session::{
     StreamOptions, StreamState, VideoMedia,
 };
 use punktfunk_engine::config::Backpressure;
+use punktfunk_engine::gamestream::wire::audio::{AudioDepacketizer, AudioKey};
+use punktfunk_engine::gamestream::wire::control::{ControlCipher, Direction};
+use punktfunk_engine::gamestream::wire::video::{VideoCipher, VideoDepacketizer};
 use punktfunk_engine::pipeline::{Captured, Emit, Source, Stage, StageContext, StageError};
 use punktfunk_engine::pool::FrameBuf;
-use punktfunk_engine::wire::audio::{AudioDepacketizer, AudioKey};
-use punktfunk_engine::wire::control::{ControlCipher, Direction};
-use punktfunk_engine::wire::video::{VideoCipher, VideoDepacketizer};
 use rusty_enet as enet;
 
 const KEY: [u8; 16] = [7, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
@@ -419,7 +419,7 @@ fn handshake_control_video_audio_and_termination() {
     }
     assert_eq!(
         frames[0].frame_type,
-        Some(punktfunk_engine::wire::video::FrameType::Idr)
+        Some(punktfunk_engine::gamestream::wire::video::FrameType::Idr)
     );
     let first = frames[0].bitstream.len();
     assert!((3000..200_000).contains(&first));

@@ -5,11 +5,11 @@
 //! * [`fec`]: erasure codes. GF(2^8) Cauchy Reed–Solomon that is byte-exact with the decoder in
 //!   moonlight-common-c (scalar, SSSE3, AVX2 and GFNI kernels chosen at run time), the fixed 4+2
 //!   audio code, and GF(2^16) Leopard-style blocks of up to 65535 shards for punktfunk/1.
-//! * [`wire`]: GameStream video, audio and control-message formats as pure functions over
-//!   caller-owned buffers, and the reassembly side used by tests and the reference client.
+//! * [`gamestream`]: GameStream's own formats and stage: `gamestream::wire` (video, audio and
+//!   control-message formats as pure functions over caller-owned buffers, and the reassembly
+//!   side used by tests) and `gamestream::stage` (the FEC/packetize stage for GameStream video).
 //! * [`pacer`], [`ring`], [`pool`], [`pipeline`]: pure scheduling, buffers and hand-off between
 //!   the capture → encode → FEC → send stages.
-//! * [`stream`]: the engine's FEC/packetize stage for GameStream video.
 //! * [`pf1`]: the punktfunk/1 data plane: AES-GCM-sealed datagrams carrying one GF(2^16) FEC
 //!   block per frame, its packetizer, reassembler, adaptive-FEC controller and pipeline stage.
 //! * [`io`]: the only code that touches the kernel: the io_uring UDP driver (GSO, SEND_ZC,
@@ -55,6 +55,8 @@
 #[forbid(unsafe_code)]
 pub mod config;
 pub mod fec;
+#[forbid(unsafe_code)]
+pub mod gamestream;
 #[allow(unsafe_code)]
 pub mod io;
 pub mod pacer; // forbids `unsafe` itself (`#![forbid(unsafe_code)]` in pacer.rs)
@@ -65,7 +67,3 @@ pub mod pipeline;
 pub mod pool;
 #[forbid(unsafe_code)]
 pub mod ring;
-#[forbid(unsafe_code)]
-pub mod stream;
-#[forbid(unsafe_code)]
-pub mod wire;

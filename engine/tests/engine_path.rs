@@ -9,13 +9,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use punktfunk_engine::config::{Backpressure, PipelineConfig, SendConfig};
+use punktfunk_engine::gamestream::stage::PacketizeStage;
+use punktfunk_engine::gamestream::wire::video::{VideoDepacketizer, VideoParams};
 use punktfunk_engine::io::sink::{PeerAddr, SendSink};
 use punktfunk_engine::io::stages::Pipeline;
 use punktfunk_engine::io::{Caps, ReceiveConfig, UdpReceiver, UdpSender};
 use punktfunk_engine::pipeline::{Captured, PassThrough, Source, StageContext, StageError};
 use punktfunk_engine::pool::FrameBuf;
-use punktfunk_engine::stream::PacketizeStage;
-use punktfunk_engine::wire::video::{VideoDepacketizer, VideoParams};
 
 mod skip {
     include!(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/skip.rs"));

@@ -13,7 +13,7 @@
 //! frames handed to the decoder over frames sent.
 
 use punktfunk_engine::fec::adaptive::LossEstimator;
-use punktfunk_engine::wire::video::{
+use punktfunk_engine::gamestream::wire::video::{
     FrameType, STARTUP_FRAMES, VideoDepacketizer, VideoFrame, VideoPacketizer, VideoParams,
 };
 use rand::{RngExt, SeedableRng};

@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 
 use punktfunk_engine::config::{Backpressure, PipelineConfig, StageCores};
+use punktfunk_engine::gamestream::stage::PacketizeStage;
+use punktfunk_engine::gamestream::wire::video::{FrameType, VideoDepacketizer, VideoParams};
 use punktfunk_engine::io::pin;
 use punktfunk_engine::io::stages::Pipeline;
 use punktfunk_engine::pipeline::{
@@ -17,8 +19,6 @@ use punktfunk_engine::pipeline::{
     worst_case_frames_in_flight,
 };
 use punktfunk_engine::pool::FrameBuf;
-use punktfunk_engine::stream::PacketizeStage;
-use punktfunk_engine::wire::video::{FrameType, VideoDepacketizer, VideoParams};
 
 mod skip {
     include!(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/skip.rs"));

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use punktfunk_engine::wire::audio::{AudioDepacketizer, AudioKey};
+use punktfunk_engine::gamestream::wire::audio::{AudioDepacketizer, AudioKey};
 
 fuzz_target!(|data: &[u8]| {
     let mut d = AudioDepacketizer::new(

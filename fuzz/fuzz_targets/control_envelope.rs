@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use punktfunk_engine::wire::control::{ControlCipher, Direction};
+use punktfunk_engine::gamestream::wire::control::{ControlCipher, Direction};
 
 fuzz_target!(|data: &[u8]| {
     let c = ControlCipher::new(&[3; 16]);

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use punktfunk_engine::wire::video::VideoDepacketizer;
+use punktfunk_engine::gamestream::wire::video::VideoDepacketizer;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(mut d) = VideoDepacketizer::new(64) else {

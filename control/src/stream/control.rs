@@ -6,7 +6,7 @@
 //! this module sees only the bytes of one ENet packet at a time, on behalf of
 //! [`super::gs_session::GsSession`].
 
-use punktfunk_engine::wire::control::{ControlCipher, Direction};
+use punktfunk_engine::gamestream::wire::control::{ControlCipher, Direction};
 
 /// Message types the client sends (inner V2 `type`, notes "Control messages").
 pub mod types {
@@ -88,7 +88,7 @@ pub enum ClientMessage<'a> {
 pub enum ControlError {
     /// The envelope was malformed or failed authentication.
     #[error("control envelope: {0}")]
-    Envelope(#[from] punktfunk_engine::wire::WireError),
+    Envelope(#[from] punktfunk_engine::gamestream::wire::WireError),
     /// A sequence number was reused or went backwards (replay).
     #[error("control message sequence {got} is not after {last}")]
     Replay {

@@ -35,7 +35,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use punktfunk_engine::fec::adaptive::LossEstimator;
-use punktfunk_engine::wire::control::ControlCipher;
+use punktfunk_engine::gamestream::wire::control::ControlCipher;
 
 use super::control::{ClientMessage, ControlChannel, types};
 
@@ -410,7 +410,7 @@ impl GsSession {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use punktfunk_engine::wire::control::Direction;
+    use punktfunk_engine::gamestream::wire::control::Direction;
 
     const KEY: [u8; 16] = [7; 16];
     const PAYLOAD: [u8; 16] = *b"0123456789ABCDEF";

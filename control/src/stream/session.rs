@@ -33,6 +33,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use punktfunk_engine::config::SessionProfile;
+use punktfunk_engine::gamestream::stage::{LossFeedback, PacketizeStage};
+use punktfunk_engine::gamestream::wire::audio::{AudioDatagrams, AudioKey, AudioPacketizer};
+use punktfunk_engine::gamestream::wire::video::VideoParams;
 use punktfunk_engine::io::build::{
     EffectiveSettings, PipelineBuilder, PipelineWatch, VideoPipeline, VideoSend, VideoStages,
 };
@@ -40,9 +43,6 @@ use punktfunk_engine::io::sink::PeerAddr;
 use punktfunk_engine::io::{Caps, Pacing, UdpSender};
 use punktfunk_engine::pipeline::{RingId, Source, Stage, StageId};
 use punktfunk_engine::pool::FrameBuf;
-use punktfunk_engine::stream::{LossFeedback, PacketizeStage};
-use punktfunk_engine::wire::audio::{AudioDatagrams, AudioKey, AudioPacketizer};
-use punktfunk_engine::wire::video::VideoParams;
 use rusty_enet as enet;
 
 use crate::limits::{Admission, Close, ConnId, LimitsConfig, Listener};

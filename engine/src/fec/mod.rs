@@ -11,7 +11,7 @@
 //! input as [`FecError`] instead of panicking, since shard counts and sizes come off the wire.
 //!
 //! This module does not decide *how much* parity to send (the packetizers and the adaptive FEC
-//! controller do) and does not lay shards out in packets (see [`crate::wire`]).
+//! controller do) and does not lay shards out in packets (see [`crate::gamestream::wire`]).
 
 #[forbid(unsafe_code)]
 pub mod adaptive;

@@ -1,7 +1,7 @@
 //! The send stage: packetized frames from the ring → the kernel, paced.
 //!
 //! [`SendSink`] is the pipeline's last stage. Each input [`FrameBuf`] holds a frame's datagrams
-//! back to back (`meta.segment_size` apart, see [`crate::stream::PacketizeStage`]); the sink
+//! back to back (`meta.segment_size` apart, see [`crate::gamestream::stage::PacketizeStage`]); the sink
 //! hands them to [`UdpSender::send_frame`], which cuts them into GSO sends and spreads them over
 //! the frame's own interval (carried in its metadata, so pacing follows a mode change) per the
 //! pacing config. The destination is the client's address as the

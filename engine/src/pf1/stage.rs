@@ -1,6 +1,6 @@
 //! The punktfunk/1 pipeline stage: encoded frame in, sealed datagrams out.
 //!
-//! [`Pf1PacketizeStage`] takes the place of [`crate::stream::PacketizeStage`] between the
+//! [`Pf1PacketizeStage`] takes the place of [`crate::gamestream::stage::PacketizeStage`] between the
 //! encoder and [`SendSink`](crate::io::sink::SendSink): it packetizes each encoded frame with
 //! [`Pf1Sender`] into a second buffer from the pool and hands that on with
 //! [`FrameMeta::segment_size`](crate::pool::FrameMeta::segment_size) set to the datagram

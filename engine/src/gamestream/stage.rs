@@ -31,14 +31,14 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use crate::gamestream::wire::WireError;
+use crate::gamestream::wire::video::{
+    ENC_HEADER_LEN, FrameType, VideoCipher, VideoFrame, VideoPacketizer, VideoParams,
+};
 use crate::pipeline::{
     Dropped, Emit, KeyframeGate, Stage, StageContext, StageError, write_into_pool_buf,
 };
 use crate::pool::FrameBuf;
-use crate::wire::WireError;
-use crate::wire::video::{
-    ENC_HEADER_LEN, FrameType, VideoCipher, VideoFrame, VideoPacketizer, VideoParams,
-};
 
 /// The receiver's packet loss as the control plane estimates it, shared with the packetize
 /// stage (which reads it once per frame to size parity, see [`crate::fec::adaptive`]).
@@ -237,9 +237,9 @@ impl crate::pipeline::Packetizer for PacketizeStage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gamestream::wire::video::VideoDepacketizer;
     use crate::pipeline::PipelineControl;
     use crate::pool::FramePool;
-    use crate::wire::video::VideoDepacketizer;
 
     #[test]
     fn packetizes_frames_with_contiguous_indices() {

@@ -3,7 +3,7 @@
 //! [`PacketizeStage`] sits between the encoder and the send stage
 //! ([`crate::io::sink::SendSink`]). It takes an encoded frame ([`FrameBuf`], Annex-B), writes
 //! its datagrams back to back into a second buffer from the same pool (FEC computed, optionally
-//! encrypted) and hands that on with [`FrameMeta::segment_size`] set, so the send stage can
+//! encrypted) and hands that on with [`FrameMeta::segment_size`](crate::pool::FrameMeta::segment_size) set, so the send stage can
 //! push it to the kernel as GSO trains without copying.
 //!
 //! ```text

@@ -40,6 +40,7 @@ pub mod gamestream;
 pub mod host;
 pub mod input;
 pub mod limits;
+pub mod live;
 pub mod media;
 pub mod pairing_window;
 pub mod pf1;

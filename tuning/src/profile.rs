@@ -12,6 +12,7 @@
 //! [pacing]                       # PacingSection
 //! [fec]                          # FecSection
 //! [video]                        # VideoSection
+//! [sessions]                     # SessionsSection
 //! ```
 //!
 //! Unknown tables and keys are errors (`deny_unknown_fields`), so a typo never silently falls
@@ -41,6 +42,9 @@ pub struct Profile {
     /// `[video]`: encoder defaults used when a client does not ask for something else.
     #[serde(default)]
     pub video: VideoSection,
+    /// `[sessions]`: how many clients may stream at once.
+    #[serde(default)]
+    pub sessions: SessionsSection,
 }
 
 impl Profile {
@@ -178,6 +182,14 @@ pub struct VideoSection {
     pub bitrate_kbps: Option<u32>,
     /// Default frame rate.
     pub fps: Option<u32>,
+}
+
+/// `[sessions]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionsSection {
+    /// Streaming sessions at once, per protocol (GameStream and punktfunk/1 each).
+    pub max: Option<usize>,
 }
 
 /// `video.codec`.

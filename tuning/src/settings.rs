@@ -44,6 +44,23 @@ impl Default for VideoSettings {
     }
 }
 
+/// Host-wide session limits (`[sessions]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionsSettings {
+    /// Streaming sessions at once, per protocol: a launch beyond it is refused with a reason
+    /// (GameStream: `status_code` 503; punktfunk/1: `Goodbye(Busy)`).
+    pub max: usize,
+}
+
+/// Largest `sessions.max` accepted: each session owns a source, an encoder and a pipeline.
+pub const MAX_SESSIONS: usize = 64;
+
+impl Default for SessionsSettings {
+    fn default() -> Self {
+        Self { max: 4 }
+    }
+}
+
 /// A resolved profile: every value present and in range.
 #[derive(Debug, Clone, PartialEq, Default)]
 #[non_exhaustive]
@@ -56,6 +73,8 @@ pub struct Settings {
     pub fec: FecSettings,
     /// Encoder defaults.
     pub video: VideoSettings,
+    /// Session limits.
+    pub sessions: SessionsSettings,
 }
 
 impl Settings {
@@ -143,6 +162,7 @@ impl Profile {
         let send = self.resolve_send(&mut c);
         let fec = self.resolve_fec(&mut c);
         let video = self.resolve_video(&mut c);
+        let sessions = self.resolve_sessions(&mut c);
         if c.problems.is_empty() {
             Ok(Resolved {
                 settings: Settings {
@@ -150,6 +170,7 @@ impl Profile {
                     send,
                     fec,
                     video,
+                    sessions,
                 },
                 warnings: c.warnings,
             })
@@ -395,6 +416,17 @@ impl Profile {
         }
     }
 
+    fn resolve_sessions(&self, c: &mut Check) -> SessionsSettings {
+        let max = self.sessions.max.unwrap_or(SessionsSettings::default().max);
+        if !(1..=MAX_SESSIONS).contains(&max) {
+            c.problem(
+                "sessions.max",
+                format!("must be in 1..={MAX_SESSIONS}, got {max}"),
+            );
+        }
+        SessionsSettings { max }
+    }
+
     fn resolve_video(&self, c: &mut Check) -> VideoSettings {
         let d = VideoSettings::default();
         let v = &self.video;
@@ -508,6 +540,27 @@ mod tests {
             ]
         );
         assert!(problems[6].reason.contains("1.5"), "{}", problems[6]);
+    }
+
+    #[test]
+    fn session_limit_is_read_and_bounded() {
+        assert_eq!(resolve("").unwrap().settings.sessions.max, 4);
+        assert_eq!(
+            resolve("[sessions]\nmax = 2\n")
+                .unwrap()
+                .settings
+                .sessions
+                .max,
+            2
+        );
+        assert_eq!(
+            fields(&resolve("[sessions]\nmax = 0\n").unwrap_err()),
+            ["sessions.max"]
+        );
+        assert_eq!(
+            fields(&resolve("[sessions]\nmax = 65\n").unwrap_err()),
+            ["sessions.max"]
+        );
     }
 
     #[test]

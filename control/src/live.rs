@@ -79,3 +79,23 @@ pub struct LiveSession {
     /// Seconds since the session was admitted.
     pub age_s: u64,
 }
+
+/// What a running stream reports about itself (the GameStream streaming side fills it; the
+/// session table turns it into a [`LiveSession`] row).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamFigures {
+    /// Where the media goes (`None` before the client's first ping).
+    pub address: Option<std::net::SocketAddr>,
+    /// `"h264"`, `"hevc"`, `"av1"`.
+    pub codec: String,
+    /// Encoder target, kbit/s.
+    pub bitrate_kbps: u32,
+    /// Video frames sent in this stream.
+    pub frames_sent: u64,
+    /// Loss the client reported last, percent.
+    pub loss_percent: f32,
+    /// Parity of the last frame sent, percent of its data shards.
+    pub fec_percent: u32,
+    /// Whether the video pipeline runs (the client's first ping came).
+    pub media_flowing: bool,
+}

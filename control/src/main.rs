@@ -133,6 +133,12 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// List the live streaming sessions of both protocols (client, mode, codec, bitrate,
+    /// frames sent, loss, FEC).
+    Status {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// List paired clients.
     Clients {
         #[command(flatten)]
@@ -355,6 +361,14 @@ fn main() -> ExitCode {
                 (None, true) => cli::pairing_close(&c),
                 (None, false) => cli::pairing(&c),
             }),
+            |text| {
+                print!("{text}");
+                ExitCode::SUCCESS
+            },
+        ),
+        Command::Status { api } => report(
+            "status",
+            api_client(&api).and_then(|c| cli::status(&c)),
             |text| {
                 print!("{text}");
                 ExitCode::SUCCESS

@@ -430,7 +430,7 @@ fn start_host(state: &Path, ports: Ports) -> RunningHost {
             )
             .unwrap();
             host.listeners().add(streaming.rtsp_listener());
-            let sessions: Arc<dyn SessionManager> = Arc::new(StreamingSessions::new(streaming));
+            let sessions: Arc<dyn SessionManager> = Arc::new(StreamingSessions::new(streaming, 4));
             host.run(sessions, async move {
                 let _ = stop_rx.await;
             })
@@ -649,7 +649,9 @@ fn a_real_client_pairs_launches_and_streams_through_connection_floods() {
         "PLAY",
     );
     let status = api.call("GET", "/api/status", None);
-    assert!(status["session"].is_object(), "{status}");
+    assert_eq!(status["sessions"]["gamestream"]["live"], 1, "{status}");
+    let rows = api.call("GET", "/api/sessions", None);
+    assert_eq!(rows[0]["protocol"], "gamestream", "{rows}");
 
     // The host counted what it turned away, per listener.
     for name in ["nvhttp", "nvhttps", "rtsp"] {

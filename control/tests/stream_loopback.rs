@@ -199,8 +199,11 @@ fn handshake_control_video_audio_and_termination() {
         session_id: 1,
         rikey: KEY,
         rikeyid: KEY_ID,
-    });
-    assert_eq!(host.state(), StreamState::Prepared { session_id: 1 });
+        client: std::net::Ipv4Addr::LOCALHOST.into(),
+        slot: 0,
+    })
+    .unwrap();
+    assert_eq!(host.state(1), StreamState::Prepared { session_id: 1 });
 
     assert!(rtsp(port, "OPTIONS rtsp://x RTSP/1.0\r\nCSeq: 1\r\n\r\n").starts_with("RTSP/1.0 200"));
     let d = rtsp(port, "DESCRIBE rtsp://x RTSP/1.0\r\nCSeq: 2\r\n\r\n");
@@ -328,7 +331,7 @@ fn handshake_control_video_audio_and_termination() {
     // Hostile control traffic on the live session: forged envelopes (wrong key), a replayed
     // sequence number, unknown message types and garbage inputs. All are dropped or counted;
     // the stream goes on.
-    let dropped_before = host.session_stats().unwrap().control_dropped;
+    let dropped_before = host.session_stats(1).unwrap().control_dropped;
     let forger = ControlCipher::new(&[0x55; 16]);
     for i in 0..5u32 {
         let mut out = vec![0u8; ControlCipher::sealed_len(2)];
@@ -401,7 +404,7 @@ fn handshake_control_video_audio_and_termination() {
         more > 20,
         "the stream went on after hostile control traffic ({more} frames)"
     );
-    let dropped = host.session_stats().unwrap().control_dropped;
+    let dropped = host.session_stats(1).unwrap().control_dropped;
     assert_eq!(
         dropped - dropped_before,
         7,
@@ -428,18 +431,18 @@ fn handshake_control_video_audio_and_termination() {
     assert!(audio.len() > 50, "only {} audio packets", audio.len());
     assert!(audio.iter().all(|p| p.opus.len() == 64));
     assert!(matches!(
-        host.state(),
+        host.state(1),
         StreamState::Streaming {
             connected: true,
             ..
         }
     ));
-    assert!(host.session_stats().unwrap().idr_requests >= 1);
+    assert!(host.session_stats(1).unwrap().idr_requests >= 1);
     assert_eq!(inputs.lock().unwrap().0[0], mouse.to_vec());
 
     // /cancel: the client gets the termination message, then the disconnect.
     let stopper = std::thread::spawn(move || {
-        host.stop_stream(true);
+        host.stop_session(1, true);
         host
     });
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -461,7 +464,7 @@ fn handshake_control_video_audio_and_termination() {
     }
     assert!(terminated, "termination message received");
     let host = stopper.join().unwrap();
-    assert_eq!(host.state(), StreamState::Idle);
+    assert_eq!(host.state(1), StreamState::Idle);
     host.shutdown();
 }
 
@@ -483,7 +486,10 @@ fn one_stream(
         session_id,
         rikey: KEY,
         rikeyid: KEY_ID,
-    });
+        client: std::net::Ipv4Addr::LOCALHOST.into(),
+        slot: 0,
+    })
+    .unwrap();
     let port = host.rtsp_port();
     let a = rtsp(port, "SETUP streamid=audio/0/0 RTSP/1.0\r\nCSeq: 1\r\n\r\n");
     let ping = header(&a, "X-SS-Ping-Payload").to_string();
@@ -504,7 +510,9 @@ fn one_stream(
     assert!(rtsp(port, &ann).starts_with("RTSP/1.0 200"));
     assert!(rtsp(port, "PLAY / RTSP/1.0\r\nCSeq: 5\r\n\r\n").starts_with("RTSP/1.0 200"));
     // Nothing sent yet in this stream: its counters start at zero, whatever came before.
-    let fresh = host.session_stats().expect("a stream runs after PLAY");
+    let fresh = host
+        .session_stats(session_id)
+        .expect("a stream runs after PLAY");
     assert_eq!(fresh.session_id, session_id);
     assert_eq!(fresh.video_frames, 0, "{fresh:?}");
 
@@ -545,7 +553,7 @@ fn one_stream(
     assert!(seen.0 >= want, "session {session_id}: only {seen:?} frames");
     // Stop while still reading, then take what was still in the socket.
     let stopper = std::thread::spawn(move || {
-        let stats = host.stop_stream(true);
+        let stats = host.stop_session(session_id, true);
         (host, stats)
     });
     while !stopper.is_finished() {
@@ -557,7 +565,7 @@ fn one_stream(
 }
 
 /// Point 8 of issue 7: a stream's counters start at zero. Two streams in a row on one host;
-/// the second's final counters (returned by `stop_stream`, logged as "stream stopped",
+/// the second's final counters (returned by `stop_session`, logged as "stream stopped",
 /// reported by /api/sessions) count only its own frames, never the first's.
 #[test]
 fn each_stream_counts_only_its_own_frames() {
@@ -595,7 +603,7 @@ fn each_stream_counts_only_its_own_frames() {
             s.video_frames
         );
     }
-    assert_eq!(host.state(), StreamState::Idle);
-    assert_eq!(host.session_stats(), None, "no stream, no counters");
+    assert_eq!(host.state(2), StreamState::Idle);
+    assert_eq!(host.session_stats(2), None, "no stream, no counters");
     host.shutdown();
 }

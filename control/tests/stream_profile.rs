@@ -85,7 +85,10 @@ fn a_non_default_profile_reaches_the_running_gamestream_pipeline() {
         session_id: 1,
         rikey: [7; 16],
         rikeyid: 1,
-    });
+        client: std::net::Ipv4Addr::LOCALHOST.into(),
+        slot: 0,
+    })
+    .unwrap();
     let port = host.rtsp_port();
     let a = rtsp(port, "SETUP streamid=audio/0/0 RTSP/1.0\r\nCSeq: 1\r\n\r\n");
     let ping = header(&a, "X-SS-Ping-Payload").to_string();
@@ -106,7 +109,7 @@ fn a_non_default_profile_reaches_the_running_gamestream_pipeline() {
     assert!(rtsp(port, &ann).starts_with("RTSP/1.0 200"));
     assert!(rtsp(port, "PLAY / RTSP/1.0\r\nCSeq: 5\r\n\r\n").starts_with("RTSP/1.0 200"));
     assert_eq!(
-        host.effective_settings(),
+        host.effective_settings(1),
         None,
         "no pipeline before the client's first video ping"
     );
@@ -122,7 +125,7 @@ fn a_non_default_profile_reaches_the_running_gamestream_pipeline() {
     let mut datagrams = 0u64;
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut last_ping = Instant::now() - Duration::from_secs(1);
-    while host.session_stats().map_or(0, |s| s.video_frames) < 15 && Instant::now() < deadline {
+    while host.session_stats(1).map_or(0, |s| s.video_frames) < 15 && Instant::now() < deadline {
         if last_ping.elapsed() > Duration::from_millis(200) {
             vsock
                 .send_to(&ping_bytes, ("127.0.0.1", video_port))
@@ -133,7 +136,7 @@ fn a_non_default_profile_reaches_the_running_gamestream_pipeline() {
             datagrams += 1;
         }
     }
-    let sent = host.session_stats().unwrap().video_frames;
+    let sent = host.session_stats(1).unwrap().video_frames;
     assert!(
         sent >= 15,
         "only {sent} frames sent ({datagrams} datagrams)"
@@ -141,7 +144,7 @@ fn a_non_default_profile_reaches_the_running_gamestream_pipeline() {
     assert!(datagrams > 0);
 
     let eff = host
-        .effective_settings()
+        .effective_settings(1)
         .expect("the running stream publishes its pipeline's settings");
     println!("{eff}");
     assert_eq!(
@@ -163,6 +166,6 @@ fn a_non_default_profile_reaches_the_running_gamestream_pipeline() {
     // The profile's 35 % and its minimum of 3 (the client asked for 2: the larger wins).
     assert_eq!(eff.fec, profile.fec);
     assert_eq!(eff.fec.min_parity, 3);
-    host.stop_stream(true);
+    host.stop_session(1, true);
     host.shutdown();
 }

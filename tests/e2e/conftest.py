@@ -101,8 +101,10 @@ def wait_for(pred, timeout: float = 20.0, what: str = "condition"):
 class Host:
     """One `punktfunk serve` process."""
 
-    def __init__(self, state_dir: Path, log_path: Path, base_port: int | None = None):
+    def __init__(self, state_dir: Path, log_path: Path, base_port: int | None = None,
+                 extra_args: list[str] | None = None):
         self.state_dir = state_dir
+        self.extra_args = extra_args or []
         self.base = base_port or _free_base_port()
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
@@ -127,7 +129,7 @@ class Host:
              "--base-port", str(self.base), "--bind", "127.0.0.1", "--no-mdns",
              # Not the default 47900: another host on this machine (a parallel test run)
              # may hold it.
-             "--pf1-port", str(self.pf1_port)],
+             "--pf1-port", str(self.pf1_port), *self.extra_args],
             stdout=log, stderr=log, env={**os.environ, "RUST_LOG": "info,punktfunk_control=debug"},
         )
         # Generous: a debug build on a slow, loaded machine takes a while to start.

@@ -211,7 +211,8 @@ def test_pair_and_use(host: Host, client_factory):
     assert info.state == "SUNSHINE_SERVER_BUSY"
     assert info.current_game == 1
     sessions = host.api("GET", "/api/sessions")
-    assert len(sessions) == 1 and sessions[0]["owner"]["name"] == "pytest client"
+    assert len(sessions) == 1 and sessions[0]["client"]["name"] == "pytest client", sessions
+    assert sessions[0]["protocol"] == "gamestream" and sessions[0]["state"] == "connecting"
     assert sessions[0]["mode"] == {"width": 1280, "height": 720, "fps": 60}
 
     # Resume with new keys, then quit.
@@ -254,24 +255,36 @@ def _https_get(c: Client, command: str, args: str):
     return R
 
 
-def test_one_session_at_a_time(host: Host, client_factory):
+def test_each_client_launches_resumes_and_quits_only_its_own_session(host: Host, client_factory):
+    """Issue 8 point 4 at the nvhttp level: sessions are per client. Another client's launch
+    does not disturb the first; a second launch by the same client rejoins its own session;
+    /cancel ends only the caller's session; /serverinfo shows each client its own."""
     a, b = client_factory(), client_factory()
     a.pair_with_pin("1111", name="A")
     b.pair_with_pin("2222", name="B")
     assert launch(a).startswith("rtsp://")
-    with pytest.raises(HttpResponseError) as e:
-        launch(b)
-    assert e.value.status_code == 503 and "busy" in e.value.status_message
+    # B has no session: nothing to resume, and its serverinfo shows a free host.
     with pytest.raises(HttpResponseError) as e:
         b.http.resume_app(os.urandom(16), os.urandom(16), 196610)
     assert e.value.status_code == 503
-    # A second launch by the owner is "already running" (resume instead), as in Sunshine.
+    info_b = b.http.parse_server_info(b.http.get_server_info(use_https=True))
+    assert (info_b.state, info_b.current_game) == ("SUNSHINE_SERVER_FREE", 0)
+    # A is still connecting from 127.0.0.1 (no RTSP yet): B at the same address must wait,
+    # told why.
     with pytest.raises(HttpResponseError) as e:
-        launch(a)
-    assert e.value.status_code == 400
-    # Any paired client may quit the app; then B can launch.
+        launch(b)
+    assert e.value.status_code == 503 and "connecting" in e.value.status_message
+    # A second launch by A rejoins its own session (same id, new keys).
+    assert launch(a).startswith("rtsp://")
+    assert [s["client"]["name"] for s in host.api("GET", "/api/sessions")] == ["A"]
+    # B's quit leaves A's session alone.
     b.http.quit_app()
+    info_a = a.http.parse_server_info(a.http.get_server_info(use_https=True))
+    assert (info_a.state, info_a.current_game) == ("SUNSHINE_SERVER_BUSY", 1)
+    a.http.quit_app()
+    assert host.api("GET", "/api/sessions") == []
     assert launch(b).startswith("rtsp://")
+    assert [s["client"]["name"] for s in host.api("GET", "/api/sessions")] == ["B"]
 
 
 def test_a_strangers_pending_pairing_does_not_block_the_real_one(host: Host, client_factory):

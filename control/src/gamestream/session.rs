@@ -1,30 +1,38 @@
-//! The seam between nvhttp and streaming: [`SessionManager`], and the admission rules every
-//! implementation applies ([`admit`]).
+//! The seam between nvhttp and streaming: [`SessionManager`], and the session table every
+//! implementation keeps ([`SessionTable`], pure).
 //!
 //! nvhttp authenticates the client, parses `/launch`/`/resume` into typed requests and hands
 //! them here; the RTSP/streaming side implements [`SessionManager`] (start the app, prepare
-//! the RTSP listener on [`Ports::rtsp`](super::ports::Ports::rtsp) with the request's keys) and
-//! reports the running session back through [`SessionManager::status`], which `/serverinfo`
-//! turns into `state`/`currentgame`.
+//! the RTSP handshake with the request's keys) and reports its sessions back, which
+//! `/serverinfo` turns into `state`/`currentgame` for the asking client and the management
+//! API lists.
 //!
-//! One session at a time. What [`admit`] decides:
+//! Several clients stream at once, each in its own session (own mode, source, encoder, keys,
+//! UDP ports). What [`SessionTable`] decides:
 //!
-//! | request  | no session        | session of the same client | session of another client       |
-//! |----------|-------------------|----------------------------|---------------------------------|
-//! | launch   | yes               | `AlreadyRunning` (400)     | `Busy` (503) if it is connected, else `AlreadyRunning` |
-//! | resume   | `NothingToResume` (503) | yes                  | `Busy` (503) if it is connected, else yes (takes over) |
-//! | cancel   | yes (no-op)       | yes                        | yes: any paired client may quit the app, as in Sunshine |
+//! | request | the client has a session            | it has none                                   |
+//! |---------|-------------------------------------|-----------------------------------------------|
+//! | launch  | same app: rejoin it with the new keys and mode (the stream restarts); another app: `AlreadyRunning` (400) | new session, unless the table is full (`Full`, 503) or another client at the same address is still connecting (`AddressBusy`, 503) |
+//! | resume  | rejoin it (new keys, mode if given) | `NothingToResume` (503)                       |
+//! | cancel  | that session ends (only its own)    | nothing to do (200)                           |
 //!
-//! The status codes go into the XML `status_code` (Sunshine answers a second launch with 400
-//! "An app is already running", a resume without an app with 503). Moonlight shows the
-//! message; a client that sees `SUNSHINE_SERVER_BUSY` with a `currentgame` offers "resume" or
-//! "quit", which is what the user should do.
+//! A session that has not finished its RTSP handshake [`CONNECT_DEADLINE`] after its launch
+//! or resume is dropped, so launches that never connect cannot fill the table. Each session
+//! holds a port slot (the lowest free index): the streaming side derives the session's UDP
+//! ports from it. The status codes go into the XML `status_code`; Moonlight shows the message.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use super::launch::{DisplayMode, LaunchRequest, ResumeRequest};
+use crate::live::{LiveClient, LiveMode, LiveSession, LiveState, Protocol, StreamFigures};
+
+/// How long a launched or resumed session may take to finish the RTSP handshake (Moonlight
+/// starts it right after `/launch` answers) before the table drops it.
+pub const CONNECT_DEADLINE: Duration = Duration::from_secs(60);
 
 /// The paired client behind a request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -35,32 +43,94 @@ pub struct ClientIdentity {
     pub name: String,
 }
 
-/// The running session, as the streaming side reports it.
+/// Where a session stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Launched or resumed; the client has not finished the RTSP handshake.
+    Connecting,
+    /// The stream runs (PLAY was accepted).
+    Streaming,
+}
+
+/// One session, as the table keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct SessionInfo {
-    /// Session number, counting up from 1 (`<gamesession>` is always 1, as in Sunshine).
+    /// Session number, counting up from 1.
     pub id: u32,
     /// The app running.
     pub app_id: u32,
-    /// The client that launched or last resumed it.
+    /// The client whose session it is.
     pub owner: ClientIdentity,
     /// The stream's mode.
     pub mode: DisplayMode,
-    /// Whether a client is attached to the stream right now. While false (the client went
-    /// away and the app keeps running), another paired client may resume.
+    /// Whether the client's control stream is connected right now.
     pub connected: bool,
+    /// Where the client's `/launch` or `/resume` came from (its RTSP requests are matched to
+    /// the session by this address until they carry the session's token).
+    pub address: IpAddr,
+    /// Port slot: the streaming side's UDP ports for this session derive from it.
+    pub slot: usize,
+    /// Handshake or stream.
+    pub phase: Phase,
+    /// When the session was admitted.
+    #[serde(skip)]
+    pub since: Option<Instant>,
+    /// When its last launch or resume was admitted (for [`CONNECT_DEADLINE`]).
+    #[serde(skip)]
+    pub admitted: Option<Instant>,
 }
 
 impl SessionInfo {
-    /// A session of `app_id` for `owner`.
+    /// A connecting session of `app_id` for `owner` in port slot 0 (addresses unknown).
     pub fn new(id: u32, app_id: u32, owner: ClientIdentity, mode: DisplayMode) -> Self {
         Self {
             id,
             app_id,
             owner,
             mode,
-            connected: true,
+            connected: false,
+            address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            slot: 0,
+            phase: Phase::Connecting,
+            since: None,
+            admitted: None,
+        }
+    }
+
+    /// The management API's row for this session; `stream` holds the running stream's
+    /// figures (`None` before PLAY).
+    pub fn live(&self, now: Instant, stream: Option<&StreamFigures>) -> LiveSession {
+        let state = match (self.phase, stream) {
+            (Phase::Streaming, Some(f)) if f.media_flowing && self.connected => {
+                LiveState::Streaming
+            }
+            (Phase::Streaming, _) if !self.connected => LiveState::Disconnected,
+            _ => LiveState::Connecting,
+        };
+        LiveSession {
+            protocol: Protocol::Gamestream,
+            id: self.id.to_string(),
+            client: LiveClient {
+                id: self.owner.id.clone(),
+                name: self.owner.name.clone(),
+            },
+            address: stream.and_then(|f| f.address),
+            state,
+            mode: LiveMode {
+                width: self.mode.width,
+                height: self.mode.height,
+                fps: self.mode.fps,
+            },
+            codec: stream.map_or_else(|| "h264".to_owned(), |f| f.codec.clone()),
+            bitrate_kbps: stream.map_or(0, |f| f.bitrate_kbps),
+            frames_sent: stream.map_or(0, |f| f.frames_sent),
+            loss_percent: stream.map_or(0.0, |f| f.loss_percent),
+            fec_percent: stream.map_or(0, |f| f.fec_percent),
+            age_s: self
+                .since
+                .map_or(0, |t| now.saturating_duration_since(t).as_secs()),
         }
     }
 }
@@ -89,19 +159,28 @@ pub struct SessionGrant {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SessionError {
-    /// Another client is streaming (resource: one session at a time).
-    #[error("the host is busy streaming to {owner}")]
-    Busy {
-        /// Name of the client streaming.
-        owner: String,
+    /// The host streams to as many clients as its profile allows (`[sessions] max`).
+    #[error("the host is busy: it streams to {max} clients already, its limit")]
+    Full {
+        /// The limit.
+        max: usize,
     },
-    /// An app already runs; resume or quit it (client misuse, as Sunshine reports it).
+    /// Another client at the same address is between its launch and its RTSP handshake; the
+    /// host could not tell their RTSP requests apart. A retry a moment later succeeds.
+    #[error(
+        "the host is busy: another client at {address} is connecting; try again in a few seconds"
+    )]
+    AddressBusy {
+        /// The shared address.
+        address: IpAddr,
+    },
+    /// The client's session runs another app; resume or quit it (as Sunshine reports it).
     #[error("an app is already running on this host; resume it or quit it first")]
     AlreadyRunning {
         /// The app.
         app_id: u32,
     },
-    /// `/resume` with nothing running.
+    /// `/resume` without a session of this client.
     #[error("no running app to resume")]
     NothingToResume,
     /// The app id is not in the app list.
@@ -116,7 +195,9 @@ impl SessionError {
     /// The `status_code` nvhttp answers with.
     pub fn status_code(&self) -> u16 {
         match self {
-            SessionError::Busy { .. } | SessionError::NothingToResume => 503,
+            SessionError::Full { .. }
+            | SessionError::AddressBusy { .. }
+            | SessionError::NothingToResume => 503,
             SessionError::AlreadyRunning { .. } => 400,
             SessionError::UnknownApp(_) => 404,
             SessionError::Failed(_) => 500,
@@ -124,37 +205,198 @@ impl SessionError {
     }
 }
 
-/// Which request [`admit`] judges.
+/// What the table admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admission {
-    /// `/launch`.
-    Launch,
-    /// `/resume`.
-    Resume,
+pub enum Admitted {
+    /// A new session.
+    New {
+        /// Its number.
+        id: u32,
+        /// Its port slot.
+        slot: usize,
+    },
+    /// The client's own session, joined again (new keys; its stream restarts).
+    Rejoin {
+        /// Its number.
+        id: u32,
+        /// Its port slot.
+        slot: usize,
+    },
 }
 
-/// The one-session rules (see the module table). Pure; implementations of
-/// [`SessionManager`] call it under their own lock so two requests cannot both pass.
-pub fn admit(
-    current: Option<&SessionInfo>,
-    client: &ClientIdentity,
-    request: Admission,
-) -> Result<(), SessionError> {
-    match (request, current) {
-        (Admission::Launch, None) => Ok(()),
-        (Admission::Launch, Some(s)) if s.owner.id != client.id && s.connected => {
-            Err(SessionError::Busy {
-                owner: s.owner.name.clone(),
-            })
+impl Admitted {
+    /// The session's number.
+    pub fn id(self) -> u32 {
+        match self {
+            Admitted::New { id, .. } | Admitted::Rejoin { id, .. } => id,
         }
-        (Admission::Launch, Some(s)) => Err(SessionError::AlreadyRunning { app_id: s.app_id }),
-        (Admission::Resume, None) => Err(SessionError::NothingToResume),
-        (Admission::Resume, Some(s)) if s.owner.id != client.id && s.connected => {
-            Err(SessionError::Busy {
-                owner: s.owner.name.clone(),
-            })
+    }
+
+    /// The session's port slot.
+    pub fn slot(self) -> usize {
+        match self {
+            Admitted::New { slot, .. } | Admitted::Rejoin { slot, .. } => slot,
         }
-        (Admission::Resume, Some(_)) => Ok(()),
+    }
+}
+
+/// The sessions of a host and the rules in the module table. Pure: the caller passes the
+/// time, the streaming side tells it what happened ([`SessionTable::set_streaming`],
+/// [`SessionTable::remove`]).
+#[derive(Debug, Clone)]
+pub struct SessionTable {
+    sessions: Vec<SessionInfo>,
+    next_id: u32,
+    max: usize,
+}
+
+impl SessionTable {
+    /// An empty table admitting at most `max` sessions (at least 1).
+    pub fn new(max: usize) -> Self {
+        Self {
+            sessions: Vec::new(),
+            next_id: 0,
+            max: max.max(1),
+        }
+    }
+
+    /// The limit.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Every session, oldest first.
+    pub fn sessions(&self) -> &[SessionInfo] {
+        &self.sessions
+    }
+
+    /// `client`'s session.
+    pub fn of_client(&self, client: &ClientIdentity) -> Option<&SessionInfo> {
+        self.sessions.iter().find(|s| s.owner.id == client.id)
+    }
+
+    /// Session `id`.
+    pub fn get_mut(&mut self, id: u32) -> Option<&mut SessionInfo> {
+        self.sessions.iter_mut().find(|s| s.id == id)
+    }
+
+    /// Judges a `/launch` of `app_id` at `mode` by `client` from `address`.
+    pub fn launch(
+        &mut self,
+        now: Instant,
+        client: &ClientIdentity,
+        address: IpAddr,
+        app_id: u32,
+        mode: DisplayMode,
+    ) -> Result<Admitted, SessionError> {
+        self.expire(now);
+        let address = address.to_canonical();
+        if let Some(s) = self.sessions.iter_mut().find(|s| s.owner.id == client.id) {
+            if s.app_id != app_id {
+                return Err(SessionError::AlreadyRunning { app_id: s.app_id });
+            }
+            s.rejoin(now, client, address, Some(mode));
+            return Ok(Admitted::Rejoin {
+                id: s.id,
+                slot: s.slot,
+            });
+        }
+        if self
+            .sessions
+            .iter()
+            .any(|s| s.phase == Phase::Connecting && s.address == address)
+        {
+            return Err(SessionError::AddressBusy { address });
+        }
+        if self.sessions.len() >= self.max {
+            return Err(SessionError::Full { max: self.max });
+        }
+        let slot = (0..)
+            .find(|i| self.sessions.iter().all(|s| s.slot != *i))
+            .unwrap_or(0);
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        let id = self.next_id;
+        let mut s = SessionInfo::new(id, app_id, client.clone(), mode);
+        s.address = address;
+        s.slot = slot;
+        s.since = Some(now);
+        s.admitted = Some(now);
+        self.sessions.push(s);
+        Ok(Admitted::New { id, slot })
+    }
+
+    /// Judges a `/resume` by `client` from `address` (with the mode it asks for, if any).
+    pub fn resume(
+        &mut self,
+        now: Instant,
+        client: &ClientIdentity,
+        address: IpAddr,
+        mode: Option<DisplayMode>,
+    ) -> Result<Admitted, SessionError> {
+        self.expire(now);
+        let s = self
+            .sessions
+            .iter_mut()
+            .find(|s| s.owner.id == client.id)
+            .ok_or(SessionError::NothingToResume)?;
+        s.rejoin(now, client, address.to_canonical(), mode);
+        Ok(Admitted::Rejoin {
+            id: s.id,
+            slot: s.slot,
+        })
+    }
+
+    /// Ends `client`'s session (`/cancel`, unpair); the one removed.
+    pub fn cancel(&mut self, client: &ClientIdentity) -> Option<SessionInfo> {
+        let i = self.sessions.iter().position(|s| s.owner.id == client.id)?;
+        Some(self.sessions.remove(i))
+    }
+
+    /// Removes session `id` (its stream ended, or starting it failed).
+    pub fn remove(&mut self, id: u32) -> Option<SessionInfo> {
+        let i = self.sessions.iter().position(|s| s.id == id)?;
+        Some(self.sessions.remove(i))
+    }
+
+    /// The streaming side reports session `id` streaming (`connected`: its control stream).
+    pub fn set_streaming(&mut self, id: u32, connected: bool) {
+        if let Some(s) = self.get_mut(id) {
+            s.phase = Phase::Streaming;
+            s.connected = connected;
+        }
+    }
+
+    /// Drops the sessions still connecting [`CONNECT_DEADLINE`] after their last admission;
+    /// the ones dropped (the caller frees their streaming side).
+    pub fn expire(&mut self, now: Instant) -> Vec<SessionInfo> {
+        let (gone, kept) = std::mem::take(&mut self.sessions)
+            .into_iter()
+            .partition(|s| {
+                s.phase == Phase::Connecting
+                    && s.admitted
+                        .is_some_and(|t| now.saturating_duration_since(t) >= CONNECT_DEADLINE)
+            });
+        self.sessions = kept;
+        gone
+    }
+}
+
+impl SessionInfo {
+    fn rejoin(
+        &mut self,
+        now: Instant,
+        client: &ClientIdentity,
+        address: IpAddr,
+        mode: Option<DisplayMode>,
+    ) {
+        self.owner = client.clone();
+        self.address = address;
+        if let Some(mode) = mode {
+            self.mode = mode;
+        }
+        self.phase = Phase::Connecting;
+        self.connected = false;
+        self.admitted = Some(now);
     }
 }
 
@@ -163,54 +405,78 @@ pub fn admit(
 /// a blocking thread. Implementations must be cheap in [`SessionManager::status`], which
 /// every `/serverinfo` calls.
 pub trait SessionManager: Send + Sync + 'static {
-    /// Starts `request.app_id` for `client` and prepares RTSP with the request's keys.
-    /// Must apply [`admit`] with [`Admission::Launch`] atomically with starting.
+    /// Starts `request.app_id` for `client` (whose request came from `address`) and prepares
+    /// RTSP with the request's keys, as [`SessionTable::launch`] decides.
     fn launch(
         &self,
         client: &ClientIdentity,
+        address: IpAddr,
         request: LaunchRequest,
     ) -> Result<SessionGrant, SessionError>;
 
-    /// Reattaches `client` to the running app with new keys. Must apply [`admit`] with
-    /// [`Admission::Resume`].
+    /// Reattaches `client` to its session with new keys ([`SessionTable::resume`]).
     fn resume(
         &self,
         client: &ClientIdentity,
+        address: IpAddr,
         request: ResumeRequest,
     ) -> Result<SessionGrant, SessionError>;
 
-    /// Stops the stream and quits the app (`/cancel`, or the client was unpaired). Succeeds
-    /// when nothing runs.
+    /// Stops `client`'s stream and quits its app (`/cancel`, or the client was unpaired).
+    /// Succeeds when it has none; never touches another client's session.
     fn cancel(&self, client: &ClientIdentity) -> Result<(), SessionError>;
 
-    /// The running session, if any.
-    fn status(&self) -> Option<SessionInfo>;
+    /// `client`'s session, if it has one (what its `/serverinfo` reports).
+    fn status(&self, client: &ClientIdentity) -> Option<SessionInfo>;
 
-    /// The running stream's own counters (zero at its start), if a stream runs.
-    fn stream_stats(&self) -> Option<crate::stream::session::SessionStats> {
-        None
+    /// Every session, oldest first.
+    fn sessions(&self) -> Vec<SessionInfo>;
+
+    /// How many sessions may run at once.
+    fn max_sessions(&self) -> usize;
+
+    /// The management API's rows (the streaming side adds its figures).
+    fn live(&self) -> Vec<LiveSession> {
+        let now = Instant::now();
+        self.sessions().iter().map(|s| s.live(now, None)).collect()
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct MemoryState {
-    current: Option<SessionInfo>,
-    next_id: u32,
+    table: SessionTable,
     last_launch: Option<LaunchRequest>,
     last_resume: Option<ResumeRequest>,
 }
 
-/// A [`SessionManager`] that only keeps books: a launch "runs" until cancelled. The host
-/// uses it until the RTSP/streaming side exists; tests use it to see what nvhttp handed over.
-#[derive(Debug, Default)]
+/// A [`SessionManager`] that only keeps books: a launch "runs" until cancelled. Tests use it
+/// to see what nvhttp handed over.
+#[derive(Debug)]
 pub struct InMemorySessions {
     state: Mutex<MemoryState>,
 }
 
+impl Default for InMemorySessions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl InMemorySessions {
-    /// No session.
+    /// No session; at most 4 at once.
     pub fn new() -> Self {
-        Self::default()
+        Self::with_max(4)
+    }
+
+    /// No session; at most `max` at once.
+    pub fn with_max(max: usize) -> Self {
+        Self {
+            state: Mutex::new(MemoryState {
+                table: SessionTable::new(max),
+                last_launch: None,
+                last_resume: None,
+            }),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, MemoryState> {
@@ -220,12 +486,9 @@ impl InMemorySessions {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Marks the client of the running session as attached or gone (what the streaming side
-    /// would report).
-    pub fn set_connected(&self, connected: bool) {
-        if let Some(s) = self.lock().current.as_mut() {
-            s.connected = connected;
-        }
+    /// Marks session `id` as streaming (what the streaming side would report).
+    pub fn set_streaming(&self, id: u32, connected: bool) {
+        self.lock().table.set_streaming(id, connected);
     }
 
     /// The last admitted launch.
@@ -243,21 +506,20 @@ impl SessionManager for InMemorySessions {
     fn launch(
         &self,
         client: &ClientIdentity,
+        address: IpAddr,
         request: LaunchRequest,
     ) -> Result<SessionGrant, SessionError> {
         let mut st = self.lock();
-        admit(st.current.as_ref(), client, Admission::Launch)?;
-        st.next_id += 1;
-        let id = st.next_id;
-        st.current = Some(SessionInfo::new(
-            id,
+        let a = st.table.launch(
+            Instant::now(),
+            client,
+            address,
             request.app_id,
-            client.clone(),
             request.mode,
-        ));
+        )?;
         st.last_launch = Some(request);
         Ok(SessionGrant {
-            session_id: id,
+            session_id: a.id(),
             rtsp: RtspScheme::Plain,
         })
     }
@@ -265,42 +527,41 @@ impl SessionManager for InMemorySessions {
     fn resume(
         &self,
         client: &ClientIdentity,
+        address: IpAddr,
         request: ResumeRequest,
     ) -> Result<SessionGrant, SessionError> {
         let mut st = self.lock();
-        admit(st.current.as_ref(), client, Admission::Resume)?;
-        let id = match st.current.as_mut() {
-            Some(s) => {
-                s.owner = client.clone();
-                s.connected = true;
-                if let Some(mode) = request.mode {
-                    s.mode = mode;
-                }
-                s.id
-            }
-            None => return Err(SessionError::NothingToResume),
-        };
+        let a = st
+            .table
+            .resume(Instant::now(), client, address, request.mode)?;
         st.last_resume = Some(request);
         Ok(SessionGrant {
-            session_id: id,
+            session_id: a.id(),
             rtsp: RtspScheme::Plain,
         })
     }
 
-    fn cancel(&self, _client: &ClientIdentity) -> Result<(), SessionError> {
-        self.lock().current = None;
+    fn cancel(&self, client: &ClientIdentity) -> Result<(), SessionError> {
+        self.lock().table.cancel(client);
         Ok(())
     }
 
-    fn status(&self) -> Option<SessionInfo> {
-        self.lock().current.clone()
+    fn status(&self, client: &ClientIdentity) -> Option<SessionInfo> {
+        self.lock().table.of_client(client).cloned()
+    }
+
+    fn sessions(&self) -> Vec<SessionInfo> {
+        self.lock().table.sessions().to_vec()
+    }
+
+    fn max_sessions(&self) -> usize {
+        self.lock().table.max()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gamestream::launch::StreamParams;
     use crate::gamestream::query::Query;
 
     fn who(id: &str) -> ClientIdentity {
@@ -308,6 +569,14 @@ mod tests {
             id: id.into(),
             name: format!("client {id}"),
         }
+    }
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(192, 0, 2, last))
+    }
+
+    fn mode(width: u32, height: u32, fps: u32) -> DisplayMode {
+        DisplayMode { width, height, fps }
     }
 
     fn launch() -> LaunchRequest {
@@ -324,57 +593,144 @@ mod tests {
     }
 
     #[test]
-    fn admission_table() {
-        let (a, b) = (who("a"), who("b"));
-        let mode = launch().mode;
-        let mut s = SessionInfo::new(1, 1, a.clone(), mode);
-        assert_eq!(admit(None, &a, Admission::Launch), Ok(()));
+    fn clients_get_their_own_sessions_up_to_the_limit() {
+        let now = Instant::now();
+        let mut t = SessionTable::new(2);
+        let (a, b, c) = (who("a"), who("b"), who("c"));
+        let sa = t.launch(now, &a, ip(1), 1, mode(1280, 720, 60)).unwrap();
+        assert_eq!(sa, Admitted::New { id: 1, slot: 0 });
+        t.set_streaming(1, true);
+        let sb = t.launch(now, &b, ip(2), 1, mode(854, 480, 30)).unwrap();
+        assert_eq!(sb, Admitted::New { id: 2, slot: 1 });
+        assert_eq!(t.of_client(&b).unwrap().mode, mode(854, 480, 30));
+        // Beyond the limit: a clear refusal, nobody else's session touched.
+        let e = t.launch(now, &c, ip(3), 1, mode(640, 360, 30)).unwrap_err();
+        assert_eq!(e, SessionError::Full { max: 2 });
+        assert_eq!(e.status_code(), 503);
+        assert!(e.to_string().contains("2 clients"), "{e}");
+        assert_eq!(t.sessions().len(), 2);
+        // Cancel ends only the caller's session; the freed slot is reused.
+        assert_eq!(t.cancel(&a).unwrap().id, 1);
+        assert!(t.cancel(&c).is_none());
+        assert_eq!(t.sessions().len(), 1);
         assert_eq!(
-            admit(None, &a, Admission::Resume),
+            t.launch(now, &c, ip(3), 1, mode(640, 360, 30)).unwrap(),
+            Admitted::New { id: 3, slot: 0 }
+        );
+        assert_eq!(t.of_client(&b).unwrap().id, 2);
+    }
+
+    #[test]
+    fn a_second_launch_or_a_resume_rejoins_the_clients_own_session() {
+        let now = Instant::now();
+        let mut t = SessionTable::new(4);
+        let (a, b) = (who("a"), who("b"));
+        assert_eq!(
+            t.resume(now, &a, ip(1), None),
             Err(SessionError::NothingToResume)
         );
+        t.launch(now, &a, ip(1), 1, mode(1280, 720, 60)).unwrap();
+        t.set_streaming(1, true);
+        t.launch(now, &b, ip(2), 1, mode(1280, 720, 60)).unwrap();
+        let again = t.launch(now, &a, ip(1), 1, mode(1920, 1080, 120)).unwrap();
+        assert_eq!(again, Admitted::Rejoin { id: 1, slot: 0 });
+        let s = t.of_client(&a).unwrap();
         assert_eq!(
-            admit(Some(&s), &a, Admission::Launch),
+            (s.mode, s.phase),
+            (mode(1920, 1080, 120), Phase::Connecting)
+        );
+        assert_eq!(
+            t.launch(now, &a, ip(1), 7, mode(1280, 720, 60)),
             Err(SessionError::AlreadyRunning { app_id: 1 })
         );
-        assert_eq!(admit(Some(&s), &a, Admission::Resume), Ok(()));
         assert_eq!(
-            admit(Some(&s), &b, Admission::Launch),
-            Err(SessionError::Busy {
-                owner: "client a".into()
-            })
+            t.resume(now, &b, ip(2), None).unwrap(),
+            Admitted::Rejoin { id: 2, slot: 1 }
         );
-        assert!(matches!(
-            admit(Some(&s), &b, Admission::Resume),
-            Err(SessionError::Busy { .. })
-        ));
-        s.connected = false;
+        assert_eq!(t.sessions().len(), 2);
+    }
+
+    #[test]
+    fn one_connecting_launch_per_address_and_stale_ones_expire() {
+        let now = Instant::now();
+        let mut t = SessionTable::new(4);
+        let (a, b) = (who("a"), who("b"));
+        t.launch(now, &a, ip(1), 1, mode(1280, 720, 60)).unwrap();
+        // Same address while A is still in its RTSP handshake: the host could not tell the
+        // two apart, so B waits.
+        let e = t.launch(now, &b, ip(1), 1, mode(640, 360, 30)).unwrap_err();
+        assert_eq!(e, SessionError::AddressBusy { address: ip(1) });
+        assert_eq!(e.status_code(), 503);
+        // Once A streams, B at the same address may launch.
+        t.set_streaming(1, true);
+        t.launch(now, &b, ip(1), 1, mode(640, 360, 30)).unwrap();
+        // B never connects: dropped after the deadline, A kept.
+        let later = now + CONNECT_DEADLINE;
+        let gone = t.expire(later);
+        assert_eq!(gone.iter().map(|s| s.id).collect::<Vec<_>>(), [2]);
+        assert_eq!(t.sessions().len(), 1);
+        // IPv4-mapped IPv6 is the same address.
+        let mapped = IpAddr::V6(Ipv4Addr::new(192, 0, 2, 1).to_ipv6_mapped());
+        t.launch(later, &b, mapped, 1, mode(640, 360, 30)).unwrap();
+        assert_eq!(t.of_client(&b).unwrap().address, ip(1));
+    }
+
+    #[test]
+    fn live_rows_follow_the_session_and_its_stream() {
+        let now = Instant::now();
+        let mut t = SessionTable::new(4);
+        t.launch(now, &who("a"), ip(1), 1, mode(854, 480, 30))
+            .unwrap();
+        let s = t.sessions()[0].clone();
+        let row = s.live(now + Duration::from_secs(3), None);
+        assert_eq!(row.state, LiveState::Connecting);
+        assert_eq!((row.age_s, row.frames_sent, row.id.as_str()), (3, 0, "1"));
+        t.set_streaming(1, true);
+        let figures = StreamFigures {
+            address: Some("192.0.2.1:5000".parse().unwrap()),
+            codec: "h264".into(),
+            bitrate_kbps: 6000,
+            frames_sent: 90,
+            loss_percent: 5.0,
+            fec_percent: 20,
+            media_flowing: true,
+        };
+        let row = t.sessions()[0].live(now, Some(&figures));
+        assert_eq!(row.state, LiveState::Streaming);
+        assert_eq!((row.frames_sent, row.fec_percent), (90, 20));
+        assert_eq!(row.mode.fps, 30);
+        t.set_streaming(1, false);
         assert_eq!(
-            admit(Some(&s), &b, Admission::Launch),
-            Err(SessionError::AlreadyRunning { app_id: 1 })
+            t.sessions()[0].live(now, Some(&figures)).state,
+            LiveState::Disconnected
         );
-        assert_eq!(admit(Some(&s), &b, Admission::Resume), Ok(()));
     }
 
     #[test]
     fn in_memory_manager() {
-        let m = InMemorySessions::new();
+        let m = InMemorySessions::with_max(1);
         let (a, b) = (who("a"), who("b"));
-        assert_eq!(m.resume(&a, resume()), Err(SessionError::NothingToResume));
-        let g = m.launch(&a, launch()).unwrap();
+        assert_eq!(
+            m.resume(&a, ip(1), resume()),
+            Err(SessionError::NothingToResume)
+        );
+        let g = m.launch(&a, ip(1), launch()).unwrap();
         assert_eq!(g.session_id, 1);
-        assert_eq!(m.status().unwrap().owner, a);
+        assert_eq!(m.status(&a).unwrap().owner, a);
+        assert_eq!(m.status(&b), None);
         assert_eq!(m.last_launch().unwrap().stream.rikeyid, 1);
-        assert!(matches!(
-            m.launch(&b, launch()),
-            Err(SessionError::Busy { .. })
-        ));
-        m.set_connected(false);
-        assert_eq!(m.resume(&b, resume()).unwrap().session_id, 1);
-        assert_eq!(m.status().unwrap().owner, b);
-        let _: &StreamParams = &m.last_resume().unwrap().stream;
+        m.set_streaming(1, true);
+        assert_eq!(
+            m.launch(&b, ip(2), launch()),
+            Err(SessionError::Full { max: 1 })
+        );
+        assert_eq!(m.resume(&a, ip(1), resume()).unwrap().session_id, 1);
+        assert_eq!(m.last_resume().unwrap().stream.rikeyid, 2);
+        m.cancel(&b).unwrap();
+        assert_eq!(m.sessions().len(), 1, "b's cancel leaves a's session alone");
         m.cancel(&a).unwrap();
-        assert_eq!(m.status(), None);
-        assert_eq!(m.launch(&b, launch()).unwrap().session_id, 2);
+        assert!(m.sessions().is_empty());
+        assert_eq!(m.launch(&b, ip(2), launch()).unwrap().session_id, 2);
+        assert_eq!(m.max_sessions(), 1);
     }
 }

@@ -41,7 +41,7 @@ use crate::gamestream::clients::PairedClient;
 use crate::gamestream::clients::client_id;
 use crate::gamestream::pairing::{PairingInfo, PairingStatus, Ticket};
 use crate::gamestream::query::hex_lower;
-use crate::gamestream::session::{ClientIdentity, SessionInfo};
+use crate::gamestream::session::ClientIdentity;
 use crate::pairing_window::Refusal;
 
 use crate::limits::{Close, LimitsConfig, Listener};
@@ -283,10 +283,6 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Full<Bytes>
     }
 }
 
-fn session_json(s: &SessionInfo) -> serde_json::Value {
-    serde_json::to_value(s).unwrap_or_default()
-}
-
 impl Api {
     /// An API over the nvhttp state, requiring `token`.
     pub fn new(ctx: Arc<NvHttp>, token: String) -> Self {
@@ -368,19 +364,12 @@ impl Api {
             ("DELETE", "/api/pf1/pin") => self.pf1_close(),
             ("GET", "/api/status") => self.status(self.pf1_status().await),
             ("GET", "/api/sessions") => {
-                let sessions = self.ctx.sessions();
-                let stats = sessions.stream_stats();
-                let sessions: Vec<_> = sessions
-                    .status()
-                    .iter()
-                    .map(|s| {
-                        let mut v = session_json(s);
-                        // This stream's own counters (zero at its PLAY); null before PLAY.
-                        v["stream"] = json!(stats.filter(|t| t.session_id == s.id));
-                        v
-                    })
-                    .collect();
-                json_response(StatusCode::OK, &json!(sessions))
+                let sessions = Arc::clone(self.ctx.sessions());
+                let mut rows = tokio::task::spawn_blocking(move || sessions.live())
+                    .await
+                    .unwrap_or_default();
+                rows.extend(self.pf1_live().await);
+                json_response(StatusCode::OK, &json!(rows))
             }
             ("GET", "/api/clients") => {
                 let list: Vec<ClientView> = self
@@ -503,6 +492,15 @@ impl Api {
         }
     }
 
+    /// The punktfunk/1 sessions' rows for `/api/sessions` (none without a listener, or if it
+    /// does not answer within a second).
+    async fn pf1_live(&self) -> Vec<crate::live::LiveSession> {
+        let Some(_handle) = self.pf1.clone() else {
+            return Vec::new();
+        };
+        Vec::new()
+    }
+
     /// The punktfunk/1 listener's admission state for `/api/status` (`null` without a
     /// listener, or if it does not answer within a second).
     async fn pf1_status(&self) -> serde_json::Value {
@@ -521,7 +519,15 @@ impl Api {
         let info = self.ctx.info();
         let p = info.ports;
         let pairing = pairing_json(&self.ctx.pairing_status(), Instant::now());
-        let session = self.ctx.sessions().status();
+        let gamestream = json!({
+            "live": self.ctx.sessions().sessions().len(),
+            "max": self.ctx.sessions().max_sessions(),
+        });
+        let pf1_sessions = if pf1.is_null() {
+            serde_json::Value::Null
+        } else {
+            json!({ "live": pf1["streaming"], "max": pf1["max_streaming"] })
+        };
         let listeners: serde_json::Map<String, serde_json::Value> = self
             .ctx
             .listeners()
@@ -545,7 +551,7 @@ impl Api {
                     "rtsp": p.rtsp(), "video": p.video(), "control": p.control(), "audio": p.audio(),
                 },
                 "pairing": pairing,
-                "session": session.as_ref().map(session_json),
+                "sessions": { "gamestream": gamestream, "pf1": pf1_sessions },
                 "paired_clients": self.ctx.clients().list().len(),
                 "pf1": pf1,
                 "listeners": listeners,
@@ -565,14 +571,12 @@ impl Api {
         };
         tracing::info!(id = %client.id, name = %client.name, "client unpaired");
         // An unpaired client must not keep streaming.
-        if let Some(s) = self.ctx.sessions().status()
-            && s.owner.id == client.id
-        {
+        let who = ClientIdentity {
+            id: client.id.clone(),
+            name: client.name.clone(),
+        };
+        if self.ctx.sessions().status(&who).is_some() {
             let sessions = Arc::clone(self.ctx.sessions());
-            let who = ClientIdentity {
-                id: client.id.clone(),
-                name: client.name.clone(),
-            };
             let _ = tokio::task::spawn_blocking(move || sessions.cancel(&who)).await;
         }
         json_response(

@@ -1,5 +1,5 @@
 //! The CLI side of the management API: `punktfunk pin`, `punktfunk pairing`,
-//! `punktfunk clients`, `punktfunk unpair`.
+//! `punktfunk clients`, `punktfunk unpair`, `punktfunk status`.
 //!
 //! Finding the running host: `--api ADDR` if given, else `run.json` in the state directory
 //! (written by `serve` with its actual address), else `management_addr` in `settings.json`,
@@ -372,6 +372,56 @@ pub fn clients(api: &ApiClient) -> Result<String, CliError> {
     Ok(list.iter().map(|c| client_line(c) + "\n").collect())
 }
 
+/// `punktfunk status`: the live sessions of both protocols, one line each, and how many
+/// each protocol may run.
+pub fn status(api: &ApiClient) -> Result<String, CliError> {
+    let (_, st) = api.request("GET", "/api/status", None)?;
+    let (_, v) = api.request("GET", "/api/sessions", None)?;
+    let rows = v
+        .as_array()
+        .ok_or_else(|| CliError::BadResponse("expected a list".into()))?;
+    Ok(status_text(&st, rows))
+}
+
+/// The text of `punktfunk status` (pure; see [`status`]).
+pub fn status_text(status: &Value, rows: &[Value]) -> String {
+    let limit = |p: &str| {
+        let s = &status["sessions"][p];
+        match (s["live"].as_u64(), s["max"].as_u64()) {
+            (Some(n), Some(m)) => format!("{n} of {m}"),
+            _ => "off".to_owned(),
+        }
+    };
+    let mut out = format!(
+        "{} sessions: GameStream {}, punktfunk/1 {}\n",
+        rows.len(),
+        limit("gamestream"),
+        limit("pf1")
+    );
+    for r in rows {
+        let m = &r["mode"];
+        let address = r["address"].as_str().unwrap_or("-");
+        out.push_str(&format!(
+            "{:<10} {:>4}  {:<20} {:<22} {:<12} {}x{}@{} {} {} kbit/s  frames {}  loss {:.1}%  fec {}%  {} s\n",
+            r["protocol"].as_str().unwrap_or("?"),
+            r["id"].as_str().unwrap_or("?"),
+            r["client"]["name"].as_str().unwrap_or("?"),
+            address,
+            r["state"].as_str().unwrap_or("?"),
+            m["width"],
+            m["height"],
+            m["fps"],
+            r["codec"].as_str().unwrap_or("?"),
+            r["bitrate_kbps"],
+            r["frames_sent"],
+            r["loss_percent"].as_f64().unwrap_or(0.0),
+            r["fec_percent"],
+            r["age_s"],
+        ));
+    }
+    out
+}
+
 /// `punktfunk unpair ID`.
 pub fn unpair(api: &ApiClient, id: &str) -> Result<String, CliError> {
     if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -398,5 +448,35 @@ mod tests {
         assert!(parse_response(b"HTTP/1.1 200 OK\r\n").is_err());
         assert!(parse_response(b"junk\r\n\r\n").is_err());
         assert!(parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n{}").is_err());
+    }
+
+    #[test]
+    fn status_lists_every_session() {
+        let status = serde_json::json!({"sessions": {
+            "gamestream": {"live": 1, "max": 4}, "pf1": null}});
+        let rows = [serde_json::json!({
+            "protocol": "gamestream", "id": "3", "client": {"id": "ab", "name": "TV"},
+            "address": "192.0.2.7:50000", "state": "streaming",
+            "mode": {"width": 1280, "height": 720, "fps": 60}, "codec": "h264",
+            "bitrate_kbps": 6000, "frames_sent": 600, "loss_percent": 5.0,
+            "fec_percent": 25, "age_s": 10})];
+        let text = status_text(&status, &rows);
+        assert!(
+            text.starts_with("1 sessions: GameStream 1 of 4, punktfunk/1 off\n"),
+            "{text}"
+        );
+        for part in [
+            "gamestream",
+            "TV",
+            "192.0.2.7:50000",
+            "1280x720@60",
+            "h264",
+            "6000 kbit/s",
+            "frames 600",
+            "loss 5.0%",
+            "fec 25%",
+        ] {
+            assert!(text.contains(part), "{part} missing in {text}");
+        }
     }
 }

@@ -398,6 +398,9 @@ impl NvHttp {
         match action {
             Action::Reply(r) => r,
             Action::ServerInfo => {
+                // Each client sees its own session: busy with its app, or free (several
+                // clients stream at once).
+                let session = client.as_ref().and_then(|c| self.sessions.status(c));
                 let conn = Connection {
                     transport,
                     local_ip,
@@ -408,7 +411,6 @@ impl NvHttp {
                     },
                     client,
                 };
-                let session = self.sessions.status();
                 Reply::xml(decide_nvhttp::serverinfo_xml(
                     &self.info,
                     &conn,
@@ -481,9 +483,10 @@ impl NvHttp {
                 }
                 tracing::info!(client = %client.name, app = request.app_id, mode = ?request.mode, "launch");
                 let sessions = Arc::clone(&self.sessions);
-                let r = tokio::task::spawn_blocking(move || sessions.launch(&client, request))
-                    .await
-                    .unwrap_or_else(|e| Err(SessionError::Failed(e.to_string())));
+                let r =
+                    tokio::task::spawn_blocking(move || sessions.launch(&client, peer, request))
+                        .await
+                        .unwrap_or_else(|e| Err(SessionError::Failed(e.to_string())));
                 Reply::xml(match r {
                     Ok(grant) => decide_nvhttp::launch_xml(&decide_nvhttp::session_url(
                         grant.rtsp,
@@ -499,9 +502,10 @@ impl NvHttp {
             Action::Resume { client, request } => {
                 tracing::info!(client = %client.name, "resume");
                 let sessions = Arc::clone(&self.sessions);
-                let r = tokio::task::spawn_blocking(move || sessions.resume(&client, request))
-                    .await
-                    .unwrap_or_else(|e| Err(SessionError::Failed(e.to_string())));
+                let r =
+                    tokio::task::spawn_blocking(move || sessions.resume(&client, peer, request))
+                        .await
+                        .unwrap_or_else(|e| Err(SessionError::Failed(e.to_string())));
                 Reply::xml(match r {
                     Ok(grant) => decide_nvhttp::resume_xml(&decide_nvhttp::session_url(
                         grant.rtsp,

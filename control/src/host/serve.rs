@@ -445,7 +445,10 @@ pub fn run_blocking(opts: ServeOptions) -> Result<(), ServeError> {
                 }
             })?;
         host.listeners().add(streaming.rtsp_listener());
-        let sessions = Arc::new(StreamingSessions::new(streaming));
+        let sessions = Arc::new(StreamingSessions::new(
+            streaming,
+            host.tuning().sessions.max,
+        ));
         let manager: Arc<dyn SessionManager> = sessions.clone();
         let result = host.run(manager, ctrl_c_or_term()).await;
         // Tell a connected client the app ended before the process goes away.

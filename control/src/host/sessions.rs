@@ -1,44 +1,41 @@
 //! The host's [`SessionManager`]: nvhttp's launch/resume/cancel drive the streaming side
-//! ([`StreamHost`]), one session at a time.
+//! ([`StreamHost`]), one slot per session, as the pure [`SessionTable`] decides.
 //!
 //! ```text
-//! /launch  ─► admit ─► StreamHost::prepare(keys) ─► RTSP handshake ─► stream
-//! /resume  ─► admit ─► StreamHost::prepare(new keys)   (a running stream is terminated first)
-//! /cancel  ─► StreamHost::stop_stream(terminate)       (client gets 0x0109)
-//! client silent 10 s / ENet disconnect ─► stream ends ─► status() finds it gone ─► FREE
+//! /launch  ─► SessionTable::launch ─► StreamHost::prepare(keys, address, port slot) ─► RTSP ─► stream
+//! /resume  ─► SessionTable::resume ─► StreamHost::prepare(new keys)   (its running stream ends first)
+//! /cancel  ─► SessionTable::cancel ─► StreamHost::stop_session(id)     (that client gets 0x0109)
+//! client silent 8 s / ENet disconnect ─► its stream ends ─► refresh finds the slot gone ─► removed
 //! ```
+//!
+//! Each call first brings the table in line with the streaming side ([`StreamingSessions::refresh`]):
+//! streams that ended on their own free their sessions, sessions that never connected expire.
 
+use std::net::IpAddr;
 use std::sync::Mutex;
+use std::time::Instant;
 
-use crate::gamestream::launch::{LaunchRequest, ResumeRequest};
+use crate::gamestream::launch::{LaunchRequest, ResumeRequest, StreamParams};
 use crate::gamestream::session::{
-    Admission, ClientIdentity, RtspScheme, SessionError, SessionGrant, SessionInfo, SessionManager,
-    admit,
+    Admitted, ClientIdentity, Phase, RtspScheme, SessionError, SessionGrant, SessionInfo,
+    SessionManager, SessionTable,
 };
+use crate::live::LiveSession;
 use crate::stream::session::{LaunchSpec, StreamHost, StreamState};
-
-#[derive(Debug, Default)]
-struct Books {
-    current: Option<SessionInfo>,
-    next_id: u32,
-    /// The stream of the current session has been seen running (so a later `Idle` means the
-    /// client went away, not that it has yet to connect).
-    streamed: bool,
-}
 
 /// Sessions backed by the real streaming side.
 #[derive(Debug)]
 pub struct StreamingSessions {
     host: StreamHost,
-    books: Mutex<Books>,
+    table: Mutex<SessionTable>,
 }
 
 impl StreamingSessions {
-    /// Sessions over `host`.
-    pub fn new(host: StreamHost) -> Self {
+    /// Sessions over `host`, at most `max` at once (`[sessions] max` of the profile).
+    pub fn new(host: StreamHost, max: usize) -> Self {
         Self {
             host,
-            books: Mutex::new(Books::default()),
+            table: Mutex::new(SessionTable::new(max)),
         }
     }
 
@@ -52,38 +49,61 @@ impl StreamingSessions {
         self.host
     }
 
-    fn books(&self) -> std::sync::MutexGuard<'_, Books> {
-        self.books
+    fn table(&self) -> std::sync::MutexGuard<'_, SessionTable> {
+        self.table
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Brings the books in line with the streaming side: a stream that ended on its own (the
-    /// client vanished) frees the session.
-    fn refresh(&self, books: &mut Books) {
-        match self.host.state() {
-            StreamState::Streaming { connected, .. } => {
-                books.streamed = true;
-                if let Some(s) = books.current.as_mut() {
-                    s.connected = connected;
+    /// Brings the table in line with the streaming side: a session whose slot is gone (its
+    /// stream ended: the client went away) is removed, a running stream marks its session
+    /// streaming, and sessions that never finished their handshake expire.
+    fn refresh(&self, table: &mut SessionTable, now: Instant) {
+        let ids: Vec<u32> = table.sessions().iter().map(|s| s.id).collect();
+        for id in ids {
+            match self.host.state(id) {
+                StreamState::Streaming { connected, .. } => table.set_streaming(id, connected),
+                StreamState::Idle => {
+                    if let Some(s) = table.remove(id) {
+                        tracing::info!(session = id, client = %s.owner.name, "session freed: client gone");
+                    }
                 }
+                StreamState::Prepared { .. } => {}
             }
-            StreamState::Idle if books.streamed => {
-                if let Some(s) = books.current.take() {
-                    tracing::info!(session = s.id, client = %s.owner.name, "session freed: client gone");
-                }
-                books.streamed = false;
-            }
-            StreamState::Prepared { .. } | StreamState::Idle => {}
+        }
+        for s in table.expire(now) {
+            self.host.stop_session(s.id, false);
+            tracing::info!(session = s.id, client = %s.owner.name,
+                "session dropped: no RTSP handshake within the deadline");
         }
     }
 
-    fn spec(id: u32, stream: &crate::gamestream::launch::StreamParams) -> LaunchSpec {
-        LaunchSpec {
-            session_id: id,
+    /// Prepares the streaming side for an admitted launch or resume; a failure removes a
+    /// new session again.
+    fn prepare(
+        &self,
+        table: &mut SessionTable,
+        admitted: Admitted,
+        address: IpAddr,
+        stream: &StreamParams,
+    ) -> Result<SessionGrant, SessionError> {
+        let spec = LaunchSpec {
+            session_id: admitted.id(),
             rikey: stream.rikey.0,
             rikeyid: stream.rikeyid as u32,
+            client: address.to_canonical(),
+            slot: admitted.slot(),
+        };
+        if let Err(e) = self.host.prepare(spec) {
+            table.remove(admitted.id());
+            return Err(SessionError::Failed(format!(
+                "binding the stream's sockets: {e}"
+            )));
         }
+        Ok(SessionGrant {
+            session_id: admitted.id(),
+            rtsp: RtspScheme::Plain,
+        })
     }
 }
 
@@ -91,73 +111,74 @@ impl SessionManager for StreamingSessions {
     fn launch(
         &self,
         client: &ClientIdentity,
+        address: IpAddr,
         request: LaunchRequest,
     ) -> Result<SessionGrant, SessionError> {
-        let mut books = self.books();
-        self.refresh(&mut books);
-        admit(books.current.as_ref(), client, Admission::Launch)?;
-        books.next_id += 1;
-        let id = books.next_id;
-        self.host.prepare(Self::spec(id, &request.stream));
-        books.streamed = false;
-        books.current = Some(SessionInfo::new(
-            id,
-            request.app_id,
-            client.clone(),
-            request.mode,
-        ));
-        tracing::info!(session = id, client = %client.name, app = request.app_id,
+        let now = Instant::now();
+        let mut table = self.table();
+        self.refresh(&mut table, now);
+        let admitted = table.launch(now, client, address, request.app_id, request.mode)?;
+        let grant = self.prepare(&mut table, admitted, address, &request.stream)?;
+        tracing::info!(session = admitted.id(), slot = admitted.slot(), client = %client.name,
+            app = request.app_id,
+            rejoin = matches!(admitted, Admitted::Rejoin { .. }),
             mode = %format!("{}x{}@{}", request.mode.width, request.mode.height, request.mode.fps),
+            sessions = table.sessions().len(), max = table.max(),
             "launch");
-        Ok(SessionGrant {
-            session_id: id,
-            rtsp: RtspScheme::Plain,
-        })
+        Ok(grant)
     }
 
     fn resume(
         &self,
         client: &ClientIdentity,
+        address: IpAddr,
         request: ResumeRequest,
     ) -> Result<SessionGrant, SessionError> {
-        let mut books = self.books();
-        self.refresh(&mut books);
-        admit(books.current.as_ref(), client, Admission::Resume)?;
-        let s = books
-            .current
-            .as_mut()
-            .ok_or(SessionError::NothingToResume)?;
-        s.owner = client.clone();
-        if let Some(mode) = request.mode {
-            s.mode = mode;
-        }
-        let id = s.id;
-        self.host.prepare(Self::spec(id, &request.stream));
-        books.streamed = false;
-        tracing::info!(session = id, client = %client.name, "resume");
-        Ok(SessionGrant {
-            session_id: id,
-            rtsp: RtspScheme::Plain,
-        })
+        let now = Instant::now();
+        let mut table = self.table();
+        self.refresh(&mut table, now);
+        let admitted = table.resume(now, client, address, request.mode)?;
+        let grant = self.prepare(&mut table, admitted, address, &request.stream)?;
+        tracing::info!(session = admitted.id(), client = %client.name, "resume");
+        Ok(grant)
     }
 
     fn cancel(&self, client: &ClientIdentity) -> Result<(), SessionError> {
-        let mut books = self.books();
-        self.host.stop_stream(true);
-        if let Some(s) = books.current.take() {
-            tracing::info!(session = s.id, by = %client.name, "cancel: app quit");
+        let mut table = self.table();
+        if let Some(s) = table.cancel(client) {
+            self.host.stop_session(s.id, true);
+            tracing::info!(session = s.id, client = %client.name, "cancel: app quit");
         }
-        books.streamed = false;
         Ok(())
     }
 
-    fn status(&self) -> Option<SessionInfo> {
-        let mut books = self.books();
-        self.refresh(&mut books);
-        books.current.clone()
+    fn status(&self, client: &ClientIdentity) -> Option<SessionInfo> {
+        let mut table = self.table();
+        self.refresh(&mut table, Instant::now());
+        table.of_client(client).cloned()
     }
 
-    fn stream_stats(&self) -> Option<crate::stream::session::SessionStats> {
-        self.host.session_stats()
+    fn sessions(&self) -> Vec<SessionInfo> {
+        let mut table = self.table();
+        self.refresh(&mut table, Instant::now());
+        table.sessions().to_vec()
+    }
+
+    fn max_sessions(&self) -> usize {
+        self.table().max()
+    }
+
+    fn live(&self) -> Vec<LiveSession> {
+        let now = Instant::now();
+        self.sessions()
+            .iter()
+            .map(|s| {
+                let figures = match s.phase {
+                    Phase::Streaming => self.host.figures(s.id),
+                    Phase::Connecting => None,
+                };
+                s.live(now, figures.as_ref())
+            })
+            .collect()
     }
 }

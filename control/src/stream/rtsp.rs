@@ -17,6 +17,8 @@
 //! `CSeq` header always, `Name: value` with one space. Request headers are matched
 //! case-insensitively (`Content-length` arrives with a lower-case `l`).
 
+use std::net::IpAddr;
+
 use super::sdp::{HostOffer, SdpError, StreamConfig, describe_payload};
 
 /// Largest request accepted (headers and body).
@@ -293,6 +295,51 @@ impl Handshake {
     }
 }
 
+/// One prepared session as [`route`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteCandidate<'a> {
+    /// Its `Session:` token.
+    pub token: &'a str,
+    /// Where its launch came from.
+    pub client: IpAddr,
+    /// Whether its handshake already reached PLAY.
+    pub playing: bool,
+}
+
+/// Which session an RTSP request belongs to (an index into `candidates`), several sessions
+/// being prepared at once:
+///
+/// * a request with a `Session:` header goes to the session with that token, or nowhere
+///   (454) — the token is per session and random;
+/// * one without (OPTIONS, DESCRIBE, the first SETUP) goes to the newest session still in its
+///   handshake whose launch came from the request's address;
+/// * failing that, to the only session in its handshake, if there is exactly one (a client
+///   whose HTTPS and RTSP take different addresses, e.g. through a NAT, still connects while
+///   it is the only one).
+///
+/// The session table admits one connecting launch per address, so the address rule never has
+/// to choose between two clients.
+pub fn route(
+    candidates: &[RouteCandidate<'_>],
+    session: Option<&str>,
+    peer: IpAddr,
+) -> Option<usize> {
+    if let Some(header) = session {
+        let token = header.split(';').next().unwrap_or("").trim();
+        return candidates.iter().position(|c| c.token == token);
+    }
+    let peer = peer.to_canonical();
+    let connecting = || candidates.iter().enumerate().filter(|(_, c)| !c.playing);
+    if let Some((i, _)) = connecting().rfind(|(_, c)| c.client.to_canonical() == peer) {
+        return Some(i);
+    }
+    let mut only = connecting();
+    match (only.next(), only.next()) {
+        (Some((i, _)), None) => Some(i),
+        _ => None,
+    }
+}
+
 fn sdp_error(cseq: Option<&str>, e: &SdpError) -> Response {
     let mut r = Response::new(400, cseq);
     r.body = e.to_string().into_bytes();
@@ -403,5 +450,40 @@ mod tests {
         assert!(parse_request(&[0xff; 10]).unwrap().is_none());
         assert!(parse_request(&[b'a'; MAX_REQUEST + 1]).is_err());
         assert!(parse_request(b"OPTIONS / RTSP/1.0\r\n\xff\xfe\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn requests_reach_their_own_session() {
+        let ip = |n: u8| IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, n));
+        let c = |token, client, playing| RouteCandidate {
+            token,
+            client,
+            playing,
+        };
+        // A streams (from .1), B connects from .2, C connects from .1 (after A streamed).
+        let all = [
+            c("AAAA", ip(1), true),
+            c("BBBB", ip(2), false),
+            c("CCCC", ip(1), false),
+        ];
+        assert_eq!(
+            route(&all, Some("BBBB"), ip(1)),
+            Some(1),
+            "the token decides"
+        );
+        assert_eq!(route(&all, Some(" CCCC;timeout = 90"), ip(9)), Some(2));
+        assert_eq!(route(&all, Some("DDDD"), ip(1)), None, "unknown token: 454");
+        assert_eq!(route(&all, None, ip(2)), Some(1));
+        assert_eq!(route(&all, None, ip(1)), Some(2), "not A: it is playing");
+        let mapped = IpAddr::V6(std::net::Ipv4Addr::new(192, 0, 2, 2).to_ipv6_mapped());
+        assert_eq!(route(&all, None, mapped), Some(1));
+        assert_eq!(
+            route(&all, None, ip(7)),
+            None,
+            "two connecting, neither from .7"
+        );
+        // The only session connecting takes a request from an unknown address.
+        assert_eq!(route(&all[..2], None, ip(7)), Some(1));
+        assert_eq!(route(&all[..1], None, ip(1)), None, "nothing connecting");
     }
 }

@@ -2,10 +2,12 @@
 //! control thread, the video thread (pings → engine pipeline) and the audio thread.
 //!
 //! ```text
-//!   /launch ──► StreamHost::prepare(spec) ── slot: Handshake (keys, ping payload, connect data)
+//!   /launch ──► StreamHost::prepare(spec) ── one slot per session: UDP video/audio/control
+//!               bound for its port slot, Handshake (keys, ping payload, connect data)
 //!   RTSP :48010 (pf-rtsp) ── one request per connection, a pf-rtsp-conn thread each
-//!        (at most 128; oldest half-open evicted; 5 s total per request) ──► Handshake::handle
-//!        PLAY ──► bind UDP video/audio/control ──► pf-stream orchestrator
+//!        (at most 128; oldest half-open evicted; 5 s total per request)
+//!        ──► rtsp::route (Session token, else the client's address) ──► that slot's Handshake
+//!        PLAY ──► the slot's sockets ──► pf-stream orchestrator
 //!                     ├─ pf-control: ENet host; drives the GsSession
 //!                     ├─ pf-video:   pings → GsSession; PipelineBuilder{source, encoder,
 //!                     │              PacketizeStage, SendSink}
@@ -13,6 +15,11 @@
 //!   /cancel, host exit ──► stop (termination message 0x0109 first)
 //!   client silent 8 s or ENet disconnect ──► stream ends, slot freed
 //! ```
+//!
+//! Several sessions run at once, each in its own slot with its own keys, sockets, threads,
+//! source, encoder and pipeline. Slot `i` binds the standard UDP ports plus `i ×`
+//! [`PORT_STRIDE`] (47998/47999/48000, then 48098/48099/48100, …; a port in use falls back to
+//! one the OS picks), and tells the client in its SETUP replies; RTSP stays on one port.
 //!
 //! What happens in a stream is decided by its [`GsSession`] (pure, see `gs_session`): the
 //! threads here read their sockets, call its `handle_*` methods under one lock and carry out
@@ -49,12 +56,17 @@ use crate::limits::{Admission, Close, ConnId, LimitsConfig, Listener};
 
 use super::control::TERMINATION_GRACEFUL;
 use super::gs_session::{ControlTransmit, GsConfig, GsEvent, GsSession, PeerKey, PingStream};
-use super::rtsp::{self, Handshake, HandshakeParams, RtspEvent};
-use super::sdp::{HostOffer, ML_FF_SESSION_ID_V1, StreamConfig, enc};
+use super::rtsp::{self, Handshake, HandshakeParams, RouteCandidate, RtspEvent};
+use super::sdp::{HostOffer, ML_FF_SESSION_ID_V1, StreamConfig, VideoCodec, enc};
+use crate::live::StreamFigures;
 
 /// A client pings the control stream every 100 ms; after 8 s of silence it is gone, and the
 /// session is freed (the issue's bound is 10 s; the client itself gives up after about 10 s).
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// How far apart the UDP ports of consecutive session slots are: slot `i` uses the
+/// endpoints' video, control and audio ports plus `i × PORT_STRIDE`.
+pub const PORT_STRIDE: u16 = 100;
 
 /// Where the streaming side listens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,11 +75,11 @@ pub struct StreamEndpoints {
     pub bind: IpAddr,
     /// RTSP (TCP).
     pub rtsp: u16,
-    /// Video (UDP).
+    /// Video (UDP) of slot 0 (0: any free port).
     pub video: u16,
-    /// Control / ENet (UDP).
+    /// Control / ENet (UDP) of slot 0 (0: any free port).
     pub control: u16,
-    /// Audio (UDP).
+    /// Audio (UDP) of slot 0 (0: any free port).
     pub audio: u16,
 }
 
@@ -153,20 +165,27 @@ pub struct LaunchSpec {
     pub rikey: [u8; 16],
     /// `rikeyid`.
     pub rikeyid: u32,
+    /// Where the client's launch came from: its RTSP requests are matched to this session by
+    /// this address until they carry the session's token.
+    pub client: IpAddr,
+    /// Port slot (see [`PORT_STRIDE`]).
+    pub slot: usize,
 }
 
 impl std::fmt::Debug for LaunchSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LaunchSpec")
             .field("session_id", &self.session_id)
+            .field("client", &self.client)
+            .field("slot", &self.slot)
             .finish_non_exhaustive()
     }
 }
 
-/// Where the current session stands.
+/// Where a session stands on the streaming side.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamState {
-    /// No session.
+    /// No such session (never prepared, stopped, or its stream ended).
     Idle,
     /// Launched; the client has not finished the RTSP handshake.
     Prepared {
@@ -254,6 +273,8 @@ pub struct SessionStats {
 struct Slot {
     spec: LaunchSpec,
     handshake: Handshake,
+    /// Bound at prepare (their ports go into the SETUP replies), taken by the stream at PLAY.
+    sockets: Option<StreamSockets>,
     stream: Option<RunningStream>,
 }
 
@@ -263,8 +284,22 @@ struct RunningStream {
     terminate: Arc<AtomicBool>,
     connected: Arc<AtomicBool>,
     counters: Arc<SessionCounters>,
+    loss: Arc<LossFeedback>,
+    video_peer: Arc<PeerAddr>,
     session_id: u32,
     thread: Option<JoinHandle<()>>,
+}
+
+impl RunningStream {
+    /// Stops the stream's threads and waits for them; its final counters.
+    fn stop(mut self, terminate: bool) -> SessionStats {
+        self.terminate.store(terminate, Ordering::SeqCst);
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.counters.snapshot(self.session_id)
+    }
 }
 
 struct Shared {
@@ -273,18 +308,30 @@ struct Shared {
     media: Arc<dyn MediaFactory>,
     input: Arc<Mutex<dyn InputHandler>>,
     builder: PipelineBuilder,
-    slot: Mutex<Option<Slot>>,
+    slots: Mutex<Vec<Slot>>,
     counters: StreamCounters,
     shutdown: AtomicBool,
     rtsp_conns: Arc<Listener>,
 }
 
 impl Shared {
-    fn slot(&self) -> MutexGuard<'_, Option<Slot>> {
+    fn slots(&self) -> MutexGuard<'_, Vec<Slot>> {
         // Plain data behind the lock; a panicking holder leaves it usable.
-        self.slot
+        self.slots
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs `f` on session `id`'s slot, if there is one.
+    fn with_slot<R>(&self, id: u32, f: impl FnOnce(&Slot) -> R) -> Option<R> {
+        self.slots().iter().find(|s| s.spec.session_id == id).map(f)
+    }
+
+    /// Takes session `id`'s slot out of the table.
+    fn take_slot(&self, id: u32) -> Option<Slot> {
+        let mut slots = self.slots();
+        let i = slots.iter().position(|s| s.spec.session_id == id)?;
+        Some(slots.remove(i))
     }
 }
 
@@ -322,7 +369,7 @@ impl StreamHost {
             media,
             input,
             builder,
-            slot: Mutex::new(None),
+            slots: Mutex::new(Vec::new()),
             counters: StreamCounters::default(),
             shutdown: AtomicBool::new(false),
             rtsp_conns,
@@ -353,10 +400,12 @@ impl StreamHost {
         &self.shared.counters
     }
 
-    /// Prepares a session for `spec` (launch or resume): any running stream is stopped (with
-    /// a termination message), and the next RTSP handshake uses the new keys.
-    pub fn prepare(&self, spec: LaunchSpec) {
-        self.stop_stream(true);
+    /// Prepares session `spec.session_id` (launch or resume): a stream it runs is stopped
+    /// (with a termination message), its UDP sockets are bound for its port slot, and its next
+    /// RTSP handshake uses the new keys. Other sessions are not touched.
+    pub fn prepare(&self, spec: LaunchSpec) -> std::io::Result<()> {
+        self.stop_session(spec.session_id, true);
+        let sockets = bind_sockets(&self.shared, spec.slot)?;
         let mut seed = [0u8; 16];
         fill_random(&mut seed);
         let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02X}")).collect::<String>();
@@ -366,76 +415,115 @@ impl StreamHost {
             session_id: hex(&seed[8..14]),
             ping_payload,
             connect_data: u32::from_le_bytes([seed[12], seed[13], seed[14], seed[15]]),
-            audio_port: self.shared.endpoints.audio,
-            video_port: self.shared.endpoints.video,
-            control_port: self.shared.endpoints.control,
+            audio_port: sockets.audio.local_addr().port(),
+            video_port: sockets.video.local_addr().port(),
+            control_port: sockets.control.local_addr()?.port(),
             offer: self.shared.options.offer,
         };
-        *self.shared.slot() = Some(Slot {
+        tracing::debug!(
+            session = spec.session_id,
+            slot = spec.slot,
+            client = %spec.client,
+            ports = %format!("video {} control {} audio {}", params.video_port, params.control_port, params.audio_port),
+            "session prepared"
+        );
+        self.shared.slots().push(Slot {
             spec,
             handshake: Handshake::new(params),
+            sockets: Some(sockets),
             stream: None,
         });
+        Ok(())
     }
 
-    /// Stops the current stream and frees the session. With `terminate`, the client is told
+    /// Stops session `id`'s stream and frees its slot. With `terminate`, the client is told
     /// the app ended (0x0109) before the control stream closes. Returns the stopped stream's
     /// final counters (`None` when no stream ran).
-    pub fn stop_stream(&self, terminate: bool) -> Option<SessionStats> {
-        let stream = self.shared.slot().take().and_then(|s| s.stream);
-        let mut st = stream?;
-        st.terminate.store(terminate, Ordering::SeqCst);
-        st.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = st.thread.take() {
-            let _ = t.join();
+    pub fn stop_session(&self, id: u32, terminate: bool) -> Option<SessionStats> {
+        // Taken out under the lock, stopped outside it: other sessions' RTSP requests and
+        // status reads go on while this stream's threads wind down.
+        let stream = self.shared.take_slot(id).and_then(|s| s.stream);
+        stream.map(|st| st.stop(terminate))
+    }
+
+    /// Stops every session (host exit).
+    pub fn stop_all(&self, terminate: bool) {
+        let slots = std::mem::take(&mut *self.shared.slots());
+        for st in slots.into_iter().filter_map(|s| s.stream) {
+            st.stop(terminate);
         }
-        Some(st.counters.snapshot(st.session_id))
     }
 
-    /// The running stream's counters so far (`None` when no stream runs). They count this
-    /// stream only: each PLAY starts them at zero.
-    pub fn session_stats(&self) -> Option<SessionStats> {
+    /// Session `id`'s running stream's counters so far (`None` when it has no stream). They
+    /// count this stream only: each PLAY starts them at zero.
+    pub fn session_stats(&self, id: u32) -> Option<SessionStats> {
         self.shared
-            .slot()
-            .as_ref()
-            .and_then(|s| s.stream.as_ref())
-            .map(|st| st.counters.snapshot(st.session_id))
+            .with_slot(id, |s| {
+                s.stream
+                    .as_ref()
+                    .map(|st| st.counters.snapshot(st.session_id))
+            })
+            .flatten()
     }
 
-    /// The settings the running stream's video pipeline uses (`None` before its first ping
-    /// or when no stream runs): the tuning profile as it reached the engine.
-    pub fn effective_settings(&self) -> Option<EffectiveSettings> {
+    /// The settings session `id`'s video pipeline uses (`None` before its first ping or when
+    /// no stream runs): the tuning profile as it reached the engine.
+    pub fn effective_settings(&self, id: u32) -> Option<EffectiveSettings> {
         self.shared
-            .slot()
-            .as_ref()
-            .and_then(|s| s.stream.as_ref())
-            .and_then(|st| st.counters.pipeline.get())
+            .with_slot(id, |s| {
+                s.stream.as_ref().and_then(|st| st.counters.pipeline.get())
+            })
+            .flatten()
     }
 
-    /// Where the session stands.
-    pub fn state(&self) -> StreamState {
-        match &*self.shared.slot() {
-            None => StreamState::Idle,
-            Some(Slot {
-                spec, stream: None, ..
-            }) => StreamState::Prepared {
-                session_id: spec.session_id,
-            },
-            Some(Slot {
-                spec,
-                stream: Some(st),
-                ..
-            }) => StreamState::Streaming {
-                session_id: spec.session_id,
-                config: st.config.clone(),
-                connected: st.connected.load(Ordering::Relaxed),
-            },
-        }
+    /// What session `id`'s running stream reports about itself (`None` before PLAY).
+    pub fn figures(&self, id: u32) -> Option<StreamFigures> {
+        self.shared
+            .with_slot(id, |s| {
+                s.stream.as_ref().map(|st| StreamFigures {
+                    address: st.video_peer.get(),
+                    codec: match st.config.codec {
+                        VideoCodec::H264 => "h264",
+                        VideoCodec::Hevc => "hevc",
+                        VideoCodec::Av1 => "av1",
+                    }
+                    .to_owned(),
+                    bitrate_kbps: st.config.bitrate_kbps,
+                    frames_sent: st.counters.video_frames.load(Ordering::Relaxed),
+                    loss_percent: (st.loss.get() * 100.0) as f32,
+                    fec_percent: st.loss.parity_percent(),
+                    media_flowing: st.counters.pipeline.get().is_some(),
+                })
+            })
+            .flatten()
+    }
+
+    /// Where session `id` stands.
+    pub fn state(&self, id: u32) -> StreamState {
+        self.shared
+            .with_slot(id, |s| match &s.stream {
+                None => StreamState::Prepared { session_id: id },
+                Some(st) => StreamState::Streaming {
+                    session_id: id,
+                    config: st.config.clone(),
+                    connected: st.connected.load(Ordering::Relaxed),
+                },
+            })
+            .unwrap_or(StreamState::Idle)
+    }
+
+    /// The sessions with a slot, in the order they were prepared.
+    pub fn session_ids(&self) -> Vec<u32> {
+        self.shared
+            .slots()
+            .iter()
+            .map(|s| s.spec.session_id)
+            .collect()
     }
 
     /// Stops everything: the stream (with a termination message) and the RTSP listener.
     pub fn shutdown(mut self) {
-        self.stop_stream(true);
+        self.stop_all(true);
         self.shared.shutdown.store(true, Ordering::SeqCst);
         if let Some(t) = self.rtsp.take() {
             let _ = t.join();
@@ -447,7 +535,7 @@ impl Drop for StreamHost {
     fn drop(&mut self) {
         self.shared.shutdown.store(true, Ordering::SeqCst);
         if let Some(t) = self.rtsp.take() {
-            self.stop_stream(true);
+            self.stop_all(true);
             let _ = t.join();
         }
     }
@@ -556,20 +644,24 @@ fn admit_rtsp(
     }
 }
 
-/// Frees the slot of a stream whose threads ended on their own (client gone).
+/// Frees the slots of streams whose threads ended on their own (client gone).
 fn reap_ended(shared: &Shared) {
-    let mut slot = shared.slot();
-    let ended = slot
-        .as_ref()
-        .and_then(|s| s.stream.as_ref())
-        .is_some_and(|st| st.thread.as_ref().is_some_and(JoinHandle::is_finished));
-    if ended {
-        if let Some(mut st) = slot.take().and_then(|s| s.stream)
-            && let Some(t) = st.thread.take()
-        {
-            let _ = t.join();
+    let ended: Vec<Slot> = {
+        let mut slots = shared.slots();
+        let (ended, running) = std::mem::take(&mut *slots).into_iter().partition(|s| {
+            s.stream
+                .as_ref()
+                .is_some_and(|st| st.thread.as_ref().is_some_and(JoinHandle::is_finished))
+        });
+        *slots = running;
+        ended
+    };
+    for slot in ended {
+        let id = slot.spec.session_id;
+        if let Some(st) = slot.stream {
+            st.stop(false);
         }
-        tracing::info!("session freed: the client went away");
+        tracing::info!(session = id, "session freed: the client went away");
     }
 }
 
@@ -680,23 +772,41 @@ fn refuse_malformed(
 }
 
 fn handle_rtsp(shared: &Arc<Shared>, req: &rtsp::Request<'_>, peer: SocketAddr) -> Vec<u8> {
-    let mut slot = shared.slot();
-    let Some(s) = slot.as_mut() else {
+    let mut slots = shared.slots();
+    let candidates: Vec<RouteCandidate<'_>> = slots
+        .iter()
+        .map(|s| RouteCandidate {
+            token: &s.handshake.params().session_id,
+            client: s.spec.client,
+            playing: s.handshake.playing(),
+        })
+        .collect();
+    let Some(i) = rtsp::route(&candidates, req.header("Session"), peer.ip()) else {
         let cseq = req.header("CSeq").unwrap_or("0");
         return format!("RTSP/1.0 454 Session Not Found\r\nCSeq: {cseq}\r\n\r\n").into_bytes();
     };
+    let s = &mut slots[i];
     let (mut response, event) = s.handshake.handle(req);
     if let Some(RtspEvent::Play) = event
         && s.stream.is_none()
     {
         let config = s.handshake.config().cloned();
-        match config.map(|c| start_stream(shared, s, c, peer.ip())) {
-            Some(Ok(st)) => s.stream = Some(st),
-            Some(Err(e)) => {
-                tracing::error!(error = %e, "could not start the stream");
+        match (config, s.sockets.take()) {
+            (Some(c), Some(sockets)) => match start_stream(shared, s, c, peer.ip(), sockets) {
+                Ok(st) => s.stream = Some(st),
+                Err(e) => {
+                    tracing::error!(error = %e, "could not start the stream");
+                    response.code = 500;
+                }
+            },
+            (None, _) => response.code = 455,
+            (Some(_), None) => {
+                tracing::error!(
+                    session = s.spec.session_id,
+                    "PLAY again after a failed start"
+                );
                 response.code = 500;
             }
-            None => response.code = 455,
         }
     }
     response.to_bytes()
@@ -710,17 +820,45 @@ struct StreamSockets {
     control: UdpSocket,
 }
 
-fn bind_sockets(shared: &Shared) -> std::io::Result<StreamSockets> {
+/// Binds the UDP sockets of port slot `slot`: the endpoints' ports plus `slot ×`
+/// [`PORT_STRIDE`], or a port the OS picks where that one is taken (logged).
+fn bind_sockets(shared: &Shared, slot: usize) -> std::io::Result<StreamSockets> {
     let ep = shared.endpoints;
-    let video = shared
-        .builder
-        .bind_sender(SocketAddr::new(ep.bind, ep.video))
-        .map_err(std::io::Error::other)?;
-    let audio = shared
-        .builder
-        .bind_sender(SocketAddr::new(ep.bind, ep.audio))
-        .map_err(std::io::Error::other)?;
-    let control = UdpSocket::bind(SocketAddr::new(ep.bind, ep.control))?;
+    let port = |base: u16| -> u16 {
+        if base == 0 {
+            return 0;
+        }
+        u16::try_from(slot)
+            .ok()
+            .and_then(|i| i.checked_mul(PORT_STRIDE))
+            .and_then(|off| base.checked_add(off))
+            .unwrap_or(0)
+    };
+    fn with_fallback<T>(
+        what: &str,
+        want: u16,
+        bind: impl Fn(u16) -> std::io::Result<T>,
+    ) -> std::io::Result<T> {
+        match bind(want) {
+            Ok(s) => Ok(s),
+            Err(e) if want != 0 => {
+                tracing::warn!(port = want, error = %e, "{what} port taken; the OS picks one");
+                bind(0)
+            }
+            Err(e) => Err(e),
+        }
+    }
+    let sender = |p: u16| {
+        shared
+            .builder
+            .bind_sender(SocketAddr::new(ep.bind, p))
+            .map_err(std::io::Error::other)
+    };
+    let video = with_fallback("video", port(ep.video), sender)?;
+    let audio = with_fallback("audio", port(ep.audio), sender)?;
+    let control = with_fallback("control", port(ep.control), |p| {
+        UdpSocket::bind(SocketAddr::new(ep.bind, p))
+    })?;
     Ok(StreamSockets {
         video,
         audio,
@@ -733,8 +871,8 @@ fn start_stream(
     slot: &Slot,
     config: StreamConfig,
     client_ip: IpAddr,
+    sockets: StreamSockets,
 ) -> std::io::Result<RunningStream> {
-    let sockets = bind_sockets(shared)?;
     let stop = Arc::new(AtomicBool::new(false));
     let terminate = Arc::new(AtomicBool::new(false));
     let connected = Arc::new(AtomicBool::new(false));
@@ -748,6 +886,8 @@ fn start_stream(
             .then_some(params.connect_data),
         timeout: CLIENT_TIMEOUT,
     };
+    let loss = Arc::new(LossFeedback::default());
+    let video_peer = Arc::new(PeerAddr::default());
     let ctx = StreamCtx {
         shared: shared.clone(),
         spec: slot.spec.clone(),
@@ -756,10 +896,10 @@ fn start_stream(
         terminate: terminate.clone(),
         connected: connected.clone(),
         session: Arc::new(Mutex::new(GsSession::new(Instant::now(), gs))),
-        video_peer: Arc::new(PeerAddr::default()),
+        video_peer: video_peer.clone(),
         audio_peer: Arc::new(PeerAddr::default()),
         pipeline: Arc::new(Mutex::new(None)),
-        loss: Arc::new(LossFeedback::default()),
+        loss: loss.clone(),
         counters: counters.clone(),
     };
     shared.counters.streams.fetch_add(1, Ordering::Relaxed);
@@ -790,6 +930,8 @@ fn start_stream(
         terminate,
         connected,
         counters,
+        loss,
+        video_peer,
         session_id: slot.spec.session_id,
         thread: Some(thread),
     })

@@ -41,19 +41,28 @@ use crate::pipeline::{
 use crate::pool::FrameBuf;
 
 /// The receiver's packet loss as the control plane estimates it, shared with the packetize
-/// stage (which reads it once per frame to size parity, see [`crate::fec::adaptive`]).
+/// stage (which reads it once per frame to size parity, see [`crate::fec::adaptive`]); the
+/// stage publishes back the parity it gave the last frame, for status displays.
 #[derive(Debug, Default)]
-pub struct LossFeedback(AtomicU32);
+pub struct LossFeedback {
+    loss: AtomicU32,
+    parity_percent: AtomicU32,
+}
 
 impl LossFeedback {
     /// Publishes a new estimate (a fraction, 0..=0.5).
     pub fn set(&self, loss: f64) {
-        self.0.store((loss as f32).to_bits(), Ordering::Relaxed);
+        self.loss.store((loss as f32).to_bits(), Ordering::Relaxed);
     }
 
     /// The latest estimate.
     pub fn get(&self) -> f64 {
-        f64::from(f32::from_bits(self.0.load(Ordering::Relaxed)))
+        f64::from(f32::from_bits(self.loss.load(Ordering::Relaxed)))
+    }
+
+    /// Parity of the last frame packetized, percent of its data shards (0 before the first).
+    pub fn parity_percent(&self) -> u32 {
+        self.parity_percent.load(Ordering::Relaxed)
     }
 }
 
@@ -172,6 +181,14 @@ impl PacketizeStage {
         out.meta = input.meta;
         out.meta.index = u64::from(frame.index);
         out.meta.segment_size = stride as u16;
+        if let Some(l) = &self.loss {
+            let blocks = &r.layout[..r.blocks];
+            let data: usize = blocks.iter().map(|b| b.data).sum();
+            let parity: usize = blocks.iter().map(|b| b.parity).sum();
+            let pct = (parity * 100).checked_div(data).unwrap_or(0);
+            l.parity_percent
+                .store(u32::try_from(pct).unwrap_or(u32::MAX), Ordering::Relaxed);
+        }
         self.next_index = self.next_index.wrapping_add(1).max(1);
         self.stats.frames += 1;
         self.stats.datagrams += r.datagrams as u64;

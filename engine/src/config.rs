@@ -113,6 +113,22 @@ pub struct SendConfig {
     pub socket_send_buffer: usize,
     /// Pacing of each frame's datagrams.
     pub pacing: PacingConfig,
+    /// Who sends a session's frames: one shared driver thread per send core for every session
+    /// (default), or a thread of the session's own ([`crate::io::driver`]).
+    pub driver: SendDriverMode,
+}
+
+/// Who carries out a session's paced sends (`[send] driver`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SendDriverMode {
+    /// One driver thread per send core takes the paced bursts of every session on that core
+    /// from one deadline queue ([`crate::send_queue`]); a session's send stage only hands
+    /// frames over.
+    #[default]
+    Shared,
+    /// Each session's send stage waits out its own pacing and sends itself (one busy thread
+    /// per session).
+    PerSession,
 }
 
 impl Default for SendConfig {
@@ -126,6 +142,7 @@ impl Default for SendConfig {
             ring_entries: 256,
             socket_send_buffer: 8 << 20,
             pacing: PacingConfig::default(),
+            driver: SendDriverMode::Shared,
         }
     }
 }

@@ -67,3 +67,4 @@ pub mod pipeline;
 pub mod pool;
 #[forbid(unsafe_code)]
 pub mod ring;
+pub mod send_queue; // forbids `unsafe` itself, like pacer.rs

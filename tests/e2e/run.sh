@@ -17,7 +17,7 @@ fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 
 cargo build --locked -p punktfunk-control --bin punktfunk
-export PUNKTFUNK_BIN="$PWD/target/debug/punktfunk"
+export PUNKTFUNK_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/punktfunk"
 
 # -rs: the summary lists every skipped test with its reason (they are also appended to
 # $PF_SKIP_LOG when scripts/test.sh set it; see conftest.py).

@@ -122,6 +122,27 @@ pub struct SendSection {
     pub ring_entries: Option<u32>,
     /// `SO_SNDBUF` bytes.
     pub socket_send_buffer: Option<usize>,
+    /// `"shared"` (one send thread per core for all sessions) or `"per-session"`.
+    pub driver: Option<SendDriverName>,
+}
+
+/// `send.driver`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SendDriverName {
+    /// One driver thread per send core, a deadline queue across sessions.
+    Shared,
+    /// A send thread per session.
+    PerSession,
+}
+
+impl From<SendDriverName> for punktfunk_engine::config::SendDriverMode {
+    fn from(n: SendDriverName) -> Self {
+        match n {
+            SendDriverName::Shared => Self::Shared,
+            SendDriverName::PerSession => Self::PerSession,
+        }
+    }
 }
 
 /// `send.path`.
@@ -232,6 +253,7 @@ mod tests {
             registered_buffers = true
             ring_entries = 512
             socket_send_buffer = 16777216
+            driver = "per-session"
             [pacing]
             frame_share = 1
             burst_datagrams = 44
@@ -248,6 +270,7 @@ mod tests {
         assert_eq!(p.pipeline.backpressure, Some(BackpressureName::Block));
         assert_eq!(p.pipeline.cores.unwrap().send, Some(3));
         assert_eq!(p.send.path, Some(SendPathName::UringGso));
+        assert_eq!(p.send.driver, Some(SendDriverName::PerSession));
         assert_eq!(
             p.pacing.frame_share,
             Some(1.0),

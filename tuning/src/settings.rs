@@ -351,6 +351,7 @@ impl Profile {
             ring_entries,
             socket_send_buffer,
             pacing: self.resolve_pacing(c),
+            driver: s.driver.map_or(d.driver, Into::into),
         }
     }
 

@@ -10,6 +10,9 @@
 //!                  ──► spawn(VideoStages{source, encode, packetize}, VideoSend{sender, peer})
 //!                        │  pool: pool_frames × max(frame_capacity, what the stages need)
 //!                        │  rings: ring_depth, backpressure; threads pinned per cores
+//!                        │  send: [send] driver = "shared": the session's sender goes to the
+//!                        │        driver thread of its send core (one per core, shared by every
+//!                        │        session the builder spawns, see `io::driver`)
 //!                        ▼
 //!                      VideoPipeline{handle, effective()}  + one `info` line per session
 //! ```
@@ -25,16 +28,20 @@
 //! [`worst_case_frames_in_flight`] is kept but warned about (capture then misses frames while
 //! every ring is full), and so is `backpressure = "block"` (latency grows with the backlog).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::driver::SendDriver;
 use super::sink::{OnSent, PeerAddr, SendSink};
 use super::stages::{Pipeline, PipelineHandle};
 use super::{Caps, IoError, SendSetup, UdpSender};
-use crate::config::{Backpressure, FecConfig, PipelineConfig, SendConfig, SessionProfile};
+use crate::config::{
+    Backpressure, FecConfig, PipelineConfig, SendConfig, SendDriverMode, SessionProfile,
+};
 use crate::pipeline::{
-    Packetizer, PipelineError, PipelineStats, Source, Stage, worst_case_frames_in_flight,
+    Packetizer, PipelineError, PipelineStats, Source, Stage, StageId, worst_case_frames_in_flight,
 };
 use crate::pool::FrameBuf;
 
@@ -64,7 +71,7 @@ impl std::fmt::Display for EffectiveSettings {
             f,
             "rings {} deep, {:?}, pool {} × {} KiB, cores capture/encode/fec/send {}/{}/{}/{}; \
              send {} ({} SQEs, SO_SNDBUF {} KiB, SO_BUSY_POLL {} µs); pacing {} of the frame \
-             interval in bursts of {}; FEC {} % (min {} parity)",
+             interval in bursts of {}, {}; FEC {} % (min {} parity)",
             p.ring_depth,
             p.backpressure,
             p.pool_frames,
@@ -79,6 +86,10 @@ impl std::fmt::Display for EffectiveSettings {
             self.send.so_busy_poll_us,
             self.send.pacing.frame_share,
             self.send.pacing.burst_datagrams,
+            match self.send.driver {
+                SendDriverMode::Shared => "shared send driver",
+                SendDriverMode::PerSession => "own send thread",
+            },
             self.fec.percent,
             self.fec.min_parity,
         )
@@ -184,12 +195,40 @@ impl VideoPipeline {
 pub struct PipelineBuilder {
     profile: SessionProfile,
     caps: Caps,
+    /// The shared send drivers, one per send core (`None`: unpinned), started on first use.
+    drivers: Arc<Mutex<HashMap<Option<usize>, SendDriver>>>,
 }
 
 impl PipelineBuilder {
     /// A builder for `profile` on a kernel with `caps` ([`Caps::probe`]).
     pub fn new(profile: SessionProfile, caps: Caps) -> Self {
-        Self { profile, caps }
+        Self {
+            profile,
+            caps,
+            drivers: Arc::default(),
+        }
+    }
+
+    /// The shared send driver of `core` (started on first use).
+    fn driver(&self, core: Option<usize>) -> Result<SendDriver, PipelineError> {
+        let mut drivers = self.drivers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = drivers.get(&core) {
+            return Ok(d.clone());
+        }
+        let name = core.map_or_else(|| "pf-send".to_owned(), |c| format!("pf-send-{c}"));
+        let d = SendDriver::start(&name, core, self.profile.send.busy_poll).map_err(|source| {
+            PipelineError::Spawn {
+                stage: StageId::Send,
+                source,
+            }
+        })?;
+        drivers.insert(core, d.clone());
+        Ok(d)
+    }
+
+    /// How many shared send driver threads run.
+    pub fn send_drivers(&self) -> usize {
+        self.drivers.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// The profile every pipeline is built from.
@@ -270,10 +309,26 @@ impl PipelineBuilder {
             send: self.profile.send.clone(),
             fec: packetize.fec(),
         };
-        let mut sink = SendSink::new(send.sender, send.peer, frame_interval, true);
-        if let Some(f) = send.on_sent {
-            sink = sink.on_sent(f);
-        }
+        let sink = match self.profile.send.driver {
+            SendDriverMode::Shared => {
+                let driver = self.driver(config.cores.send)?;
+                let lane =
+                    driver
+                        .open(send.sender, send.on_sent)
+                        .map_err(|e| PipelineError::Spawn {
+                            stage: StageId::Send,
+                            source: std::io::Error::other(e),
+                        })?;
+                SendSink::driven(lane, send.peer, frame_interval, true)
+            }
+            SendDriverMode::PerSession => {
+                let mut sink = SendSink::new(send.sender, send.peer, frame_interval, true);
+                if let Some(f) = send.on_sent {
+                    sink = sink.on_sent(f);
+                }
+                sink
+            }
+        };
         let handle = Pipeline::spawn(&config, source, encode, packetize, sink)?;
         tracing::info!(session = label, settings = %effective, "session pipeline started");
         Ok(VideoPipeline { handle, effective })

@@ -44,6 +44,7 @@
 
 pub mod build;
 mod caps;
+pub mod driver;
 mod fallback;
 pub mod pf1;
 pub mod pin;

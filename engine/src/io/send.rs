@@ -18,7 +18,7 @@ use crate::pacer::{Burst, Pacer};
 /// Waits shorter than this are spun; longer ones sleep until this much is left, then spin.
 /// Linux timer slack and wake-up latency are tens of microseconds, so sleeping for less than
 /// this overshoots by more than it waits.
-const SPIN_THRESHOLD: Duration = Duration::from_micros(50);
+pub(crate) const SPIN_THRESHOLD: Duration = Duration::from_micros(50);
 
 /// Bytes of the staging buffer allocated when [`SendConfig::registered_buffers`] is set: the
 /// default `PipelineConfig::frame_capacity` (4 MiB), the largest frame the pipeline accepts.
@@ -368,6 +368,11 @@ impl UdpSender {
         }
     }
 
+    /// The pacing policy of the sender's `[pacing]` settings.
+    pub fn pacer(&self) -> Pacer {
+        self.pacer
+    }
+
     /// The kernel path in use.
     pub fn path(&self) -> SendPath {
         self.setup.path
@@ -610,7 +615,7 @@ impl Iterator for Schedule {
 
 /// Waits until `at`: sleeps while more than [`SPIN_THRESHOLD`] is left, then spins.
 /// Returns the nanoseconds waited.
-fn wait_until(at: Instant) -> u64 {
+pub(crate) fn wait_until(at: Instant) -> u64 {
     let begin = Instant::now();
     loop {
         let now = Instant::now();

@@ -4,7 +4,9 @@
 //! back to back (`meta.segment_size` apart, see [`crate::gamestream::stage::PacketizeStage`]); the sink
 //! hands them to [`UdpSender::send_frame`], which cuts them into GSO sends and spreads them over
 //! the frame's own interval (carried in its metadata, so pacing follows a mode change) per the
-//! pacing config. The destination is the client's address as the
+//! pacing config. With a shared [`SendDriver`](super::driver::SendDriver) the sink only hands
+//! each frame to the driver thread of its send core ([`SendSink::driven`]), which paces the
+//! bursts of every session from one deadline queue. The destination is the client's address as the
 //! control plane learns it (GameStream: the source of the client's video pings), shared through
 //! a [`PeerAddr`]; until one is known frames are dropped and counted.
 
@@ -12,6 +14,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::driver::DriverLane;
 use super::{Pacing, SendStats, UdpSender};
 use crate::pipeline::{Sink, StageContext, StageError};
 use crate::pool::{FrameBuf, FrameMeta};
@@ -65,22 +68,34 @@ pub fn frame_pacing(meta: &FrameMeta, fallback: Duration, paced: bool, now: Inst
     }
 }
 
+/// Who sends: the stage itself, or a shared driver thread.
+enum Sender {
+    Own {
+        sender: Box<UdpSender>,
+        on_sent: Option<OnSent>,
+        stats: SinkStats,
+    },
+    Driven(DriverLane),
+}
+
 /// The pipeline's send stage (see the module docs).
 pub struct SendSink {
-    sender: UdpSender,
+    send: Sender,
     peer: Arc<PeerAddr>,
     frame_interval: Duration,
     paced: bool,
-    on_sent: Option<OnSent>,
-    stats: SinkStats,
 }
 
 impl std::fmt::Debug for SendSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let path = match &self.send {
+            Sender::Own { sender, .. } => sender.path().name(),
+            Sender::Driven(_) => "shared driver",
+        };
         f.debug_struct("SendSink")
-            .field("path", &self.sender.path())
+            .field("path", &path)
             .field("frame_interval", &self.frame_interval)
-            .field("stats", &self.stats)
+            .field("stats", &self.stats())
             .finish_non_exhaustive()
     }
 }
@@ -97,24 +112,49 @@ impl SendSink {
         paced: bool,
     ) -> Self {
         Self {
-            sender,
+            send: Sender::Own {
+                sender: Box::new(sender),
+                on_sent: None,
+                stats: SinkStats::default(),
+            },
             peer,
             frame_interval,
             paced,
-            on_sent: None,
-            stats: SinkStats::default(),
         }
     }
 
-    /// Installs a callback run after every frame sent.
+    /// A sink that hands each frame to a shared driver thread through `lane` (from
+    /// [`SendDriver::open`](super::driver::SendDriver::open), which took the session's sender
+    /// and its `on_sent` callback).
+    pub fn driven(
+        lane: DriverLane,
+        peer: Arc<PeerAddr>,
+        frame_interval: Duration,
+        paced: bool,
+    ) -> Self {
+        Self {
+            send: Sender::Driven(lane),
+            peer,
+            frame_interval,
+            paced,
+        }
+    }
+
+    /// Installs a callback run after every frame sent (a driven sink's callback is given to
+    /// its driver instead; this one is ignored there).
     pub fn on_sent(mut self, f: OnSent) -> Self {
-        self.on_sent = Some(f);
+        if let Sender::Own { on_sent, .. } = &mut self.send {
+            *on_sent = Some(f);
+        }
         self
     }
 
     /// Counters so far.
     pub fn stats(&self) -> SinkStats {
-        self.stats
+        match &self.send {
+            Sender::Own { stats, .. } => *stats,
+            Sender::Driven(lane) => lane.stats(),
+        }
     }
 }
 
@@ -123,7 +163,10 @@ impl Sink for SendSink {
 
     fn consume(&mut self, frame: FrameBuf, _cx: &mut StageContext<'_>) -> Result<(), StageError> {
         let Some(dest) = self.peer.get() else {
-            self.stats.no_destination += 1;
+            match &mut self.send {
+                Sender::Own { stats, .. } => stats.no_destination += 1,
+                Sender::Driven(lane) => lane.count_no_destination(),
+            }
             return Ok(());
         };
         let seg = usize::from(frame.meta.segment_size);
@@ -133,16 +176,26 @@ impl Sink for SendSink {
             ));
         }
         let pacing = frame_pacing(&frame.meta, self.frame_interval, self.paced, Instant::now());
-        match self.sender.send_frame(dest, frame.as_slice(), seg, pacing) {
+        let (sender, on_sent, stats) = match &mut self.send {
+            Sender::Driven(lane) => {
+                return lane.submit(frame, dest, pacing).map_err(StageError::failed);
+            }
+            Sender::Own {
+                sender,
+                on_sent,
+                stats,
+            } => (sender, on_sent, stats),
+        };
+        match sender.send_frame(dest, frame.as_slice(), seg, pacing) {
             Ok(s) => {
-                self.stats.frames += 1;
-                self.stats.send += s;
-                if let Some(f) = &mut self.on_sent {
+                stats.frames += 1;
+                stats.send += s;
+                if let Some(f) = on_sent {
                     f(&frame.meta, &s);
                 }
             }
             Err(e) => {
-                self.stats.failed += 1;
+                stats.failed += 1;
                 tracing::warn!(error = %e, %dest, "video frame send failed");
             }
         }

@@ -1825,7 +1825,7 @@ fn a_full_host_says_busy() {
     assert_eq!(admitted[0].fingerprint, cid.fingerprint());
     assert_eq!(admitted[0].phase, AdmittedPhase::Streaming);
     assert_eq!(admitted[0].mode, MODE);
-    assert!(admitted[0].params.is_some());
+    assert_eq!(admitted[0].offer, Some(offer()));
 }
 
 /// Input is taken from paired clients only, whatever `require_pairing` says: under the

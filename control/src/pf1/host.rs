@@ -406,8 +406,9 @@ pub struct AdmittedConn {
     pub mode: Mode,
     /// When it took its slot.
     pub admitted_at: Instant,
-    /// The data-plane parameters, once streaming.
-    pub params: Option<DataPlaneParams>,
+    /// What Welcome granted (codec, FEC, parity), once accepted; its mode is the one at
+    /// Start (see `mode` for now).
+    pub offer: Option<SessionOffer>,
 }
 
 #[derive(Debug)]
@@ -646,20 +647,27 @@ impl HostSession {
             .values()
             .filter(|c| !c.link.is_closing())
             .filter_map(|c| {
-                let (phase, mode, params) = match &c.phase {
+                let (phase, mode, offer) = match &c.phase {
                     Phase::AwaitDecision => (
                         AdmittedPhase::AwaitDecision,
                         c.hello.as_ref()?.requested,
                         None,
                     ),
                     Phase::AwaitStart { offer, .. } => {
-                        (AdmittedPhase::AwaitStart, offer.mode, None)
+                        (AdmittedPhase::AwaitStart, offer.mode, Some(*offer))
                     }
-                    Phase::Streaming(live) => (
-                        AdmittedPhase::Streaming,
-                        live.mode,
-                        Some(live.params.clone()),
-                    ),
+                    Phase::Streaming(live) => {
+                        let p = &live.params;
+                        let offer = SessionOffer {
+                            codec: p.codec,
+                            fec: p.fec,
+                            parity_percent: p.parity_percent,
+                            shard_payload: p.shard_payload,
+                            data_port: p.host_data_port,
+                            mode: p.mode,
+                        };
+                        (AdmittedPhase::Streaming, live.mode, Some(offer))
+                    }
                     _ => return None,
                 };
                 let mut peer = c.link.conn.remote_address();
@@ -671,7 +679,7 @@ impl HostSession {
                     phase,
                     mode,
                     admitted_at: c.admitted_at?,
-                    params,
+                    offer,
                 })
             })
             .collect()

@@ -70,7 +70,7 @@ pub fn row(
 ) -> LiveSession {
     let media = media.copied().unwrap_or_default();
     let streaming = conn.phase == AdmittedPhase::Streaming && media.frames_sent > 0;
-    let negotiated_parity = conn.params.as_ref().map_or(0, |p| p.parity_percent);
+    let negotiated_parity = conn.offer.as_ref().map_or(0, |o| o.parity_percent);
     LiveSession {
         protocol: Protocol::Pf1,
         id: conn.conn.0.to_string(),
@@ -85,7 +85,7 @@ pub fn row(
             LiveState::Connecting
         },
         mode: live_mode(conn.mode),
-        codec: codec_name(conn.params.as_ref().map_or(Codec::H264, |p| p.codec)).to_owned(),
+        codec: codec_name(conn.offer.as_ref().map_or(Codec::H264, |o| o.codec)).to_owned(),
         bitrate_kbps: media.bitrate_kbps,
         frames_sent: media.frames_sent,
         loss_percent: media.loss_percent,
@@ -100,25 +100,20 @@ pub fn row(
 
 #[cfg(test)]
 mod tests {
-    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    use std::net::{Ipv4Addr, SocketAddr};
     use std::time::Duration;
 
     use super::*;
-    use crate::pf1::{ConnId, DataPlaneParams, FecScheme, Fingerprint};
+    use crate::pf1::{ConnId, FecScheme, Fingerprint, SessionOffer};
 
     fn conn(phase: AdmittedPhase, at: Instant) -> AdmittedConn {
-        let params = (phase == AdmittedPhase::Streaming).then(|| DataPlaneParams {
-            session_id: 9,
-            key_material: [7; crate::pf1::DATA_KEY_MATERIAL_LEN],
-            key_epoch: 0,
+        let offer = (phase == AdmittedPhase::Streaming).then_some(SessionOffer {
             codec: Codec::H264,
             fec: FecScheme::Gf16Leopard,
             parity_percent: 20,
             shard_payload: 1344,
+            data_port: 47901,
             mode: Mode::new(640, 360, 30),
-            peer_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            host_data_port: 47901,
-            client_data_port: 50000,
         });
         AdmittedConn {
             conn: ConnId(3),
@@ -127,7 +122,7 @@ mod tests {
             phase,
             mode: Mode::new(320, 240, 60),
             admitted_at: at,
-            params,
+            offer,
         }
     }
 

@@ -355,11 +355,6 @@ impl Pf1Media {
         })
     }
 
-    /// Streams running now.
-    pub fn streams(&self) -> usize {
-        self.streams.len()
-    }
-
     /// Injects a client input event.
     pub fn input(&mut self, event: &InputEvent) {
         if let Err(e) = self.input.inject(event) {

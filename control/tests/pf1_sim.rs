@@ -20,9 +20,9 @@ use punktfunk_control::input::wire::{InputEvent, MouseButton};
 use punktfunk_control::pairing_window::Refusal;
 use punktfunk_control::pf1::message::{FrameDecoder, Hello, LossReport, Message, Stats};
 use punktfunk_control::pf1::{
-    ClientConfig, ClientEvent, ClientSession, Codec, DATA_KEY_MATERIAL_LEN, FecScheme, Fingerprint,
-    GoodbyeReason, HostConfig, HostEvent, HostPin, HostSession, HostTrust, Identity, Mode, Pin,
-    SessionOffer, Transmit, tls,
+    AdmittedPhase, ClientConfig, ClientEvent, ClientSession, Codec, DATA_KEY_MATERIAL_LEN,
+    FecScheme, Fingerprint, GoodbyeReason, HostConfig, HostEvent, HostPin, HostSession, HostTrust,
+    Identity, Mode, Pin, SessionOffer, Transmit, tls,
 };
 use quinn_proto::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn_proto::{
@@ -1799,7 +1799,33 @@ fn a_full_host_says_busy() {
     let c = sim.closed_at(second).unwrap();
     assert_eq!(c.reason, GoodbyeReason::Busy, "{c}");
     assert!(c.by_peer);
+    assert_eq!(
+        c.text, "the host is streaming to 1 client (max 1): try again later",
+        "the client is told the limit"
+    );
     assert_eq!(sim.host().stats().refused_busy, 1);
+    // The host application hears of it once, with the limit, before the Closed.
+    let full: Vec<_> = sim
+        .host_log
+        .iter()
+        .filter_map(|e| match e {
+            HostEvent::SlotsFull {
+                fingerprint,
+                streaming,
+                max,
+                ..
+            } => Some((*fingerprint, *streaming, *max)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(full, [(other.fingerprint(), 1, 1)]);
+    // Only the first client holds a slot, streaming the mode it asked for.
+    let admitted = sim.host().admitted();
+    assert_eq!(admitted.len(), 1, "{admitted:?}");
+    assert_eq!(admitted[0].fingerprint, cid.fingerprint());
+    assert_eq!(admitted[0].phase, AdmittedPhase::Streaming);
+    assert_eq!(admitted[0].mode, MODE);
+    assert_eq!(admitted[0].offer, Some(offer()));
 }
 
 /// Input is taken from paired clients only, whatever `require_pairing` says: under the

@@ -3,7 +3,8 @@
 //! GSO) and the reference client (`connect::run`: pairing, data-plane receive, loss reports,
 //! renegotiation half way). Every frame must arrive, in both modes; with 5 % of datagrams
 //! dropped on receipt, FEC must still deliver every frame; with a small artificial key limit
-//! the data key rotates several times and still every frame arrives.
+//! the data key rotates several times and still every frame arrives. Two clients stream at
+//! once up to the session limit, a third is told Busy, and the host lists its sessions.
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
@@ -321,4 +322,218 @@ fn non_default_profile() -> punktfunk_engine::config::SessionProfile {
     assert_ne!(p.send.pacing, d.send.pacing);
     assert_ne!(p.fec, d.fec);
     p
+}
+
+/// One client of [`several_clients_stream_at_once_up_to_the_limit`]: its state directory
+/// (identity made here, so the host can list it as paired before it starts) and its name.
+struct Client {
+    state: StateDir,
+    name: &'static str,
+    fingerprint: String,
+}
+
+impl Client {
+    fn new(dir: &std::path::Path, name: &'static str) -> Self {
+        use punktfunk_control::pf1::trust::{self, Role};
+        let state = StateDir::open(dir.join(name)).unwrap();
+        let identity = trust::load_or_create_identity(&state, Role::Client).unwrap();
+        Self {
+            state,
+            name,
+            fingerprint: identity.fingerprint().to_hex(),
+        }
+    }
+
+    /// Streams `mode` for `duration`; the report (or why not) and the statistics.
+    fn stream(
+        &self,
+        host: std::net::SocketAddr,
+        mode: Mode,
+        duration: Duration,
+    ) -> Result<serde_json::Value, String> {
+        let stats = self.state.path().join("stats.json");
+        run(ConnectOptions {
+            host: host.to_string(),
+            state_dir: self.state.clone(),
+            pair: None,
+            mode,
+            remodes: Vec::new(),
+            name: self.name.into(),
+            duration,
+            record: None,
+            stats_json: Some(stats.clone()),
+            inject_loss: 0.0,
+        })
+        .map_err(|e| e.to_string())?;
+        Ok(serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap())
+    }
+}
+
+/// Polls the host's session list until `done` says yes (30 s at most: a slow machine only
+/// makes this wait longer, never fail).
+fn wait_for_sessions(
+    handle: &punktfunk_control::pf1::net::HostHandle,
+    what: &str,
+    done: impl Fn(&[punktfunk_control::live::LiveSession]) -> bool,
+) -> Vec<punktfunk_control::live::LiveSession> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = handle
+            .live_sessions(Duration::from_secs(5))
+            .expect("the host answers live_sessions");
+        if done(&rows) {
+            return rows;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never {what}: {rows:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn live_mode(m: Mode) -> punktfunk_control::live::LiveMode {
+    punktfunk_control::live::LiveMode {
+        width: u32::from(m.width),
+        height: u32::from(m.height),
+        fps: u32::from(m.fps),
+    }
+}
+
+/// Issue 8, point 4 (punktfunk/1): with `[sessions] max = 2`, two paired clients stream at
+/// once in different modes, each getting every frame; a third is told Busy with the limit;
+/// `live_sessions` lists exactly the two, with their modes, names and counters. When one
+/// quits the other keeps streaming, the list shrinks to one, and the third may now stream.
+#[test]
+fn several_clients_stream_at_once_up_to_the_limit() {
+    use punktfunk_control::live::{LiveState, Protocol};
+    let _serial = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = tempdir();
+    let host_state = StateDir::open(dir.join("host")).unwrap();
+    let clients = [
+        Client::new(&dir, "alpha"),
+        Client::new(&dir, "beta"),
+        Client::new(&dir, "gamma"),
+    ];
+    // All three paired before the host starts (as `pf1-clients.json` after three pairings).
+    {
+        use punktfunk_control::pf1::trust;
+        let mut list = trust::load_paired_clients(&host_state).unwrap();
+        for c in &clients {
+            let fp = punktfunk_control::pf1::Fingerprint::from_hex(&c.fingerprint).unwrap();
+            list.add(fp, c.name, 1);
+        }
+        trust::save_paired_clients(&host_state, &list).unwrap();
+    }
+    let mut opts = ListenerOptions::new(free_udp_port());
+    opts.bind = Some("127.0.0.1".parse().unwrap());
+    opts.max_sessions = 2;
+    let listener = Listener::start(&host_state, opts).unwrap();
+    let host = listener.local_addr();
+    let handle = listener.handle();
+    let [alpha, beta, gamma] = &clients;
+    let (mode_a, mode_b, mode_c) = (
+        Mode::new(640, 360, 30),
+        Mode::new(320, 240, 60),
+        Mode::new(320, 192, 30),
+    );
+
+    std::thread::scope(|scope| {
+        let a = scope.spawn(|| alpha.stream(host, mode_a, Duration::from_secs(6)));
+        let b = scope.spawn(|| beta.stream(host, mode_b, Duration::from_secs(14)));
+        let two = wait_for_sessions(&handle, "two streams flowing", |rows| {
+            rows.len() == 2 && rows.iter().all(|r| r.frames_sent > 0)
+        });
+        println!("{two:#?}");
+
+        // The third is refused, and told why.
+        let err = gamma
+            .stream(host, mode_c, Duration::from_secs(1))
+            .unwrap_err();
+        println!("{err}");
+        assert!(err.contains("host is busy"), "{err}");
+        assert!(
+            err.contains("the host is streaming to 2 clients (max 2)"),
+            "{err}"
+        );
+
+        let rows = handle.live_sessions(Duration::from_secs(5)).unwrap();
+        println!("{rows:#?}");
+        assert_eq!(rows.len(), 2, "exactly the two streams: {rows:#?}");
+        for (client, mode) in [(alpha, mode_a), (beta, mode_b)] {
+            let r = rows
+                .iter()
+                .find(|r| r.client.id == client.fingerprint)
+                .unwrap_or_else(|| panic!("{} listed: {rows:#?}", client.name));
+            assert_eq!(r.protocol, Protocol::Pf1);
+            assert_eq!(r.client.name, client.name);
+            assert_eq!(r.mode, live_mode(mode), "{r:#?}");
+            assert_eq!(r.state, LiveState::Streaming, "{r:#?}");
+            assert!(r.frames_sent > 0, "{r:#?}");
+            assert_eq!(r.codec, "h264");
+            assert!(r.fec_percent > 0, "{r:#?}");
+            assert!(r.bitrate_kbps > 0, "{r:#?}");
+            let addr = r.address.unwrap();
+            assert!(addr.ip().is_loopback(), "{r:#?}");
+            assert!(r.id.parse::<u64>().is_ok(), "{r:#?}");
+        }
+        assert_ne!(rows[0].id, rows[1].id);
+        assert_ne!(rows[0].address, rows[1].address);
+
+        // alpha's time is up; beta streams on.
+        let a = a.join().unwrap().unwrap();
+        println!("alpha {a}");
+        assert_eq!(a["frames_unrecoverable"], 0, "{a}");
+        assert!(a["frames_complete"].as_u64().unwrap() > 0, "{a}");
+        assert_eq!(a["modes_seen"], serde_json::json!(["640x360"]), "{a}");
+        let one = wait_for_sessions(&handle, "alpha's row gone", |rows| rows.len() == 1);
+        assert_eq!(one[0].client.name, "beta", "{one:#?}");
+        assert_eq!(one[0].mode, live_mode(mode_b));
+        let beta_sent = one[0].frames_sent;
+
+        // A slot is free: gamma streams now, beside beta.
+        let c = scope.spawn(|| gamma.stream(host, mode_c, Duration::from_secs(2)));
+        let both = wait_for_sessions(&handle, "gamma streaming beside beta", |rows| {
+            rows.len() == 2
+                && rows
+                    .iter()
+                    .any(|r| r.client.name == "gamma" && r.frames_sent > 0)
+        });
+        let g = both.iter().find(|r| r.client.name == "gamma").unwrap();
+        assert_eq!(g.mode, live_mode(mode_c), "{g:#?}");
+        let c = c.join().unwrap().unwrap();
+        println!("gamma {c}");
+        assert_eq!(c["frames_unrecoverable"], 0, "{c}");
+        assert!(c["frames_complete"].as_u64().unwrap() > 0, "{c}");
+
+        // beta kept going the whole time: the host sent it more frames after alpha left, and
+        // it received at least every frame sent before this point.
+        let late = wait_for_sessions(&handle, "gamma's row gone", |rows| rows.len() == 1);
+        assert_eq!(late[0].client.name, "beta", "{late:#?}");
+        let beta_late = late[0].frames_sent;
+        assert!(beta_late > beta_sent, "{beta_late} > {beta_sent}");
+        let b = b.join().unwrap().unwrap();
+        println!("beta {b}");
+        assert_eq!(b["frames_unrecoverable"], 0, "{b}");
+        assert_eq!(b["modes_seen"], serde_json::json!(["320x240"]), "{b}");
+        assert!(
+            b["frames_complete"].as_u64().unwrap() >= beta_late,
+            "beta received every frame the host had sent it: {b}"
+        );
+    });
+    let rows = handle.live_sessions(Duration::from_secs(5)).unwrap();
+    assert!(rows.is_empty(), "{rows:#?}");
+    listener.shutdown();
+}
+
+/// The listener takes its streaming slots from `ListenerOptions::max_sessions`, whose default
+/// is the tuning profile's default `[sessions] max`.
+#[test]
+fn the_session_limit_defaults_to_the_profiles() {
+    assert_eq!(
+        ListenerOptions::new(1).max_sessions,
+        punktfunk_tuning::SessionsSettings::default().max
+    );
 }

@@ -409,6 +409,7 @@ pub fn run_blocking(opts: ServeOptions) -> Result<(), ServeError> {
         let pf1 = match pf1 {
             Some(mut o) => {
                 o.apply_profile(host.tuning().session_profile());
+                o.max_sessions = host.tuning().sessions.max;
                 // The media path encodes H.264 (openh264) whatever the profile prefers.
                 o.codec = crate::pf1::Codec::H264;
                 o.media = crate::pf1::media::MediaOptions {

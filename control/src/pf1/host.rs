@@ -275,6 +275,19 @@ pub enum HostEvent {
         /// The event.
         event: InputEvent,
     },
+    /// A client through Hello found every streaming slot taken: it is told `Goodbye(Busy)`
+    /// with [`slots_full_text`] (its [`HostEvent::Closed`] follows). Tell the operator, who
+    /// may raise the limit ([`HostConfig::max_connections`]).
+    SlotsFull {
+        /// The refused connection.
+        conn: ConnId,
+        /// Its client's certificate fingerprint.
+        fingerprint: Fingerprint,
+        /// Connections holding a slot.
+        streaming: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The connection ended; no more events for it.
     Closed {
         /// The connection.
@@ -358,6 +371,46 @@ pub struct AdmissionStatus {
     pub stats: HostStats,
 }
 
+/// The Goodbye(Busy) text of a client refused because every streaming slot is taken, e.g.
+/// "the host is streaming to 2 clients (max 2): try again later".
+pub fn slots_full_text(streaming: usize, max: usize) -> String {
+    let clients = if streaming == 1 { "client" } else { "clients" };
+    format!("the host is streaming to {streaming} {clients} (max {max}): try again later")
+}
+
+/// Where an admitted connection stands ([`HostSession::admitted`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AdmittedPhase {
+    /// Through Hello, waiting for the application's accept or refuse.
+    AwaitDecision,
+    /// Welcome sent, waiting for Start.
+    AwaitStart,
+    /// Start received: the data plane runs.
+    Streaming,
+}
+
+/// One connection holding a streaming slot, as [`HostSession::admitted`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdmittedConn {
+    /// The connection.
+    pub conn: ConnId,
+    /// SHA-256 of the client's certificate.
+    pub fingerprint: Fingerprint,
+    /// The client's address now (IPv4 peers of a dual-stack socket as `a.b.c.d`).
+    pub peer: SocketAddr,
+    /// Its phase.
+    pub phase: AdmittedPhase,
+    /// The mode streamed now (after renegotiation); before Start, the mode granted or asked
+    /// for.
+    pub mode: Mode,
+    /// When it took its slot.
+    pub admitted_at: Instant,
+    /// What Welcome granted (codec, FEC, parity), once accepted; its mode is the one at
+    /// Start (see `mode` for now).
+    pub offer: Option<SessionOffer>,
+}
+
 #[derive(Debug)]
 struct Live {
     params: DataPlaneParams,
@@ -425,6 +478,8 @@ struct HostConn {
     peer: SocketAddr,
     /// Setup deadline (handshake and Hello, pairing, Start).
     deadline: Option<Instant>,
+    /// When it took a streaming slot.
+    admitted_at: Option<Instant>,
 }
 
 /// A fixed wall clock for quinn's address-validation tokens, which this host never issues
@@ -586,6 +641,50 @@ impl HostSession {
         }
     }
 
+    /// The connections holding a streaming slot (closing ones excluded), in id order.
+    pub fn admitted(&self) -> Vec<AdmittedConn> {
+        self.conns
+            .values()
+            .filter(|c| !c.link.is_closing())
+            .filter_map(|c| {
+                let (phase, mode, offer) = match &c.phase {
+                    Phase::AwaitDecision => (
+                        AdmittedPhase::AwaitDecision,
+                        c.hello.as_ref()?.requested,
+                        None,
+                    ),
+                    Phase::AwaitStart { offer, .. } => {
+                        (AdmittedPhase::AwaitStart, offer.mode, Some(*offer))
+                    }
+                    Phase::Streaming(live) => {
+                        let p = &live.params;
+                        let offer = SessionOffer {
+                            codec: p.codec,
+                            fec: p.fec,
+                            parity_percent: p.parity_percent,
+                            shard_payload: p.shard_payload,
+                            data_port: p.host_data_port,
+                            mode: p.mode,
+                        };
+                        (AdmittedPhase::Streaming, live.mode, Some(offer))
+                    }
+                    _ => return None,
+                };
+                let mut peer = c.link.conn.remote_address();
+                peer.set_ip(peer.ip().to_canonical());
+                Some(AdmittedConn {
+                    conn: c.id,
+                    fingerprint: c.fingerprint,
+                    peer,
+                    phase,
+                    mode,
+                    admitted_at: c.admitted_at?,
+                    offer,
+                })
+            })
+            .collect()
+    }
+
     /// The fingerprint of a connection's client, once connected.
     pub fn peer_fingerprint(&self, conn: ConnId) -> Option<Fingerprint> {
         self.conns
@@ -665,6 +764,7 @@ impl HostSession {
                                     // peer dripping handshake packets keeps QUIC's idle
                                     // timer alive, not this.
                                     deadline: Some(now + self.config.setup_timeout),
+                                    admitted_at: None,
                                 },
                             );
                             self.process(id, now);
@@ -1285,17 +1385,16 @@ impl HostSession {
             .values()
             .filter(|c| c.id != id && !c.link.is_closing() && c.phase.is_admitted())
             .count();
-        if others >= self.config.max_connections {
+        let max = self.config.max_connections;
+        if others >= max {
             self.stats.refused_busy += 1;
-            self.end(
-                id,
-                now,
-                GoodbyeReason::Busy,
-                &format!(
-                    "the host is serving its maximum of {} sessions: try again later",
-                    self.config.max_connections
-                ),
-            );
+            self.events.push_back(HostEvent::SlotsFull {
+                conn: id,
+                fingerprint: fp,
+                streaming: others,
+                max,
+            });
+            self.end(id, now, GoodbyeReason::Busy, &slots_full_text(others, max));
             return;
         }
         let Some(c) = self.conns.get_mut(&id) else {
@@ -1303,6 +1402,7 @@ impl HostSession {
         };
         c.phase = Phase::AwaitDecision;
         c.deadline = None;
+        c.admitted_at = Some(now);
         self.events.push_back(HostEvent::HelloReceived {
             conn: id,
             hello,

@@ -7,13 +7,20 @@
 //! unpaired clients is dropped even then), answers Hello with the profile's
 //! parameters, and hands every started session to [`Pf1Media`], which streams to it (engine
 //! pipeline, GF(2^16) FEC, AES-GCM data plane) and rebuilds source and encoder on Reconfigure.
+//!
+//! Several clients stream at once, each with its own stream, up to
+//! [`ListenerOptions::max_sessions`] (`[sessions] max`); the next is told `Goodbye(Busy)` with
+//! the limit, and the operator gets one line per episode of full slots.
+//! [`HostHandle::live_sessions`] lists the connections holding a slot ([`super::live`]).
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::thread::JoinHandle;
 
 use super::host::{HostConfig, HostEvent, HostSession, SessionOffer};
+use super::live;
 use super::media::{MediaOptions, Pf1Media};
-use super::net::{HostCommand, HostDriver, HostHandle, NetError};
+use super::net::{HostApp, HostCommand, HostDriver, HostHandle, NetError};
 use super::tls::Fingerprint;
 use super::trust::{self, Role};
 use super::{Codec, FecScheme, GoodbyeReason, Pin};
@@ -41,10 +48,15 @@ pub struct ListenerOptions {
     pub codec: Codec,
     /// Media settings (socket binding, send path, bitrate).
     pub media: MediaOptions,
+    /// Clients streaming at once (the streaming slots, [`HostConfig::max_connections`]);
+    /// `serve` takes the tuning profile's `[sessions] max`. A client beyond it is told
+    /// `Goodbye(Busy)` "the host is streaming to N clients (max N)".
+    pub max_sessions: usize,
 }
 
 impl ListenerOptions {
-    /// Defaults for `port`: data port `port + 1`, 20 % parity, H.264, pairing required.
+    /// Defaults for `port`: data port `port + 1`, 20 % parity, H.264, pairing required, the
+    /// tuning crate's default session limit (4).
     pub fn new(port: u16) -> Self {
         Self {
             port,
@@ -54,6 +66,7 @@ impl ListenerOptions {
             parity_percent: 20,
             codec: Codec::H264,
             media: MediaOptions::default(),
+            max_sessions: punktfunk_tuning::SessionsSettings::default().max,
         }
     }
 
@@ -148,15 +161,81 @@ impl RefusalLog {
     }
 }
 
+/// The operator hears about full streaming slots once per episode: the first client refused
+/// while every slot is taken gets a line naming the limit and the setting that raises it;
+/// further refusals until a stream ends go to the rate-limited [`RefusalLog`].
+#[derive(Debug, Default)]
+struct SlotsLog {
+    /// A line went out since the last stream ended.
+    said: bool,
+    /// Refused connections whose Closed that line already covers.
+    covered: std::collections::BTreeSet<super::ConnId>,
+}
+
+impl SlotsLog {
+    /// `conn` was refused for want of a slot: whether to say so (the first of an episode).
+    fn refused(&mut self, conn: super::ConnId) -> bool {
+        if self.said {
+            return false;
+        }
+        self.said = true;
+        self.covered.insert(conn);
+        true
+    }
+
+    /// `conn` closed: whether its refusal was already logged (then its Closed is not).
+    fn covered(&mut self, conn: super::ConnId) -> bool {
+        self.covered.remove(&conn)
+    }
+
+    /// A connection that may have held a slot ended: the next refusal for lack of one is news
+    /// again.
+    fn slot_freed(&mut self) {
+        self.said = false;
+    }
+}
+
+/// The listener's side of the driver ([`HostApp`]): media, policy, logs, the paired names.
+struct App {
+    state: StateDir,
+    opts: ListenerOptions,
+    media: Pf1Media,
+    refusals: RefusalLog,
+    slots: SlotsLog,
+    /// The name each paired client gave when it paired (`pf1-clients.json`).
+    names: BTreeMap<Fingerprint, String>,
+}
+
+impl HostApp for App {
+    fn on_event(&mut self, s: &mut HostSession, ev: HostEvent) {
+        on_event(self, s, ev);
+    }
+
+    fn live_sessions(
+        &mut self,
+        s: &HostSession,
+        now: std::time::Instant,
+    ) -> Vec<crate::live::LiveSession> {
+        s.admitted()
+            .iter()
+            .map(|c| {
+                let name = self.names.get(&c.fingerprint).map_or("", String::as_str);
+                live::row(c, self.media.status(c.conn).as_ref(), name, now)
+            })
+            .collect()
+    }
+}
+
 /// What the listener does with each event (see the module docs).
-fn on_event(
-    state: &StateDir,
-    opts: &ListenerOptions,
-    media: &mut Pf1Media,
-    refusals: &mut RefusalLog,
-    s: &mut HostSession,
-    ev: HostEvent,
-) {
+fn on_event(app: &mut App, s: &mut HostSession, ev: HostEvent) {
+    let App {
+        state,
+        opts,
+        media,
+        refusals,
+        slots,
+        names,
+    } = app;
     let now = std::time::Instant::now();
     match ev {
         HostEvent::Connected {
@@ -194,6 +273,7 @@ fn on_event(
             });
             match saved {
                 Ok(()) => {
+                    names.insert(fingerprint, client_name.clone());
                     tracing::info!(%conn, client = %client_name, fingerprint = %fingerprint.short(), "punktfunk/1 client paired");
                 }
                 Err(e) => {
@@ -272,8 +352,29 @@ fn on_event(
             generation,
             key_material,
         } => media.key_updated(conn, generation, &key_material),
+        HostEvent::SlotsFull {
+            conn,
+            fingerprint,
+            streaming,
+            max,
+        } => {
+            if slots.refused(conn) {
+                tracing::warn!(
+                    %conn,
+                    client = %fingerprint.short(),
+                    streaming,
+                    max,
+                    told = %super::host::slots_full_text(streaming, max),
+                    "punktfunk/1 streaming slots full, client refused with Busy (`[sessions] max` \
+                     in the tuning profile raises the limit; further refusals are summarised)"
+                );
+            }
+        }
         HostEvent::Closed { conn, closed } => {
             media.stop(conn);
+            if slots.covered(conn) {
+                return;
+            }
             // Refusals and setup deadlines (half-open handshakes) can come in floods.
             let refusal = !closed.by_peer
                 && (matches!(
@@ -287,6 +388,7 @@ fn on_event(
             if refusal {
                 refusals.note(now, conn, &closed);
             } else {
+                slots.slot_freed();
                 tracing::info!(%conn, %closed, "punktfunk/1 connection closed");
             }
         }
@@ -298,10 +400,17 @@ impl Listener {
     /// the driver thread.
     pub fn start(state: &StateDir, opts: ListenerOptions) -> Result<Self, ListenerError> {
         let identity = trust::load_or_create_identity(state, Role::Host)?;
-        let paired = trust::load_paired_clients(state)?.fingerprints();
+        let paired_list = trust::load_paired_clients(state)?;
+        let paired = paired_list.fingerprints();
+        let names: BTreeMap<Fingerprint, String> = paired_list
+            .clients
+            .iter()
+            .filter_map(|c| Some((Fingerprint::from_hex(&c.fingerprint)?, c.name.clone())))
+            .collect();
         let fingerprint = identity.fingerprint();
         let mut config = HostConfig::new(identity, os_random::<32>()?);
         config.require_pairing = !opts.allow_unpaired;
+        config.max_connections = opts.max_sessions.max(1);
         if opts.allow_unpaired {
             tracing::warn!(
                 "WARNING: punktfunk/1 runs with --allow-unpaired: ANY client that reaches UDP port \
@@ -310,6 +419,7 @@ impl Listener {
                 opts.port
             );
         }
+        let max_sessions = config.max_connections;
         let session = HostSession::new(config, paired).map_err(NetError::from)?;
         let socket = bind(&opts)?;
         let addr = socket.local_addr().map_err(|source| ListenerError::Bind {
@@ -322,20 +432,25 @@ impl Listener {
         let thread = std::thread::Builder::new()
             .name("punktfunk-pf1".into())
             .spawn(move || {
-                let mut media = Pf1Media::new(
+                let media = Pf1Media::new(
                     opts.media.clone(),
                     media_handle,
                     crate::input::open_default(),
                 );
-                let mut refusals = RefusalLog::default();
-                if let Err(e) =
-                    driver.run(|s, ev| on_event(&state, &opts, &mut media, &mut refusals, s, ev))
-                {
+                let app = App {
+                    state,
+                    opts,
+                    media,
+                    refusals: RefusalLog::default(),
+                    slots: SlotsLog::default(),
+                    names,
+                };
+                if let Err(e) = driver.run_app(app) {
                     tracing::error!(error = %e, "punktfunk/1 listener stopped");
                 }
             })
             .map_err(ListenerError::Thread)?;
-        tracing::info!(%addr, fingerprint = %fingerprint, "punktfunk/1 listening");
+        tracing::info!(%addr, fingerprint = %fingerprint, max_sessions, "punktfunk/1 listening");
         Ok(Self {
             handle,
             thread: Some(thread),
@@ -354,7 +469,8 @@ impl Listener {
         self.fingerprint
     }
 
-    /// A handle for other parts of the host (the management API arming a PIN, unpairing).
+    /// A handle for other parts of the host (the management API arming a PIN, unpairing,
+    /// listing sessions with [`HostHandle::live_sessions`]).
     pub fn handle(&self) -> HostHandle {
         self.handle.clone()
     }
@@ -380,5 +496,26 @@ impl Listener {
 impl Drop for Listener {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pf1::ConnId;
+
+    #[test]
+    fn full_slots_are_logged_once_per_episode() {
+        let mut log = SlotsLog::default();
+        assert!(log.refused(ConnId(3)), "the first refusal is news");
+        assert!(!log.refused(ConnId(4)), "the next ones are not");
+        assert!(log.covered(ConnId(3)), "its Closed is not logged again");
+        assert!(
+            !log.covered(ConnId(4)),
+            "this one goes to the refusal summary"
+        );
+        assert!(!log.covered(ConnId(3)));
+        log.slot_freed();
+        assert!(log.refused(ConnId(5)), "full again after a slot came free");
     }
 }

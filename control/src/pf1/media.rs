@@ -15,6 +15,11 @@
 //! Input               ─► the host's input sink
 //! Closed              ─► pipeline stopped
 //! ```
+//!
+//! Every client has its own stream (source, encoder, keys, FEC controller, counters); the
+//! listener's streaming slots ([`super::host::HostConfig::max_connections`], `[sessions] max`
+//! of the tuning profile) bound how many run at once. [`Pf1Media::status`] reads a stream's
+//! counters for its `/api/sessions` row ([`super::live`]).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -40,6 +45,7 @@ use punktfunk_engine::pf1::crypto::{DataKey, KEY_MATERIAL_LEN};
 use punktfunk_engine::pf1::send::Pf1SenderConfig;
 use punktfunk_engine::pf1::stage::{Pf1Feedback, Pf1PacketizeStage};
 
+use super::live::{self, MediaStatus};
 use super::message::LossReport;
 use super::net::{HostCommand, HostHandle};
 use super::{ConnId, DataPlaneParams, KeyMaterial, Mode};
@@ -94,7 +100,10 @@ struct Stream {
     controller: FecController,
     pending: Arc<Mutex<Option<PendingMode>>>,
     next_mode: u16,
+    /// Frames sent to this client (the send thread counts; zero at the stream's start).
     frames: Arc<AtomicU64>,
+    /// Loss in the client's last report, percent.
+    loss_percent: f32,
     started: Instant,
     session_id: u64,
 }
@@ -122,8 +131,13 @@ fn video_mode(id: u16, m: Mode, bitrate_kbps: u32) -> VideoMode {
         width: u32::from(m.width).max(64) & !1,
         height: u32::from(m.height).max(64) & !1,
         fps: u32::from(m.fps).clamp(1, 240),
-        bitrate_kbps: bitrate_kbps.clamp(100, 500_000),
+        bitrate_kbps: encoder_bitrate(bitrate_kbps),
     }
+}
+
+/// The bitrate the encoder is given for `kbps` asked.
+fn encoder_bitrate(kbps: u32) -> u32 {
+    kbps.clamp(100, 500_000)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -259,6 +273,7 @@ impl Pf1Media {
                 pending,
                 next_mode: 1,
                 frames,
+                loss_percent: 0.0,
                 started: Instant::now(),
                 session_id: params.session_id,
             },
@@ -322,9 +337,22 @@ impl Pf1Media {
             frames_lost: report.frames_unrecoverable,
         });
         s.feedback.publish(&s.controller);
+        s.loss_percent = live::loss_percent(report);
         if pct != before {
             tracing::debug!(%conn, parity_percent = pct, loss = s.controller.loss_estimate(), "punktfunk/1 FEC adapted");
         }
+    }
+
+    /// What `conn`'s stream counted so far (`None`: no stream), for its
+    /// [`crate::live::LiveSession`] row.
+    pub fn status(&self, conn: ConnId) -> Option<MediaStatus> {
+        let s = self.streams.get(&conn)?;
+        Some(MediaStatus {
+            frames_sent: s.frames.load(Ordering::Relaxed),
+            loss_percent: s.loss_percent,
+            fec_percent: s.feedback.fec().0,
+            bitrate_kbps: encoder_bitrate(self.opts.bitrate_kbps),
+        })
     }
 
     /// Injects a client input event.

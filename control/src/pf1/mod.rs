@@ -10,6 +10,7 @@
 //! | [`tls`]       | decides        | identities, fingerprints, rustls configs, key export       |
 //! | [`host`]      | decides        | [`HostSession`]: the host's endpoint, many connections     |
 //! | [`client`]    | decides        | [`ClientSession`]: one connection to a host                |
+//! | [`live`]      | decides        | the rows `/api/sessions` lists for punktfunk/1             |
 //! | [`trust`]     | acts           | identity and trust files in the state directory            |
 //! | [`net`]       | acts           | blocking UDP drivers for both state machines               |
 //! | [`listener`]  | acts           | `punktfunk serve`'s pf1 listener: pairing, trust, policy   |
@@ -53,6 +54,7 @@ pub mod datagram;
 pub mod host;
 mod link;
 pub mod listener;
+pub mod live;
 pub mod media;
 pub mod message;
 pub mod net;
@@ -62,7 +64,10 @@ pub mod tls;
 pub mod trust;
 
 pub use client::{ClientConfig, ClientEvent, ClientSession, ClientStats, HostPin, HostTrust};
-pub use host::{AdmissionStatus, HostConfig, HostEvent, HostSession, HostStats, SessionOffer};
+pub use host::{
+    AdmissionStatus, AdmittedConn, AdmittedPhase, HostConfig, HostEvent, HostSession, HostStats,
+    SessionOffer,
+};
 pub use message::{Codec, CodecSet, FecScheme, GoodbyeReason, Mode};
 pub use pairing::Pin;
 pub use tls::{DATA_KEY_LABEL, DATA_KEY_MATERIAL_LEN, Fingerprint, Identity};

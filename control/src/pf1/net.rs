@@ -4,7 +4,8 @@
 //!
 //! ```text
 //!   ┌─► commands from other threads (channel) ─► session.<command>()
-//!   │   session.poll_event() ─► the caller's callback (may call the session directly)
+//!   │     queries the application answers (LiveSessions) ─► HostApp::live_sessions
+//!   │   session.poll_event() ─► the application (HostApp, or a callback; may call the session)
 //!   │   session.poll_transmit() ─► send_to
 //!   │   wait: recv_from with read timeout = session.poll_timeout() - now (≤ 50 ms)
 //!   │     datagram  ─► session.handle_datagram(now, from, bytes)
@@ -23,11 +24,13 @@ use std::time::{Duration, Instant};
 
 use super::client::{ClientEvent, ClientSession};
 use super::host::{AdmissionStatus, HostEvent, HostSession, SessionOffer};
+use super::live;
 use super::message::{LossReport, Mode, Stats};
 use super::pairing::Pin;
 use super::tls::Fingerprint;
 use super::{ClientConfig, Closed, ConnId, GoodbyeReason, SessionError, Transmit};
 use crate::input::wire::InputEvent;
+use crate::live::LiveSession;
 
 /// Longest the driver sleeps in `recv_from` without looking at its commands.
 const MAX_WAIT: Duration = Duration::from_millis(50);
@@ -223,6 +226,9 @@ pub enum HostCommand {
     Untrust(Fingerprint),
     /// [`HostSession::admission_status`], answered on the channel.
     Status(Sender<AdmissionStatus>),
+    /// One row per connection holding a streaming slot ([`HostApp::live_sessions`]),
+    /// answered on the channel.
+    LiveSessions(Sender<Vec<LiveSession>>),
     /// Goodbye to everyone, then return from [`HostDriver::run`] once they are gone.
     Shutdown,
 }
@@ -267,6 +273,42 @@ impl Handle<HostCommand> {
         }
         rx.recv_timeout(wait).ok()
     }
+
+    /// Asks the driver for one [`LiveSession`] row per connection holding a streaming slot
+    /// (`/api/sessions`); waits up to `timeout` for the answer (blocking). `None` if the
+    /// driver has stopped or did not answer in time.
+    pub fn live_sessions(&self, timeout: Duration) -> Option<Vec<LiveSession>> {
+        let (tx, rx) = mpsc::channel();
+        if !self.send(HostCommand::LiveSessions(tx)) {
+            return None;
+        }
+        rx.recv_timeout(timeout).ok()
+    }
+}
+
+/// What a [`HostDriver`] runs on its thread: it reacts to the session's events and answers
+/// the queries only it can (the media path's counters live with it).
+///
+/// A closure `FnMut(&mut HostSession, HostEvent)` is a `HostApp` whose rows carry the
+/// session's facts only (no frames, loss or FEC, no client names).
+pub trait HostApp {
+    /// Acts on `event`; may call the session directly.
+    fn on_event(&mut self, session: &mut HostSession, event: HostEvent);
+
+    /// The rows of [`HostCommand::LiveSessions`] at `now`.
+    fn live_sessions(&mut self, session: &HostSession, now: Instant) -> Vec<LiveSession> {
+        session
+            .admitted()
+            .iter()
+            .map(|c| live::row(c, None, "", now))
+            .collect()
+    }
+}
+
+impl<F: FnMut(&mut HostSession, HostEvent)> HostApp for F {
+    fn on_event(&mut self, session: &mut HostSession, event: HostEvent) {
+        self(session, event);
+    }
 }
 
 /// Drives a [`HostSession`] over a UDP socket (`punktfunk serve`'s pf1 listener).
@@ -308,25 +350,34 @@ impl HostDriver {
     }
 
     /// Runs until [`HostCommand::Shutdown`] (or every handle dropped) and every connection
-    /// is gone. `on_event` sees each event with the session, to answer on the spot.
+    /// is gone. `on_event` sees each event with the session, to answer on the spot;
+    /// [`HostCommand::LiveSessions`] gets the session's facts only ([`HostApp`]'s default).
     pub fn run(
-        mut self,
-        mut on_event: impl FnMut(&mut HostSession, HostEvent),
+        self,
+        on_event: impl FnMut(&mut HostSession, HostEvent),
     ) -> Result<HostSession, NetError> {
+        self.run_app(on_event)
+    }
+
+    /// [`run`](Self::run) with an application that also answers
+    /// [`HostCommand::LiveSessions`] itself (the listener: media counters, client names).
+    pub fn run_app(mut self, mut app: impl HostApp) -> Result<HostSession, NetError> {
         let mut stopping: Option<Instant> = None;
         loop {
             loop {
                 let now = Instant::now();
                 match self.rx.try_recv() {
+                    Ok(HostCommand::LiveSessions(reply)) => {
+                        // The asker may have given up waiting.
+                        let _ = reply.send(app.live_sessions(&self.session, now));
+                    }
+                    Ok(HostCommand::Shutdown) => {
+                        stopping.get_or_insert(now);
+                        self.session
+                            .close_all(now, GoodbyeReason::Normal, "host shutting down");
+                    }
                     Ok(cmd) => {
-                        if let HostCommand::Shutdown = cmd {
-                            stopping.get_or_insert(now);
-                            self.session.close_all(
-                                now,
-                                GoodbyeReason::Normal,
-                                "host shutting down",
-                            );
-                        } else if let Err(e) = apply_host(&mut self.session, now, cmd) {
+                        if let Err(e) = apply_host(&mut self.session, now, cmd) {
                             tracing::warn!(error = %e, "pf1 host command refused");
                         }
                     }
@@ -345,7 +396,7 @@ impl HostDriver {
                 }
             }
             while let Some(ev) = self.session.poll_event() {
-                on_event(&mut self.session, ev);
+                app.on_event(&mut self.session, ev);
             }
             self.io.flush(&mut self.session);
             if let Some(since) = stopping {
@@ -387,7 +438,8 @@ fn apply_host(s: &mut HostSession, now: Instant, cmd: HostCommand) -> Result<(),
             let _ = reply.send(s.admission_status(now));
             Ok(())
         }
-        HostCommand::Shutdown => Ok(()),
+        // Answered by the driver's loop (it needs the application).
+        HostCommand::LiveSessions(_) | HostCommand::Shutdown => Ok(()),
     }
 }
 

@@ -374,6 +374,31 @@ fn pairing_window_end_to_end_with_the_real_binaries() {
         "no frames: {stats}"
     );
 
+    // While it streams, `punktfunk status` lists its session (issue 8 point 4).
+    let listed = std::thread::scope(|sc| {
+        let client = sc.spawn(|| server.client(None, None));
+        let mut listed = String::new();
+        while !client.is_finished() {
+            let mut cmd = Command::new(BIN);
+            cmd.arg("status").arg("--state-dir").arg(&server.state);
+            let (ok, out) = run(cmd);
+            if ok && out.contains("640x480@30") {
+                listed = out;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let (ok, out) = client.join().unwrap();
+        assert!(ok, "{out}");
+        listed
+    });
+    assert!(listed.contains("punktfunk/1 1 of 4"), "{listed}");
+    let row = listed
+        .lines()
+        .find(|l| l.starts_with("pf1"))
+        .unwrap_or_default();
+    assert!(row.contains("e2e") && row.contains("h264"), "{listed}");
+
     // `punktfunk pin --pf1 --close` closes an open window.
     server.arm();
     assert_eq!(server.status()["window"]["open"], true);

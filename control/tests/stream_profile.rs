@@ -163,9 +163,10 @@ fn a_non_default_profile_reaches_the_running_gamestream_pipeline() {
         "send.path = \"sendmmsg\" honoured: {}",
         eff.send_path
     );
-    // The profile's 35 % and its minimum of 3 (the client asked for 2: the larger wins).
+    // The profile's 35 % and its minimum of 3 (the client asked for 2: the larger wins),
+    // parity on 2 threads.
     assert_eq!(eff.fec, profile.fec);
-    assert_eq!(eff.fec.min_parity, 3);
+    assert_eq!((eff.fec.min_parity, eff.fec.threads), (3, 2));
     host.stop_session(1, true);
     host.shutdown();
 }

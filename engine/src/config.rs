@@ -156,6 +156,10 @@ pub struct FecConfig {
     /// Parity shards per block at least, whatever the percentage gives (a GameStream client may
     /// ask for more; the larger value wins).
     pub min_parity: u16,
+    /// Threads the parity of one GameStream frame may be encoded on (1..=4, one FEC block
+    /// each; the packetize stage's own thread is one of them). punktfunk/1 frames are one
+    /// block and use one thread.
+    pub threads: u8,
 }
 
 impl Default for FecConfig {
@@ -163,6 +167,7 @@ impl Default for FecConfig {
         Self {
             percent: 20,
             min_parity: 2,
+            threads: 1,
         }
     }
 }

@@ -188,6 +188,11 @@ class Client:
     def server_info(self):
         return self.http.parse_server_info(self.http.get_server_info())
 
+    def own_server_info(self):
+        """`/serverinfo` over HTTPS, as a paired Moonlight asks: the host then knows the
+        client and reports its own session (over plain HTTP it cannot tell clients apart)."""
+        return self.http.parse_server_info(self.http.get_server_info(use_https=True))
+
     def start_pairing(self, pin: str) -> dict:
         """Runs moonlight-python's pairing in a thread; returns a dict that gets `cert` or
         `error` when it ends (and `thread`)."""

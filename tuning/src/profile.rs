@@ -191,6 +191,8 @@ pub struct FecSection {
     pub percent: Option<u32>,
     /// Parity shards per block at least.
     pub min_parity: Option<u16>,
+    /// Threads one GameStream frame's parity may be encoded on.
+    pub threads: Option<u8>,
 }
 
 /// `[video]`.

@@ -411,9 +411,22 @@ impl Profile {
                 format!("fec.percent is 0 but every block still gets {min_parity} parity shards"),
             );
         }
+        let threads = self.fec.threads.unwrap_or(d.threads);
+        let threads = if (1..=4).contains(&threads) {
+            threads
+        } else {
+            c.problem(
+                "fec.threads",
+                format!(
+                    "must be in 1..=4 (a GameStream frame has at most 4 FEC blocks), got {threads}"
+                ),
+            );
+            d.threads
+        };
         FecSettings {
             percent,
             min_parity,
+            threads,
         }
     }
 
@@ -562,6 +575,25 @@ mod tests {
             fields(&resolve("[sessions]\nmax = 65\n").unwrap_err()),
             ["sessions.max"]
         );
+    }
+
+    #[test]
+    fn fec_threads_are_read_and_bounded() {
+        assert_eq!(resolve("").unwrap().settings.fec.threads, 1);
+        assert_eq!(
+            resolve("[fec]\nthreads = 4\n")
+                .unwrap()
+                .settings
+                .fec
+                .threads,
+            4
+        );
+        for bad in ["0", "5"] {
+            assert_eq!(
+                fields(&resolve(&format!("[fec]\nthreads = {bad}\n")).unwrap_err()),
+                ["fec.threads"]
+            );
+        }
     }
 
     #[test]

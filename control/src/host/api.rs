@@ -495,10 +495,14 @@ impl Api {
     /// The punktfunk/1 sessions' rows for `/api/sessions` (none without a listener, or if it
     /// does not answer within a second).
     async fn pf1_live(&self) -> Vec<crate::live::LiveSession> {
-        let Some(_handle) = self.pf1.clone() else {
+        let Some(handle) = self.pf1.clone() else {
             return Vec::new();
         };
-        Vec::new()
+        tokio::task::spawn_blocking(move || handle.live_sessions(Duration::from_secs(1)))
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default()
     }
 
     /// The punktfunk/1 listener's admission state for `/api/status` (`null` without a

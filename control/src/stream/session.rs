@@ -1255,7 +1255,9 @@ fn video_thread(ctx: &StreamCtx, sender: UdpSender) {
             .max(u8::try_from(fec.min_parity).unwrap_or(u8::MAX)),
     };
     let video_key = ctx.config.encryption.video.then_some(ctx.spec.rikey);
-    let packetize = match PacketizeStage::new(params, video_key) {
+    let packetize = match PacketizeStage::new(params, video_key)
+        .and_then(|p| p.with_fec_threads(usize::from(fec.threads)))
+    {
         Ok(p) => p.with_loss_feedback(ctx.loss.clone()),
         Err(e) => {
             tracing::error!(error = %e, "video packetizer");

@@ -138,6 +138,13 @@ impl PacketizeStage {
         p.max_datagrams(frame_len) * (p.stride() + extra)
     }
 
+    /// Encodes each frame's parity on up to `threads` threads (one FEC block each; see
+    /// [`VideoPacketizer::set_fec_threads`]).
+    pub fn with_fec_threads(mut self, threads: usize) -> Result<Self, WireError> {
+        self.packetizer.set_fec_threads(threads)?;
+        Ok(self)
+    }
+
     /// Changes the FEC percentage from the next frame on.
     pub fn set_fec_percent(&mut self, pct: u8) {
         self.packetizer.set_fec_percent(pct);
@@ -247,6 +254,7 @@ impl crate::pipeline::Packetizer for PacketizeStage {
         crate::config::FecConfig {
             percent: p.fec_percent,
             min_parity: u16::from(p.min_parity),
+            threads: u8::try_from(self.packetizer.fec_threads()).unwrap_or(u8::MAX),
         }
     }
 }

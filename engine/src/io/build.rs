@@ -71,7 +71,7 @@ impl std::fmt::Display for EffectiveSettings {
             f,
             "rings {} deep, {:?}, pool {} × {} KiB, cores capture/encode/fec/send {}/{}/{}/{}; \
              send {} ({} SQEs, SO_SNDBUF {} KiB, SO_BUSY_POLL {} µs); pacing {} of the frame \
-             interval in bursts of {}, {}; FEC {} % (min {} parity)",
+             interval in bursts of {}, {}; FEC {} % (min {} parity, {} threads)",
             p.ring_depth,
             p.backpressure,
             p.pool_frames,
@@ -92,6 +92,7 @@ impl std::fmt::Display for EffectiveSettings {
             },
             self.fec.percent,
             self.fec.min_parity,
+            self.fec.threads,
         )
     }
 }

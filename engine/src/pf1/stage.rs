@@ -322,6 +322,7 @@ impl crate::pipeline::Packetizer for Pf1PacketizeStage {
         crate::config::FecConfig {
             percent: c.parity_percent,
             min_parity: u16::try_from(c.min_parity).unwrap_or(u16::MAX),
+            threads: 1,
         }
     }
 }

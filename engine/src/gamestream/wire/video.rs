@@ -294,6 +294,9 @@ pub struct VideoPacketizer {
     /// Running packet counter: RTP sequence (truncated to 16 bits) and `streamPacketIndex`.
     low_seq: u32,
     code: Gf8Code,
+    /// Codes of the helper threads that encode the other blocks of a multi-block frame at
+    /// the same time ([`VideoPacketizer::set_fec_threads`]); empty: one thread.
+    helpers: Vec<Gf8Code>,
 }
 
 impl VideoPacketizer {
@@ -311,7 +314,29 @@ impl VideoPacketizer {
             adaptive: false,
             low_seq: 0,
             code: Gf8Code::nanors(1, 0)?.with_kernel(kernel)?,
+            helpers: Vec::new(),
         })
+    }
+
+    /// Encodes the parity of a frame's FEC blocks on up to `threads` threads (1..=4, one block
+    /// each at most: a frame has at most [`MAX_BLOCKS`]). With more than one, a frame of
+    /// several blocks has its other blocks encoded on short-lived scoped threads while the
+    /// calling thread encodes the first; a one-block frame never leaves the calling thread.
+    /// The datagrams are the same byte for byte whatever the count.
+    pub fn set_fec_threads(&mut self, threads: usize) -> Result<(), WireError> {
+        let extra = threads.clamp(1, MAX_BLOCKS) - 1;
+        let kernel = self.code.kernel();
+        self.helpers.truncate(extra);
+        while self.helpers.len() < extra {
+            self.helpers
+                .push(Gf8Code::nanors(1, 0)?.with_kernel(kernel)?);
+        }
+        Ok(())
+    }
+
+    /// Threads the parity of one frame may be encoded on.
+    pub fn fec_threads(&self) -> usize {
+        self.helpers.len() + 1
     }
 
     /// The parameters in use.
@@ -405,7 +430,9 @@ impl VideoPacketizer {
 
         let last_block = (blocks - 1) as u8;
         let mut data_index = 0usize;
+        let mut first_seq = [0u32; MAX_BLOCKS];
         for (b, l) in layout.iter().enumerate().take(blocks) {
+            first_seq[b] = self.low_seq;
             let block = &mut out[l.first * stride..(l.first + l.data + l.parity) * stride];
             let multi = ((b as u8) << 4) | (last_block << 6);
             for x in 0..l.data {
@@ -436,17 +463,20 @@ impl VideoPacketizer {
                 body[filled + take..].fill(0);
                 data_index += 1;
             }
-            if l.parity > 0 {
-                self.code.reshape_nanors(l.data, l.parity)?;
-                self.code.encode_block(block, stride)?;
-                for j in 0..l.parity {
-                    let x = l.data + j;
-                    let pkt = &mut block[x * stride..(x + 1) * stride];
-                    let seq = self.low_seq.wrapping_add(x as u32);
-                    write_parity_header(pkt, seq, frame, multi, fec_info(x, l.data, l.fec_percent));
-                }
-            }
             self.low_seq = self.low_seq.wrapping_add((l.data + l.parity) as u32);
+        }
+        // Parity of every block (over the data datagrams as written, headers included), then
+        // the parity datagrams' own headers.
+        self.encode_parity(&mut out[..once * stride], &layout[..blocks], stride)?;
+        for (b, l) in layout.iter().enumerate().take(blocks) {
+            let multi = ((b as u8) << 4) | (last_block << 6);
+            for j in 0..l.parity {
+                let x = l.data + j;
+                let at = (l.first + x) * stride;
+                let pkt = &mut out[at..at + stride];
+                let seq = first_seq[b].wrapping_add(x as u32);
+                write_parity_header(pkt, seq, frame, multi, fec_info(x, l.data, l.fec_percent));
+            }
         }
         for c in 1..copies {
             out.copy_within(..once * stride, c * once * stride);
@@ -459,6 +489,74 @@ impl VideoPacketizer {
             fec_skipped,
             copies,
         })
+    }
+}
+
+impl VideoPacketizer {
+    /// Encodes the parity shards of `blocks` (laid out back to back in `out` from 0), on this
+    /// thread and, for a frame of several blocks, on the helpers' scoped threads.
+    fn encode_parity(
+        &mut self,
+        out: &mut [u8],
+        blocks: &[BlockLayout],
+        stride: usize,
+    ) -> Result<(), WireError> {
+        // Each block's bytes, disjoint.
+        let mut parts: Vec<(&mut [u8], BlockLayout)> = Vec::with_capacity(blocks.len());
+        let mut rest = out;
+        for l in blocks {
+            let len = (l.data + l.parity) * stride;
+            let (block, tail) = std::mem::take(&mut rest).split_at_mut(len);
+            rest = tail;
+            if l.parity > 0 {
+                parts.push((block, *l));
+            }
+        }
+        let encode = |code: &mut Gf8Code, block: &mut [u8], l: &BlockLayout| {
+            code.reshape_nanors(l.data, l.parity)?;
+            code.encode_block(block, stride)
+        };
+        if self.helpers.is_empty() || parts.len() < 2 {
+            for (block, l) in parts {
+                encode(&mut self.code, block, &l)?;
+            }
+            return Ok(());
+        }
+        // Block i goes to worker i mod (helpers + 1); worker 0 is this thread.
+        let workers = self.helpers.len() + 1;
+        let mut shares: Vec<Vec<(&mut [u8], BlockLayout)>> =
+            (0..workers).map(|_| Vec::new()).collect();
+        for (i, part) in parts.into_iter().enumerate() {
+            shares[i % workers].push(part);
+        }
+        let mut shares = shares.into_iter();
+        let mine = shares.next().unwrap_or_default();
+        let code = &mut self.code;
+        std::thread::scope(|sc| {
+            let helpers: Vec<_> = self
+                .helpers
+                .iter_mut()
+                .zip(shares)
+                .filter(|(_, share)| !share.is_empty())
+                .map(|(helper, share)| {
+                    sc.spawn(move || {
+                        for (block, l) in share {
+                            encode(helper, block, &l)?;
+                        }
+                        Ok::<(), crate::fec::FecError>(())
+                    })
+                })
+                .collect();
+            for (block, l) in mine {
+                encode(code, block, &l)?;
+            }
+            for h in helpers {
+                // A helper only runs the FEC kernels; a panic there is a bug, passed on.
+                h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?;
+            }
+            Ok::<(), crate::fec::FecError>(())
+        })?;
+        Ok(())
     }
 }
 
@@ -1248,6 +1346,43 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn parity_on_several_threads_is_byte_identical() {
+        let params = VideoParams {
+            packet_size: 1392,
+            fec_percent: 20,
+            min_parity: 2,
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+        // 1, 2, 3 and 4 blocks, then a second frame on the same packetizers (sequence numbers
+        // carry over).
+        for len in [5_000usize, 250 * 1376, 500 * 1376, 1_000_000, 900_000] {
+            let bits: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+            let frame = VideoFrame {
+                index: 1,
+                rtp_timestamp: 90,
+                frame_type: FrameType::Idr,
+                host_latency: 0,
+                bitstream: &bits,
+            };
+            let mut one = VideoPacketizer::new(params).unwrap();
+            let mut four = VideoPacketizer::new(params).unwrap();
+            four.set_fec_threads(4).unwrap();
+            assert_eq!((one.fec_threads(), four.fec_threads()), (1, 4));
+            for _ in 0..2 {
+                let (a, ra) = packetize(&mut one, &frame);
+                let (b, rb) = packetize(&mut four, &frame);
+                assert_eq!(ra, rb);
+                assert!(a == b, "len {len}: {} blocks differ", ra.blocks);
+            }
+        }
+        let mut p = VideoPacketizer::new(params).unwrap();
+        p.set_fec_threads(9).unwrap();
+        assert_eq!(p.fec_threads(), MAX_BLOCKS, "one thread per block at most");
+        p.set_fec_threads(0).unwrap();
+        assert_eq!(p.fec_threads(), 1);
     }
 
     #[test]

@@ -65,13 +65,19 @@ pub struct Pf1Goodput {
 
 impl std::fmt::Display for Pf1Goodput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "goodput {:.2} Gbit/s", self.gbps)?;
+        if self.ceiling_gbps.is_finite() {
+            write!(
+                f,
+                " (ceiling {:.2} Gbit/s, {:.0} %)",
+                self.ceiling_gbps,
+                100.0 * self.gbps / self.ceiling_gbps.max(1e-9)
+            )?;
+        }
         write!(
             f,
-            "goodput {:.2} Gbit/s (ceiling {:.2} Gbit/s, {:.0} %), frames {}/{} delivered, \
-             {} unrecoverable, {} recovered by FEC, {} of {} datagrams dropped, {} stalls, {}",
-            self.gbps,
-            self.ceiling_gbps,
-            100.0 * self.gbps / self.ceiling_gbps.max(1e-9),
+            ", frames {}/{} delivered, {} unrecoverable, {} recovered by FEC, {} of {} datagrams \
+             dropped, {} stalls, {}",
             self.frames,
             self.sent,
             self.unrecoverable,

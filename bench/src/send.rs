@@ -162,19 +162,27 @@ fn gbps(bytes: u64, elapsed: Duration) -> f64 {
     bytes as f64 * 8.0 / elapsed.as_secs_f64() / 1e9
 }
 
-/// Runs the engine path (see the module docs) over `frames` copies of a `frame_len`-byte frame
-/// into `drain`, at most one frame per `interval` (as fast as possible when `None`), calling
-/// `on_sent` after each frame's send; returns when the pipeline has finished.
-fn run_engine(
-    caps: &Caps,
-    drain: &Drain,
+/// The workload of [`run_engine`].
+struct EngineRun {
     frame_len: usize,
     frames: u64,
     epoch: Instant,
+    /// At most one frame per interval; as fast as possible when `None`.
     interval: Option<Duration>,
     priority: ThreadPriority,
-    on_sent: OnSent,
-) {
+}
+
+/// Runs the engine path (see the module docs) over `frames` copies of a `frame_len`-byte frame
+/// into `drain`, calling `on_sent` after each frame's send; returns when the pipeline has
+/// finished.
+fn run_engine(caps: &Caps, drain: &Drain, run: EngineRun, on_sent: OnSent) {
+    let EngineRun {
+        frame_len,
+        frames,
+        epoch,
+        interval,
+        priority,
+    } = run;
     let frame = Arc::new(crate::random_shards(1, frame_len, 11).remove(0));
     let fec = PacketizeStage::new(params(), None).expect("valid params");
     let config = PipelineConfig {
@@ -210,12 +218,14 @@ pub fn engine_path(caps: &Caps, frame_len: usize, frames: u64) -> Throughput {
     run_engine(
         caps,
         &drain,
-        frame_len,
-        frames,
-        start,
-        None,
-        // As the baselines: the drain thread competes with the stages on equal terms.
-        ThreadPriority::Normal,
+        EngineRun {
+            frame_len,
+            frames,
+            epoch: start,
+            interval: None,
+            // As the baselines: the drain thread competes with the stages on equal terms.
+            priority: ThreadPriority::Normal,
+        },
         Box::new(move |_, s| {
             counter.fetch_add(s.datagrams, Ordering::Relaxed);
         }),
@@ -300,11 +310,13 @@ pub fn engine_latency_at(
     run_engine(
         caps,
         &drain,
-        frame_len,
-        frames,
-        epoch,
-        Some(iv),
-        priority,
+        EngineRun {
+            frame_len,
+            frames,
+            epoch,
+            interval: Some(iv),
+            priority,
+        },
         Box::new(move |meta, _| {
             let now = epoch.elapsed().as_nanos() as u64;
             let us = now.saturating_sub(meta.capture_ns) as f64 / 1e3;

@@ -546,7 +546,7 @@ impl Stage for PriorityProbe {
     ) -> Result<(), StageError> {
         self.0
             .lock()
-            .unwrap()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get_or_insert_with(pin::current_thread_priority);
         output.emit(input)
     }

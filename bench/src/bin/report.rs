@@ -239,6 +239,7 @@ fn under_load(caps: &Caps) -> Vec<Line> {
     for (priority, suffix) in [
         (ThreadPriority::Normal, ""),
         (ThreadPriority::High, "-high"),
+        (ThreadPriority::Realtime, "-realtime"),
     ] {
         let u = serve::under_load(caps, priority, hogs, 240, 3.0);
         eprintln!(

@@ -122,6 +122,17 @@ pub(crate) struct Progress {
     /// Frames delivered or declared lost.
     pub finished: AtomicU64,
     stop: AtomicBool,
+    /// A sender thread that parks while its window is full; unparked at every finished frame.
+    pub waiter: std::sync::OnceLock<std::thread::Thread>,
+}
+
+impl Progress {
+    fn advance(&self, frames: u64) {
+        self.finished.fetch_add(frames, Ordering::Release);
+        if let Some(t) = self.waiter.get() {
+            t.unpark();
+        }
+    }
 }
 
 /// What a [`Receiver`] took in.
@@ -225,13 +236,11 @@ impl Receiver {
                                     r.recovered += u64::from(f.recovered_shards > 0);
                                     r.last_delivery = Instant::now();
                                     recv.recycle(f.data);
-                                    shared.finished.fetch_add(1, Ordering::Release);
+                                    shared.advance(1);
                                 }
                                 Pf1Event::FramesLost { count, .. } => {
                                     r.unrecoverable += u64::from(count);
-                                    shared
-                                        .finished
-                                        .fetch_add(u64::from(count), Ordering::Release);
+                                    shared.advance(u64::from(count));
                                 }
                             },
                         )

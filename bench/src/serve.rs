@@ -218,8 +218,11 @@ impl Source for WindowedSource {
     type Output = FrameBuf;
 
     fn poll_frame(&mut self, cx: &mut StageContext<'_>) -> Result<Captured<FrameBuf>, StageError> {
-        // Wait for the receiver the way the direct-sender workload does (yielding), but hand
-        // back to the runner every few hundred µs so a stop request is seen.
+        // Wait for the receiver as a source waits for its next frame: parked (the receiver
+        // unparks this thread at every finished frame), handing back to the runner every few
+        // hundred µs so a stop request is seen. Parked rather than yielding: a yield hands the
+        // core to whatever else is runnable (the hogs of `under_load`) until the next tick.
+        let _ = self.progress.waiter.set(std::thread::current());
         let polled = Instant::now();
         while self.emitted >= self.progress.finished.load(Ordering::Acquire) + self.window {
             let since = *self.waiting_since.get_or_insert(polled);
@@ -229,10 +232,10 @@ impl Source for WindowedSource {
                 self.stalls.fetch_add(1, Ordering::Relaxed);
                 break;
             }
-            if polled.elapsed() > Duration::from_micros(300) {
+            if polled.elapsed() > Duration::from_micros(500) {
                 return Ok(Captured::Idle);
             }
-            std::thread::yield_now();
+            std::thread::park_timeout(Duration::from_micros(500));
         }
         let Some(mut b) = cx.take_buf() else {
             return Ok(Captured::Idle);
@@ -497,25 +500,48 @@ pub struct UnderLoad {
     pub p50_idle: f64,
     /// Frame latency p50 (µs), loaded.
     pub p50_loaded: f64,
-    /// Goodput, idle.
-    pub goodput_idle: Pf1Goodput,
-    /// Goodput, loaded.
-    pub goodput_loaded: Pf1Goodput,
+    /// Goodput of each idle round.
+    pub goodput_idle: Vec<Pf1Goodput>,
+    /// Goodput of each loaded round.
+    pub goodput_loaded: Vec<Pf1Goodput>,
 }
 
-/// Frame latency (the `frame-latency` workload, 1 MiB at 60 fps) and goodput through the serve
-/// pipeline ([`goodput`], `seconds` long, 1 % loss), first on the idle machine, then with
-/// `hogs` busy threads, the stage threads asking for `priority` both times.
+impl UnderLoad {
+    /// Mean goodput (Gbit/s) over the idle and the loaded rounds.
+    pub fn goodput_gbps(&self) -> (f64, f64) {
+        let mean = |v: &[Pf1Goodput]| v.iter().map(|g| g.gbps).sum::<f64>() / v.len().max(1) as f64;
+        (mean(&self.goodput_idle), mean(&self.goodput_loaded))
+    }
+
+    /// Unrecoverable frames over the idle and the loaded rounds.
+    pub fn unrecoverable(&self) -> (u64, u64) {
+        let sum = |v: &[Pf1Goodput]| v.iter().map(|g| g.unrecoverable).sum();
+        (sum(&self.goodput_idle), sum(&self.goodput_loaded))
+    }
+}
+
+/// Frame latency (the `frame-latency` workload, 1 MiB at 60 fps, `frames` per round) and
+/// goodput through the serve pipeline ([`goodput`], `seconds` per round, 1 % loss), on the idle
+/// machine and with `hogs` busy threads, in `rounds` alternating idle/loaded rounds (so that
+/// background load drifting during the run hits both alike); the stage threads ask for
+/// `priority` throughout. Latency samples are pooled per state.
 pub fn under_load(
     caps: &Caps,
     priority: ThreadPriority,
     hogs: usize,
+    rounds: usize,
     frames: u64,
     seconds: f64,
 ) -> UnderLoad {
-    let run = || {
-        let mut lat = crate::send::engine_latency_at(caps, 1 << 20, frames, 60, priority);
-        let g = goodput(
+    let run = |lat: &mut Vec<f64>, goodputs: &mut Vec<Pf1Goodput>| {
+        lat.extend(crate::send::engine_latency_at(
+            caps,
+            1 << 20,
+            frames,
+            60,
+            priority,
+        ));
+        goodputs.push(goodput(
             caps,
             &GoodputConfig {
                 duration: Duration::from_secs_f64(seconds),
@@ -523,24 +549,24 @@ pub fn under_load(
                 ceiling: false,
                 ..Default::default()
             },
-        );
-        (
-            crate::send::quantile(&mut lat, 0.5),
-            crate::send::quantile(&mut lat, 0.99),
-            g,
-        )
+        ));
     };
-    let (p50_idle, p99_idle, goodput_idle) = run();
-    let load = Hogs::start(hogs);
-    // Let the scheduler see the hogs as runnable for a while before measuring.
-    std::thread::sleep(Duration::from_millis(200));
-    let (p50_loaded, p99_loaded, goodput_loaded) = run();
-    load.stop();
+    let (mut lat_idle, mut lat_loaded) = (Vec::new(), Vec::new());
+    let (mut goodput_idle, mut goodput_loaded) = (Vec::new(), Vec::new());
+    for _ in 0..rounds.max(1) {
+        run(&mut lat_idle, &mut goodput_idle);
+        let load = Hogs::start(hogs);
+        // Let the scheduler see the hogs as runnable for a while before measuring.
+        std::thread::sleep(Duration::from_millis(200));
+        run(&mut lat_loaded, &mut goodput_loaded);
+        load.stop();
+    }
+    let q = |v: &mut Vec<f64>, q| crate::send::quantile(v, q);
     UnderLoad {
-        p99_idle,
-        p99_loaded,
-        p50_idle,
-        p50_loaded,
+        p99_idle: q(&mut lat_idle, 0.99),
+        p99_loaded: q(&mut lat_loaded, 0.99),
+        p50_idle: q(&mut lat_idle, 0.5),
+        p50_loaded: q(&mut lat_loaded, 0.5),
         goodput_idle,
         goodput_loaded,
     }

@@ -241,12 +241,18 @@ fn under_load(caps: &Caps) -> Vec<Line> {
         (ThreadPriority::High, "-high"),
         (ThreadPriority::Realtime, "-realtime"),
     ] {
-        let u = serve::under_load(caps, priority, hogs, 240, 3.0);
+        let (rounds, frames, seconds) = (2, 240, 2.0);
+        let u = serve::under_load(caps, priority, hogs, rounds, frames, seconds);
+        let (g_idle, g_loaded) = u.goodput_gbps();
+        let (lost_idle, lost_loaded) = u.unrecoverable();
         eprintln!(
-            "  under-load{suffix}: p50 {:.0}/{:.0} us, p99 {:.0}/{:.0} us idle/loaded; \
-             goodput idle {}; loaded {}",
-            u.p50_idle, u.p50_loaded, u.p99_idle, u.p99_loaded, u.goodput_idle, u.goodput_loaded
+            "  under-load{suffix}: p50 {:.0}/{:.0} us, p99 {:.0}/{:.0} us idle/loaded; goodput \
+             {g_idle:.2}/{g_loaded:.2} Gbit/s",
+            u.p50_idle, u.p50_loaded, u.p99_idle, u.p99_loaded
         );
+        for g in u.goodput_idle.iter().chain(&u.goodput_loaded) {
+            eprintln!("    {g}");
+        }
         let refused = if priority != ThreadPriority::Normal
             && matches!(
                 std::thread::spawn(move || pin::set_current_thread_priority(priority))
@@ -262,15 +268,19 @@ fn under_load(caps: &Caps) -> Vec<Line> {
             ThreadPriority::Normal => {
                 format!("stage threads at normal priority (nice {nice}), like the hogs")
             }
-            p => format!(
-                "stage threads at pipeline.priority = \"{p}\" (nice {}){refused}",
+            ThreadPriority::High => format!(
+                "stage threads at pipeline.priority = \"high\" (nice {}){refused}",
                 ThreadPriority::HIGH_NICE
+            ),
+            p => format!(
+                "stage threads at pipeline.priority = \"{p}\" (SCHED_FIFO {}){refused}",
+                ThreadPriority::REALTIME_PRIORITY
             ),
         };
         let what = format!(
             "{hogs} busy threads at nice {nice} (one per core, standing in for a game) vs the \
-             idle machine, same run; {how}; the loopback receiver (the client) at the same \
-             priority as the stages"
+             idle machine, {rounds} alternating idle/loaded rounds in the same run; {how}; the \
+             loopback receiver (the client) at the same priority as the stages"
         );
         lines.push(Line {
             name: format!("under-load-p99{suffix}"),
@@ -278,22 +288,23 @@ fn under_load(caps: &Caps) -> Vec<Line> {
             baseline: format!("{:.0}us", u.p99_idle),
             ratio: u.p99_loaded / u.p99_idle,
             note: format!(
-                "`frame-latency`'s engine path (1 MiB frames at 60 fps, 240 frames) p99 under \
-                 load (ours) and idle (baseline); ratio = loaded / idle (1 = unaffected, \
-                 higher is worse); p50 {:.0} us loaded, {:.0} us idle; {what}",
+                "`frame-latency`'s engine path (1 MiB frames at 60 fps, {frames} frames per \
+                 round, samples pooled) p99 under load (ours) and idle (baseline); ratio = \
+                 loaded / idle (1 = unaffected, higher is worse); p50 {:.0} us loaded, {:.0} us \
+                 idle; {what}",
                 u.p50_loaded, u.p50_idle
             ),
         });
         lines.push(Line {
             name: format!("under-load-goodput{suffix}"),
-            ours: format!("{:.2}Gbit/s", u.goodput_loaded.gbps),
-            baseline: format!("{:.2}Gbit/s", u.goodput_idle.gbps),
-            ratio: u.goodput_loaded.gbps / u.goodput_idle.gbps,
+            ours: format!("{g_loaded:.2}Gbit/s"),
+            baseline: format!("{g_idle:.2}Gbit/s"),
+            ratio: g_loaded / g_idle,
             note: format!(
-                "`pf1-goodput`'s serve pipeline (1 MiB frames, 1 % loss, 3 s) under load \
-                 (ours) and idle (baseline); ratio = loaded / idle (1 = unaffected, lower is \
-                 worse); unrecoverable frames {} loaded, {} idle; {what}",
-                u.goodput_loaded.unrecoverable, u.goodput_idle.unrecoverable
+                "`pf1-goodput`'s serve pipeline (1 MiB frames, 1 % loss, {seconds} s per round, \
+                 mean of the rounds) under load (ours) and idle (baseline); ratio = loaded / \
+                 idle (1 = unaffected, lower is worse); unrecoverable frames {lost_loaded} \
+                 loaded, {lost_idle} idle; {what}"
             ),
         });
     }

@@ -5,7 +5,7 @@
 //! Prints one `NAME ours=… baseline=… ratio=…` line per figure and rewrites
 //! docs/benchmarks.md (unless `--no-write`, or `--only`: a partial run never rewrites it).
 //! Groups: `gf8`, `send`, `frame-latency`, `pf1-goodput`, `pf1-reconfigure`,
-//! `sessions-scaling`, `under-load`. A full run takes about two minutes.
+//! `sessions-scaling`, `under-load`. A full run takes about two and a half minutes.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -156,11 +156,22 @@ fn latency_line(caps: &Caps) -> Line {
 }
 
 fn pf1_goodput(caps: &Caps) -> Line {
-    // Median of three 3-second runs of 1 MiB frames through the pipeline `serve` builds.
+    // Median of three 3-second runs of 1 MiB frames through the pipeline `serve` builds,
+    // interleaved with runs of the direct sender this line measured before (for comparison).
+    let mut direct = Vec::new();
     let mut runs: Vec<_> = (0..3)
         .map(|_| {
             let g = serve::goodput(caps, &serve::GoodputConfig::default());
             eprintln!("  pf1-goodput run: {g}");
+            let d = pf1::goodput_with(
+                caps,
+                &pf1::GoodputConfig {
+                    ceiling: false,
+                    ..Default::default()
+                },
+            );
+            eprintln!("  pf1-goodput direct sender: {d}");
+            direct.push(d.gbps);
             g
         })
         .collect();
@@ -181,11 +192,13 @@ fn pf1_goodput(caps: &Caps) -> Line {
              receiver thread decrypting and reassembling, 1 % random datagram loss injected \
              there; goodput = frame payload delivered. Baseline: the raw io_uring+GSO send of \
              the same datagrams (ceiling); {} unrecoverable frames in 3 runs (goal 0 and >= \
-             2.5 Gbit/s)",
+             2.5 Gbit/s); the direct sender (`Pf1FrameSender` on one thread, what this line \
+             measured before) gave {:.2} Gbit/s in the same run",
             ThreadPriority::default(),
             pf1::PARITY_PERCENT,
             pf1::WINDOW,
-            unrecoverable
+            unrecoverable,
+            median(direct),
         ),
     }
 }

@@ -15,6 +15,7 @@ use rand::{RngExt, SeedableRng};
 pub mod fec;
 pub mod pf1;
 pub mod send;
+pub mod serve;
 
 /// A seeded generator for bench inputs.
 pub fn rng(seed: u64) -> rand_chacha::ChaCha8Rng {

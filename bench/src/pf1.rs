@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use rand::RngExt;
 
-use punktfunk_engine::config::SendConfig;
+use punktfunk_engine::config::{SendConfig, ThreadPriority};
 use punktfunk_engine::io::pf1::{Pf1FrameSender, Pf1ReceiveLoop};
 use punktfunk_engine::io::pin;
 use punktfunk_engine::io::{
@@ -65,13 +65,19 @@ pub struct Pf1Goodput {
 
 impl std::fmt::Display for Pf1Goodput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "goodput {:.2} Gbit/s", self.gbps)?;
+        if self.ceiling_gbps.is_finite() {
+            write!(
+                f,
+                " (ceiling {:.2} Gbit/s, {:.0} %)",
+                self.ceiling_gbps,
+                100.0 * self.gbps / self.ceiling_gbps.max(1e-9)
+            )?;
+        }
         write!(
             f,
-            "goodput {:.2} Gbit/s (ceiling {:.2} Gbit/s, {:.0} %), frames {}/{} delivered, \
-             {} unrecoverable, {} recovered by FEC, {} of {} datagrams dropped, {} stalls, {}",
-            self.gbps,
-            self.ceiling_gbps,
-            100.0 * self.gbps / self.ceiling_gbps.max(1e-9),
+            ", frames {}/{} delivered, {} unrecoverable, {} recovered by FEC, {} of {} datagrams \
+             dropped, {} stalls, {}",
             self.frames,
             self.sent,
             self.unrecoverable,
@@ -84,7 +90,8 @@ impl std::fmt::Display for Pf1Goodput {
     }
 }
 
-fn key() -> DataKey {
+/// The data key of the workloads: key material of 0x77 bytes, on both sides.
+pub(crate) fn key() -> DataKey {
     DataKey::from_key_material(&[0x77; KEY_MATERIAL_LEN])
 }
 
@@ -111,20 +118,151 @@ fn udp_sender(caps: &Caps) -> UdpSender {
 
 /// Counters the receiver thread shares with the sender.
 #[derive(Default)]
-struct Progress {
+pub(crate) struct Progress {
     /// Frames delivered or declared lost.
-    finished: AtomicU64,
+    pub finished: AtomicU64,
     stop: AtomicBool,
+    /// A sender thread that parks while its window is full; unparked at every finished frame.
+    pub waiter: std::sync::OnceLock<std::thread::Thread>,
 }
 
-struct RxResult {
-    frames: u64,
-    bytes: u64,
-    unrecoverable: u64,
-    recovered: u64,
-    dropped: u64,
-    datagrams: u64,
-    last_delivery: Instant,
+impl Progress {
+    fn advance(&self, frames: u64) {
+        self.finished.fetch_add(frames, Ordering::Release);
+        if let Some(t) = self.waiter.get() {
+            t.unpark();
+        }
+    }
+}
+
+/// What a [`Receiver`] took in.
+pub(crate) struct RxResult {
+    pub frames: u64,
+    pub bytes: u64,
+    pub unrecoverable: u64,
+    pub recovered: u64,
+    pub dropped: u64,
+    pub datagrams: u64,
+    pub last_delivery: Instant,
+}
+
+/// Settings of a [`Receiver`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReceiverConfig {
+    /// Share of the datagrams dropped (seeded).
+    pub loss: f64,
+    /// Messages per `recvmmsg` call.
+    pub recv_batch: usize,
+    /// Receive backend.
+    pub recv_path: RecvPathPreference,
+    /// Core to pin the thread to.
+    pub core: Option<usize>,
+    /// Scheduling priority the thread asks for (a refusal is ignored).
+    pub priority: ThreadPriority,
+}
+
+/// The client side of the goodput workloads: a thread (named [`RECEIVER_THREAD`]) taking
+/// datagrams in with GRO, dropping a seeded share of them, decrypting and reassembling.
+pub(crate) struct Receiver {
+    pub dest: std::net::SocketAddr,
+    pub progress: Arc<Progress>,
+    thread: std::thread::JoinHandle<RxResult>,
+}
+
+/// Name of the receiver threads, so that CPU accounting can leave them out.
+pub const RECEIVER_THREAD: &str = "bench-rx";
+
+impl Receiver {
+    pub(crate) fn start(caps: &Caps, config: &ReceiverConfig) -> Self {
+        let udp = UdpReceiver::bind(
+            "127.0.0.1:0".parse().expect("literal address"),
+            &ReceiveConfig {
+                gro: true,
+                socket_receive_buffer: 64 << 20,
+                batch: config.recv_batch,
+                path: config.recv_path,
+                ..Default::default()
+            },
+            caps,
+        )
+        .expect("loopback receiver binds");
+        let dest = udp.local_addr();
+        let mut rx = Pf1ReceiveLoop::new(
+            udp,
+            Pf1Receiver::new(Pf1ReceiverConfig::default(), key()).expect("valid config"),
+        );
+        let progress = Arc::new(Progress::default());
+        let shared = progress.clone();
+        let ReceiverConfig {
+            loss,
+            core,
+            priority,
+            ..
+        } = *config;
+        let thread = std::thread::Builder::new()
+            .name(RECEIVER_THREAD.into())
+            .spawn(move || {
+                if let Some(core) = core {
+                    pin::pin_current_thread(core);
+                }
+                let _ = pin::set_current_thread_priority(priority);
+                let mut rng = crate::rng(0x1055);
+                let mut r = RxResult {
+                    frames: 0,
+                    bytes: 0,
+                    unrecoverable: 0,
+                    recovered: 0,
+                    dropped: 0,
+                    datagrams: 0,
+                    last_delivery: Instant::now(),
+                };
+                loop {
+                    let n = rx
+                        .poll_filtered(
+                            Duration::from_millis(5),
+                            |_| {
+                                r.datagrams += 1;
+                                if rng.random::<f64>() < loss {
+                                    r.dropped += 1;
+                                    false
+                                } else {
+                                    true
+                                }
+                            },
+                            |recv, e| match e {
+                                Pf1Event::Frame(f) => {
+                                    r.frames += 1;
+                                    r.bytes += f.data.len() as u64;
+                                    r.recovered += u64::from(f.recovered_shards > 0);
+                                    r.last_delivery = Instant::now();
+                                    recv.recycle(f.data);
+                                    shared.advance(1);
+                                }
+                                Pf1Event::FramesLost { count, .. } => {
+                                    r.unrecoverable += u64::from(count);
+                                    shared.advance(u64::from(count));
+                                }
+                            },
+                        )
+                        .expect("receive on loopback");
+                    if n == 0 && shared.stop.load(Ordering::Acquire) {
+                        return r;
+                    }
+                }
+            })
+            .expect("spawn the receiver thread");
+        Self {
+            dest,
+            progress,
+            thread,
+        }
+    }
+
+    /// Stops the thread and returns what it received.
+    pub(crate) fn finish(self) -> RxResult {
+        self.progress.stop.store(true, Ordering::Release);
+        self.thread.join().expect("receiver thread does not panic")
+    }
 }
 
 /// Knobs of [`goodput_with`]; [`Default`] is what [`goodput`] uses.
@@ -186,76 +324,17 @@ pub fn goodput_with(caps: &Caps, config: &GoodputConfig) -> Pf1Goodput {
         loss,
         ..
     } = *config;
-    let udp = UdpReceiver::bind(
-        "127.0.0.1:0".parse().expect("literal address"),
-        &ReceiveConfig {
-            gro: true,
-            socket_receive_buffer: 64 << 20,
-            batch: config.recv_batch,
-            path: config.recv_path,
-            ..Default::default()
-        },
+    let rx = Receiver::start(
         caps,
-    )
-    .expect("loopback receiver binds");
-    let dest = udp.local_addr();
-    let mut rx = Pf1ReceiveLoop::new(
-        udp,
-        Pf1Receiver::new(Pf1ReceiverConfig::default(), key()).expect("valid config"),
+        &ReceiverConfig {
+            loss,
+            recv_batch: config.recv_batch,
+            recv_path: config.recv_path,
+            core: config.cores.map(|c| c.1),
+            priority: ThreadPriority::Normal,
+        },
     );
-    let progress = Arc::new(Progress::default());
-    let shared = progress.clone();
-    let rx_core = config.cores.map(|c| c.1);
-    let receiver = std::thread::spawn(move || {
-        if let Some(core) = rx_core {
-            pin::pin_current_thread(core);
-        }
-        let mut rng = crate::rng(0x1055);
-        let mut r = RxResult {
-            frames: 0,
-            bytes: 0,
-            unrecoverable: 0,
-            recovered: 0,
-            dropped: 0,
-            datagrams: 0,
-            last_delivery: Instant::now(),
-        };
-        loop {
-            let n = rx
-                .poll_filtered(
-                    Duration::from_millis(5),
-                    |_| {
-                        r.datagrams += 1;
-                        if rng.random::<f64>() < loss {
-                            r.dropped += 1;
-                            false
-                        } else {
-                            true
-                        }
-                    },
-                    |recv, e| match e {
-                        Pf1Event::Frame(f) => {
-                            r.frames += 1;
-                            r.bytes += f.data.len() as u64;
-                            r.recovered += u64::from(f.recovered_shards > 0);
-                            r.last_delivery = Instant::now();
-                            recv.recycle(f.data);
-                            shared.finished.fetch_add(1, Ordering::Release);
-                        }
-                        Pf1Event::FramesLost { count, .. } => {
-                            r.unrecoverable += u64::from(count);
-                            shared
-                                .finished
-                                .fetch_add(u64::from(count), Ordering::Release);
-                        }
-                    },
-                )
-                .expect("receive on loopback");
-            if n == 0 && shared.stop.load(Ordering::Acquire) {
-                return r;
-            }
-        }
-    });
+    let (dest, progress) = (rx.dest, rx.progress.clone());
 
     if let Some((core, _)) = config.cores {
         pin::pin_current_thread(core);
@@ -294,8 +373,7 @@ pub fn goodput_with(caps: &Caps, config: &GoodputConfig) -> Pf1Goodput {
     {
         std::thread::sleep(Duration::from_millis(1));
     }
-    progress.stop.store(true, Ordering::Release);
-    let r = receiver.join().expect("receiver thread does not panic");
+    let r = rx.finish();
     let elapsed = r.last_delivery.saturating_duration_since(start);
 
     Pf1Goodput {

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use punktfunk_engine::config::{Backpressure, PipelineConfig, SendConfig};
+use punktfunk_engine::config::{Backpressure, PipelineConfig, SendConfig, ThreadPriority};
 use punktfunk_engine::gamestream::stage::PacketizeStage;
 use punktfunk_engine::gamestream::wire::video::{
     FrameType, VideoFrame, VideoPacketizer, VideoParams,
@@ -65,20 +65,23 @@ impl Drain {
         let dest = rx.local_addr();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let (mut datagrams, mut bytes) = (0u64, 0u64);
-            loop {
-                let got = rx
-                    .recv(Duration::from_millis(20), |_, d| {
-                        datagrams += 1;
-                        bytes += d.len() as u64;
-                    })
-                    .expect("receive on loopback");
-                if got == 0 && flag.load(Ordering::Relaxed) {
-                    return (datagrams, bytes);
+        let thread = std::thread::Builder::new()
+            .name(crate::pf1::RECEIVER_THREAD.into())
+            .spawn(move || {
+                let (mut datagrams, mut bytes) = (0u64, 0u64);
+                loop {
+                    let got = rx
+                        .recv(Duration::from_millis(20), |_, d| {
+                            datagrams += 1;
+                            bytes += d.len() as u64;
+                        })
+                        .expect("receive on loopback");
+                    if got == 0 && flag.load(Ordering::Relaxed) {
+                        return (datagrams, bytes);
+                    }
                 }
-            }
-        });
+            })
+            .expect("spawn the drain thread");
         Self { stop, thread, dest }
     }
 
@@ -159,18 +162,27 @@ fn gbps(bytes: u64, elapsed: Duration) -> f64 {
     bytes as f64 * 8.0 / elapsed.as_secs_f64() / 1e9
 }
 
-/// Runs the engine path (see the module docs) over `frames` copies of a `frame_len`-byte frame
-/// into `drain`, at most one frame per `interval` (as fast as possible when `None`), calling
-/// `on_sent` after each frame's send; returns when the pipeline has finished.
-fn run_engine(
-    caps: &Caps,
-    drain: &Drain,
+/// The workload of [`run_engine`].
+struct EngineRun {
     frame_len: usize,
     frames: u64,
     epoch: Instant,
+    /// At most one frame per interval; as fast as possible when `None`.
     interval: Option<Duration>,
-    on_sent: OnSent,
-) {
+    priority: ThreadPriority,
+}
+
+/// Runs the engine path (see the module docs) over `frames` copies of a `frame_len`-byte frame
+/// into `drain`, calling `on_sent` after each frame's send; returns when the pipeline has
+/// finished.
+fn run_engine(caps: &Caps, drain: &Drain, run: EngineRun, on_sent: OnSent) {
+    let EngineRun {
+        frame_len,
+        frames,
+        epoch,
+        interval,
+        priority,
+    } = run;
     let frame = Arc::new(crate::random_shards(1, frame_len, 11).remove(0));
     let fec = PacketizeStage::new(params(), None).expect("valid params");
     let config = PipelineConfig {
@@ -178,6 +190,7 @@ fn run_engine(
         pool_frames: 10,
         frame_capacity: fec.max_output(frame_len),
         backpressure: Backpressure::Block,
+        priority,
         ..PipelineConfig::default()
     };
     let sender = UdpSender::new(
@@ -205,10 +218,14 @@ pub fn engine_path(caps: &Caps, frame_len: usize, frames: u64) -> Throughput {
     run_engine(
         caps,
         &drain,
-        frame_len,
-        frames,
-        start,
-        None,
+        EngineRun {
+            frame_len,
+            frames,
+            epoch: start,
+            interval: None,
+            // As the baselines: the drain thread competes with the stages on equal terms.
+            priority: ThreadPriority::Normal,
+        },
         Box::new(move |_, s| {
             counter.fetch_add(s.datagrams, Ordering::Relaxed);
         }),
@@ -272,7 +289,19 @@ pub fn prebuilt_path(caps: &Caps, path: SendPath, frame_len: usize, frames: u64)
 
 /// Frame latency through the engine: `frames` frames of `frame_len` bytes at `fps`, from the
 /// hand-off to the engine to the return of the send call for its last datagram, in µs.
+/// The stage threads run at normal priority, as the naive baseline's thread.
 pub fn engine_latency(caps: &Caps, frame_len: usize, frames: u64, fps: u32) -> Vec<f64> {
+    engine_latency_at(caps, frame_len, frames, fps, ThreadPriority::Normal)
+}
+
+/// [`engine_latency`] with the stage threads asking for `priority`.
+pub fn engine_latency_at(
+    caps: &Caps,
+    frame_len: usize,
+    frames: u64,
+    fps: u32,
+    priority: ThreadPriority,
+) -> Vec<f64> {
     let drain = Drain::start(caps);
     let epoch = Instant::now();
     let samples = Arc::new(Mutex::new(Vec::with_capacity(frames as usize)));
@@ -281,10 +310,13 @@ pub fn engine_latency(caps: &Caps, frame_len: usize, frames: u64, fps: u32) -> V
     run_engine(
         caps,
         &drain,
-        frame_len,
-        frames,
-        epoch,
-        Some(iv),
+        EngineRun {
+            frame_len,
+            frames,
+            epoch,
+            interval: Some(iv),
+            priority,
+        },
         Box::new(move |meta, _| {
             let now = epoch.elapsed().as_nanos() as u64;
             let us = now.saturating_sub(meta.capture_ns) as f64 / 1e3;

@@ -30,6 +30,46 @@ pub struct StageCores {
     pub send: Option<usize>,
 }
 
+/// Scheduling priority the pipeline's stage threads ask for when they start.
+///
+/// Raising a thread's priority needs `CAP_SYS_NICE` (or an `RLIMIT_NICE` /
+/// `RLIMIT_RTPRIO` that allows it); where the OS refuses, the pipeline logs one warning and
+/// its threads run at the priority they inherited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ThreadPriority {
+    /// Leave the threads as they are (the host process's nice value, `SCHED_OTHER`).
+    Normal,
+    /// Nice [`ThreadPriority::HIGH_NICE`] (`SCHED_OTHER`): the stages win CPU time from
+    /// nice-0 work (a game) without being able to starve the machine.
+    #[default]
+    High,
+    /// `SCHED_FIFO` at [`ThreadPriority::REALTIME_PRIORITY`]: the stages preempt every
+    /// normal thread. A stage that spins holds a core until it parks; use with cores to spare.
+    Realtime,
+}
+
+impl ThreadPriority {
+    /// The nice value of [`ThreadPriority::High`].
+    pub const HIGH_NICE: i32 = -10;
+    /// The `SCHED_FIFO` priority (1..=99) of [`ThreadPriority::Realtime`].
+    pub const REALTIME_PRIORITY: i32 = 10;
+
+    /// The profile's name for it: `"normal"`, `"high"`, `"realtime"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Normal => "normal",
+            Self::High => "high",
+            Self::Realtime => "realtime",
+        }
+    }
+}
+
+impl std::fmt::Display for ThreadPriority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Shape of the capture → encode → FEC/packetize → send pipeline.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PipelineConfig {
@@ -43,6 +83,8 @@ pub struct PipelineConfig {
     pub backpressure: Backpressure,
     /// Core pinning per stage.
     pub cores: StageCores,
+    /// Scheduling priority of the stage threads.
+    pub priority: ThreadPriority,
 }
 
 impl Default for PipelineConfig {
@@ -54,6 +96,7 @@ impl Default for PipelineConfig {
             frame_capacity: 4 << 20,
             backpressure: Backpressure::DropOldest,
             cores: StageCores::default(),
+            priority: ThreadPriority::default(),
         }
     }
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use punktfunk_engine::config::{Backpressure, PipelineConfig, StageCores};
+use punktfunk_engine::config::{Backpressure, PipelineConfig, StageCores, ThreadPriority};
 use punktfunk_engine::gamestream::stage::PacketizeStage;
 use punktfunk_engine::gamestream::wire::video::{FrameType, VideoDepacketizer, VideoParams};
 use punktfunk_engine::io::pin;
@@ -350,6 +350,7 @@ fn config(backpressure: Backpressure, ring_depth: usize) -> PipelineConfig {
         frame_capacity: 64,
         backpressure,
         cores: StageCores::default(),
+        priority: ThreadPriority::default(),
     }
 }
 
@@ -528,6 +529,66 @@ fn missing_core_is_a_warning_and_the_pipeline_runs() {
     let stats = handle.join().unwrap();
     assert!(stats.stages.iter().all(|s| s.pinned_core.is_none()));
     assert_eq!(stats.stage(StageId::Send).processed, 100);
+}
+
+/// Hands frames on unchanged and records the scheduling priority of its thread.
+struct PriorityProbe(Arc<Mutex<Option<(i32, bool)>>>);
+
+impl Stage for PriorityProbe {
+    type Input = FrameBuf;
+    type Output = FrameBuf;
+
+    fn process(
+        &mut self,
+        input: FrameBuf,
+        output: &mut dyn Emit<FrameBuf>,
+        _cx: &mut StageContext<'_>,
+    ) -> Result<(), StageError> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_or_insert_with(pin::current_thread_priority);
+        output.emit(input)
+    }
+}
+
+#[test]
+fn stage_threads_take_the_profile_priority_or_run_on_without_it() {
+    for priority in [ThreadPriority::High, ThreadPriority::Realtime] {
+        // Whether this process may raise a thread's priority at all.
+        let allowed = thread::spawn(move || pin::set_current_thread_priority(priority))
+            .join()
+            .unwrap();
+        let seen = Arc::new(Mutex::new(None));
+        let cfg = PipelineConfig {
+            priority,
+            ..config(Backpressure::Block, 2)
+        };
+        let handle = Pipeline::spawn(
+            &cfg,
+            CountingSource::new(50),
+            PriorityProbe(Arc::clone(&seen)),
+            InPlaceStage::new(),
+            CheckingSink::new(true, cfg.frame_capacity),
+        )
+        .unwrap();
+        let stats = handle.join().unwrap();
+        assert_eq!(stats.stage(StageId::Send).processed, 50, "{priority}");
+        let (nice, fifo) = seen.lock().unwrap().expect("the probe saw a frame");
+        match allowed {
+            pin::PriorityOutcome::Raised(_) => match priority {
+                ThreadPriority::High => assert_eq!(nice, ThreadPriority::HIGH_NICE),
+                _ => assert!(fifo, "{priority}: SCHED_FIFO"),
+            },
+            refused => skip::skip(
+                "priority",
+                format!(
+                    "{priority} refused here ({}); the pipeline ran without it",
+                    refused.reason().unwrap_or_default()
+                ),
+            ),
+        }
+    }
 }
 
 #[test]

@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use punktfunk_engine::config::SendPathPreference;
+use punktfunk_engine::config::{SendPathPreference, ThreadPriority};
 use punktfunk_engine::pipeline::StageId;
 
 use crate::settings::{Settings, core_list};
@@ -33,6 +33,14 @@ pub struct SystemFacts {
     /// `(cpu, governor)` from `/sys/devices/system/cpu/cpu*/cpufreq/scaling_governor`; empty
     /// where cpufreq is not exposed (most VMs and containers).
     pub governors: Vec<(usize, String)>,
+    /// `CAP_SYS_NICE` in the effective set (`CapEff` of `/proc/self/status`, bit 23).
+    pub cap_sys_nice: Option<bool>,
+    /// Soft `RLIMIT_NICE` ("Max nice priority" in `/proc/self/limits`): a thread may lower its
+    /// nice value down to `20 - limit` without `CAP_SYS_NICE`.
+    pub rlimit_nice: Option<u64>,
+    /// Soft `RLIMIT_RTPRIO` ("Max realtime priority"): the highest `SCHED_FIFO` priority a
+    /// thread may take without `CAP_SYS_NICE`.
+    pub rlimit_rtprio: Option<u64>,
 }
 
 /// How much a finding matters.
@@ -98,6 +106,7 @@ pub fn findings(facts: &SystemFacts, settings: &Settings) -> Vec<Finding> {
     busy_polling(facts, settings, &mut out);
     io_uring(facts, settings, &mut out);
     governor(facts, settings, &mut out);
+    priority(facts, settings, &mut out);
     out.0
 }
 
@@ -421,6 +430,59 @@ fn governor(facts: &SystemFacts, settings: &Settings, out: &mut Out) {
     );
 }
 
+fn priority(facts: &SystemFacts, settings: &Settings, out: &mut Out) {
+    let p = settings.pipeline.priority;
+    let (limit_ok, what) = match p {
+        ThreadPriority::Normal => {
+            out.push(
+                Level::Ok,
+                "priority",
+                "pipeline.priority = \"normal\": stage threads keep the host's priority".into(),
+            );
+            return;
+        }
+        ThreadPriority::High => (
+            // RLIMIT_NICE n allows nice values down to 20 - n (getrlimit(2)).
+            facts
+                .rlimit_nice
+                .map(|n| n >= u64::from((20 - ThreadPriority::HIGH_NICE).unsigned_abs())),
+            format!("nice {}", ThreadPriority::HIGH_NICE),
+        ),
+        ThreadPriority::Realtime => (
+            facts
+                .rlimit_rtprio
+                .map(|l| l >= ThreadPriority::REALTIME_PRIORITY.unsigned_abs().into()),
+            format!("SCHED_FIFO {}", ThreadPriority::REALTIME_PRIORITY),
+        ),
+    };
+    match (facts.cap_sys_nice, limit_ok) {
+        (Some(true), _) | (_, Some(true)) => out.push(
+            Level::Ok,
+            "priority",
+            format!("pipeline.priority = \"{p}\": the stage threads may take {what}"),
+        ),
+        (Some(false), Some(false)) => out.push(
+            Level::Warn,
+            "priority",
+            format!(
+                "pipeline.priority = \"{p}\" asks for {what}, which this process may not take \
+                 (no CAP_SYS_NICE, RLIMIT_NICE/RLIMIT_RTPRIO too low): sessions log one warning \
+                 each and stream at normal priority, losing to a busy game. \
+                 `setcap cap_sys_nice+ep $(command -v punktfunk)`, or `LimitNICE=-10` / \
+                 `LimitRTPRIO=10` in the service unit, or set pipeline.priority = \"normal\""
+            ),
+        ),
+        _ => out.push(
+            Level::Info,
+            "priority",
+            format!(
+                "could not read CAP_SYS_NICE or the nice/realtime limits; whether {what} is \
+                 allowed shows in the log when a session starts"
+            ),
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use punktfunk_engine::config::StageCores;
@@ -437,6 +499,9 @@ mod tests {
             busy_read: Some(0),
             io_uring_disabled: Some(0),
             governors: (0..8).map(|c| (c, "performance".to_owned())).collect(),
+            cap_sys_nice: Some(true),
+            rlimit_nice: Some(0),
+            rlimit_rtprio: Some(0),
         }
     }
 
@@ -607,5 +672,28 @@ mod tests {
         let f = findings(&SystemFacts::default(), &pinned_settings());
         assert!(f.iter().all(|x| x.level == Level::Info), "{f:#?}");
         assert!(!f.is_empty());
+    }
+
+    #[test]
+    fn priority_needs_cap_sys_nice_or_a_limit() {
+        let mut s = Settings::default();
+        assert_eq!(s.pipeline.priority, ThreadPriority::High);
+        let mut m = good_machine();
+        assert_eq!(levels(&findings(&m, &s), "priority"), [Level::Ok]);
+        m.cap_sys_nice = Some(false);
+        let f = findings(&m, &s);
+        assert_eq!(levels(&f, "priority"), [Level::Warn]);
+        let w = f.iter().find(|x| x.topic == "priority").unwrap();
+        assert!(w.text.contains("setcap cap_sys_nice"), "{}", w.text);
+        // RLIMIT_NICE 30 allows nice 20 - 30 = -10.
+        m.rlimit_nice = Some(30);
+        assert_eq!(levels(&findings(&m, &s), "priority"), [Level::Ok]);
+        s.pipeline.priority = ThreadPriority::Realtime;
+        assert_eq!(levels(&findings(&m, &s), "priority"), [Level::Warn]);
+        m.rlimit_rtprio = Some(10);
+        assert_eq!(levels(&findings(&m, &s), "priority"), [Level::Ok]);
+        s.pipeline.priority = ThreadPriority::Normal;
+        m.rlimit_rtprio = Some(0);
+        assert_eq!(levels(&findings(&m, &s), "priority"), [Level::Ok]);
     }
 }

@@ -5,6 +5,7 @@
 //! ring_depth = 4
 //! backpressure = "drop-oldest"
 //! cores = { capture = 0, encode = 1, fec = 2, send = 3 }
+//! priority = "high"
 //!
 //! [send]                         # SendSection
 //! path = "uring-gso"
@@ -21,7 +22,7 @@
 
 use serde::Deserialize;
 
-use punktfunk_engine::config::{Backpressure, SendPathPreference};
+use punktfunk_engine::config::{Backpressure, SendPathPreference, ThreadPriority};
 
 /// A whole profile file. Every table may be left out.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -69,6 +70,30 @@ pub struct PipelineSection {
     pub backpressure: Option<BackpressureName>,
     /// Per-stage core pinning.
     pub cores: Option<CoresSection>,
+    /// Scheduling priority of the stage threads.
+    pub priority: Option<PriorityName>,
+}
+
+/// `pipeline.priority`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PriorityName {
+    /// `"normal"`: the threads keep the host process's priority.
+    Normal,
+    /// `"high"`: nice -10.
+    High,
+    /// `"realtime"`: `SCHED_FIFO` priority 10.
+    Realtime,
+}
+
+impl From<PriorityName> for ThreadPriority {
+    fn from(name: PriorityName) -> Self {
+        match name {
+            PriorityName::Normal => ThreadPriority::Normal,
+            PriorityName::High => ThreadPriority::High,
+            PriorityName::Realtime => ThreadPriority::Realtime,
+        }
+    }
 }
 
 /// `pipeline.backpressure`.
@@ -247,6 +272,7 @@ mod tests {
             frame_capacity = 1048576
             backpressure = "block"
             cores = { capture = 0, encode = 1, fec = 2, send = 3 }
+            priority = "realtime"
             [send]
             path = "uring-gso"
             zero_copy = true
@@ -271,6 +297,7 @@ mod tests {
         .unwrap();
         assert_eq!(p.pipeline.backpressure, Some(BackpressureName::Block));
         assert_eq!(p.pipeline.cores.unwrap().send, Some(3));
+        assert_eq!(p.pipeline.priority, Some(PriorityName::Realtime));
         assert_eq!(p.send.path, Some(SendPathName::UringGso));
         assert_eq!(p.send.driver, Some(SendDriverName::PerSession));
         assert_eq!(
@@ -289,6 +316,8 @@ mod tests {
         assert!(e.to_string().contains("sned"), "{e}");
         let e = Profile::from_toml("[pipeline]\nbackpressure = \"drop_oldest\"\n").unwrap_err();
         assert!(e.to_string().contains("drop_oldest"), "{e}");
+        let e = Profile::from_toml("[pipeline]\npriority = \"nice\"\n").unwrap_err();
+        assert!(e.to_string().contains("nice"), "{e}");
         let e = Profile::from_toml("[pipeline]\nring_depth = -1\n").unwrap_err();
         assert!(e.to_string().contains("ring_depth"), "{e}");
     }

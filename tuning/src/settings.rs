@@ -275,6 +275,7 @@ impl Profile {
             frame_capacity,
             backpressure: p.backpressure.map_or(d.backpressure, Into::into),
             cores,
+            priority: p.priority.map_or(d.priority, Into::into),
         }
     }
 
@@ -480,6 +481,26 @@ mod tests {
         assert_eq!(r.settings.pipeline, PipelineConfig::default());
         assert_eq!(r.settings.send, SendConfig::default());
         assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    }
+
+    #[test]
+    fn priority_names_round_trip_into_the_engine() {
+        use punktfunk_engine::config::ThreadPriority;
+        assert_eq!(
+            resolve("").unwrap().settings.pipeline.priority,
+            ThreadPriority::High,
+            "the default asks for nice -10"
+        );
+        for p in [
+            ThreadPriority::Normal,
+            ThreadPriority::High,
+            ThreadPriority::Realtime,
+        ] {
+            let text = format!("[pipeline]\npriority = \"{p}\"\n");
+            let r = resolve(&text).unwrap();
+            assert_eq!(r.settings.pipeline.priority, p, "{text}");
+            assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+        }
     }
 
     #[test]

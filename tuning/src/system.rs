@@ -60,6 +60,30 @@ pub fn read_facts() -> SystemFacts {
         io_uring_disabled: read_number("/proc/sys/kernel/io_uring_disabled")
             .and_then(|v| u32::try_from(v).ok()),
         governors: read_governors(Path::new("/sys/devices/system/cpu")),
+        cap_sys_nice: read_trimmed("/proc/self/status").and_then(|s| cap_sys_nice(&s)),
+        rlimit_nice: read_trimmed("/proc/self/limits")
+            .and_then(|s| soft_limit(&s, "Max nice priority")),
+        rlimit_rtprio: read_trimmed("/proc/self/limits")
+            .and_then(|s| soft_limit(&s, "Max realtime priority")),
+    }
+}
+
+/// Whether `CapEff` in a `/proc/self/status` text has `CAP_SYS_NICE` (bit 23, capability.h).
+fn cap_sys_nice(status: &str) -> Option<bool> {
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))?
+        .trim();
+    let caps = u64::from_str_radix(hex, 16).ok()?;
+    Some(caps & (1 << 23) != 0)
+}
+
+/// The soft limit of the `/proc/self/limits` row named `name` ("unlimited" reads as u64::MAX).
+fn soft_limit(limits: &str, name: &str) -> Option<u64> {
+    let rest = limits.lines().find_map(|l| l.strip_prefix(name))?;
+    match rest.split_whitespace().next()? {
+        "unlimited" => Some(u64::MAX),
+        v => v.parse().ok(),
     }
 }
 
@@ -110,6 +134,22 @@ mod tests {
             got,
             [(2, "performance".to_owned()), (10, "powersave".to_owned())]
         );
+    }
+
+    #[test]
+    fn priority_facts_are_read_from_proc_texts() {
+        assert_eq!(
+            cap_sys_nice("Name:\tx\nCapEff:\t000001fffeffffff\n"),
+            Some(true)
+        );
+        assert_eq!(cap_sys_nice("CapEff:\t0000000000000000\n"), Some(false));
+        assert_eq!(cap_sys_nice("Name:\tx\n"), None);
+        let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
+                      Max nice priority         30                   40                   \n\
+                      Max realtime priority     unlimited            unlimited            \n";
+        assert_eq!(soft_limit(limits, "Max nice priority"), Some(30));
+        assert_eq!(soft_limit(limits, "Max realtime priority"), Some(u64::MAX));
+        assert_eq!(soft_limit(limits, "Max open files"), None);
     }
 
     #[test]

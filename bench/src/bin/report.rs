@@ -1,9 +1,11 @@
 //! Headline figures of punktfunk, each against a baseline measured in the same run.
 //!
-//! `cargo run --release -p punktfunk-bench --bin report [-- --no-write]`
+//! `cargo run --release -p punktfunk-bench --bin report [-- --no-write] [--only GROUP,…]`
 //!
 //! Prints one `NAME ours=… baseline=… ratio=…` line per figure and rewrites
-//! docs/benchmarks.md (unless `--no-write`). Takes about a minute; the issue allows three.
+//! docs/benchmarks.md (unless `--no-write`, or `--only`: a partial run never rewrites it).
+//! Groups: `gf8`, `send`, `frame-latency`, `pf1-goodput`, `pf1-reconfigure`,
+//! `sessions-scaling`, `under-load`. A full run takes about two and a half minutes.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -11,8 +13,12 @@ use std::time::{Duration, Instant};
 use punktfunk_bench::fec::{Gf8Recovery, Gf8Workload};
 use punktfunk_bench::pf1;
 use punktfunk_bench::send::{self, Throughput};
+use punktfunk_bench::serve::{self, ScalingPoint};
 use punktfunk_bench::{Line, compare, us};
+use punktfunk_control::pf1::Mode;
+use punktfunk_engine::config::ThreadPriority;
 use punktfunk_engine::fec::Kernel;
+use punktfunk_engine::io::pin;
 use punktfunk_engine::io::{Caps, SendPath};
 
 const SHARD: usize = 1408;
@@ -150,9 +156,24 @@ fn latency_line(caps: &Caps) -> Line {
 }
 
 fn pf1_goodput(caps: &Caps) -> Line {
-    // Median of three 3-second runs of 1 MiB frames.
+    // Median of three 3-second runs of 1 MiB frames through the pipeline `serve` builds,
+    // interleaved with runs of the direct sender this line measured before (for comparison).
+    let mut direct = Vec::new();
     let mut runs: Vec<_> = (0..3)
-        .map(|_| pf1::goodput(caps, 1 << 20, 3.0, 0.01))
+        .map(|_| {
+            let g = serve::goodput(caps, &serve::GoodputConfig::default());
+            eprintln!("  pf1-goodput run: {g}");
+            let d = pf1::goodput_with(
+                caps,
+                &pf1::GoodputConfig {
+                    ceiling: false,
+                    ..Default::default()
+                },
+            );
+            eprintln!("  pf1-goodput direct sender: {d}");
+            direct.push(d.gbps);
+            g
+        })
         .collect();
     runs.sort_by(|a, b| a.gbps.total_cmp(&b.gbps));
     let unrecoverable: u64 = runs.iter().map(|r| r.unrecoverable).sum();
@@ -163,14 +184,144 @@ fn pf1_goodput(caps: &Caps) -> Line {
         baseline: format!("{:.2}Gbit/s", m.ceiling_gbps),
         ratio: m.gbps / m.ceiling_gbps,
         note: format!(
-            "punktfunk/1 data plane on loopback: 1 MiB frames, GF(2^16) FEC {} % + AES-128-GCM + \
-             io_uring/GSO sender thread, GRO receiver thread decrypting and reassembling, 1 % \
-             random datagram loss injected at the receiver; vs the raw io_uring+GSO send of the \
-             same datagrams (ceiling); {} unrecoverable frames in 3 runs (goal 0 and >= 2.5 Gbit/s)",
+            "punktfunk/1 on loopback through the pipeline `serve` runs (since issue 8; before, \
+             a direct sender `serve` never used): `PipelineBuilder::spawn` with the host's \
+             profile defaults (pacing off, priority `{}`) and `control::pf1::media`'s packetize \
+             stage (GF(2^16) FEC {} % + AES-128-GCM), a source copying 1 MiB frames into pool \
+             buffers at most {} frames ahead of the receiver, io_uring/GSO send stage; GRO \
+             receiver thread decrypting and reassembling, 1 % random datagram loss injected \
+             there; goodput = frame payload delivered. Baseline: the raw io_uring+GSO send of \
+             the same datagrams (ceiling); {} unrecoverable frames in 3 runs (goal 0 and >= \
+             2.5 Gbit/s); the direct sender (`Pf1FrameSender` on one thread, what this line \
+             measured before) gave {:.2} Gbit/s in the same run",
+            ThreadPriority::default(),
             pf1::PARITY_PERCENT,
-            unrecoverable
+            pf1::WINDOW,
+            unrecoverable,
+            median(direct),
         ),
     }
+}
+
+fn sessions_scaling(caps: &Caps) -> Line {
+    let mode = Mode::new(1280, 720, 60);
+    let (warmup, measure) = (Duration::from_secs(1), Duration::from_secs(5));
+    let points = serve::sessions_scaling(caps, &[1, 2, 4], mode, warmup, measure);
+    for p in &points {
+        eprintln!("  sessions-scaling: {p}");
+    }
+    let fmt =
+        |p: &ScalingPoint| format!("{}:{:.1}%core/{:.1}fps", p.sessions, p.cpu_percent, p.fps);
+    let one = &points[0];
+    let four = &points[points.len() - 1];
+    // CPU per frame delivered: at 4 sessions a stream may get fewer frames for its CPU.
+    let per_frame = |p: &ScalingPoint| p.cpu_percent / p.fps.max(1e-9);
+    let clients = points
+        .iter()
+        .map(|p| format!("{:.0} %", p.client_cpu_percent))
+        .collect::<Vec<_>>()
+        .join(" / ");
+    Line {
+        name: "sessions-scaling".into(),
+        ours: points[1..].iter().map(fmt).collect::<Vec<_>>().join(","),
+        baseline: fmt(one),
+        ratio: per_frame(one) / per_frame(four),
+        note: format!(
+            "host CPU per stream (% of one core: CPU time of every thread of the process but \
+             the loopback drain threads, read per thread from /proc/self/task/*/schedstat, \
+             over {} s after {} s warm-up, divided by sessions and wall time) and frames sent \
+             per second per stream, for N = 1, 2, 4 concurrent punktfunk/1 sessions of the \
+             host's media (test pattern -> openh264 {mode}, 20 Mbit/s, `control::pf1::media` \
+             stages, profile defaults, `PipelineBuilder::spawn`), each to its own loopback \
+             drain; ours = N:CPU/fps for 2 and 4, baseline = 1 session; ratio = CPU per frame \
+             at 1 session / CPU per frame at 4 (> 1: a stream costs less when sessions share \
+             the machine). Drain threads used {clients} of a core (left out); slowest stream at \
+             4: {:.1} fps; frames dropped in the pipelines at 4: {}",
+            measure.as_secs(),
+            warmup.as_secs(),
+            four.min_fps,
+            four.dropped,
+        ),
+    }
+}
+
+fn under_load(caps: &Caps) -> Vec<Line> {
+    let hogs = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let (nice, _) = pin::current_thread_priority();
+    let mut lines = Vec::new();
+    for (priority, suffix) in [
+        (ThreadPriority::Normal, ""),
+        (ThreadPriority::High, "-high"),
+        (ThreadPriority::Realtime, "-realtime"),
+    ] {
+        let (rounds, frames, seconds) = (2, 240, 2.0);
+        let u = serve::under_load(caps, priority, hogs, rounds, frames, seconds);
+        let (g_idle, g_loaded) = u.goodput_gbps();
+        let (lost_idle, lost_loaded) = u.unrecoverable();
+        eprintln!(
+            "  under-load{suffix}: p50 {:.0}/{:.0} us, p99 {:.0}/{:.0} us idle/loaded; goodput \
+             {g_idle:.2}/{g_loaded:.2} Gbit/s",
+            u.p50_idle, u.p50_loaded, u.p99_idle, u.p99_loaded
+        );
+        for g in u.goodput_idle.iter().chain(&u.goodput_loaded) {
+            eprintln!("    {g}");
+        }
+        let refused = if priority != ThreadPriority::Normal
+            && matches!(
+                std::thread::spawn(move || pin::set_current_thread_priority(priority))
+                    .join()
+                    .expect("asking never panics"),
+                pin::PriorityOutcome::Refused { .. }
+            ) {
+            " (REFUSED here: the threads ran at normal priority)"
+        } else {
+            ""
+        };
+        let how = match priority {
+            ThreadPriority::Normal => {
+                format!("stage threads at normal priority (nice {nice}), like the hogs")
+            }
+            ThreadPriority::High => format!(
+                "stage threads at pipeline.priority = \"high\" (nice {}){refused}",
+                ThreadPriority::HIGH_NICE
+            ),
+            p => format!(
+                "stage threads at pipeline.priority = \"{p}\" (SCHED_FIFO {}){refused}",
+                ThreadPriority::REALTIME_PRIORITY
+            ),
+        };
+        let what = format!(
+            "{hogs} busy threads at nice {nice} (one per core, standing in for a game) vs the \
+             idle machine, {rounds} alternating idle/loaded rounds in the same run; {how}; the \
+             loopback receiver (the client) at the same priority as the stages"
+        );
+        lines.push(Line {
+            name: format!("under-load-p99{suffix}"),
+            ours: format!("{:.0}us", u.p99_loaded),
+            baseline: format!("{:.0}us", u.p99_idle),
+            ratio: u.p99_loaded / u.p99_idle,
+            note: format!(
+                "`frame-latency`'s engine path (1 MiB frames at 60 fps, {frames} frames per \
+                 round, samples pooled) p99 under load (ours) and idle (baseline); ratio = \
+                 loaded / idle (1 = unaffected, higher is worse); p50 {:.0} us loaded, {:.0} us \
+                 idle; {what}",
+                u.p50_loaded, u.p50_idle
+            ),
+        });
+        lines.push(Line {
+            name: format!("under-load-goodput{suffix}"),
+            ours: format!("{g_loaded:.2}Gbit/s"),
+            baseline: format!("{g_idle:.2}Gbit/s"),
+            ratio: g_loaded / g_idle,
+            note: format!(
+                "`pf1-goodput`'s serve pipeline (1 MiB frames, 1 % loss, {seconds} s per round, \
+                 mean of the rounds) under load (ours) and idle (baseline); ratio = loaded / \
+                 idle (1 = unaffected, lower is worse); unrecoverable frames {lost_loaded} \
+                 loaded, {lost_idle} idle; {what}"
+            ),
+        });
+    }
+    lines
 }
 
 fn pf1_reconfigure() -> Line {
@@ -253,31 +404,72 @@ fn write_doc(lines: &[Line], elapsed: Duration) -> std::io::Result<()> {
     )
 }
 
+const GROUPS: [&str; 7] = [
+    "gf8",
+    "send",
+    "frame-latency",
+    "pf1-goodput",
+    "pf1-reconfigure",
+    "sessions-scaling",
+    "under-load",
+];
+
 fn main() {
-    let write = !std::env::args().any(|a| a == "--no-write");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let only: Option<Vec<String>> = args.iter().position(|a| a == "--only").map(|i| {
+        args.get(i + 1)
+            .map(|g| g.split(',').map(str::to_string).collect())
+            .unwrap_or_default()
+    });
+    if let Some(groups) = &only
+        && let Some(bad) = groups.iter().find(|g| !GROUPS.contains(&g.as_str()))
+    {
+        eprintln!("unknown group {bad:?}; groups: {}", GROUPS.join(", "));
+        std::process::exit(2);
+    }
+    let run = |group: &str| only.as_ref().is_none_or(|g| g.iter().any(|x| x == group));
+    let write = only.is_none() && !args.iter().any(|a| a == "--no-write");
     let start = Instant::now();
     let best = Kernel::detect();
     let caps = Caps::probe();
-    let mut lines = vec![
-        gf8_encode(best, "gf8-encode"),
-        gf8_reconstruct(best, "gf8-reconstruct"),
-    ];
-    for k in Kernel::available().filter(|&k| k != best && k != Kernel::Scalar) {
-        lines.push(gf8_encode(k, &format!("gf8-encode-{k}")));
+    let mut lines = Vec::new();
+    let emit = |more: Vec<Line>, lines: &mut Vec<Line>| {
+        for l in &more {
+            println!("{l}");
+        }
+        lines.extend(more);
+    };
+    if run("gf8") {
+        let mut more = vec![
+            gf8_encode(best, "gf8-encode"),
+            gf8_reconstruct(best, "gf8-reconstruct"),
+        ];
+        for k in Kernel::available().filter(|&k| k != best && k != Kernel::Scalar) {
+            more.push(gf8_encode(k, &format!("gf8-encode-{k}")));
+        }
+        emit(more, &mut lines);
     }
-    for l in &lines {
-        println!("{l}");
+    if run("send") {
+        let mut more = Vec::new();
+        more.extend(send_lines(&caps, 1024, ""));
+        more.extend(send_lines(&caps, 256, "-256k"));
+        emit(more, &mut lines);
     }
-    let mut more = Vec::new();
-    more.extend(send_lines(&caps, 1024, ""));
-    more.extend(send_lines(&caps, 256, "-256k"));
-    more.push(latency_line(&caps));
-    more.push(pf1_goodput(&caps));
-    more.push(pf1_reconfigure());
-    for l in &more {
-        println!("{l}");
+    if run("frame-latency") {
+        emit(vec![latency_line(&caps)], &mut lines);
     }
-    lines.extend(more);
+    if run("pf1-goodput") {
+        emit(vec![pf1_goodput(&caps)], &mut lines);
+    }
+    if run("pf1-reconfigure") {
+        emit(vec![pf1_reconfigure()], &mut lines);
+    }
+    if run("sessions-scaling") {
+        emit(vec![sessions_scaling(&caps)], &mut lines);
+    }
+    if run("under-load") {
+        emit(under_load(&caps), &mut lines);
+    }
     if write {
         match write_doc(&lines, start.elapsed()) {
             Ok(()) => println!("wrote docs/benchmarks.md"),

@@ -32,7 +32,7 @@ use punktfunk_capture::stages::{
     EncodeStage, ModeSwitch, PatternCapture, VideoMode, raw_frame_len,
 };
 use punktfunk_capture::{VideoEncoder, VideoEncoderConfig};
-use punktfunk_engine::config::SessionProfile;
+use punktfunk_engine::config::{FecConfig, SessionProfile};
 use punktfunk_engine::io::Caps;
 use punktfunk_engine::io::build::{
     PipelineBuilder, PipelineWatch, VideoPipeline, VideoSend, VideoStages,
@@ -144,6 +144,75 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The punktfunk/1 packetize stage of one `serve` session, as [`Pf1Media::start`] builds it:
+/// GF(2^16) FEC at the negotiated parity with at least the profile's `fec.min_parity` parity
+/// shards, AES-128-GCM under the session's exporter key, key rotation at `opts`' limits; and the
+/// feedback handle through which loss reports and key updates reach it. Public so that the
+/// benchmarks measure the stage the host runs.
+pub fn packetize_stage(
+    opts: &MediaOptions,
+    fec: FecConfig,
+    params: &DataPlaneParams,
+) -> Result<(Pf1PacketizeStage, Arc<Pf1Feedback>), String> {
+    let mut material = [0u8; KEY_MATERIAL_LEN];
+    material.copy_from_slice(&params.key_material[..KEY_MATERIAL_LEN]);
+    let key = DataKey::from_key_material(&material);
+    let sender_cfg = Pf1SenderConfig {
+        shard_len: usize::from(params.shard_payload) & !1,
+        parity_percent: params.parity_percent,
+        // Small frames (a few shards) get parity shards before any loss report arrives,
+        // as GameStream's minRequiredFecPackets does (profile `fec.min_parity`, 2 by default).
+        min_parity: usize::from(fec.min_parity),
+        key_packet_limit: opts.key_packet_limit,
+        key_update_percent: opts.key_update_percent,
+        ..Pf1SenderConfig::default()
+    };
+    let feedback = Arc::new(Pf1Feedback::default());
+    let packetize = Pf1PacketizeStage::new(sender_cfg, key)
+        .map_err(|e| e.to_string())?
+        .with_feedback(feedback.clone());
+    Ok((packetize, feedback))
+}
+
+/// The host's media of one `serve` session: the test pattern at `mode`, encoded with openh264
+/// at `bitrate_kbps`, in front of `packetize`; and the switch a renegotiation drives. Public so
+/// that the benchmarks run the media the host runs.
+#[allow(clippy::type_complexity)]
+pub fn pattern_stages<P>(
+    mode: Mode,
+    bitrate_kbps: u32,
+    packetize: P,
+) -> Result<
+    (
+        VideoStages<PatternCapture, EncodeStage<OpenH264Encoder>, P>,
+        Arc<ModeSwitch>,
+    ),
+    String,
+> {
+    let first = video_mode(0, mode, bitrate_kbps);
+    let switch = Arc::new(ModeSwitch::new(first));
+    let encoder = OpenH264Encoder::new(VideoEncoderConfig {
+        width: first.width,
+        height: first.height,
+        fps: first.fps,
+        bitrate_kbps: first.bitrate_kbps,
+    })
+    .map_err(|e| e.to_string())?;
+    let max_encoded = encoder.max_encoded_len();
+    let source = PatternCapture::with_switch(switch.clone()).map_err(|e| e.to_string())?;
+    let encode = EncodeStage::with_switch(encoder, switch.clone()).map_err(|e| e.to_string())?;
+    let stages = VideoStages {
+        source,
+        encode,
+        packetize,
+        // Raw frames up to 4K (a renegotiation may ask for one) and their encodings share
+        // one pool.
+        media_capacity: raw_frame_len(3840, 2160).max(max_encoded),
+        frame_interval: Duration::from_secs(1) / first.fps,
+    };
+    Ok((stages, switch))
+}
+
 impl Pf1Media {
     /// A media side sending Reconfigured replies through `handle`.
     pub fn new(opts: MediaOptions, handle: HostHandle, input: Box<dyn InputSink>) -> Self {
@@ -159,40 +228,12 @@ impl Pf1Media {
     /// Starts streaming to the client of `conn`.
     pub fn start(&mut self, conn: ConnId, params: &DataPlaneParams) -> Result<(), String> {
         self.stop(conn);
-        let mut material = [0u8; KEY_MATERIAL_LEN];
-        material.copy_from_slice(&params.key_material[..KEY_MATERIAL_LEN]);
-        let key = DataKey::from_key_material(&material);
         let dest = SocketAddr::new(params.peer_ip.to_canonical(), params.client_data_port);
         if params.client_data_port == 0 {
             return Err("the client did not say where to send (data port 0)".into());
         }
-        let first = video_mode(0, params.mode, self.opts.bitrate_kbps);
-        let switch = Arc::new(ModeSwitch::new(first));
-        let encoder = OpenH264Encoder::new(VideoEncoderConfig {
-            width: first.width,
-            height: first.height,
-            fps: first.fps,
-            bitrate_kbps: first.bitrate_kbps,
-        })
-        .map_err(|e| e.to_string())?;
-        let max_encoded = encoder.max_encoded_len();
-        let source = PatternCapture::with_switch(switch.clone()).map_err(|e| e.to_string())?;
-        let encode =
-            EncodeStage::with_switch(encoder, switch.clone()).map_err(|e| e.to_string())?;
-        let sender_cfg = Pf1SenderConfig {
-            shard_len: usize::from(params.shard_payload) & !1,
-            parity_percent: params.parity_percent,
-            // Small frames (a few shards) get parity shards before any loss report arrives,
-            // as GameStream's minRequiredFecPackets does (profile `fec.min_parity`, 2 by default).
-            min_parity: usize::from(self.builder.fec().min_parity),
-            key_packet_limit: self.opts.key_packet_limit,
-            key_update_percent: self.opts.key_update_percent,
-            ..Pf1SenderConfig::default()
-        };
-        let feedback = Arc::new(Pf1Feedback::default());
-        let packetize = Pf1PacketizeStage::new(sender_cfg, key)
-            .map_err(|e| e.to_string())?
-            .with_feedback(feedback.clone());
+        let (packetize, feedback) = packetize_stage(&self.opts, self.builder.fec(), params)?;
+        let (stages, switch) = pattern_stages(params.mode, self.opts.bitrate_kbps, packetize)?;
         let sender = self
             .builder
             .bind_sender(SocketAddr::new(self.opts.bind, 0))
@@ -228,15 +269,6 @@ impl Pf1Media {
                 h.send(HostCommand::Reconfigured(conn, pm.mode, meta.index as u32));
             }
         });
-        let stages = VideoStages {
-            source,
-            encode,
-            packetize,
-            // Raw frames up to 4K (a renegotiation may ask for one) and their encodings share
-            // one pool.
-            media_capacity: raw_frame_len(3840, 2160).max(max_encoded),
-            frame_interval: Duration::from_secs(1) / first.fps,
-        };
         let send = VideoSend {
             sender,
             peer,

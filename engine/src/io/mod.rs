@@ -37,8 +37,9 @@
 //! # Threads
 //!
 //! [`stages`] runs the capture → encode → FEC → send pipeline on threads joined by the rings
-//! of [`crate::ring`], and [`pin`] pins them to cores (`docs/pipeline.md`). [`build`] is the
-//! one place a session's pipeline is put together from the tuning profile, for both protocols.
+//! of [`crate::ring`], and [`pin`] pins them to cores and raises their scheduling priority
+//! (`pipeline.priority`; `docs/pipeline.md`). [`build`] is the one place a session's pipeline
+//! is put together from the tuning profile, for both protocols.
 //!
 //! See `docs/io.md` for the design, the soundness argument and measurements.
 

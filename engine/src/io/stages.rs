@@ -17,19 +17,25 @@
 //!
 //! # Threads
 //!
+//! Each thread pins itself to its core ([`PipelineConfig::cores`]) and asks for the profile's
+//! scheduling priority ([`PipelineConfig::priority`], `pipeline.priority`): nice -10 or
+//! `SCHED_FIFO`. A refusal (no `CAP_SYS_NICE`) is logged once per pipeline, as a warning
+//! naming the reason; the threads run on at the priority they inherited.
+//!
 //! Stages are started from the end of the pipeline backwards (send first), so a failed start
 //! drops the rings of the stages not yet started and the ones already running see their input
 //! close and exit. [`PipelineHandle::join`] reports the first stage failure or panic in pipeline
 //! order; dropping the handle aborts the pipeline and joins its threads.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::{self, JoinHandle, Thread};
 use std::time::Duration;
 
 use crossbeam_utils::Backoff;
 
-use crate::config::{Backpressure, PipelineConfig};
-use crate::io::pin::{self, PinOutcome};
+use crate::config::{Backpressure, PipelineConfig, ThreadPriority};
+use crate::io::pin::{self, PinOutcome, PriorityOutcome};
 use crate::pipeline::{
     self, Captured, Emit, PipelineControl, PipelineError, PipelineStats, RingId, Sink, Source,
     Stage, StageContext, StageCounters, StageError, StageId,
@@ -47,6 +53,9 @@ struct Runtime {
     threads: [OnceLock<Thread>; 4],
     pool: FramePool,
     backpressure: Backpressure,
+    priority: ThreadPriority,
+    /// A refused priority was logged already (once per pipeline, not per thread).
+    priority_refusal_logged: AtomicBool,
 }
 
 impl Runtime {
@@ -62,6 +71,32 @@ impl Runtime {
 
     fn counters(&self, stage: StageId) -> &StageCounters {
         &self.counters[stage.index()]
+    }
+
+    /// Asks for the pipeline's priority on the calling stage thread; logs the first refusal.
+    fn raise_priority(&self, stage: StageId) {
+        let outcome = pin::set_current_thread_priority(self.priority);
+        match outcome {
+            PriorityOutcome::Unchanged => {}
+            PriorityOutcome::Raised(p) => {
+                tracing::debug!(stage = stage.name(), priority = %p, "stage thread priority raised");
+            }
+            PriorityOutcome::Refused { priority, .. } => {
+                let reason = outcome.reason().unwrap_or_default();
+                if self.priority_refusal_logged.swap(true, Ordering::Relaxed) {
+                    tracing::debug!(stage = stage.name(), %priority, %reason, "priority refused");
+                } else {
+                    tracing::warn!(
+                        stage = stage.name(),
+                        %priority,
+                        %reason,
+                        "the OS refused pipeline.priority (needs CAP_SYS_NICE, e.g. \
+                         `setcap cap_sys_nice+ep`, or pipeline.priority = \"normal\"); \
+                         the stage threads run at their inherited priority"
+                    );
+                }
+            }
+        }
     }
 }
 
@@ -258,6 +293,7 @@ where
             {
                 rt.counters(stage).record_pinned(core);
             }
+            rt.raise_priority(stage);
             let mut cx = StageContext::new(stage, &rt.pool, &rt.control);
             let result = settle(body(&rt, &mut cx));
             if let Err(e) = &result {
@@ -303,6 +339,8 @@ impl Pipeline {
             threads: Default::default(),
             pool,
             backpressure: config.backpressure,
+            priority: config.priority,
+            priority_refusal_logged: AtomicBool::new(false),
         });
         let mut handle = PipelineHandle {
             rt: Arc::clone(&rt),

@@ -6,7 +6,8 @@
 //!
 //! * **engine path**: the real pipeline: a source hands encoded frames to the engine
 //!   (memcpy into a pool buffer), a pass-through encode stage, [`PacketizeStage`] (GameStream
-//!   packetizer + GF(2^8) FEC), and [`SendSink`] (io_uring + GSO), on threads joined by rings.
+//!   packetizer + GF(2^8) FEC), and the send stage (io_uring + GSO, through the shared send
+//!   driver), on threads joined by rings, built by the `PipelineBuilder` `serve` uses.
 //! * **sendto baseline**: the same datagrams, pre-built once, one `sendto(2)` each.
 //! * **ceiling**: the same pre-built datagrams through the io_uring+GSO driver, nothing else.
 //!
@@ -18,13 +19,16 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use punktfunk_engine::config::{Backpressure, PipelineConfig, SendConfig, ThreadPriority};
+use punktfunk_engine::config::{
+    Backpressure, FecConfig, PacingConfig, PipelineConfig, SendConfig, SessionProfile,
+    ThreadPriority,
+};
 use punktfunk_engine::gamestream::stage::PacketizeStage;
 use punktfunk_engine::gamestream::wire::video::{
     FrameType, VideoFrame, VideoPacketizer, VideoParams,
 };
-use punktfunk_engine::io::sink::{OnSent, PeerAddr, SendSink};
-use punktfunk_engine::io::stages::Pipeline;
+use punktfunk_engine::io::build::{PipelineBuilder, VideoSend, VideoStages};
+use punktfunk_engine::io::sink::{OnSent, PeerAddr};
 use punktfunk_engine::io::{Caps, Pacing, ReceiveConfig, SendPath, UdpReceiver, UdpSender};
 use punktfunk_engine::pipeline::{Captured, PassThrough, Source, StageContext, StageError};
 use punktfunk_engine::pool::FrameBuf;
@@ -193,17 +197,39 @@ fn run_engine(caps: &Caps, drain: &Drain, run: EngineRun, on_sent: OnSent) {
         priority,
         ..PipelineConfig::default()
     };
-    let sender = UdpSender::new(
-        "127.0.0.1:0".parse().expect("literal"),
-        &SendConfig::default(),
-        caps,
-    )
-    .expect("sender");
+    // The builder `serve` uses, with the profile's defaults but unpaced (frames leave as fast
+    // as the path allows) and the shared send driver.
+    let profile = SessionProfile {
+        pipeline: config,
+        send: SendConfig {
+            pacing: PacingConfig {
+                frame_share: 0.0,
+                ..PacingConfig::default()
+            },
+            ..SendConfig::default()
+        },
+        fec: FecConfig::default(),
+    };
+    let builder = PipelineBuilder::new(profile, caps.clone());
+    let sender = builder
+        .bind_sender("127.0.0.1:0".parse().expect("literal"))
+        .expect("sender");
     let peer = Arc::new(PeerAddr::default());
     peer.set(Some(drain.dest));
-    let sink = SendSink::new(sender, peer, Duration::ZERO, false).on_sent(on_sent);
-    let source = FrameFeeder::new(frame, frames, epoch, interval);
-    Pipeline::spawn(&config, source, PassThrough::default(), fec, sink)
+    let stages = VideoStages {
+        source: FrameFeeder::new(frame, frames, epoch, interval),
+        encode: PassThrough::default(),
+        packetize: fec,
+        media_capacity: frame_len,
+        frame_interval: Duration::ZERO,
+    };
+    let send = VideoSend {
+        sender,
+        peer,
+        on_sent: Some(on_sent),
+    };
+    builder
+        .spawn("bench", stages, send)
         .expect("pipeline starts")
         .join()
         .expect("pipeline runs");

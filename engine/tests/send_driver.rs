@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use punktfunk_engine::config::{PacingConfig, SendConfig};
+use punktfunk_engine::config::{PacingConfig, SendConfig, ThreadPriority};
 use punktfunk_engine::io::driver::SendDriver;
 use punktfunk_engine::io::{Caps, Pacing, UdpSender};
 use punktfunk_engine::pool::{FrameMeta, FramePool};
@@ -39,7 +39,7 @@ fn four_sessions_share_one_driver_thread() {
         ..SendConfig::default()
     };
     let caps = Caps::probe();
-    let driver = SendDriver::start("pf-send-test", None, false).unwrap();
+    let driver = SendDriver::start("pf-send-test", None, ThreadPriority::Normal, false).unwrap();
     let pool = FramePool::new(16, DATAGRAMS as usize * SEG).unwrap();
     let mut receivers = Vec::new();
     let mut submitters = Vec::new();

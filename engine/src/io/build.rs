@@ -69,7 +69,8 @@ impl std::fmt::Display for EffectiveSettings {
         let core = |c: Option<usize>| c.map_or_else(|| "-".to_string(), |c| c.to_string());
         write!(
             f,
-            "rings {} deep, {:?}, pool {} × {} KiB, cores capture/encode/fec/send {}/{}/{}/{}; \
+            "rings {} deep, {:?}, pool {} × {} KiB, cores capture/encode/fec/send {}/{}/{}/{}, \
+             priority {:?}; \
              send {} ({} SQEs, SO_SNDBUF {} KiB, SO_BUSY_POLL {} µs); pacing {} of the frame \
              interval in bursts of {}, {}; FEC {} % (min {} parity, {} threads)",
             p.ring_depth,
@@ -80,6 +81,7 @@ impl std::fmt::Display for EffectiveSettings {
             core(c.encode),
             core(c.fec),
             core(c.send),
+            p.priority,
             self.send_path,
             self.send.ring_entries,
             self.send.socket_send_buffer >> 10,
@@ -184,6 +186,12 @@ impl VideoPipeline {
         self.handle.shutdown()
     }
 
+    /// Waits until the source has ended and every frame has gone through, then joins the
+    /// threads (a finite source, as in benches).
+    pub fn join(self) -> Result<PipelineStats, PipelineError> {
+        self.handle.join()
+    }
+
     /// Drops whatever is queued and joins the threads.
     pub fn abort(self) -> Result<PipelineStats, PipelineError> {
         self.handle.abort();
@@ -217,11 +225,15 @@ impl PipelineBuilder {
             return Ok(d.clone());
         }
         let name = core.map_or_else(|| "pf-send".to_owned(), |c| format!("pf-send-{c}"));
-        let d = SendDriver::start(&name, core, self.profile.send.busy_poll).map_err(|source| {
-            PipelineError::Spawn {
-                stage: StageId::Send,
-                source,
-            }
+        let d = SendDriver::start(
+            &name,
+            core,
+            self.profile.pipeline.priority,
+            self.profile.send.busy_poll,
+        )
+        .map_err(|source| PipelineError::Spawn {
+            stage: StageId::Send,
+            source,
         })?;
         drivers.insert(core, d.clone());
         Ok(d)

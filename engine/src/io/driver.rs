@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use super::send::{SPIN_THRESHOLD, wait_until};
 use super::sink::{OnSent, SinkStats};
 use super::{Pacing, SendStats, UdpSender};
+use crate::config::ThreadPriority;
 use crate::pool::FrameBuf;
 use crate::send_queue::{JobId, SendQueue, SessionKey};
 
@@ -67,15 +68,27 @@ pub struct SendDriver {
 }
 
 impl SendDriver {
-    /// Starts a driver thread named `name`, pinned to `core` if given; spinning instead of
-    /// sleeping between bursts with `busy_poll`.
-    pub fn start(name: &str, core: Option<usize>, busy_poll: bool) -> std::io::Result<Self> {
+    /// Starts a driver thread named `name`, pinned to `core` if given, at `priority` (like
+    /// the pipelines' stage threads; a refusal is logged); spinning instead of sleeping
+    /// between bursts with `busy_poll`.
+    pub fn start(
+        name: &str,
+        core: Option<usize>,
+        priority: ThreadPriority,
+        busy_poll: bool,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel();
+        let thread = name.to_owned();
         std::thread::Builder::new()
             .name(name.into())
             .spawn(move || {
                 if let Some(core) = core {
                     super::pin::pin_current_thread(core);
+                }
+                let outcome = super::pin::set_current_thread_priority(priority);
+                if let Some(reason) = outcome.reason() {
+                    tracing::warn!(driver = %thread, priority = %priority, %reason,
+                        "send driver runs at normal priority: the OS refused");
                 }
                 run(&rx, busy_poll);
             })?;

@@ -263,6 +263,39 @@ impl Receiver {
         self.progress.stop.store(true, Ordering::Release);
         self.thread.join().expect("receiver thread does not panic")
     }
+
+    /// Lets the last of `sent` frames land (or time out, 500 ms at most), stops the thread
+    /// and turns what it received since `start` into the figures; `ceiling` runs after the
+    /// receiver stopped, so that it has the machine to itself.
+    pub(crate) fn goodput(
+        self,
+        sent: u64,
+        start: Instant,
+        ceiling: impl FnOnce() -> f64,
+        stalls: u64,
+        path: String,
+    ) -> Pf1Goodput {
+        let settle = Instant::now();
+        while self.progress.finished.load(Ordering::Acquire) < sent
+            && settle.elapsed() < Duration::from_millis(500)
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let r = self.finish();
+        let elapsed = r.last_delivery.saturating_duration_since(start);
+        Pf1Goodput {
+            gbps: r.bytes as f64 * 8.0 / elapsed.as_secs_f64().max(1e-9) / 1e9,
+            ceiling_gbps: ceiling(),
+            unrecoverable: r.unrecoverable,
+            frames: r.frames,
+            sent,
+            recovered_by_fec: r.recovered,
+            dropped: r.dropped,
+            datagrams: r.datagrams,
+            stalls,
+            path,
+        }
+    }
 }
 
 /// Knobs of [`goodput_with`]; [`Default`] is what [`goodput`] uses.
@@ -366,32 +399,19 @@ pub fn goodput_with(caps: &Caps, config: &GoodputConfig) -> Pf1Goodput {
             .expect("send on loopback");
         sent += 1;
     }
-    // Let the last frames land (or time out) before stopping the receiver.
-    let settle = Instant::now();
-    while progress.finished.load(Ordering::Acquire) < sent
-        && settle.elapsed() < Duration::from_millis(500)
-    {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let r = rx.finish();
-    let elapsed = r.last_delivery.saturating_duration_since(start);
-
-    Pf1Goodput {
-        gbps: r.bytes as f64 * 8.0 / elapsed.as_secs_f64().max(1e-9) / 1e9,
-        ceiling_gbps: if config.ceiling {
-            ceiling(caps, frame_len, config.shard_len, duration)
-        } else {
-            f64::NAN
-        },
-        unrecoverable: r.unrecoverable,
-        frames: r.frames,
+    rx.goodput(
         sent,
-        recovered_by_fec: r.recovered,
-        dropped: r.dropped,
-        datagrams: r.datagrams,
+        start,
+        || {
+            if config.ceiling {
+                ceiling(caps, frame_len, config.shard_len, duration)
+            } else {
+                f64::NAN
+            }
+        },
         stalls,
         path,
-    }
+    )
 }
 
 /// The datagrams of one `frame_len` frame in `shard_len` shards, packetized and sealed once:

@@ -340,36 +340,24 @@ pub fn goodput(caps: &Caps, config: &GoodputConfig) -> Pf1Goodput {
     std::thread::sleep(config.duration);
     pipeline.shutdown().expect("pipeline runs");
     let sent = sent.load(Ordering::Relaxed);
-    // Let the last frames land (or time out) before stopping the receiver.
-    let settle = Instant::now();
-    while rx.progress.finished.load(Ordering::Acquire) < sent
-        && settle.elapsed() < Duration::from_millis(500)
-    {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let r = rx.finish();
-    let elapsed = r.last_delivery.saturating_duration_since(start);
-    Pf1Goodput {
-        gbps: r.bytes as f64 * 8.0 / elapsed.as_secs_f64().max(1e-9) / 1e9,
-        ceiling_gbps: if config.ceiling {
-            crate::pf1::ceiling(
-                caps,
-                config.frame_len,
-                usize::from(params.shard_payload),
-                config.duration,
-            )
-        } else {
-            f64::NAN
-        },
-        unrecoverable: r.unrecoverable,
-        frames: r.frames,
+    rx.goodput(
         sent,
-        recovered_by_fec: r.recovered,
-        dropped: r.dropped,
-        datagrams: r.datagrams,
-        stalls: stalls.load(Ordering::Relaxed),
+        start,
+        || {
+            if config.ceiling {
+                crate::pf1::ceiling(
+                    caps,
+                    config.frame_len,
+                    usize::from(params.shard_payload),
+                    config.duration,
+                )
+            } else {
+                f64::NAN
+            }
+        },
+        stalls.load(Ordering::Relaxed),
         path,
-    }
+    )
 }
 
 // ---------------------------------------------------------------------------------------------

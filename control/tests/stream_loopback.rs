@@ -469,7 +469,7 @@ fn handshake_control_video_audio_and_termination() {
 }
 
 /// One stream of `session_id` on `host`: the RTSP handshake, a video ping, frames until at
-/// least `want` arrived, then `/cancel` (`stop_stream`) while the client keeps reading, and
+/// least `want` arrived, then `/cancel` (`stop_session`) while the client keeps reading, and
 /// a drain of what was still on its way. Returns (frames completed, highest frame index,
 /// the host's final counters for that stream).
 fn one_stream(

@@ -54,6 +54,8 @@ pub mod annexb;
 pub mod audio;
 #[allow(unsafe_code)]
 pub mod clock;
+pub mod convert;
+pub mod display;
 pub mod frame;
 pub mod h264;
 pub mod pattern;
@@ -61,6 +63,7 @@ pub mod source;
 pub mod stages;
 pub mod stamp;
 pub mod video;
+pub mod wlroots;
 
 pub use frame::{Frame, FrameError};
 pub use stamp::{Stamp, read_stamp};

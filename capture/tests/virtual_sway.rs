@@ -82,17 +82,23 @@ impl Sway {
             skip::skip("sway", "swaybg is not installed (apt-get install swaybg)");
             return None;
         }
+        let root = std::fs::metadata("/proc/self")
+            .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+            .unwrap_or(false);
+        // Under root the dir must be reachable by nobody: /tmp, whatever TMPDIR says.
+        let base = if root {
+            PathBuf::from("/tmp")
+        } else {
+            std::env::temp_dir()
+        };
         static SEQ: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
+        let dir = base.join(format!(
             "pf-sway-{}-{}",
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir(&dir).expect("create runtime dir");
-        let root = std::fs::metadata("/proc/self")
-            .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-            .unwrap_or(false);
         let mut cmd = if root {
             // sway refuses root (sway/main.c drop_permissions); run it as nobody.
             std::os::unix::fs::chown(&dir, Some(NOBODY), Some(NOBODY)).expect("chown runtime dir");

@@ -8,8 +8,11 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 # Debian packages: C toolchain for -sys crates (reed-solomon-erasure's SIMD C baseline),
-# pkg-config, and the tools the tests and benches call.
-PKGS=(build-essential pkg-config iproute2 nftables python3 python3-venv libopus-dev nasm python3-numpy ffmpeg)
+# pkg-config, and the tools the tests and benches call. sway, swaybg: the headless compositor
+# capture/tests/virtual_sway.rs starts (docs/capture.md "Virtual displays: sway"); wev, wtype:
+# Wayland input test tools for the input tests to come.
+PKGS=(build-essential pkg-config iproute2 nftables python3 python3-venv libopus-dev nasm python3-numpy ffmpeg
+      sway swaybg wev wtype)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -12,16 +12,22 @@
 //! * [`annexb`]: NAL splitting, slice types and SPS fields, to check an encoder's output.
 //! * [`audio`]: a continuous-phase test tone and an Opus encoder configured like Sunshine
 //!   (CBR, restricted low delay, stereo/5.1/7.1, 5 or 10 ms packets), plus a decoder.
+//! * [`display`]: the [`display::VirtualDisplay`] and [`display::FrameSource`] interfaces
+//!   (the pattern source is one); [`wlroots`]: headless sway outputs over sway IPC and their
+//!   capture with wlr-screencopy (SHM); [`convert`]: BGRx → I420 for the encoders.
 //!
 //! What it deliberately does not do: pace frames (the pipeline's capture stage asks when it
-//! wants one), packetize, encrypt or send (engine), or capture real screens and sound yet
-//! (PipeWire and hardware encoders plug in behind the same types later). Layouts and settings
-//! are documented in docs/capture.md.
+//! wants one), packetize, encrypt or send (engine), or feed real screens and sound to `serve`
+//! yet (sway capture exists but is not wired in; PipeWire, Mutter, KWin and hardware encoders
+//! plug in behind the same types later). Layouts and settings are documented in
+//! docs/capture.md.
 //!
-//! Decide and act: `frame`, `stamp`, `pattern`, `annexb`, `video`, `audio::config` and
-//! `audio::tone` are pure (no clock, no I/O, `#![forbid(unsafe_code)]`). `clock` reads
-//! `CLOCK_MONOTONIC`, `source` uses it, `h264` drives openh264 and `audio::opus` is the libopus
-//! FFI (the crate's only `unsafe`, besides the clock read).
+//! Decide and act: `frame`, `stamp`, `pattern`, `annexb`, `video`, `display`, `convert`,
+//! `wlroots::message`, `audio::config` and `audio::tone` are pure (no clock, no I/O,
+//! `#![forbid(unsafe_code)]`). `clock` reads `CLOCK_MONOTONIC`, `source` uses it, `h264` drives
+//! openh264, `wlroots::{ipc, display, screencopy}` talk to sway's sockets (no `unsafe`: the SHM
+//! buffer is read with `pread`, not mapped) and `audio::opus` is the libopus FFI (the crate's
+//! only `unsafe`, besides the clock read).
 //!
 //! # Example
 //!
@@ -54,6 +60,8 @@ pub mod annexb;
 pub mod audio;
 #[allow(unsafe_code)]
 pub mod clock;
+pub mod convert;
+pub mod display;
 pub mod frame;
 pub mod h264;
 pub mod pattern;
@@ -61,6 +69,7 @@ pub mod source;
 pub mod stages;
 pub mod stamp;
 pub mod video;
+pub mod wlroots;
 
 pub use frame::{Frame, FrameError};
 pub use stamp::{Stamp, read_stamp};

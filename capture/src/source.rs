@@ -5,6 +5,7 @@
 //! host's capture stage decides when to ask for the next frame (e.g. every 1/fps seconds).
 
 use crate::clock;
+use crate::display::{CaptureError, CapturedFrame, FrameSource, PixelFormat};
 use crate::frame::{Frame, FrameError};
 use crate::pattern::TestPattern;
 
@@ -56,6 +57,26 @@ impl PatternSource {
     }
 }
 
+/// The pattern as a [`FrameSource`]: I420 frames in the source's own buffer; never fails.
+impl FrameSource for PatternSource {
+    fn formats(&self) -> &[PixelFormat] {
+        &[PixelFormat::I420]
+    }
+
+    fn next_frame(&mut self) -> Result<CapturedFrame<'_>, CaptureError> {
+        let frame = self.capture();
+        Ok(CapturedFrame {
+            width: frame.width(),
+            height: frame.height(),
+            stride: frame.y_stride(),
+            format: PixelFormat::I420,
+            capture_us: frame.capture_us,
+            index: frame.index,
+            data: frame.as_bytes(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,5 +101,18 @@ mod tests {
         let mut wrong = Frame::new(64, 64).unwrap();
         assert!(src.capture_into(&mut wrong).is_err());
         assert_eq!(src.next_index(), 4);
+    }
+
+    #[test]
+    fn is_a_frame_source() {
+        let mut src = PatternSource::new(320, 240).unwrap();
+        let source: &mut dyn FrameSource = &mut src;
+        assert_eq!(source.formats(), &[PixelFormat::I420]);
+        let f = source.next_frame().unwrap();
+        assert_eq!((f.width, f.height, f.stride, f.index), (320, 240, 320, 0));
+        assert_eq!(f.data.len(), PixelFormat::I420.frame_len(320, 240));
+        let s = read_stamp(&f.data[..320 * 240], 320, 240, 320).unwrap();
+        assert_eq!(s.capture_us, f.capture_us);
+        assert_eq!(source.next_frame().unwrap().index, 1);
     }
 }

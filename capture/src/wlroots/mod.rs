@@ -1,0 +1,21 @@
+//! wlroots compositors (sway): headless virtual outputs over sway IPC, capture with
+//! wlr-screencopy.
+//!
+//! * [`message`] (pure): the i3/sway IPC framing and the replies we read.
+//! * [`ipc::SwayIpc`] (act): the IPC socket (`$SWAYSOCK`).
+//! * [`display::SwayDisplay`] (act): a [`crate::display::VirtualDisplay`] made with
+//!   `create_output`, changed with `output NAME mode`, removed with `output NAME unplug`.
+//! * [`screencopy::Screencopy`] (act): a [`crate::display::FrameSource`] of one output, wl_shm
+//!   buffers, BGRx/BGRA; [`crate::convert::bgrx_to_i420`] makes encoder input of it.
+//!
+//! How to run sway for this, and what is not done yet: docs/capture.md, "Virtual displays:
+//! sway".
+
+pub mod display;
+pub mod ipc;
+pub mod message;
+pub mod screencopy;
+
+pub use display::{SwayDisplay, SwayDisplays};
+pub use ipc::SwayIpc;
+pub use screencopy::Screencopy;

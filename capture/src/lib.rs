@@ -61,6 +61,7 @@ pub mod audio;
 #[allow(unsafe_code)]
 pub mod clock;
 pub mod convert;
+pub mod desktop;
 pub mod display;
 pub mod frame;
 pub mod h264;

@@ -68,7 +68,7 @@ pub mod system;
 
 pub use check::{Finding, Level, SystemFacts};
 pub use error::{Problem, TuningError, Warning};
-pub use profile::{Codec, Profile};
+pub use profile::{Codec, Profile, SourceName};
 pub use settings::{FecSettings, Resolved, SessionsSettings, Settings, VideoSettings};
 pub use system::{Loaded, check_system, load, read_facts};
 

@@ -46,6 +46,9 @@ pub struct Profile {
     /// `[sessions]`: how many clients may stream at once.
     #[serde(default)]
     pub sessions: SessionsSection,
+    /// `[capture]`: where a session's picture comes from.
+    #[serde(default)]
+    pub capture: CaptureSection,
 }
 
 impl Profile {
@@ -238,6 +241,35 @@ pub struct VideoSection {
 pub struct SessionsSection {
     /// Streaming sessions at once, per protocol (GameStream and punktfunk/1 each).
     pub max: Option<usize>,
+}
+
+/// `[capture]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureSection {
+    /// Where a session's picture comes from.
+    pub source: Option<SourceName>,
+}
+
+/// `capture.source`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceName {
+    /// What the session offers: a running sway (`$SWAYSOCK`), else the test pattern.
+    #[default]
+    Auto,
+    /// The built-in animated test pattern.
+    TestPattern,
+    /// A wlroots compositor (sway): a headless output per session, wlr-screencopy.
+    Wlroots,
+    /// GNOME's Mutter: ScreenCast `RecordVirtual` over PipeWire.
+    Mutter,
+    /// KDE's KWin: a virtual output over its screencast protocol.
+    Kwin,
+    /// gamescope's PipeWire stream.
+    Gamescope,
+    /// Any PipeWire video node (the portal ScreenCast path).
+    Pipewire,
 }
 
 /// `video.codec`.

@@ -9,7 +9,7 @@ use punktfunk_engine::config::{
 };
 
 use crate::error::{Problem, Warning};
-use crate::profile::{Codec, Profile};
+use crate::profile::{Codec, Profile, SourceName};
 
 /// Largest `send.ring_entries` the kernel accepts (`IORING_MAX_ENTRIES`, io_uring/io_uring.c).
 pub const MAX_RING_ENTRIES: u32 = 32_768;
@@ -75,6 +75,8 @@ pub struct Settings {
     pub video: VideoSettings,
     /// Session limits.
     pub sessions: SessionsSettings,
+    /// Where a session's picture comes from (`[capture] source`).
+    pub source: SourceName,
 }
 
 impl Settings {
@@ -163,6 +165,7 @@ impl Profile {
         let fec = self.resolve_fec(&mut c);
         let video = self.resolve_video(&mut c);
         let sessions = self.resolve_sessions(&mut c);
+        let source = self.capture.source.unwrap_or_default();
         if c.problems.is_empty() {
             Ok(Resolved {
                 settings: Settings {
@@ -171,6 +174,7 @@ impl Profile {
                     fec,
                     video,
                     sessions,
+                    source,
                 },
                 warnings: c.warnings,
             })
@@ -596,6 +600,26 @@ mod tests {
             fields(&resolve("[sessions]\nmax = 65\n").unwrap_err()),
             ["sessions.max"]
         );
+    }
+
+    #[test]
+    fn capture_source_is_read() {
+        assert_eq!(resolve("").unwrap().settings.source, SourceName::Auto);
+        assert_eq!(
+            resolve("[capture]\nsource = \"wlroots\"\n")
+                .unwrap()
+                .settings
+                .source,
+            SourceName::Wlroots
+        );
+        assert_eq!(
+            resolve("[capture]\nsource = \"test-pattern\"\n")
+                .unwrap()
+                .settings
+                .source,
+            SourceName::TestPattern
+        );
+        assert!(Profile::from_toml("[capture]\nsource = \"x11\"\n").is_err());
     }
 
     #[test]

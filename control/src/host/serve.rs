@@ -31,7 +31,6 @@ use crate::gamestream::pairing::{Pairing, PairingConfig};
 use crate::gamestream::ports::{DEFAULT_BASE_PORT, PortRangeError, Ports};
 use crate::gamestream::session::SessionManager;
 use crate::input::InputDispatcher;
-use crate::media::TestMedia;
 use crate::pf1::listener::{Listener, ListenerOptions};
 use crate::stream::session::{InputHandler, StreamEndpoints, StreamHost, StreamOptions};
 
@@ -93,6 +92,9 @@ pub enum ServeError {
     /// The async runtime could not start.
     #[error("starting the runtime: {0}")]
     Runtime(std::io::Error),
+    /// The profile's `[capture] source` cannot be used on this machine.
+    #[error("{0}")]
+    Capture(String),
     /// The punktfunk/1 listener could not start.
     #[error(transparent)]
     Pf1(#[from] crate::pf1::listener::ListenerError),
@@ -438,8 +440,10 @@ pub fn run_blocking(opts: ServeOptions) -> Result<(), ServeError> {
         let input: Arc<std::sync::Mutex<dyn InputHandler>> = Arc::new(std::sync::Mutex::new(
             InputDispatcher::new(crate::input::open_default()),
         ));
+        let media = crate::media::select(host.tuning().source).map_err(ServeError::Capture)?;
+        tracing::info!(source = ?media.choice, why = %media.why, "capture source");
         let streaming =
-            StreamHost::start(endpoints, options, Arc::new(TestMedia), input).map_err(|e| {
+            StreamHost::start(endpoints, options, media.factory, input).map_err(|e| {
                 ServeError::Bind {
                     addr: SocketAddr::new(stream_bind, ports.rtsp()),
                     source: e,

@@ -1,5 +1,6 @@
-//! The host's default media: the built-in test pattern encoded with software H.264, and a test
-//! tone encoded with Opus. Used when no compositor capture or GPU encoder is configured.
+//! The built-in media: the animated test pattern encoded with software H.264, and a test tone
+//! encoded with Opus. Used when no compositor is there (or `[capture] source =
+//! "test-pattern"`); its audio is every source's audio for now.
 
 use punktfunk_capture::audio::{AudioLayout, OpusConfig, OpusEncoder, PacketDuration, ToneSource};
 use punktfunk_capture::h264::OpenH264Encoder;

@@ -1,0 +1,133 @@
+//! A session's desktop as a pipeline source (act): a compositor output created at the
+//! client's mode, captured at the session's frame rate, converted to I420 for the encoder.
+//!
+//! ```text
+//!  DisplayBackend::create_output(W×H@fps) ─► VirtualDisplay (kept for the session; removed
+//!                                            on drop where the compositor can)
+//!  FrameSource (e.g. wlroots Screencopy of that output, BGRx)
+//!        │ every 1/fps
+//!        ▼
+//!  convert::bgrx_to_i420 ─► pool buffer (FrameBuf, I420 W×H) ─► EncodeStage
+//! ```
+//!
+//! A captured frame of another size than the session's (the output's mode is still being
+//! applied, or the compositor scaled it) is not encoded: it is counted in
+//! [`DesktopCapture::size_mismatches`] and the next one is tried. A capture error ends the
+//! source with a stage error (the stream ends and says why).
+
+use std::time::{Duration, Instant};
+
+use punktfunk_engine::pipeline::{Captured, Source, StageContext, StageError};
+use punktfunk_engine::pool::FrameBuf;
+
+use crate::convert::bgrx_to_i420;
+use crate::display::{FrameSource, PixelFormat, VirtualDisplay};
+use crate::frame::Frame;
+
+/// The desktop source of one session (see the module docs).
+pub struct DesktopCapture<D, S> {
+    /// The session's output; dropped (and removed) with the source.
+    display: D,
+    source: S,
+    frame: Frame,
+    interval: Duration,
+    next_due: Option<Instant>,
+    /// Frames not produced because no pool buffer was free.
+    pub pool_misses: u64,
+    /// Captured frames skipped because their size was not the session's.
+    pub size_mismatches: u64,
+}
+
+impl<D, S> std::fmt::Debug for DesktopCapture<D, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DesktopCapture")
+            .field("size", &(self.frame.width(), self.frame.height()))
+            .field("interval", &self.interval)
+            .field("pool_misses", &self.pool_misses)
+            .field("size_mismatches", &self.size_mismatches)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<D: VirtualDisplay, S: FrameSource> DesktopCapture<D, S> {
+    /// Captures `source` (an output of `display`) as `width`×`height` I420 frames at `fps`.
+    pub fn new(
+        display: D,
+        source: S,
+        width: u32,
+        height: u32,
+        fps: u32,
+    ) -> Result<Self, crate::FrameError> {
+        Ok(Self {
+            display,
+            source,
+            frame: Frame::new(width, height)?,
+            interval: Duration::from_secs(1) / fps.max(1),
+            next_due: None,
+            pool_misses: 0,
+            size_mismatches: 0,
+        })
+    }
+
+    /// The session's output.
+    pub fn display(&self) -> &D {
+        &self.display
+    }
+}
+
+impl<D, S> Source for DesktopCapture<D, S>
+where
+    D: VirtualDisplay + Send + 'static,
+    S: FrameSource + Send + 'static,
+{
+    type Output = FrameBuf;
+
+    fn poll_frame(&mut self, cx: &mut StageContext<'_>) -> Result<Captured<FrameBuf>, StageError> {
+        let now = Instant::now();
+        if let Some(due) = self.next_due
+            && now < due
+        {
+            // Short sleeps keep a stop request visible (the runner checks between polls).
+            std::thread::sleep((due - now).min(Duration::from_millis(2)));
+            return Ok(Captured::Idle);
+        }
+        // Stay on the frame grid; after a stall restart it rather than burst.
+        self.next_due = Some(match self.next_due {
+            Some(due) if now < due + self.interval => due + self.interval,
+            _ => now + self.interval,
+        });
+        let captured = self.source.next_frame().map_err(StageError::failed)?;
+        let (w, h) = (self.frame.width(), self.frame.height());
+        if !matches!(captured.format, PixelFormat::Bgrx | PixelFormat::Bgra) {
+            return Err(StageError::failed(format!(
+                "desktop capture delivered {:?}; only BGRx/BGRA is converted",
+                captured.format
+            )));
+        }
+        // The output may be an odd size (the encoder's is even): the top-left even part is
+        // taken when it is at most one pixel larger.
+        if captured.width < w
+            || captured.height < h
+            || captured.width > w + 1
+            || captured.height > h + 1
+        {
+            self.size_mismatches += 1;
+            return Ok(Captured::Idle);
+        }
+        let (capture_us, index) = (captured.capture_us, captured.index);
+        bgrx_to_i420(captured.data, captured.stride, &mut self.frame)
+            .map_err(StageError::failed)?;
+        let Some(mut buf) = cx.take_buf() else {
+            self.pool_misses += 1;
+            return Ok(Captured::Idle);
+        };
+        buf.fill_from(self.frame.as_bytes())
+            .map_err(StageError::failed)?;
+        buf.meta.index = index;
+        buf.meta.capture_ns = capture_us.saturating_mul(1000);
+        buf.meta.keyframe = false;
+        buf.meta.mode = 0;
+        buf.meta.interval_ns = u32::try_from(self.interval.as_nanos()).unwrap_or(u32::MAX);
+        Ok(Captured::Frame(buf))
+    }
+}

@@ -1,0 +1,124 @@
+//! Which source a session's picture comes from (decides; pure): what the profile asks for
+//! against what this process found it can reach.
+
+#![forbid(unsafe_code)]
+
+use punktfunk_tuning::SourceName;
+
+use super::wlroots::WlrootsEndpoint;
+
+/// What the process found (the caller probes; this module only decides).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Offered {
+    /// A sway to drive, or why not.
+    pub wlroots: Result<WlrootsEndpoint, String>,
+}
+
+/// The source chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceChoice {
+    /// The built-in test pattern.
+    TestPattern,
+    /// A headless output per session on this sway.
+    Wlroots(WlrootsEndpoint),
+}
+
+/// Picks the source for `asked` among `offered`, with the reason (for the log), or says why
+/// an explicit choice cannot be honoured.
+pub fn choose(asked: SourceName, offered: &Offered) -> Result<(SourceChoice, String), String> {
+    match asked {
+        SourceName::TestPattern => Ok((
+            SourceChoice::TestPattern,
+            "capture.source = \"test-pattern\"".into(),
+        )),
+        SourceName::Wlroots => match &offered.wlroots {
+            Ok(e) => Ok((
+                SourceChoice::Wlroots(e.clone()),
+                format!("capture.source = \"wlroots\": sway at {}", e.ipc.display()),
+            )),
+            Err(why) => Err(format!(
+                "capture.source = \"wlroots\" but no sway can be reached: {why}"
+            )),
+        },
+        SourceName::Auto => match &offered.wlroots {
+            Ok(e) => Ok((
+                SourceChoice::Wlroots(e.clone()),
+                format!(
+                    "capture.source = \"auto\": a sway answers at {} (a headless output per \
+                     session)",
+                    e.ipc.display()
+                ),
+            )),
+            Err(why) => Ok((
+                SourceChoice::TestPattern,
+                format!(
+                    "capture.source = \"auto\": no compositor to capture ({why}); test pattern"
+                ),
+            )),
+        },
+        other => Err(format!(
+            "capture.source = {:?} is not available in this build yet (issue 9); use \"auto\", \
+             \"test-pattern\" or \"wlroots\"",
+            other
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn sway() -> WlrootsEndpoint {
+        WlrootsEndpoint {
+            ipc: PathBuf::from("/run/user/1000/sway-ipc.1000.42.sock"),
+            wayland: PathBuf::from("/run/user/1000/wayland-1"),
+        }
+    }
+
+    #[test]
+    fn auto_takes_a_reachable_sway_else_the_pattern() {
+        let with = Offered {
+            wlroots: Ok(sway()),
+        };
+        let without = Offered {
+            wlroots: Err("$SWAYSOCK is not set".into()),
+        };
+        let (c, why) = choose(SourceName::Auto, &with).unwrap();
+        assert_eq!(c, SourceChoice::Wlroots(sway()));
+        assert!(why.contains("sway-ipc"), "{why}");
+        let (c, why) = choose(SourceName::Auto, &without).unwrap();
+        assert_eq!(c, SourceChoice::TestPattern);
+        assert!(why.contains("SWAYSOCK is not set"), "{why}");
+    }
+
+    #[test]
+    fn explicit_choices_are_honoured_or_refused_with_the_reason() {
+        let without = Offered {
+            wlroots: Err("no answer on /x.sock: connection refused".into()),
+        };
+        assert_eq!(
+            choose(
+                SourceName::TestPattern,
+                &Offered {
+                    wlroots: Ok(sway())
+                }
+            )
+            .unwrap()
+            .0,
+            SourceChoice::TestPattern
+        );
+        let e = choose(SourceName::Wlroots, &without).unwrap_err();
+        assert!(e.contains("connection refused"), "{e}");
+        for later in [
+            SourceName::Mutter,
+            SourceName::Kwin,
+            SourceName::Gamescope,
+            SourceName::Pipewire,
+        ] {
+            let e = choose(later, &without).unwrap_err();
+            assert!(e.contains("not available"), "{e}");
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! A sway desktop per session (act): every stream gets a headless output at its client's mode,
+//! captured with wlr-screencopy and encoded with openh264; audio is the test tone.
+//!
+//! sway 1.7 (Debian 12) cannot remove a headless output, so a stream's output is kept in a
+//! pool when the stream ends and the next stream takes it (at its own mode) before a new one is
+//! created; with sway ≥ 1.8 the output is removed when its stream ends.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use punktfunk_capture::desktop::DesktopCapture;
+use punktfunk_capture::display::{DisplayError, DisplayMode, VirtualDisplay};
+use punktfunk_capture::h264::OpenH264Encoder;
+use punktfunk_capture::stages::{EncodeStage, raw_frame_len};
+use punktfunk_capture::wlroots::{Screencopy, SwayDisplay, SwayIpc};
+use punktfunk_capture::{VideoEncoder, VideoEncoderConfig};
+
+use super::pattern::TestMedia;
+use crate::stream::sdp::{StreamConfig, VideoCodec};
+use crate::stream::session::{AudioSource, MediaFactory, VideoMedia};
+
+/// How long one capture (or the IPC) may take before the stream is told it failed.
+const CAPTURE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where a sway listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WlrootsEndpoint {
+    /// The IPC socket (`$SWAYSOCK`).
+    pub ipc: PathBuf,
+    /// The Wayland socket (`$XDG_RUNTIME_DIR/$WAYLAND_DISPLAY`).
+    pub wayland: PathBuf,
+}
+
+impl WlrootsEndpoint {
+    /// The sway this process's environment names, if it answers: `$SWAYSOCK` must be set and
+    /// answer an IPC request; the Wayland socket is `$WAYLAND_DISPLAY` (absolute, or in
+    /// `$XDG_RUNTIME_DIR`), else the first `wayland-N` socket next to the IPC socket.
+    pub fn from_env() -> Result<Self, String> {
+        let ipc = std::env::var_os("SWAYSOCK")
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+            .ok_or_else(|| "$SWAYSOCK is not set".to_owned())?;
+        SwayIpc::connect(&ipc, CAPTURE_TIMEOUT)
+            .and_then(|mut c| c.version())
+            .map_err(|e| format!("sway at {} does not answer: {e}", ipc.display()))?;
+        let wayland = match std::env::var_os("WAYLAND_DISPLAY").filter(|s| !s.is_empty()) {
+            Some(d) if Path::new(&d).is_absolute() => PathBuf::from(d),
+            Some(d) => std::env::var_os("XDG_RUNTIME_DIR")
+                .map(|r| PathBuf::from(r).join(&d))
+                .ok_or_else(|| {
+                    "$WAYLAND_DISPLAY is relative and $XDG_RUNTIME_DIR unset".to_owned()
+                })?,
+            None => first_wayland_socket(ipc.parent().unwrap_or(Path::new("/")))
+                .ok_or_else(|| format!("no wayland-N socket beside {}", ipc.display()))?,
+        };
+        if !wayland.exists() {
+            return Err(format!(
+                "Wayland socket {} does not exist",
+                wayland.display()
+            ));
+        }
+        Ok(Self { ipc, wayland })
+    }
+}
+
+fn first_wayland_socket(dir: &Path) -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("wayland-") && !n.ends_with(".lock"))
+        })
+        .collect();
+    found.sort();
+    found.into_iter().next()
+}
+
+type Pool = Arc<Mutex<Vec<SwayDisplay>>>;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Sway desktops, one headless output per stream (see the module docs).
+#[derive(Debug)]
+pub struct WlrootsMedia {
+    endpoint: WlrootsEndpoint,
+    /// Outputs of ended streams that sway could not remove, for the next streams.
+    pool: Pool,
+    /// Outputs are created one at a time (sway names a new output without telling which).
+    creating: Mutex<()>,
+}
+
+impl WlrootsMedia {
+    /// Desktops on the sway at `endpoint`.
+    pub fn new(endpoint: WlrootsEndpoint) -> Self {
+        Self {
+            endpoint,
+            pool: Arc::default(),
+            creating: Mutex::new(()),
+        }
+    }
+
+    /// An output at `mode`: one from the pool (set to `mode`), else a new one.
+    fn output(&self, mode: DisplayMode) -> Result<PooledDisplay, DisplayError> {
+        let reused = lock(&self.pool).pop();
+        let display = match reused {
+            Some(mut d) => match d.set_mode(mode) {
+                Ok(()) => {
+                    tracing::info!(output = d.name(), %mode, "sway: output reused for this stream");
+                    d
+                }
+                Err(e) => {
+                    tracing::warn!(output = d.name(), error = %e, "sway: pooled output unusable");
+                    drop(d);
+                    self.create(mode)?
+                }
+            },
+            None => self.create(mode)?,
+        };
+        Ok(PooledDisplay {
+            display: Some(display),
+            pool: Arc::clone(&self.pool),
+        })
+    }
+
+    fn create(&self, mode: DisplayMode) -> Result<SwayDisplay, DisplayError> {
+        let _one = lock(&self.creating);
+        let d = SwayDisplay::create(&self.endpoint.ipc, mode)?;
+        tracing::info!(output = d.name(), %mode, "sway: virtual output created for this stream");
+        Ok(d)
+    }
+}
+
+impl MediaFactory for WlrootsMedia {
+    fn video(&self, config: &StreamConfig) -> Result<VideoMedia, String> {
+        if config.codec != VideoCodec::H264 {
+            return Err(format!(
+                "codec {:?} is not available; this host encodes H.264",
+                config.codec
+            ));
+        }
+        let (w, h) = (config.width & !1, config.height & !1);
+        let fps = config.fps.clamp(1, 240);
+        let display = self
+            .output(DisplayMode::new(w, h, fps))
+            .map_err(|e| format!("virtual output: {e}"))?;
+        let capture = Screencopy::connect(&self.endpoint.wayland, display.name(), CAPTURE_TIMEOUT)
+            .map_err(|e| format!("capturing {}: {e}", display.name()))?;
+        let enc = OpenH264Encoder::new(VideoEncoderConfig {
+            width: w,
+            height: h,
+            fps,
+            bitrate_kbps: config.bitrate_kbps.clamp(100, 500_000),
+        })
+        .map_err(|e| e.to_string())?;
+        let frame_capacity = enc.max_encoded_len().max(raw_frame_len(w, h));
+        let source = DesktopCapture::new(display, capture, w, h, fps).map_err(|e| e.to_string())?;
+        let encoder = EncodeStage::new(enc).map_err(|e| e.to_string())?;
+        Ok(VideoMedia {
+            source: Box::new(source),
+            encoder: Box::new(encoder),
+            frame_capacity,
+        })
+    }
+
+    fn audio(&self, config: &StreamConfig) -> Result<Box<dyn AudioSource>, String> {
+        TestMedia.audio(config)
+    }
+}
+
+/// A stream's output: removed when the stream ends where sway can, else back to the pool.
+struct PooledDisplay {
+    display: Option<SwayDisplay>,
+    pool: Pool,
+}
+
+impl PooledDisplay {
+    fn get(&self) -> &SwayDisplay {
+        self.display.as_ref().expect("present until drop")
+    }
+}
+
+impl VirtualDisplay for PooledDisplay {
+    fn name(&self) -> &str {
+        self.get().name()
+    }
+
+    fn mode(&self) -> DisplayMode {
+        self.get().mode()
+    }
+
+    fn set_mode(&mut self, mode: DisplayMode) -> Result<(), DisplayError> {
+        self.display
+            .as_mut()
+            .expect("present until drop")
+            .set_mode(mode)
+    }
+
+    fn remove(&mut self) -> Result<(), DisplayError> {
+        self.display.as_mut().expect("present until drop").remove()
+    }
+}
+
+impl Drop for PooledDisplay {
+    fn drop(&mut self) {
+        let Some(d) = self.display.take() else {
+            return;
+        };
+        if d.can_remove() {
+            drop(d); // removes it
+        } else {
+            tracing::debug!(output = d.name(), "sway: output kept for the next stream");
+            lock(&self.pool).push(d);
+        }
+    }
+}

@@ -57,6 +57,8 @@ pub mod clock;
 pub mod frame;
 pub mod h264;
 pub mod pattern;
+#[cfg(feature = "pipewire")]
+pub mod pipewire;
 pub mod source;
 pub mod stages;
 pub mod stamp;

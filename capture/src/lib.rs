@@ -13,10 +13,13 @@
 //! * [`audio`]: a continuous-phase test tone and an Opus encoder configured like Sunshine
 //!   (CBR, restricted low delay, stereo/5.1/7.1, 5 or 10 ms packets), plus a decoder.
 //!
+//! * `pipewire` (cargo feature `pipewire`, off by default): video frames from a PipeWire node
+//!   (screencast, camera, GStreamer), copied into reused buffers with a monotonic timestamp.
+//!
 //! What it deliberately does not do: pace frames (the pipeline's capture stage asks when it
-//! wants one), packetize, encrypt or send (engine), or capture real screens and sound yet
-//! (PipeWire and hardware encoders plug in behind the same types later). Layouts and settings
-//! are documented in docs/capture.md.
+//! wants one), packetize, encrypt or send (engine), or capture sound, import DMA-BUF or run the
+//! screencast portal handshake yet (hardware encoders plug in behind the same types later).
+//! Layouts and settings are documented in docs/capture.md.
 //!
 //! Decide and act: `frame`, `stamp`, `pattern`, `annexb`, `video`, `audio::config` and
 //! `audio::tone` are pure (no clock, no I/O, `#![forbid(unsafe_code)]`). `clock` reads

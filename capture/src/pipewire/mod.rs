@@ -32,7 +32,7 @@
 //! and a PipeWire fd; here we connect to the session's default daemon), DMA-BUF import, cursor
 //! and damage metadata, audio. docs/capture.md, "PipeWire capture".
 //!
-//! Decide and act: [`format`] (format choice, output layout, copy plan) and [`target`] are pure
+//! Decide and act: [`format`](mod@format) (format choice, output layout, copy plan) and [`target`] are pure
 //! and `#![forbid(unsafe_code)]`; `stream` runs the loop and copies; this module owns the
 //! thread and the mailbox. No `unsafe` anywhere: pipewire-rs maps the buffers.
 //!
@@ -65,7 +65,7 @@ pub use target::Target;
 /// [`PipeWireCapture::next_frame`].
 #[derive(Debug, Clone)]
 pub struct VideoFrame {
-    /// Pixel data: planes back to back, rows tightly packed (see [`format`]).
+    /// Pixel data: planes back to back, rows tightly packed (see [`format`](mod@format)).
     pub data: Vec<u8>,
     /// Pixel format.
     pub format: PixelFormat,
@@ -161,6 +161,9 @@ pub enum CaptureError {
     /// The stream went to the error state (the producer vanished, negotiation failed).
     #[error("stream error: {0}")]
     Stream(String),
+    /// The producer's node left the graph (the program ended, the screencast was stopped).
+    #[error("the producer's node was removed")]
+    ProducerGone,
     /// The format the producer fixed is not one we take.
     #[error("format: {0}")]
     Format(#[from] FormatError),

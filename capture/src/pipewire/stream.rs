@@ -70,20 +70,33 @@ fn stream_until_quit(
     });
 
     // Registry round trip: every global exists once `done` for our sync arrives.
+    // The target's global id (set by `global`, watched by `global_remove`) and object.serial.
+    let node: Rc<Cell<Option<u32>>> = Rc::new(Cell::new(None));
     let found: Rc<RefCell<Option<Option<String>>>> = Rc::new(RefCell::new(None));
     let done = Rc::new(Cell::new(false));
     let registry = core.get_registry().map_err(pw_error("registry"))?;
     let _registry_listener = registry
         .add_listener_local()
         .global({
-            let (found, target) = (Rc::clone(&found), target.clone());
+            let (found, node, target) = (Rc::clone(&found), Rc::clone(&node), target.clone());
             move |global| {
                 if global.type_ != pw::types::ObjectType::Node {
                     return;
                 }
                 let Some(props) = global.props else { return };
-                if target.matches(global.id, |k| props.get(k)) {
+                if node.get().is_none() && target.matches(global.id, |k| props.get(k)) {
+                    node.set(Some(global.id));
                     *found.borrow_mut() = Some(props.get("object.serial").map(str::to_owned));
+                }
+            }
+        })
+        .global_remove({
+            let (node, shared) = (Rc::clone(&node), Arc::clone(shared));
+            move |id| {
+                // The producer's node is gone: no frame will come (a later node of the same
+                // name is another producer; the caller reconnects if it wants one).
+                if node.get() == Some(id) {
+                    shared.end(CaptureError::ProducerGone);
                 }
             }
         })
@@ -144,7 +157,7 @@ fn stream_until_quit(
             }
         })
         .param_changed(|_, shared, id, param| on_param(shared, id, param))
-        .process(|stream, shared| on_process(stream, shared))
+        .process(on_process)
         .register()
         .map_err(pw_error("stream listener"))?;
 

@@ -50,6 +50,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod audio;
+pub mod audio_format;
 pub mod format;
 mod stream;
 pub mod target;
@@ -58,8 +60,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+pub use audio::{AudioChunk, AudioStats, PipeWireAudioCapture};
+pub use audio_format::{AudioFormatError, AudioSpec};
 pub use format::{FormatError, PixelFormat, Plane, Planes, StreamFormat};
-pub use target::Target;
+pub use target::{Media, Target};
 
 /// One captured frame, in a buffer the caller keeps and hands back on every
 /// [`PipeWireCapture::next_frame`].
@@ -167,6 +171,9 @@ pub enum CaptureError {
     /// The format the producer fixed is not one we take.
     #[error("format: {0}")]
     Format(#[from] FormatError),
+    /// The audio format fixed is not the one asked for, or the spec asked for is unusable.
+    #[error("audio format: {0}")]
+    AudioFormat(#[from] AudioFormatError),
     /// The capture thread ended (panicked or was stopped).
     #[error("capture thread ended")]
     Ended,

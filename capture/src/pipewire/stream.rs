@@ -22,6 +22,7 @@ use pw::spa::pod::{ChoiceValue, Object, Pod, Property, PropertyFlags, Value};
 use pw::spa::utils::{Choice, ChoiceEnum, ChoiceFlags, Fraction, Id, Rectangle, SpaTypes};
 
 use super::format::{DataChunk, MAX_DIMENSION, PREFERRED, StreamFormat, plan_copy};
+use super::target::Media;
 use super::{CaptureError, DmaBufDescriptor, Shared, Target};
 
 fn pw_error(what: &'static str) -> impl FnOnce(pw::Error) -> CaptureError {
@@ -56,85 +57,13 @@ fn stream_until_quit(
     quit: pw::channel::Receiver<()>,
     started: &SyncSender<Result<(), CaptureError>>,
 ) -> Result<(), CaptureError> {
-    pw::init();
-    let mainloop = pw::main_loop::MainLoop::new(None).map_err(pw_error("main loop"))?;
-    let context = pw::context::Context::new(&mainloop).map_err(pw_error("context"))?;
-    let props =
-        remote.map(|remote| pw::properties::properties! { *pw::keys::REMOTE_NAME => remote });
-    let core = context
-        .connect(props)
-        .map_err(pw_error("connect to the daemon"))?;
+    let (mainloop, _context, core) = open(remote)?;
     let _quit = quit.attach(mainloop.loop_(), {
         let mainloop = mainloop.clone();
         move |()| mainloop.quit()
     });
-
-    // Registry round trip: every global exists once `done` for our sync arrives.
-    // The target's global id (set by `global`, watched by `global_remove`) and object.serial.
-    let node: Rc<Cell<Option<u32>>> = Rc::new(Cell::new(None));
-    let found: Rc<RefCell<Option<Option<String>>>> = Rc::new(RefCell::new(None));
-    let done = Rc::new(Cell::new(false));
-    let registry = core.get_registry().map_err(pw_error("registry"))?;
-    let _registry_listener = registry
-        .add_listener_local()
-        .global({
-            let (found, node, target) = (Rc::clone(&found), Rc::clone(&node), target.clone());
-            move |global| {
-                if global.type_ != pw::types::ObjectType::Node {
-                    return;
-                }
-                let Some(props) = global.props else { return };
-                if node.get().is_none() && target.matches(global.id, |k| props.get(k)) {
-                    node.set(Some(global.id));
-                    *found.borrow_mut() = Some(props.get("object.serial").map(str::to_owned));
-                }
-            }
-        })
-        .global_remove({
-            let (node, shared) = (Rc::clone(&node), Arc::clone(shared));
-            move |id| {
-                // The producer's node is gone: no frame will come (a later node of the same
-                // name is another producer; the caller reconnects if it wants one).
-                if node.get() == Some(id) {
-                    shared.end(CaptureError::ProducerGone);
-                }
-            }
-        })
-        .register();
-    let pending = core.sync(0).map_err(|e| CaptureError::PipeWire {
-        what: "core sync",
-        error: e.to_string(),
-    })?;
-    let _core_listener = core
-        .add_listener_local()
-        .done({
-            let (done, mainloop) = (Rc::clone(&done), mainloop.clone());
-            move |id, seq| {
-                if id == pw::core::PW_ID_CORE && seq == pending {
-                    done.set(true);
-                    mainloop.quit();
-                }
-            }
-        })
-        .error({
-            let mainloop = mainloop.clone();
-            let shared = Arc::clone(shared);
-            move |id, _seq, res, message| {
-                if id == pw::core::PW_ID_CORE {
-                    shared.end(CaptureError::Stream(format!("core error {res}: {message}")));
-                    mainloop.quit();
-                }
-            }
-        })
-        .register();
-    mainloop.run();
-    if !done.get() {
-        // Quit (the caller gave up) or a core error before the round trip finished.
-        return Err(shared.lock().ended.clone().unwrap_or(CaptureError::Ended));
-    }
-    let Some(serial) = found.borrow_mut().take() else {
-        return Err(CaptureError::NotFound(target.clone()));
-    };
+    let node = find_node(&mainloop, &core, target, Media::Video, shared)?;
+    let serial = node.serial.clone();
 
     let stream = pw::stream::Stream::new(
         &core,
@@ -178,6 +107,140 @@ fn stream_until_quit(
     mainloop.run();
     let _ = stream.disconnect();
     Ok(())
+}
+
+/// Main loop, context and core connected to `remote` (default: `$XDG_RUNTIME_DIR/pipewire-0`).
+pub(super) fn open(
+    remote: Option<String>,
+) -> Result<
+    (
+        pw::main_loop::MainLoop,
+        pw::context::Context,
+        pw::core::Core,
+    ),
+    CaptureError,
+> {
+    pw::init();
+    let mainloop = pw::main_loop::MainLoop::new(None).map_err(pw_error("main loop"))?;
+    let context = pw::context::Context::new(&mainloop).map_err(pw_error("context"))?;
+    let props =
+        remote.map(|remote| pw::properties::properties! { *pw::keys::REMOTE_NAME => remote });
+    let core = context
+        .connect(props)
+        .map_err(pw_error("connect to the daemon"))?;
+    Ok((mainloop, context, core))
+}
+
+/// The target's node, found in the registry; keeps watching it (its removal ends the capture
+/// with [`CaptureError::ProducerGone`]) for as long as it lives.
+pub(super) struct FoundNode {
+    /// The node's `object.serial`, when the registry gave one.
+    pub(super) serial: Option<String>,
+    /// The node's `media.class`.
+    pub(super) class: String,
+    _registry: pw::registry::Registry,
+    _listener: pw::registry::Listener,
+}
+
+/// Anything that can be told the capture ended.
+pub(super) trait End: 'static {
+    fn end(&self, error: CaptureError);
+    fn ended(&self) -> Option<CaptureError>;
+}
+
+impl End for Shared {
+    fn end(&self, error: CaptureError) {
+        Shared::end(self, error);
+    }
+    fn ended(&self) -> Option<CaptureError> {
+        self.lock().ended.clone()
+    }
+}
+
+/// Registry round trip (`core.sync` → `done`: every global has been announced by then),
+/// looking for `target` among the nodes producing `media`.
+pub(super) fn find_node<S: End + Send + Sync>(
+    mainloop: &pw::main_loop::MainLoop,
+    core: &pw::core::Core,
+    target: &Target,
+    media: Media,
+    shared: &Arc<S>,
+) -> Result<FoundNode, CaptureError> {
+    // The target's global id (set by `global`, watched by `global_remove`) and object.serial.
+    let node: Rc<Cell<Option<u32>>> = Rc::new(Cell::new(None));
+    // (object.serial, media.class) of the target once seen.
+    type Seen = Option<(Option<String>, String)>;
+    let found: Rc<RefCell<Seen>> = Rc::new(RefCell::new(None));
+    let done = Rc::new(Cell::new(false));
+    let registry = core.get_registry().map_err(pw_error("registry"))?;
+    let listener = registry
+        .add_listener_local()
+        .global({
+            let (found, node, target) = (Rc::clone(&found), Rc::clone(&node), target.clone());
+            move |global| {
+                if global.type_ != pw::types::ObjectType::Node {
+                    return;
+                }
+                let Some(props) = global.props else { return };
+                if node.get().is_none() && target.matches(media, global.id, |k| props.get(k)) {
+                    node.set(Some(global.id));
+                    let serial = props.get("object.serial").map(str::to_owned);
+                    let class = props.get("media.class").unwrap_or_default().to_owned();
+                    *found.borrow_mut() = Some((serial, class));
+                }
+            }
+        })
+        .global_remove({
+            let (node, shared) = (Rc::clone(&node), Arc::clone(shared));
+            move |id| {
+                // The producer's node is gone: nothing more will come (a later node of the
+                // same name is another producer; the caller reconnects if it wants one).
+                if node.get() == Some(id) {
+                    shared.end(CaptureError::ProducerGone);
+                }
+            }
+        })
+        .register();
+    let pending = core.sync(0).map_err(|e| CaptureError::PipeWire {
+        what: "core sync",
+        error: e.to_string(),
+    })?;
+    let _core_listener = core
+        .add_listener_local()
+        .done({
+            let (done, mainloop) = (Rc::clone(&done), mainloop.clone());
+            move |id, seq| {
+                if id == pw::core::PW_ID_CORE && seq == pending {
+                    done.set(true);
+                    mainloop.quit();
+                }
+            }
+        })
+        .error({
+            let mainloop = mainloop.clone();
+            let shared = Arc::clone(shared);
+            move |id, _seq, res, message| {
+                if id == pw::core::PW_ID_CORE {
+                    shared.end(CaptureError::Stream(format!("core error {res}: {message}")));
+                    mainloop.quit();
+                }
+            }
+        })
+        .register();
+    mainloop.run();
+    if !done.get() {
+        // Quit (the caller gave up) or a core error before the round trip finished.
+        return Err(shared.ended().unwrap_or(CaptureError::Ended));
+    }
+    let Some((serial, class)) = found.borrow_mut().take() else {
+        return Err(CaptureError::NotFound(target.clone()));
+    };
+    Ok(FoundNode {
+        serial,
+        class,
+        _registry: registry,
+        _listener: listener,
+    })
 }
 
 /// The one EnumFormat we offer: raw video in [`PREFERRED`] formats, any size, any rate.

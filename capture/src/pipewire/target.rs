@@ -12,16 +12,42 @@ pub enum Target {
     Id(u32),
 }
 
+/// What a capture takes from its node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Media {
+    /// Video: nodes of class `Video/Source` or `Stream/Output/Video`.
+    Video,
+    /// Audio: nodes of class `Audio/Source` (a microphone, a virtual source) or `Audio/Sink`
+    /// (its monitor: what is played into it, the usual host capture).
+    Audio,
+}
+
+impl Media {
+    /// Whether a node of `media.class` `class` produces this media.
+    pub fn produced_by(self, class: &str) -> bool {
+        match self {
+            Self::Video => matches!(class, "Video/Source" | "Stream/Output/Video"),
+            Self::Audio => matches!(class, "Audio/Source" | "Audio/Sink"),
+        }
+    }
+
+    /// Whether our input stream must set `stream.capture.sink=true` to read the node: true for
+    /// a sink (we capture its monitor ports).
+    pub fn capture_sink(self, class: &str) -> bool {
+        self == Self::Audio && class == "Audio/Sink"
+    }
+}
+
 impl Target {
     /// Whether the registry global `id` with properties `prop` (looked up by key) is the
-    /// target: a node whose `media.class` is a video source (`Video/Source` or
-    /// `Stream/Output/Video`) and whose name or id matches.
-    pub fn matches<'a>(&self, id: u32, prop: impl Fn(&str) -> Option<&'a str>) -> bool {
-        let video = matches!(
-            prop("media.class"),
-            Some("Video/Source" | "Stream/Output/Video")
-        );
-        video
+    /// target: a node whose `media.class` produces `media` and whose name or id matches.
+    pub fn matches<'a>(
+        &self,
+        media: Media,
+        id: u32,
+        prop: impl Fn(&str) -> Option<&'a str>,
+    ) -> bool {
+        prop("media.class").is_some_and(|class| media.produced_by(class))
             && match self {
                 Self::Name(name) => prop("node.name") == Some(name.as_str()),
                 Self::Id(want) => *want == id,
@@ -66,13 +92,21 @@ mod tests {
             ("node.name", "xdpw"),
         ];
         let by_name = Target::Name("pftest".into());
-        assert!(by_name.matches(36, props(&gst)));
-        assert!(!by_name.matches(36, props(&audio)));
-        assert!(!by_name.matches(36, props(&stream)));
-        assert!(Target::Name("xdpw".into()).matches(40, props(&stream)));
-        assert!(Target::Id(36).matches(36, props(&gst)));
-        assert!(!Target::Id(37).matches(36, props(&gst)));
-        assert!(!Target::Id(36).matches(36, props(&[])));
+        let v = Media::Video;
+        assert!(by_name.matches(v, 36, props(&gst)));
+        assert!(!by_name.matches(v, 36, props(&audio)));
+        assert!(by_name.matches(Media::Audio, 36, props(&audio)));
+        assert!(!by_name.matches(Media::Audio, 36, props(&gst)));
+        assert!(!by_name.matches(v, 36, props(&stream)));
+        assert!(Target::Name("xdpw".into()).matches(v, 40, props(&stream)));
+        assert!(Target::Id(36).matches(v, 36, props(&gst)));
+        assert!(!Target::Id(37).matches(v, 36, props(&gst)));
+        assert!(!Target::Id(36).matches(v, 36, props(&[])));
+        assert!(Media::Audio.produced_by("Audio/Sink"));
+        assert!(!Media::Audio.produced_by("Stream/Output/Audio"));
+        assert!(Media::Audio.capture_sink("Audio/Sink"));
+        assert!(!Media::Audio.capture_sink("Audio/Source"));
+        assert!(!Media::Video.capture_sink("Audio/Sink"));
     }
 
     #[test]

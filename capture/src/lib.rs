@@ -14,11 +14,12 @@
 //!   (CBR, restricted low delay, stereo/5.1/7.1, 5 or 10 ms packets), plus a decoder.
 //!
 //! * `pipewire` (cargo feature `pipewire`, off by default): video frames from a PipeWire node
-//!   (screencast, camera, GStreamer), copied into reused buffers with a monotonic timestamp.
+//!   (screencast, camera, GStreamer), copied into reused buffers with a monotonic timestamp,
+//!   and audio (F32LE) from a source or a sink's monitor.
 //!
 //! What it deliberately does not do: pace frames (the pipeline's capture stage asks when it
-//! wants one), packetize, encrypt or send (engine), or capture sound, import DMA-BUF or run the
-//! screencast portal handshake yet (hardware encoders plug in behind the same types later).
+//! wants one), packetize, encrypt or send (engine), or import DMA-BUF or run the screencast
+//! portal handshake yet (hardware encoders plug in behind the same types later).
 //! Layouts and settings are documented in docs/capture.md.
 //!
 //! Decide and act: `frame`, `stamp`, `pattern`, `annexb`, `video`, `audio::config` and

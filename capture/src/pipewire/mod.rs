@@ -28,13 +28,19 @@
 //!   and counted ([`CaptureStats::dmabuf_buffers`]). Importing them (EGL/Vulkan/CUDA) comes
 //!   later.
 //!
-//! What it does not do: the xdg-desktop-portal ScreenCast handshake (that hands out the node id
-//! and a PipeWire fd; here we connect to the session's default daemon), DMA-BUF import, cursor
-//! and damage metadata, audio. docs/capture.md, "PipeWire capture".
+//! * Audio: [`PipeWireAudioCapture`] captures an `Audio/Source` or an `Audio/Sink`'s monitor
+//!   (what games play into the sink) as interleaved F32LE at the [`AudioSpec`] asked for (the
+//!   stream's adapter converts), every buffer in order through a bounded queue ([`audio`]).
 //!
-//! Decide and act: [`format`](mod@format) (format choice, output layout, copy plan) and [`target`] are pure
-//! and `#![forbid(unsafe_code)]`; `stream` runs the loop and copies; this module owns the
-//! thread and the mailbox. No `unsafe` anywhere: pipewire-rs maps the buffers.
+//! What it does not do: the xdg-desktop-portal ScreenCast handshake (that hands out the node id
+//! and a PipeWire fd; here we connect to the session's daemon socket), DMA-BUF import, cursor
+//! and damage metadata. docs/capture.md, "PipeWire capture".
+//!
+//! Decide and act: [`format`](mod@format) (format choice, output layout, copy plan),
+//! [`audio_format`] and [`target`] are pure and `#![forbid(unsafe_code)]`; `stream` (video
+//! thread, shared daemon connection and registry lookup) and [`audio`] (audio thread and queue)
+//! act; this module owns the video thread handle and its mailbox. No `unsafe` anywhere:
+//! pipewire-rs maps the buffers.
 //!
 //! # Example
 //!

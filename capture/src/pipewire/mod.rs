@@ -227,6 +227,33 @@ impl Shared {
         self.ready.notify_all();
     }
 
+    /// The caller's side: waits up to `timeout` for the newest frame and swaps it into `frame`;
+    /// `frame`'s old buffer becomes a spare.
+    fn take_latest(&self, frame: &mut VideoFrame, timeout: Duration) -> Result<(), CaptureError> {
+        let deadline = Instant::now() + timeout;
+        let mut m = self.lock();
+        loop {
+            if let Some(mut latest) = m.latest.take() {
+                std::mem::swap(frame, &mut latest);
+                m.spare.push(latest);
+                m.stats.frames_delivered += 1;
+                return Ok(());
+            }
+            if let Some(e) = &m.ended {
+                return Err(e.clone());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(CaptureError::Timeout(timeout));
+            }
+            m = self
+                .ready
+                .wait_timeout(m, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
     fn end(&self, error: CaptureError) {
         let mut m = self.lock();
         m.ended.get_or_insert(error);
@@ -293,29 +320,7 @@ impl PipeWireCapture {
         frame: &mut VideoFrame,
         timeout: Duration,
     ) -> Result<(), CaptureError> {
-        let deadline = Instant::now() + timeout;
-        let mut m = self.shared.lock();
-        loop {
-            if let Some(mut latest) = m.latest.take() {
-                std::mem::swap(frame, &mut latest);
-                m.spare.push(latest);
-                m.stats.frames_delivered += 1;
-                return Ok(());
-            }
-            if let Some(e) = &m.ended {
-                return Err(e.clone());
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(CaptureError::Timeout(timeout));
-            }
-            m = self
-                .shared
-                .ready
-                .wait_timeout(m, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
+        self.shared.take_latest(frame, timeout)
     }
 
     /// The format the producer fixed, once negotiated.
@@ -349,5 +354,72 @@ impl Drop for PipeWireCapture {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the stream thread does per buffer, without PipeWire: a spare, filled, published.
+    fn produce(shared: &Shared, fill: u8) {
+        let mut frame = shared.take_spare();
+        frame.data.clear();
+        frame.data.resize(320 * 240 * 4, fill);
+        shared.publish(frame);
+    }
+
+    #[test]
+    fn the_newest_frame_wins_and_replaced_ones_are_counted() {
+        let shared = Shared::default();
+        let mut frame = VideoFrame::default();
+        assert_eq!(
+            shared.take_latest(&mut frame, Duration::ZERO),
+            Err(CaptureError::Timeout(Duration::ZERO))
+        );
+        produce(&shared, 1);
+        produce(&shared, 2);
+        produce(&shared, 3);
+        shared
+            .take_latest(&mut frame, Duration::ZERO)
+            .expect("a frame is waiting");
+        assert_eq!(frame.data[0], 3);
+        let stats = shared.lock().stats;
+        assert_eq!(
+            (
+                stats.frames_captured,
+                stats.frames_replaced,
+                stats.frames_delivered
+            ),
+            (3, 2, 1)
+        );
+        // Taken once: the next call waits again; after the end it reports the error.
+        assert!(shared.take_latest(&mut frame, Duration::ZERO).is_err());
+        shared.end(CaptureError::ProducerGone);
+        assert_eq!(
+            shared.take_latest(&mut frame, Duration::ZERO),
+            Err(CaptureError::ProducerGone)
+        );
+    }
+
+    #[test]
+    fn frame_buffers_circulate_without_new_allocations() {
+        let shared = Shared::default();
+        let mut frame = VideoFrame::default();
+        let mut buffers = std::collections::HashSet::new();
+        for i in 0..200u32 {
+            // Uneven pace: sometimes the caller misses frames, sometimes it waits for one.
+            produce(&shared, i as u8);
+            if i % 3 == 0 {
+                produce(&shared, i as u8);
+            }
+            shared
+                .take_latest(&mut frame, Duration::ZERO)
+                .expect("a frame is waiting");
+            buffers.insert(frame.data.as_ptr() as usize);
+        }
+        // The caller's, the mailbox's and the thread's buffer: at most three ever exist.
+        assert!(buffers.len() <= 3, "{} distinct buffers", buffers.len());
+        assert!(shared.lock().spare.len() <= 3);
     }
 }

@@ -10,9 +10,14 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # Debian packages: C toolchain for -sys crates (reed-solomon-erasure's SIMD C baseline),
 # pkg-config, and the tools the tests and benches call. sway, swaybg: the headless compositor
 # capture/tests/virtual_sway.rs starts (docs/capture.md "Virtual displays: sway"); wev, wtype:
-# Wayland input test tools for the input tests to come.
+# Wayland input test tools. PipeWire capture (capture feature `pipewire`): libpipewire/libspa
+# headers and libclang for pipewire-rs' bindgen; the daemon, session manager, session bus and
+# GStreamer producer that capture/tests/pipewire_capture.rs starts (docs/capture.md,
+# "PipeWire capture").
 PKGS=(build-essential pkg-config iproute2 nftables python3 python3-venv libopus-dev nasm python3-numpy ffmpeg
-      sway swaybg wev wtype)
+      sway swaybg wev wtype
+      libpipewire-0.3-dev libspa-0.2-dev libclang-dev clang
+      pipewire wireplumber dbus gstreamer1.0-pipewire gstreamer1.0-tools gstreamer1.0-plugins-base)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -16,11 +16,14 @@
 //!   (the pattern source is one); [`wlroots`]: headless sway outputs over sway IPC and their
 //!   capture with wlr-screencopy (SHM); [`convert`]: BGRx → I420 for the encoders.
 //!
+//! * `pipewire` (cargo feature `pipewire`, off by default): video frames from a PipeWire node
+//!   (screencast, camera, GStreamer), copied into reused buffers with a monotonic timestamp,
+//!   and audio (F32LE) from a source or a sink's monitor.
+//!
 //! What it deliberately does not do: pace frames (the pipeline's capture stage asks when it
-//! wants one), packetize, encrypt or send (engine), or feed real screens and sound to `serve`
-//! yet (sway capture exists but is not wired in; PipeWire, Mutter, KWin and hardware encoders
-//! plug in behind the same types later). Layouts and settings are documented in
-//! docs/capture.md.
+//! wants one), packetize, encrypt or send (engine), or import DMA-BUF or run the screencast
+//! portal handshake yet (hardware encoders, Mutter and KWin plug in behind the same types
+//! later). Layouts and settings are documented in docs/capture.md.
 //!
 //! Decide and act: `frame`, `stamp`, `pattern`, `annexb`, `video`, `display`, `convert`,
 //! `wlroots::message`, `audio::config` and `audio::tone` are pure (no clock, no I/O,
@@ -66,6 +69,8 @@ pub mod display;
 pub mod frame;
 pub mod h264;
 pub mod pattern;
+#[cfg(feature = "pipewire")]
+pub mod pipewire;
 pub mod source;
 pub mod stages;
 pub mod stamp;

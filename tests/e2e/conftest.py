@@ -102,9 +102,10 @@ class Host:
     """One `punktfunk serve` process."""
 
     def __init__(self, state_dir: Path, log_path: Path, base_port: int | None = None,
-                 extra_args: list[str] | None = None):
+                 extra_args: list[str] | None = None, extra_env: dict[str, str] | None = None):
         self.state_dir = state_dir
         self.extra_args = extra_args or []
+        self.extra_env = extra_env or {}
         self.base = base_port or _free_base_port()
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
@@ -130,7 +131,8 @@ class Host:
              # Not the default 47900: another host on this machine (a parallel test run)
              # may hold it.
              "--pf1-port", str(self.pf1_port), *self.extra_args],
-            stdout=log, stderr=log, env={**os.environ, "RUST_LOG": "info,punktfunk_control=debug"},
+            stdout=log, stderr=log, env={**os.environ, "RUST_LOG": "info,punktfunk_control=debug",
+                 **self.extra_env},
         )
         # Generous: a debug build on a slow, loaded machine takes a while to start.
         def listening() -> bool:

@@ -63,6 +63,7 @@ class Checker:
         self.shapes: set[tuple[int, int]] = set()
         self.dark = 0
         self.identical = 0
+        self.yuv_means: list[list[float]] = []
         self.stamps: list[int] = []
         self.unreadable = 0
         self.errors: list[str] = []
@@ -99,6 +100,13 @@ class Checker:
         y = np.frombuffer(plane, dtype=np.uint8).reshape(-1, plane.line_size)[:h, :w]
         self.checked += 1
         self.shapes.add((h, w))
+        # Mean Y, Cb, Cr of the picture (a desktop test checks the colour its output shows).
+        means = [float(y.mean())]
+        for i, (pw, ph) in ((1, (w // 2, h // 2)), (2, (w // 2, h // 2))):
+            p = frame.planes[i]
+            c = np.frombuffer(p, dtype=np.uint8).reshape(-1, p.line_size)[:ph, :pw]
+            means.append(float(c.mean()))
+        self.yuv_means.append(means)
         if float(y.mean()) < DARK_LUMA:
             self.dark += 1
         if self._prev is not None and self._prev.shape == y.shape and np.array_equal(self._prev, y):
@@ -318,6 +326,7 @@ def stream(http: NvHTTP, address: str, seconds: float, width: int, height: int, 
         "shapes": sorted(list(s) for s in checker.shapes),
         "identical_pairs": checker.identical,
         "dark_frames": checker.dark,
+        "yuv_means": [[round(v, 1) for v in m] for m in checker.yuv_means],
         "stamps_read": len(stamps),
         "stamps_unreadable": checker.unreadable,
         "stamps_increasing": all(b > a for a, b in zip(stamps, stamps[1:])),

@@ -324,6 +324,55 @@ fn under_load(caps: &Caps) -> Vec<Line> {
     lines
 }
 
+/// Capture and capture→encoded at 1080p from a private headless sway, against the test
+/// pattern; no lines (and a note on stderr) where sway cannot run.
+fn desktop_capture() -> Vec<Line> {
+    use punktfunk_bench::desktop::{measure, percentile};
+    let cost = match measure(1920, 1080, 60) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("desktop-capture not measured: {e}");
+            return Vec::new();
+        }
+    };
+    let (d, p) = (&cost.desktop, &cost.pattern);
+    let ms = |v: &[f64], q: f64| percentile(v, q) / 1000.0;
+    vec![
+        Line {
+            name: "desktop-capture-1080p".into(),
+            ours: format!(
+                "p50={:.2}ms,p99={:.2}ms",
+                ms(&d.capture_us, 50.0),
+                ms(&d.capture_us, 99.0)
+            ),
+            baseline: format!(
+                "p50={:.2}ms,p99={:.2}ms",
+                ms(&p.capture_us, 50.0),
+                ms(&p.capture_us, 99.0)
+            ),
+            ratio: percentile(&p.capture_us, 50.0) / percentile(&d.capture_us, 50.0),
+            note: "one 1920x1080 frame of a headless sway output (pixman) through                    wlr-screencopy into our SHM buffer, read, converted BGRx→I420, vs the test                    pattern rendered at 1080p; 60 frames each, alternating; ratio < 1: capture                    costs more than the pattern"
+                .into(),
+        },
+        Line {
+            name: "desktop-to-encoded-1080p".into(),
+            ours: format!(
+                "p50={:.2}ms,p99={:.2}ms",
+                ms(&d.to_encoded_us, 50.0),
+                ms(&d.to_encoded_us, 99.0)
+            ),
+            baseline: format!(
+                "p50={:.2}ms,p99={:.2}ms",
+                ms(&p.to_encoded_us, 50.0),
+                ms(&p.to_encoded_us, 99.0)
+            ),
+            ratio: percentile(&p.to_encoded_us, 50.0) / percentile(&d.to_encoded_us, 50.0),
+            note: "capture (as above) plus openh264 at 1080p, 20 Mbit/s: capture→encoded                    latency of the sway path vs the pattern path"
+                .into(),
+        },
+    ]
+}
+
 fn pf1_reconfigure() -> Line {
     let (mut remode, mut fresh) = (Vec::new(), Vec::new());
     for _ in 0..3 {
@@ -404,7 +453,8 @@ fn write_doc(lines: &[Line], elapsed: Duration) -> std::io::Result<()> {
     )
 }
 
-const GROUPS: [&str; 7] = [
+const GROUPS: [&str; 8] = [
+    "desktop-capture",
     "gf8",
     "send",
     "frame-latency",
@@ -469,6 +519,9 @@ fn main() {
     }
     if run("under-load") {
         emit(under_load(&caps), &mut lines);
+    }
+    if run("desktop-capture") {
+        emit(desktop_capture(), &mut lines);
     }
     if write {
         match write_doc(&lines, start.elapsed()) {

@@ -12,10 +12,12 @@
 //! sway".
 
 pub mod display;
+pub mod headless;
 pub mod ipc;
 pub mod message;
 pub mod screencopy;
 
 pub use display::{SwayDisplay, SwayDisplays};
+pub use headless::{HeadlessError, HeadlessSway};
 pub use ipc::SwayIpc;
 pub use screencopy::Screencopy;

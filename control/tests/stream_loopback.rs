@@ -104,6 +104,7 @@ impl MediaFactory for Fake {
             }),
             encoder: Box::new(KeyframeMarker { started: false }),
             frame_capacity: 64 << 10,
+            input: None,
         })
     }
     fn audio(&self, _config: &StreamConfig) -> Result<Box<dyn AudioSource>, String> {

@@ -198,8 +198,42 @@ def client_log_counts(stderr: str) -> dict:
     return {k: stderr.count(v) for k, v in CLIENT_LOG_EVENTS.items()}
 
 
+def input_library():
+    """moonlight-common-c as moonlight-python loaded it (the same singleton: dlopen returns the
+    loaded copy), with the input calls moonlight-python's cffi table does not declare."""
+    import moonlight_python
+
+    lib = ctypes.CDLL(str(Path(moonlight_python.__file__).parent / "libmoonlight-common-c.so"))
+    lib.LiSendKeyboardEvent.argtypes = [ctypes.c_short, ctypes.c_char, ctypes.c_char]
+    lib.LiSendMouseButtonEvent.argtypes = [ctypes.c_char, ctypes.c_int]
+    lib.LiSendMouseMoveEvent.argtypes = [ctypes.c_short, ctypes.c_short]
+    lib.LiSendMousePositionEvent.argtypes = [ctypes.c_short] * 4
+    return lib
+
+
+# moonlight-common-c's Limelight.h values.
+KEY_ACTION_DOWN, KEY_ACTION_UP = b"\x03", b"\x04"
+BUTTON_ACTION_PRESS, BUTTON_ACTION_RELEASE = b"\x07", b"\x08"
+BUTTON_LEFT = 1
+VK_A = 0x41
+
+
+def send_input_round(lib) -> int:
+    """Types 'a', moves the mouse and clicks, through the client library; calls that failed."""
+    failed = 0
+    failed += lib.LiSendKeyboardEvent(VK_A, KEY_ACTION_DOWN, b"\x00") != 0
+    failed += lib.LiSendKeyboardEvent(VK_A, KEY_ACTION_UP, b"\x00") != 0
+    # Absolute to the middle of the picture (the session's own output), then a relative nudge.
+    failed += lib.LiSendMousePositionEvent(640, 360, 1280, 720) != 0
+    failed += lib.LiSendMouseMoveEvent(5, 3) != 0
+    failed += lib.LiSendMouseButtonEvent(BUTTON_ACTION_PRESS, BUTTON_LEFT) != 0
+    failed += lib.LiSendMouseButtonEvent(BUTTON_ACTION_RELEASE, BUTTON_LEFT) != 0
+    return failed
+
+
 def stream(http: NvHTTP, address: str, seconds: float, width: int, height: int, fps: int,
-           bitrate_kbps: int = 6000, quit_after: bool = True, client_log: bool = False) -> dict:
+           bitrate_kbps: int = 6000, quit_after: bool = True, client_log: bool = False,
+           send_input: bool = False) -> dict:
     """Launches Desktop, streams for `seconds` after the first frame, and returns what was
     seen. With `quit_after`, then quits the app while still receiving, until the host ends
     the stream (so every frame the host sent had its chance to arrive)."""
@@ -255,6 +289,20 @@ def stream(http: NvHTTP, address: str, seconds: float, width: int, height: int, 
                 checker.offer(f)
 
     done = threading.Event()
+    sent_input = {"rounds": 0, "failed": 0}
+
+    def input_loop():
+        # Every 0.3 s from the first frame on: 'a', a move and a click (a test watches for
+        # them in a Wayland client on the session's output).
+        lib = input_library()
+        while not done.wait(0.3):
+            if first_frame_at is not None and not session.is_terminated:
+                sent_input["failed"] += send_input_round(lib)
+                sent_input["rounds"] += 1
+
+    it = threading.Thread(target=input_loop, daemon=True) if send_input else None
+    if it:
+        it.start()
 
     def watchdog():
         # pull_frame blocks until a frame comes; once the host has ended the stream (or a
@@ -307,6 +355,8 @@ def stream(http: NvHTTP, address: str, seconds: float, width: int, height: int, 
     finally:
         done.set()
         wt.join(2)
+        if it:
+            it.join(2)
         stop.set()
         at.join(2)
         terminated = session.is_terminated
@@ -337,6 +387,8 @@ def stream(http: NvHTTP, address: str, seconds: float, width: int, height: int, 
         "terminated_early": terminated_early,
         "termination_error": termination_error,
         "quit_error": quit_result.get("error"),
+        "input_rounds": sent_input["rounds"],
+        "input_failed": sent_input["failed"],
         "seconds": seconds,
     }
 
@@ -375,6 +427,8 @@ def main() -> int:
     ap.add_argument("--bitrate", type=int, default=6000)
     ap.add_argument("--no-quit", action="store_true",
                     help="stop the client without quitting the app on the host")
+    ap.add_argument("--send-input", action="store_true",
+                    help="type 'a', move and click every 0.3 s while streaming")
     ap.add_argument("--client-log", action="store_true",
                     help="print moonlight-common-c's log on stderr")
     a = ap.parse_args()
@@ -388,7 +442,8 @@ def main() -> int:
     http = NvHTTP(a.address, Identity(a.config_dir), http_port=a.http_port,
                   https_port=a.https_port, server_cert_pem=Path(a.cert).read_bytes())
     print(json.dumps(stream(http, a.address, a.seconds, w, h, f, a.bitrate,
-                            quit_after=not a.no_quit, client_log=a.client_log)))
+                            quit_after=not a.no_quit, client_log=a.client_log,
+                            send_input=a.send_input)))
     return 0
 
 

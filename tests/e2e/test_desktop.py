@@ -89,3 +89,65 @@ def test_desktop_of_a_virtual_output_is_streamed(sway, tmp_path):
         assert (m["width"], m["height"]) == (1280, 720), new[0]
     finally:
         host.stop()
+
+
+def start_wev(s, output: str, log: Path) -> subprocess.Popen:
+    """`wev` on the session's output (focused first, so the new window lands and has focus
+    there), as sway's user, printing every event it gets."""
+    s.msg(f"focus output {output}")
+    cmd = ["stdbuf", "-oL", "wev"]
+    if s.root:
+        cmd = ["setpriv", f"--reuid={sway_mod.NOBODY}", f"--regid={sway_mod.NOBODY}",
+               "--clear-groups", *cmd]
+    env = {"PATH": "/usr/bin:/bin", "XDG_RUNTIME_DIR": str(s.dir), "WAYLAND_DISPLAY": "wayland-1",
+           "HOME": str(s.dir)}
+    return subprocess.Popen(cmd, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL)
+
+
+def test_client_input_reaches_a_wayland_client_on_the_sessions_output(sway, tmp_path):
+    """Keyboard and mouse events the client sends through moonlight-common-c
+    (LiSendKeyboardEvent, LiSendMousePositionEvent, LiSendMouseButtonEvent) arrive in a
+    Wayland client (wev) on that session's own output."""
+    import shutil
+
+    if shutil.which("wev") is None:
+        skip("wev", "wev is not installed (scripts/setup.sh installs it)")
+    profile = tmp_path / "desktop.toml"
+    profile.write_text('[capture]\nsource = "wlroots"\n')
+    host = Host(tmp_path / "state", tmp_path / "host.log",
+                extra_args=["--profile", str(profile)], extra_env=sway.env()).start()
+    wev = None
+    try:
+        c = Client(host, tmp_path / "client")
+        c.pair_with_pin("3434", name="typist")
+        before = {o["name"] for o in outputs_of(sway)}
+        p = subprocess.Popen(
+            [sys.executable, str(HERE / "streaming.py"), "--config-dir", str(c.identity.config_dir),
+             "--address", "127.0.0.1", "--http-port", str(host.http_port),
+             "--https-port", str(host.https_port), "--cert", str(host.state_dir / "host-cert.pem"),
+             "--seconds", "8", "--mode", "1280x720x30", "--send-input"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: "input goes to this session's desktop" in host.log(), timeout=60,
+                 what="the session's desktop input")
+        new = wait_for(lambda: sorted({o["name"] for o in outputs_of(sway)} - before), timeout=10,
+                       what="the session's output")
+        wev_log = tmp_path / "wev.log"
+        wev = start_wev(sway, new[0], wev_log)
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err[-3000:]
+        r = json.loads(out.strip().splitlines()[-1])
+        assert r["input_rounds"] > 5 and r["input_failed"] == 0, r
+        seen = wev_log.read_text(errors="replace")
+        print(f"{r['input_rounds']} input rounds sent; wev saw {len(seen.splitlines())} lines")
+        assert "sym: a" in seen, seen[-3000:]
+        assert re.search(r"wl_pointer\] button: .*\(left\)", seen) or "button: 272" in seen, seen[-3000:]
+        assert "wl_pointer] motion" in seen, seen[-3000:]
+        # The window it landed in is on the session's output.
+        tree = sway.msg("-t", "get_tree", "-r").stdout
+        assert new[0] in tree and "wev" in tree
+    finally:
+        if wev is not None:
+            wev.kill()
+            wev.wait()
+        host.stop()

@@ -38,6 +38,7 @@ impl MediaFactory for TestMedia {
             source: Box::new(source),
             encoder: Box::new(encoder),
             frame_capacity,
+            input: None,
         })
     }
 

@@ -91,6 +91,9 @@ pub struct VideoMedia {
     pub encoder: Box<dyn Stage<Input = FrameBuf, Output = FrameBuf>>,
     /// Largest buffer either stage needs (raw frame or encoded frame).
     pub frame_capacity: usize,
+    /// Where this stream's input goes when its source has a desktop of its own (the
+    /// session's virtual output); `None`: the host-wide input handler.
+    pub input: Option<Box<dyn InputHandler>>,
 }
 
 /// One Opus packet per call, `packet_ms` of audio each, all the same length (CBR).
@@ -901,6 +904,7 @@ fn start_stream(
         pipeline: Arc::new(Mutex::new(None)),
         loss: loss.clone(),
         counters: counters.clone(),
+        input: Arc::new(Mutex::new(None)),
     };
     shared.counters.streams.fetch_add(1, Ordering::Relaxed);
     tracing::info!(
@@ -958,9 +962,21 @@ struct StreamCtx {
     loss: Arc<LossFeedback>,
     /// This stream's counters (zero at PLAY).
     counters: Arc<SessionCounters>,
+    /// This stream's own input target (its desktop), once its video started with one.
+    input: Arc<Mutex<Option<Box<dyn InputHandler>>>>,
 }
 
 impl StreamCtx {
+    /// Input of this stream: to its own desktop when it has one, else to the host-wide
+    /// handler.
+    fn handle_input(&self, packet: &[u8]) {
+        if let Some(own) = lock(&self.input).as_mut() {
+            own.handle_input(packet);
+            return;
+        }
+        lock(&self.shared.input).handle_input(packet);
+    }
+
     fn stopped(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
     }
@@ -1129,7 +1145,7 @@ fn control_thread(ctx: &StreamCtx, socket: UdpSocket) {
                 let mut bytes = packet.data().to_vec();
                 let input = ctx.step(|s, now| s.handle_control(now, key, &mut bytes));
                 if let Some(input) = input {
-                    lock(&ctx.shared.input).handle_input(input);
+                    ctx.handle_input(input);
                 }
             }
             Ok(None) => idle = true,
@@ -1266,6 +1282,10 @@ fn video_thread(ctx: &StreamCtx, sender: UdpSender) {
         }
     };
     let counted = ctx.counters.clone();
+    if let Some(input) = media.input {
+        tracing::info!(session = ctx.spec.session_id, "input goes to this session's desktop");
+        *lock(&ctx.input) = Some(input);
+    }
     let stages = VideoStages {
         source: media.source,
         encode: media.encoder,

@@ -9,8 +9,9 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 # Debian packages: C toolchain for -sys crates (reed-solomon-erasure's SIMD C baseline),
 # pkg-config, and the tools the tests and benches call. sway, swaybg: the headless compositor
-# capture/tests/virtual_sway.rs starts (docs/capture.md "Virtual displays: sway"); wev, wtype:
-# Wayland input test tools for the input tests to come.
+# capture/tests/virtual_sway.rs starts (docs/capture.md "Virtual displays: sway");
+# wev: the Wayland client whose printed events the input tests check (capture/tests/virtual_sway_input.rs,
+# control/tests/virtual_sway_sink.rs; docs/input.md "Wayland (wlroots) injection"); wtype: a manual check.
 PKGS=(build-essential pkg-config iproute2 nftables python3 python3-venv libopus-dev nasm python3-numpy ffmpeg
       sway swaybg wev wtype)
 missing=()

@@ -20,117 +20,23 @@
 //!
 //! Run: `cargo test -p punktfunk-capture --test virtual_sway_input`.
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use punktfunk_capture::display::{DisplayMode, VirtualDisplay as _};
 use punktfunk_capture::wlroots::{ScrollAxis, SwayDisplay, WlrInput, WlrInputError};
 
 mod common;
-use common::{Sway, find_in_path, skip};
+use common::{Sway, Wev, pointer_line};
 
 /// Bound on every compositor wait inside `WlrInput`.
 const INPUT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Bound on waiting for a line from wev.
-const WEV_TIMEOUT: Duration = Duration::from_secs(10);
 
 const KEY_A: u32 = 30;
 const KEY_LEFTSHIFT: u32 = 42;
 const BTN_LEFT: u32 = 0x110;
 
-/// A `wev` client of the sway, killed on drop; its stdout lines collected as they come.
-struct Wev {
-    child: Child,
-    lines: Arc<(Mutex<Vec<String>>, Condvar)>,
-    name: &'static str,
-}
-
-impl Drop for Wev {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Wev {
-    /// Starts `stdbuf -oL wev` as sway's user and waits until its toplevel is configured
-    /// activated (mapped and focused).
-    fn start(sway: &Sway, name: &'static str) -> Wev {
-        let mut child = sway
-            .client_command("stdbuf")
-            .args(["-oL", "wev"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn wev");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let lines: Arc<(Mutex<Vec<String>>, Condvar)> = Arc::default();
-        let sink = Arc::clone(&lines);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let (m, cv) = &*sink;
-                m.lock().expect("wev lines lock").push(line);
-                cv.notify_all();
-            }
-        });
-        let wev = Wev { child, lines, name };
-        wev.wait_for("toplevel activated", |l| l.contains("activated"));
-        wev
-    }
-
-    /// Waits (≤ WEV_TIMEOUT) for a line matching `pred`; returns its index. Panics with wev's
-    /// whole output otherwise.
-    fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> usize {
-        self.wait_for_after(0, what, pred)
-    }
-
-    /// Like `wait_for`, for lines at index `from` or later.
-    fn wait_for_after(&self, from: usize, what: &str, pred: impl Fn(&str) -> bool) -> usize {
-        let deadline = Instant::now() + WEV_TIMEOUT;
-        let (m, cv) = &*self.lines;
-        let mut lines = m.lock().expect("wev lines lock");
-        loop {
-            if let Some(i) = lines.iter().skip(from).position(|l| pred(l)) {
-                return from + i;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "{}: no {what} within {WEV_TIMEOUT:?}; wev printed:\n{}",
-                self.name,
-                lines.join("\n")
-            );
-            lines = cv.wait_timeout(lines, left).expect("wev lines lock").0;
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.lines.0.lock().expect("wev lines lock").len()
-    }
-
-    fn any(&self, pred: impl Fn(&str) -> bool) -> bool {
-        self.lines
-            .0
-            .lock()
-            .expect("wev lines lock")
-            .iter()
-            .any(|l| pred(l))
-    }
-}
-
-/// Starts sway, or `None` after a recorded skip when sway or wev is missing.
 fn start_sway() -> Option<Sway> {
-    if find_in_path("wev").is_none() || find_in_path("stdbuf").is_none() {
-        skip::skip(
-            "wev",
-            "wev (or coreutils' stdbuf) is not installed (apt-get install wev)",
-        );
-        return None;
-    }
-    Sway::start()
+    Sway::start_with_wev()
 }
 
 /// Creates a 1280x720@60 output and focuses it, so the next window opens there.
@@ -142,21 +48,6 @@ fn focused_output(sway: &Sway) -> SwayDisplay {
     display
 }
 
-fn pointer_line(l: &str, event: &str) -> bool {
-    l.contains("wl_pointer]") && l.contains(event)
-}
-
-/// Waits until wev has bound the seat's keyboard and pointer (it does so when the seat's
-/// capabilities change, i.e. after the virtual devices appear).
-fn wait_for_devices(wev: &Wev) {
-    wev.wait_for("keyboard enter", |l| {
-        l.contains("wl_keyboard]") && l.contains("enter")
-    });
-    wev.wait_for("pointer capability", |l| {
-        l.contains("capabilities") && l.contains("pointer")
-    });
-}
-
 #[test]
 fn virtual_input_reaches_a_client_on_the_sessions_output() {
     let Some(sway) = start_sway() else { return };
@@ -165,7 +56,7 @@ fn virtual_input_reaches_a_client_on_the_sessions_output() {
     let mut input =
         WlrInput::connect(&sway.wayland_socket, display.name(), INPUT_TIMEOUT).expect("connect");
     assert_eq!(input.output_name(), display.name());
-    wait_for_devices(&wev);
+    wev.wait_for_devices();
 
     // Keyboard: the keymap is used (KEY_A is "a"), and Shift reaches the client as a modifier.
     input.key(KEY_A, true).expect("key press");

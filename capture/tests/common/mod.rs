@@ -5,10 +5,12 @@
 
 #![allow(dead_code, unreachable_pub)] // each including test uses a part
 
+use std::io::{BufRead as _, BufReader};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use punktfunk_capture::wlroots::SwayIpc;
@@ -198,5 +200,121 @@ impl Sway {
             .stdin(Stdio::null())
             .current_dir("/");
         cmd
+    }
+}
+
+/// Bound on waiting for a line from wev.
+pub const WEV_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether a wev line is the wl_pointer event `event`.
+pub fn pointer_line(l: &str, event: &str) -> bool {
+    l.contains("wl_pointer]") && l.contains(event)
+}
+
+impl Sway {
+    /// Starts sway for an input test, or `None` after a recorded skip when sway or wev is
+    /// missing.
+    pub fn start_with_wev() -> Option<Sway> {
+        if find_in_path("wev").is_none() || find_in_path("stdbuf").is_none() {
+            skip::skip(
+                "wev",
+                "wev (or coreutils' stdbuf) is not installed (apt-get install wev)",
+            );
+            return None;
+        }
+        Sway::start()
+    }
+}
+
+/// A `wev` client of the sway, killed on drop; its stdout lines collected as they come.
+pub struct Wev {
+    child: Child,
+    lines: Arc<(Mutex<Vec<String>>, Condvar)>,
+    name: &'static str,
+}
+
+impl Drop for Wev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Wev {
+    /// Starts `stdbuf -oL wev` as sway's user and waits until its toplevel is configured
+    /// activated (mapped and focused).
+    pub fn start(sway: &Sway, name: &'static str) -> Wev {
+        let mut child = sway
+            .client_command("stdbuf")
+            .args(["-oL", "wev"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn wev");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let lines: Arc<(Mutex<Vec<String>>, Condvar)> = Arc::default();
+        let sink = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let (m, cv) = &*sink;
+                m.lock().expect("wev lines lock").push(line);
+                cv.notify_all();
+            }
+        });
+        let wev = Wev { child, lines, name };
+        wev.wait_for("toplevel activated", |l| l.contains("activated"));
+        wev
+    }
+
+    /// Waits (≤ WEV_TIMEOUT) for a line matching `pred`; returns its index. Panics with wev's
+    /// whole output otherwise.
+    pub fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> usize {
+        self.wait_for_after(0, what, pred)
+    }
+
+    /// Like `wait_for`, for lines at index `from` or later.
+    pub fn wait_for_after(&self, from: usize, what: &str, pred: impl Fn(&str) -> bool) -> usize {
+        let deadline = Instant::now() + WEV_TIMEOUT;
+        let (m, cv) = &*self.lines;
+        let mut lines = m.lock().expect("wev lines lock");
+        loop {
+            if let Some(i) = lines.iter().skip(from).position(|l| pred(l)) {
+                return from + i;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "{}: no {what} within {WEV_TIMEOUT:?}; wev printed:\n{}",
+                self.name,
+                lines.join("\n")
+            );
+            lines = cv.wait_timeout(lines, left).expect("wev lines lock").0;
+        }
+    }
+
+    /// Waits until wev has bound the seat's keyboard (and got keyboard focus) and the
+    /// pointer: it binds them when the seat's capabilities change, i.e. after virtual devices
+    /// appear.
+    pub fn wait_for_devices(&self) {
+        self.wait_for("keyboard enter", |l| {
+            l.contains("wl_keyboard]") && l.contains("enter")
+        });
+        self.wait_for("pointer capability", |l| {
+            l.contains("capabilities") && l.contains("pointer")
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.lines.0.lock().expect("wev lines lock").len()
+    }
+
+    pub fn any(&self, pred: impl Fn(&str) -> bool) -> bool {
+        self.lines
+            .0
+            .lock()
+            .expect("wev lines lock")
+            .iter()
+            .any(|l| pred(l))
     }
 }

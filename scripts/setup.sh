@@ -9,8 +9,10 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 # Debian packages: C toolchain for -sys crates (reed-solomon-erasure's SIMD C baseline),
 # pkg-config, and the tools the tests and benches call. sway, swaybg: the headless compositor
-# capture/tests/virtual_sway.rs starts (docs/capture.md "Virtual displays: sway"); wev, wtype:
-# Wayland input test tools. PipeWire capture (capture feature `pipewire`): libpipewire/libspa
+# capture/tests/virtual_sway.rs starts (docs/capture.md "Virtual displays: sway");
+# wev: the Wayland client whose printed events the input tests check (capture/tests/virtual_sway_input.rs,
+# control/tests/virtual_sway_sink.rs, tests/e2e/test_desktop.py; docs/input.md "Wayland (wlroots)
+# injection"); wtype: a manual check. PipeWire capture (capture feature `pipewire`): libpipewire/libspa
 # headers and libclang for pipewire-rs' bindgen; the daemon, session manager, session bus and
 # GStreamer producer that capture/tests/pipewire_capture.rs starts (docs/capture.md,
 # "PipeWire capture").

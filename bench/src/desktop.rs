@@ -94,7 +94,9 @@ pub fn measure(width: u32, height: u32, frames: usize) -> Result<DesktopCost, St
         enc_d.encode(&frame, &mut out).map_err(|e| e.to_string())?;
         let t2 = Instant::now();
         cost.desktop.capture_us.push((t1 - t0).as_secs_f64() * 1e6);
-        cost.desktop.to_encoded_us.push((t2 - t0).as_secs_f64() * 1e6);
+        cost.desktop
+            .to_encoded_us
+            .push((t2 - t0).as_secs_f64() * 1e6);
 
         let t0 = Instant::now();
         let p = pattern.capture();
@@ -102,7 +104,9 @@ pub fn measure(width: u32, height: u32, frames: usize) -> Result<DesktopCost, St
         enc_p.encode(p, &mut out).map_err(|e| e.to_string())?;
         let t2 = Instant::now();
         cost.pattern.capture_us.push((t1 - t0).as_secs_f64() * 1e6);
-        cost.pattern.to_encoded_us.push((t2 - t0).as_secs_f64() * 1e6);
+        cost.pattern
+            .to_encoded_us
+            .push((t2 - t0).as_secs_f64() * 1e6);
     }
     Ok(cost)
 }

@@ -8,12 +8,14 @@
 //!  (pure)                          ├─ UinputSink   /dev/uinput: keyboard, mouse, absolute
 //!                                  │                pointer, touch screen, one pad per
 //!                                  │                connected gamepad        (act)
+//!                                  ├─ WlrSink      wlroots virtual keyboard + pointer bound
+//!                                  │                to the session's output   (act)
 //!                                  └─ CountingSink counts per kind when uinput is absent
 //! ```
 //!
 //! Decide modules (no I/O, no clock, no threads): [`wire`] (decoder/encoder), [`gamepad`]
-//! (pad arrival/removal/state tracking), [`keymap`] (Win32 VK → Linux key codes, keyboard
-//! state), [`pointer`](mod@pointer) (absolute scaling, wheel notches, touch slots). Act module: [`uinput`].
+//! (pad arrival/removal/state tracking), [`compositor`] (events → compositor calls), [`keymap`] (Win32 VK → Linux key codes, keyboard
+//! state), [`pointer`](mod@pointer) (absolute scaling, wheel notches, touch slots). Act modules: [`uinput`], [`wlr`].
 //!
 //! What this module deliberately does not do: decrypt or frame control messages (the control
 //! stream hands over the input packet), synthesize Unicode text, drive pens or controller
@@ -28,11 +30,13 @@
 //! assert_eq!(sink.count(InputKind::MouseMove), 1);
 //! ```
 
+pub mod compositor;
 pub mod gamepad;
 pub mod keymap;
 pub mod pointer;
 pub mod uinput;
 pub mod wire;
+pub mod wlr;
 
 use thiserror::Error;
 use tracing::{debug, info};
@@ -45,6 +49,7 @@ pub use wire::{
     MotionKind, MouseButton, PenEvent, PenTool, TouchEvent, TouchKind, Utf8Text, decode, encode,
     encode_into,
 };
+pub use wlr::{WlrSink, WlrSinkStats};
 
 /// Injecting an event into the host failed. Local OS trouble only: malformed peer input is an
 /// [`InputError`] and never reaches a sink.
@@ -59,6 +64,14 @@ pub enum InjectError {
         /// The OS error.
         #[source]
         source: std::io::Error,
+    },
+    /// The compositor refused or did not take an event (wlroots virtual keyboard/pointer): a
+    /// dead or hung compositor, or the session's output gone.
+    #[error("compositor input: {source}")]
+    Compositor {
+        /// What the Wayland back end reported.
+        #[source]
+        source: punktfunk_capture::wlroots::WlrInputError,
     },
 }
 

@@ -1,5 +1,7 @@
 //! A sway desktop per session (act): every stream gets a headless output at its client's mode,
-//! captured with wlr-screencopy and encoded with openh264; audio is the test tone.
+//! captured with wlr-screencopy and encoded with openh264, and its input injected with the
+//! virtual keyboard and a virtual pointer bound to that output (`input::wlr`); audio is the
+//! test tone.
 //!
 //! sway 1.7 (Debian 12) cannot remove a headless output, so a stream's output is kept in a
 //! pool when the stream ends and the next stream takes it (at its own mode) before a new one is
@@ -17,8 +19,10 @@ use punktfunk_capture::wlroots::{Screencopy, SwayDisplay, SwayIpc};
 use punktfunk_capture::{VideoEncoder, VideoEncoderConfig};
 
 use super::pattern::TestMedia;
+use crate::input::InputDispatcher;
+use crate::input::wlr::WlrSink;
 use crate::stream::sdp::{StreamConfig, VideoCodec};
-use crate::stream::session::{AudioSource, MediaFactory, VideoMedia};
+use crate::stream::session::{AudioSource, InputHandler, MediaFactory, VideoMedia};
 
 /// How long one capture (or the IPC) may take before the stream is told it failed.
 const CAPTURE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -151,6 +155,17 @@ impl MediaFactory for WlrootsMedia {
             .map_err(|e| format!("virtual output: {e}"))?;
         let capture = Screencopy::connect(&self.endpoint.wayland, display.name(), CAPTURE_TIMEOUT)
             .map_err(|e| format!("capturing {}: {e}", display.name()))?;
+        // The stream's input goes into this compositor, the pointer bound to this output.
+        let input: Option<Box<dyn InputHandler>> =
+            match WlrSink::connect(&self.endpoint.wayland, display.name(), CAPTURE_TIMEOUT) {
+                Ok(sink) => Some(Box::new(InputDispatcher::new(Box::new(sink)))),
+                Err(e) => {
+                    let output = display.name();
+                    tracing::warn!(output, error = %e,
+                        "no input into this desktop; the host-wide input handler takes it");
+                    None
+                }
+            };
         let enc = OpenH264Encoder::new(VideoEncoderConfig {
             width: w,
             height: h,
@@ -165,6 +180,7 @@ impl MediaFactory for WlrootsMedia {
             source: Box::new(source),
             encoder: Box::new(encoder),
             frame_capacity,
+            input,
         })
     }
 

@@ -1283,7 +1283,10 @@ fn video_thread(ctx: &StreamCtx, sender: UdpSender) {
     };
     let counted = ctx.counters.clone();
     if let Some(input) = media.input {
-        tracing::info!(session = ctx.spec.session_id, "input goes to this session's desktop");
+        tracing::info!(
+            session = ctx.spec.session_id,
+            "input goes to this session's desktop"
+        );
         *lock(&ctx.input) = Some(input);
     }
     let stages = VideoStages {

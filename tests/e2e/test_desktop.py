@@ -151,3 +151,48 @@ def test_client_input_reaches_a_wayland_client_on_the_sessions_output(sway, tmp_
             wev.kill()
             wev.wait()
         host.stop()
+
+
+def test_two_clients_get_two_outputs_at_their_own_modes(sway, tmp_path):
+    """Each session has its own virtual output at its client's mode, streamed at that size."""
+    profile = tmp_path / "desktop.toml"
+    profile.write_text('[capture]\nsource = "wlroots"\n')
+    host = Host(tmp_path / "state", tmp_path / "host.log",
+                extra_args=["--profile", str(profile)], extra_env=sway.env()).start()
+    try:
+        a, b = Client(host, tmp_path / "a"), Client(host, tmp_path / "b")
+        a.pair_with_pin("5656", name="A")
+        b.pair_with_pin("7878", name="B")
+        before = {o["name"] for o in outputs_of(sway)}
+
+        def start(c, mode, seconds):
+            return subprocess.Popen(
+                [sys.executable, str(HERE / "streaming.py"), "--config-dir",
+                 str(c.identity.config_dir), "--address", "127.0.0.1", "--http-port",
+                 str(host.http_port), "--https-port", str(host.https_port), "--cert",
+                 str(host.state_dir / "host-cert.pem"), "--seconds", str(seconds), "--mode", mode],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+        pa = start(a, "1280x720x30", 6)
+        wait_for(lambda: any(s["state"] == "streaming" and s["frames_sent"] > 0
+                             for s in host.api("GET", "/api/sessions")),
+                 timeout=60, what="A to stream")
+        pb = start(b, "854x480x30", 4)
+        modes = wait_for(
+            lambda: (m := sorted((o["current_mode"]["width"], o["current_mode"]["height"])
+                                 for o in outputs_of(sway) if o["name"] not in before))
+            and len(m) == 2 and m,
+            timeout=60, what="two session outputs")
+        assert modes == [(854, 480), (1280, 720)], modes
+        results = []
+        for p in (pa, pb):
+            out, err = p.communicate(timeout=120)
+            assert p.returncode == 0, err[-3000:]
+            results.append(json.loads(out.strip().splitlines()[-1]))
+        ra, rb = results
+        assert ra["shapes"] == [[720, 1280]] and rb["shapes"] == [[480, 854]], (ra["shapes"],
+                                                                              rb["shapes"])
+        for r in (ra, rb):
+            assert r["frames_decoded"] > 20 and is_red(r["yuv_means"][-1]), r
+    finally:
+        host.stop()

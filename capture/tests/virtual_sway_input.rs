@@ -5,18 +5,20 @@
 //! * `virtual_input_reaches_a_client_on_the_sessions_output`: a 1280x720 output, wev on it
 //!   (focused: sway focuses new windows); through `WlrInput`: KEY_A press/release → wev prints
 //!   `sym: a`, Shift+A → `sym: A` (the modifier masks reach the client), absolute motion →
-//!   pointer `enter`/`motion`, relative motion → another `motion`, BTN_LEFT → `button: 272`
+//!   pointer `enter`, then positions stepping exactly as sent (absolute 60x40, relative 5x-3:
+//!   the surface maps 1:1 onto the bound output), BTN_LEFT → `button: 272`
 //!   pressed and released, vertical and horizontal scroll → `axis` events.
 //! * `virtual_pointer_bound_to_output_two_reaches_only_the_client_there`: two outputs, a wev on
-//!   each; a pointer bound to the second output enters only the second wev; a pointer bound to
-//!   the first then enters the first (and the second sees `leave`).
+//!   each; a pointer bound to the second output moves 400x200 within the second wev and never
+//!   enters the first; a pointer bound to the first then enters the first (and the second
+//!   sees `leave`).
 //! * `virtual_input_errors_cleanly_on_unknown_outputs_and_a_dead_sway`: an unknown output is
 //!   `OutputGone`; after sway is killed, calls fail within the deadline.
 //!
 //! Every wait is bounded (wev's lines are collected by a reader thread and waited for with a
 //! deadline); sway and the wev processes are killed by guards whatever happens. Without sway
-//! or wev the tests skip (fatal under CI=true for sway; wev is installed by scripts/setup.sh
-//! too, feature `wev`).
+//! or wev the tests skip (features `sway`, `wev`; both fatal under CI=true: scripts/setup.sh
+//! installs both).
 //!
 //! Run: `cargo test -p punktfunk-capture --test virtual_sway_input`.
 
@@ -70,15 +72,18 @@ fn virtual_input_reaches_a_client_on_the_sessions_output() {
     assert_eq!(input.modifiers().depressed, 0);
     wev.wait_for_after(a, "sym: A", |l| l.contains("sym: A "));
 
-    // Pointer: absolute motion into the window (the whole output), relative motion, a click.
+    // Pointer: absolute motion into the window (which fills the output but for its border and
+    // title bar), a second absolute motion, a relative one. The steps between the positions
+    // wev sees are exactly the steps sent: the 1280x720 surface maps 1:1 onto the bound
+    // 1280x720 output (mapped onto the whole layout, they would be scaled).
     input.motion_absolute(640, 360, 1280, 720).expect("motion");
-    let enter = wev.wait_for("pointer enter", |l| pointer_line(l, "enter"));
+    wev.wait_for("pointer enter", |l| pointer_line(l, "enter"));
     input.motion_absolute(700, 400, 1280, 720).expect("motion");
-    let motion = wev.wait_for_after(enter, "pointer motion", |l| pointer_line(l, "motion"));
     input.motion_relative(5.0, -3.0).expect("relative motion");
-    wev.wait_for_after(motion + 1, "relative pointer motion", |l| {
-        pointer_line(l, "motion")
-    });
+    wev.wait_for_steps(
+        "positions 60x40 then 5x-3 apart",
+        &[(60.0, 40.0), (5.0, -3.0)],
+    );
     input.button(BTN_LEFT, true).expect("press");
     input.button(BTN_LEFT, false).expect("release");
     let pressed = wev.wait_for("left press", |l| {
@@ -120,12 +125,23 @@ fn virtual_pointer_bound_to_output_two_reaches_only_the_client_there() {
     wev_first.wait_for("pointer capability", |l| {
         l.contains("capabilities") && l.contains("pointer")
     });
-    // The same position on a 1280x720 surface, mapped onto the second output only.
+    // Two positions of a 1280x720 surface, mapped onto the second output only: wev there sees
+    // both, 400x200 apart (on the whole three-output layout they would be 3.5 times as far
+    // apart, and on the first output's wev).
+    // wev binds its wl_pointer a moment after printing the capability: the first position it
+    // prints (an enter) says it has one, so the two motions after it reach it.
     on_second
-        .motion_absolute(640, 360, 1280, 720)
+        .motion_absolute(100, 100, 1280, 720)
         .expect("motion");
-    on_second.sync().expect("round trip");
     wev_second.wait_for("pointer enter", |l| pointer_line(l, "enter"));
+    on_second
+        .motion_absolute(400, 300, 1280, 720)
+        .expect("motion");
+    on_second
+        .motion_absolute(800, 500, 1280, 720)
+        .expect("motion");
+    wev_second.wait_for_steps("positions 400x200 apart", &[(400.0, 200.0)]);
+    on_second.sync().expect("round trip");
     assert!(
         !wev_first.any(|l| pointer_line(l, "enter")),
         "the pointer bound to {} entered the window on {}",

@@ -206,6 +206,15 @@ impl Sway {
 /// Bound on waiting for a line from wev.
 pub const WEV_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The surface position of a wev pointer `enter`/`motion` line (`… x, y: 638.000000, 335.000000`).
+pub fn pointer_xy(l: &str) -> Option<(f64, f64)> {
+    if !(pointer_line(l, "enter") || pointer_line(l, "motion")) {
+        return None;
+    }
+    let (x, y) = l.split_once("x, y: ")?.1.split_once(", ")?;
+    Some((x.trim().parse().ok()?, y.trim().parse().ok()?))
+}
+
 /// Whether a wev line is the wl_pointer event `event`.
 pub fn pointer_line(l: &str, event: &str) -> bool {
     l.contains("wl_pointer]") && l.contains(event)
@@ -258,7 +267,9 @@ impl Wev {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 let (m, cv) = &*sink;
-                m.lock().expect("wev lines lock").push(line);
+                // A poisoned lock means the test already failed: stop reading.
+                let Ok(mut lines) = m.lock() else { break };
+                lines.push(line);
                 cv.notify_all();
             }
         });
@@ -275,12 +286,28 @@ impl Wev {
 
     /// Like `wait_for`, for lines at index `from` or later.
     pub fn wait_for_after(&self, from: usize, what: &str, pred: impl Fn(&str) -> bool) -> usize {
+        let mut found = 0;
+        self.wait_until(what, |lines| {
+            match lines.iter().skip(from).position(|l| pred(l)) {
+                Some(i) => {
+                    found = from + i;
+                    true
+                }
+                None => false,
+            }
+        });
+        found
+    }
+
+    /// Waits (≤ WEV_TIMEOUT) until `done` holds for all lines so far. Panics with wev's whole
+    /// output otherwise.
+    pub fn wait_until(&self, what: &str, mut done: impl FnMut(&[String]) -> bool) {
         let deadline = Instant::now() + WEV_TIMEOUT;
         let (m, cv) = &*self.lines;
         let mut lines = m.lock().expect("wev lines lock");
         loop {
-            if let Some(i) = lines.iter().skip(from).position(|l| pred(l)) {
-                return from + i;
+            if done(&lines) {
+                return;
             }
             let left = deadline.saturating_duration_since(Instant::now());
             assert!(
@@ -302,6 +329,26 @@ impl Wev {
         });
         self.wait_for("pointer capability", |l| {
             l.contains("capabilities") && l.contains("pointer")
+        });
+    }
+
+    /// The line at `index` (after a `wait_for` returned it).
+    pub fn line(&self, index: usize) -> String {
+        self.lines.0.lock().expect("wev lines lock")[index].clone()
+    }
+
+    /// Waits until the pointer positions wev printed (`enter`/`motion` lines) contain, one
+    /// after another, a position and then positions `steps` apart: `[(60, 40), (5, -3)]`
+    /// matches p, p + (60, 40), p + (65, 37). Absolute steps are independent of where the window
+    /// sits, and of any `enter` sway sends on its own (cursor warps to a focused output).
+    pub fn wait_for_steps(&self, what: &str, steps: &[(f64, f64)]) {
+        self.wait_until(what, |lines| {
+            let xy: Vec<(f64, f64)> = lines.iter().filter_map(|l| pointer_xy(l)).collect();
+            xy.windows(steps.len() + 1).any(|w| {
+                w.windows(2)
+                    .zip(steps)
+                    .all(|(p, s)| (p[1].0 - p[0].0, p[1].1 - p[0].1) == *s)
+            })
         });
     }
 

@@ -3,13 +3,13 @@
 //! A compositor back end (wlroots' virtual keyboard and pointer, [`super::wlr`]) takes Linux
 //! key and button codes, pointer motion and scroll; this module decides which of those calls
 //! each decoded [`InputEvent`] becomes, reusing the pure helpers the uinput back end uses
-//! ([`keymap::Keyboard`] for VK → `KEY_*` and held-key state, [`pointer::scale_abs`] and
+//! ([`super::keymap::Keyboard`] for VK → `KEY_*` and held-key state, [`pointer::scale_abs`] and
 //! [`pointer::Wheel`] for absolute positions and wheel notches). The act module only executes
 //! the [`CompositorCall`]s.
 //!
 //! | event | calls |
 //! |---|---|
-//! | `Key` | `Key{code, pressed}` per [`keymap::KeyPlan`] action; repeats (value 2) dropped: the compositor repeats held keys itself |
+//! | `Key` | `Key{code, pressed}` per [`super::keymap::KeyPlan`] action; repeats (value 2) dropped: the compositor repeats held keys itself |
 //! | `MouseMove{dx, dy}` | `MotionRelative` |
 //! | `MouseAbsolute{x, y, w, h}` | `MotionAbsolute` in `0..=65535` of [`pointer::ABS_MAX`] (the client's reference size scaled onto the bound output) |
 //! | `MouseButton` | `Button` with `BTN_LEFT/MIDDLE/RIGHT/SIDE/EXTRA` |

@@ -8,7 +8,7 @@
 //! client silent 8 s / ENet disconnect ─► its stream ends ─► refresh finds the slot gone ─► removed
 //! ```
 //!
-//! Each call first brings the table in line with the streaming side ([`StreamingSessions::refresh`]):
+//! Each call first brings the table in line with the streaming side (`StreamingSessions::refresh`):
 //! streams that ended on their own free their sessions, sessions that never connected expire.
 
 use std::net::IpAddr;

@@ -36,7 +36,47 @@ fn render(loaded: &Loaded) -> (String, bool) {
         warned |= f.level == Level::Warn;
         let _ = writeln!(out, "  {f}");
     }
+    warned |= capture_backends(&mut out, loaded.settings.source);
     (out, warned)
+}
+
+/// The capture backends this machine can use now, and what `[capture] source` picks; whether
+/// the profile's choice cannot be honoured.
+fn capture_backends(out: &mut String, asked: punktfunk_tuning::SourceName) -> bool {
+    let offered = crate::media::Offered {
+        wlroots: crate::media::WlrootsEndpoint::from_env(),
+    };
+    let _ = writeln!(out, "capture backends:");
+    let _ = writeln!(out, "  ok    test-pattern: built in");
+    match &offered.wlroots {
+        Ok(e) => {
+            let _ = writeln!(
+                out,
+                "  ok    wlroots: sway at {} (Wayland {})",
+                e.ipc.display(),
+                e.wayland.display()
+            );
+        }
+        Err(why) => {
+            let _ = writeln!(
+                out,
+                "  no    wlroots: {why} (run serve inside a sway session, or export SWAYSOCK and WAYLAND_DISPLAY)"
+            );
+        }
+    }
+    for name in ["mutter", "kwin", "gamescope", "pipewire"] {
+        let _ = writeln!(out, "  no    {name}: not a serve source in this build yet");
+    }
+    match crate::media::choose(asked, &offered) {
+        Ok((choice, why)) => {
+            let _ = writeln!(out, "  source: {choice:?} ({why})");
+            false
+        }
+        Err(e) => {
+            let _ = writeln!(out, "  warn  source: {e}");
+            true
+        }
+    }
 }
 
 #[cfg(test)]
@@ -48,6 +88,9 @@ mod tests {
         let (text, _) = report(None).unwrap();
         assert!(text.contains("fec: GF(2^8) kernel"));
         assert!(text.contains("<built-in defaults>"));
+        assert!(text.contains("capture backends:"), "{text}");
+        assert!(text.contains("ok    test-pattern"), "{text}");
+        assert!(text.contains("  source: "), "{text}");
     }
 
     #[test]

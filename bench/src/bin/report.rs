@@ -351,7 +351,7 @@ fn desktop_capture() -> Vec<Line> {
                 ms(&p.capture_us, 99.0)
             ),
             ratio: percentile(&p.capture_us, 50.0) / percentile(&d.capture_us, 50.0),
-            note: "one 1920x1080 frame of a headless sway output (pixman) through                    wlr-screencopy into our SHM buffer, read, converted BGRx→I420, vs the test                    pattern rendered at 1080p; 60 frames each, alternating; ratio < 1: capture                    costs more than the pattern"
+            note: "one 1920x1080 frame of a headless sway output (pixman) through wlr-screencopy into our SHM buffer, read, converted BGRx→I420, vs the test pattern rendered at 1080p; 60 frames each, alternating; ratio < 1: capture costs more than the pattern"
                 .into(),
         },
         Line {
@@ -367,7 +367,7 @@ fn desktop_capture() -> Vec<Line> {
                 ms(&p.to_encoded_us, 99.0)
             ),
             ratio: percentile(&p.to_encoded_us, 50.0) / percentile(&d.to_encoded_us, 50.0),
-            note: "capture (as above) plus openh264 at 1080p, 20 Mbit/s: capture→encoded                    latency of the sway path vs the pattern path"
+            note: "capture (as above) plus openh264 at 1080p, 20 Mbit/s: capture→encoded latency of the sway path vs the pattern path"
                 .into(),
         },
     ]

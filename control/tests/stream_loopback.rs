@@ -105,6 +105,7 @@ impl MediaFactory for Fake {
             encoder: Box::new(KeyframeMarker { started: false }),
             frame_capacity: 64 << 10,
             input: None,
+            display: None,
         })
     }
     fn audio(&self, _config: &StreamConfig) -> Result<Box<dyn AudioSource>, String> {
@@ -202,6 +203,7 @@ fn handshake_control_video_audio_and_termination() {
         rikeyid: KEY_ID,
         client: std::net::Ipv4Addr::LOCALHOST.into(),
         slot: 0,
+        command: Vec::new(),
     })
     .unwrap();
     assert_eq!(host.state(1), StreamState::Prepared { session_id: 1 });
@@ -489,6 +491,7 @@ fn one_stream(
         rikeyid: KEY_ID,
         client: std::net::Ipv4Addr::LOCALHOST.into(),
         slot: 0,
+        command: Vec::new(),
     })
     .unwrap();
     let port = host.rtsp_port();

@@ -87,6 +87,7 @@ fn a_non_default_profile_reaches_the_running_gamestream_pipeline() {
         rikeyid: 1,
         client: std::net::Ipv4Addr::LOCALHOST.into(),
         slot: 0,
+        command: Vec::new(),
     })
     .unwrap();
     let port = host.rtsp_port();

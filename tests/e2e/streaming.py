@@ -233,13 +233,13 @@ def send_input_round(lib) -> int:
 
 def stream(http: NvHTTP, address: str, seconds: float, width: int, height: int, fps: int,
            bitrate_kbps: int = 6000, quit_after: bool = True, client_log: bool = False,
-           send_input: bool = False) -> dict:
+           send_input: bool = False, app: str = "Desktop") -> dict:
     """Launches Desktop, streams for `seconds` after the first frame, and returns what was
     seen. With `quit_after`, then quits the app while still receiving, until the host ends
     the stream (so every frame the host sent had its chance to arrive)."""
     info = http.parse_server_info(http.get_server_info(use_https=True))
     apps = http.get_app_list()
-    desktop = next(a for a in apps if a.name == "Desktop")
+    desktop = next(a for a in apps if a.name == app)
     key, iv = secrets.token_bytes(16), secrets.token_bytes(16)
     config = StreamConfig(width=width, height=height, fps=fps, bitrate_kbps=bitrate_kbps)
     session = StreamingSession()
@@ -427,6 +427,7 @@ def main() -> int:
     ap.add_argument("--bitrate", type=int, default=6000)
     ap.add_argument("--no-quit", action="store_true",
                     help="stop the client without quitting the app on the host")
+    ap.add_argument("--app", default="Desktop", help="the app to launch, by title")
     ap.add_argument("--send-input", action="store_true",
                     help="type 'a', move and click every 0.3 s while streaming")
     ap.add_argument("--client-log", action="store_true",
@@ -443,7 +444,7 @@ def main() -> int:
                   https_port=a.https_port, server_cert_pem=Path(a.cert).read_bytes())
     print(json.dumps(stream(http, a.address, a.seconds, w, h, f, a.bitrate,
                             quit_after=not a.no_quit, client_log=a.client_log,
-                            send_input=a.send_input)))
+                            send_input=a.send_input, app=a.app)))
     return 0
 
 

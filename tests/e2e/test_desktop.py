@@ -196,3 +196,45 @@ def test_two_clients_get_two_outputs_at_their_own_modes(sway, tmp_path):
             assert r["frames_decoded"] > 20 and is_red(r["yuv_means"][-1]), r
     finally:
         host.stop()
+
+
+def test_an_app_entry_starts_its_command_in_the_sessions_display(sway, tmp_path):
+    """An app of settings.json ("Events", command `wev`) shows in Moonlight's app list; launching
+    it starts the command inside that session's own output."""
+    import shutil
+
+    if shutil.which("wev") is None:
+        skip("wev", "wev is not installed (scripts/setup.sh installs it)")
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "settings.json").write_text(json.dumps(
+        {"apps": [{"title": "Events", "command": ["wev"]}]}))
+    profile = tmp_path / "desktop.toml"
+    profile.write_text('[capture]\nsource = "wlroots"\n')
+    host = Host(state, tmp_path / "host.log", extra_args=["--profile", str(profile)],
+                extra_env=sway.env()).start()
+    try:
+        c = Client(host, tmp_path / "client")
+        c.pair_with_pin("9090", name="gamer")
+        assert [a.name for a in c.http.get_app_list()] == ["Desktop", "Events"]
+        before = {o["name"] for o in outputs_of(sway)}
+        p = subprocess.run(
+            [sys.executable, str(HERE / "streaming.py"), "--config-dir", str(c.identity.config_dir),
+             "--address", "127.0.0.1", "--http-port", str(host.http_port),
+             "--https-port", str(host.https_port), "--cert", str(host.state_dir / "host-cert.pem"),
+             "--seconds", "3", "--mode", "1280x720x30", "--app", "Events"],
+            capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stderr[-3000:]
+        assert "app started in the session's display" in host.log(), host.log()[-3000:]
+        new = sorted({o["name"] for o in outputs_of(sway)} - before)
+        assert len(new) == 1, new
+
+        def wev_on_new_output():
+            tree = json.loads(sway.msg("-t", "get_tree", "-r").stdout)
+            out = next((o for o in tree["nodes"] if o.get("name") == new[0]), None)
+            return out is not None and "wev" in json.dumps(out)
+
+        wait_for(wev_on_new_output, timeout=10, what="wev's window on the session's output")
+    finally:
+        # wev (sway's child) ends with sway when the fixture stops it.
+        host.stop()

@@ -450,10 +450,12 @@ pub fn run_blocking(opts: ServeOptions) -> Result<(), ServeError> {
                 }
             })?;
         host.listeners().add(streaming.rtsp_listener());
-        let sessions = Arc::new(StreamingSessions::new(
-            streaming,
-            host.tuning().sessions.max,
-        ));
+        // Validated when the settings were loaded.
+        let commands = host.settings().app_commands().unwrap_or_default();
+        let sessions = Arc::new(
+            StreamingSessions::new(streaming, host.tuning().sessions.max)
+                .with_app_commands(commands),
+        );
         let manager: Arc<dyn SessionManager> = sessions.clone();
         let result = host.run(manager, ctrl_c_or_term()).await;
         // Tell a connected client the app ended before the process goes away.

@@ -11,6 +11,7 @@
 //! Each call first brings the table in line with the streaming side (`StreamingSessions::refresh`):
 //! streams that ended on their own free their sessions, sessions that never connected expire.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Instant;
@@ -28,6 +29,8 @@ use crate::stream::session::{LaunchSpec, StreamHost, StreamState};
 pub struct StreamingSessions {
     host: StreamHost,
     table: Mutex<SessionTable>,
+    /// App id → command started in the session's desktop (`settings.json` apps).
+    commands: HashMap<u32, Vec<String>>,
 }
 
 impl StreamingSessions {
@@ -36,7 +39,14 @@ impl StreamingSessions {
         Self {
             host,
             table: Mutex::new(SessionTable::new(max)),
+            commands: HashMap::new(),
         }
+    }
+
+    /// Starts each app's command (by app id) in the desktop of the sessions that launch it.
+    pub fn with_app_commands(mut self, commands: HashMap<u32, Vec<String>>) -> Self {
+        self.commands = commands;
+        self
     }
 
     /// The streaming side (counters, state).
@@ -87,12 +97,18 @@ impl StreamingSessions {
         address: IpAddr,
         stream: &StreamParams,
     ) -> Result<SessionGrant, SessionError> {
+        let app_id = table
+            .sessions()
+            .iter()
+            .find(|s| s.id == admitted.id())
+            .map_or(0, |s| s.app_id);
         let spec = LaunchSpec {
             session_id: admitted.id(),
             rikey: stream.rikey.0,
             rikeyid: stream.rikeyid as u32,
             client: address.to_canonical(),
             slot: admitted.slot(),
+            command: self.commands.get(&app_id).cloned().unwrap_or_default(),
         };
         if let Err(e) = self.host.prepare(spec) {
             table.remove(admitted.id());

@@ -222,22 +222,44 @@ pub struct Settings {
 impl Settings {
     /// The app list: the desktop, then the configured apps with their ids.
     pub fn app_list(&self) -> Result<Vec<App>, String> {
-        let mut apps = vec![desktop()];
+        Ok(self
+            .numbered_apps()?
+            .into_iter()
+            .map(|(app, _)| app)
+            .collect())
+    }
+
+    /// The command of every configured app with one, by app id (the desktop has none).
+    pub fn app_commands(&self) -> Result<std::collections::HashMap<u32, Vec<String>>, String> {
+        Ok(self
+            .numbered_apps()?
+            .into_iter()
+            .filter(|(_, command)| !command.is_empty())
+            .map(|(app, command)| (app.id, command))
+            .collect())
+    }
+
+    /// The apps with their ids (the desktop first) and commands.
+    fn numbered_apps(&self) -> Result<Vec<(App, Vec<String>)>, String> {
+        let mut apps = vec![(desktop(), Vec::new())];
         let mut next = DESKTOP_APP_ID + 1;
         for a in &self.apps {
             let id = a.id.unwrap_or(next);
-            if id == 0 || apps.iter().any(|x| x.id == id) {
+            if id == 0 || apps.iter().any(|(x, _)| x.id == id) {
                 return Err(format!("app \"{}\": id {id} is 0 or already used", a.title));
             }
             if a.title.trim().is_empty() {
                 return Err("an app has an empty title".into());
             }
             next = next.max(id.saturating_add(1));
-            apps.push(App {
-                id,
-                title: a.title.clone(),
-                hdr: a.hdr,
-            });
+            apps.push((
+                App {
+                    id,
+                    title: a.title.clone(),
+                    hdr: a.hdr,
+                },
+                a.command.clone(),
+            ));
         }
         Ok(apps)
     }

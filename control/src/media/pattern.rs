@@ -39,6 +39,7 @@ impl MediaFactory for TestMedia {
             encoder: Box::new(encoder),
             frame_capacity,
             input: None,
+            display: None,
         })
     }
 

@@ -174,6 +174,7 @@ impl MediaFactory for WlrootsMedia {
         })
         .map_err(|e| e.to_string())?;
         let frame_capacity = enc.max_encoded_len().max(raw_frame_len(w, h));
+        let output = display.name().to_owned();
         let source = DesktopCapture::new(display, capture, w, h, fps).map_err(|e| e.to_string())?;
         let encoder = EncodeStage::new(enc).map_err(|e| e.to_string())?;
         Ok(VideoMedia {
@@ -181,11 +182,26 @@ impl MediaFactory for WlrootsMedia {
             encoder: Box::new(encoder),
             frame_capacity,
             input,
+            display: Some(output),
         })
     }
 
     fn audio(&self, config: &StreamConfig) -> Result<Box<dyn AudioSource>, String> {
         TestMedia.audio(config)
+    }
+
+    /// `focus output NAME; exec CMD`: sway starts the command (as its own user, in its
+    /// environment), and its window opens on the session's output.
+    fn start_app(&self, display: &str, command: &[String]) -> Result<(), String> {
+        let mut ipc =
+            SwayIpc::connect(&self.endpoint.ipc, CAPTURE_TIMEOUT).map_err(|e| e.to_string())?;
+        let quoted: Vec<String> = command.iter().map(|a| shell_quote(a)).collect();
+        ipc.run_command(&format!(
+            "focus output {display}; exec {}",
+            quoted.join(" ")
+        ))
+        .map_err(|e| e.to_string())?;
+        Ok(())
     }
 }
 
@@ -233,5 +249,21 @@ impl Drop for PooledDisplay {
             tracing::debug!(output = d.name(), "sway: output kept for the next stream");
             lock(&self.pool).push(d);
         }
+    }
+}
+
+/// `arg` as one word for `sh -c` (what sway's `exec` runs): single-quoted, quotes escaped.
+fn shell_quote(arg: &str) -> String {
+    format!("'{}'", arg.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_quote;
+
+    #[test]
+    fn arguments_stay_one_word() {
+        assert_eq!(shell_quote("wev"), "'wev'");
+        assert_eq!(shell_quote("it's; rm -rf /"), r"'it'\''s; rm -rf /'");
     }
 }

@@ -94,6 +94,9 @@ pub struct VideoMedia {
     /// Where this stream's input goes when its source has a desktop of its own (the
     /// session's virtual output); `None`: the host-wide input handler.
     pub input: Option<Box<dyn InputHandler>>,
+    /// The session's own display (output name), when the source has one: where an app's
+    /// command is started ([`MediaFactory::start_app`]).
+    pub display: Option<String>,
 }
 
 /// One Opus packet per call, `packet_ms` of audio each, all the same length (CBR).
@@ -108,6 +111,12 @@ pub trait MediaFactory: Send + Sync + 'static {
     fn video(&self, config: &StreamConfig) -> Result<VideoMedia, String>;
     /// Audio for `config` (channels, packet duration).
     fn audio(&self, config: &StreamConfig) -> Result<Box<dyn AudioSource>, String>;
+    /// Starts `command` (argv) inside the session display `display`; the default has no
+    /// desktop to start it in.
+    fn start_app(&self, display: &str, command: &[String]) -> Result<(), String> {
+        let _ = (display, command);
+        Err("this media source has no desktop to start an app in".into())
+    }
 }
 
 /// Receives the input packets of control message 0x0206.
@@ -173,6 +182,9 @@ pub struct LaunchSpec {
     pub client: IpAddr,
     /// Port slot (see [`PORT_STRIDE`]).
     pub slot: usize,
+    /// The launched app's command (argv), started inside the session's desktop when its video
+    /// starts; empty: nothing to start (the desktop app).
+    pub command: Vec<String>,
 }
 
 impl std::fmt::Debug for LaunchSpec {
@@ -1288,6 +1300,18 @@ fn video_thread(ctx: &StreamCtx, sender: UdpSender) {
             "input goes to this session's desktop"
         );
         *lock(&ctx.input) = Some(input);
+    }
+    if !ctx.spec.command.is_empty() {
+        let started = match &media.display {
+            Some(d) => ctx.shared.media.start_app(d, &ctx.spec.command),
+            None => Err("the session has no desktop (test pattern)".into()),
+        };
+        match started {
+            Ok(()) => tracing::info!(session = ctx.spec.session_id, command = ?ctx.spec.command,
+                display = ?media.display, "app started in the session's display"),
+            Err(e) => tracing::warn!(session = ctx.spec.session_id, command = ?ctx.spec.command,
+                error = %e, "app not started"),
+        }
     }
     let stages = VideoStages {
         source: media.source,

@@ -14,25 +14,34 @@ use crate::stream::session::{AudioSource, MediaFactory, VideoMedia};
 #[derive(Debug, Default, Clone, Copy)]
 pub struct TestMedia;
 
+/// The software H.264 encoder every source of this host uses for `config`: even width and
+/// height (the encoder wants them; Moonlight forces an even height already), fps in 1..=240,
+/// the client's bitrate within 100 kbit/s … 500 Mbit/s. Also the buffer size the stages need.
+pub(super) fn h264_encoder(config: &StreamConfig) -> Result<(OpenH264Encoder, usize), String> {
+    if config.codec != VideoCodec::H264 {
+        return Err(format!(
+            "codec {:?} is not available; this host encodes H.264",
+            config.codec
+        ));
+    }
+    let (w, h) = (config.width & !1, config.height & !1);
+    let enc = OpenH264Encoder::new(VideoEncoderConfig {
+        width: w,
+        height: h,
+        fps: config.fps.clamp(1, 240),
+        bitrate_kbps: config.bitrate_kbps.clamp(100, 500_000),
+    })
+    .map_err(|e| e.to_string())?;
+    let frame_capacity = enc.max_encoded_len().max(raw_frame_len(w, h));
+    Ok((enc, frame_capacity))
+}
+
 impl MediaFactory for TestMedia {
     fn video(&self, config: &StreamConfig) -> Result<VideoMedia, String> {
-        if config.codec != VideoCodec::H264 {
-            return Err(format!(
-                "codec {:?} is not available; this host encodes H.264",
-                config.codec
-            ));
-        }
-        // The pattern and the encoder want even sizes; Moonlight forces an even height already.
-        let (w, h) = (config.width & !1, config.height & !1);
-        let enc = OpenH264Encoder::new(VideoEncoderConfig {
-            width: w,
-            height: h,
-            fps: config.fps.min(240),
-            bitrate_kbps: config.bitrate_kbps.clamp(100, 500_000),
-        })
-        .map_err(|e| e.to_string())?;
-        let frame_capacity = enc.max_encoded_len().max(raw_frame_len(w, h));
-        let source = PatternCapture::new(w, h, config.fps).map_err(|e| e.to_string())?;
+        let (enc, frame_capacity) = h264_encoder(config)?;
+        let c = enc.config();
+        let source =
+            PatternCapture::new(c.width, c.height, config.fps).map_err(|e| e.to_string())?;
         let encoder = EncodeStage::new(enc).map_err(|e| e.to_string())?;
         Ok(VideoMedia {
             source: Box::new(source),

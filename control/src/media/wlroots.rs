@@ -11,17 +11,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use punktfunk_capture::VideoEncoder;
 use punktfunk_capture::desktop::DesktopCapture;
 use punktfunk_capture::display::{DisplayError, DisplayMode, VirtualDisplay};
-use punktfunk_capture::h264::OpenH264Encoder;
-use punktfunk_capture::stages::{EncodeStage, raw_frame_len};
+use punktfunk_capture::stages::EncodeStage;
 use punktfunk_capture::wlroots::{Screencopy, SwayDisplay, SwayIpc};
-use punktfunk_capture::{VideoEncoder, VideoEncoderConfig};
 
-use super::pattern::TestMedia;
+use super::pattern::{TestMedia, h264_encoder};
 use crate::input::InputDispatcher;
 use crate::input::wlr::WlrSink;
-use crate::stream::sdp::{StreamConfig, VideoCodec};
+use crate::stream::sdp::StreamConfig;
 use crate::stream::session::{AudioSource, InputHandler, MediaFactory, VideoMedia};
 
 /// How long one capture (or the IPC) may take before the stream is told it failed.
@@ -142,14 +141,9 @@ impl WlrootsMedia {
 
 impl MediaFactory for WlrootsMedia {
     fn video(&self, config: &StreamConfig) -> Result<VideoMedia, String> {
-        if config.codec != VideoCodec::H264 {
-            return Err(format!(
-                "codec {:?} is not available; this host encodes H.264",
-                config.codec
-            ));
-        }
-        let (w, h) = (config.width & !1, config.height & !1);
-        let fps = config.fps.clamp(1, 240);
+        let (enc, frame_capacity) = h264_encoder(config)?;
+        let c = enc.config();
+        let (w, h, fps) = (c.width, c.height, c.fps);
         let display = self
             .output(DisplayMode::new(w, h, fps))
             .map_err(|e| format!("virtual output: {e}"))?;
@@ -166,14 +160,6 @@ impl MediaFactory for WlrootsMedia {
                     None
                 }
             };
-        let enc = OpenH264Encoder::new(VideoEncoderConfig {
-            width: w,
-            height: h,
-            fps,
-            bitrate_kbps: config.bitrate_kbps.clamp(100, 500_000),
-        })
-        .map_err(|e| e.to_string())?;
-        let frame_capacity = enc.max_encoded_len().max(raw_frame_len(w, h));
         let output = display.name().to_owned();
         let source = DesktopCapture::new(display, capture, w, h, fps).map_err(|e| e.to_string())?;
         let encoder = EncodeStage::new(enc).map_err(|e| e.to_string())?;

@@ -178,12 +178,20 @@ def test_two_clients_get_two_outputs_at_their_own_modes(sway, tmp_path):
                              for s in host.api("GET", "/api/sessions")),
                  timeout=60, what="A to stream")
         pb = start(b, "854x480x30", 4)
-        modes = wait_for(
-            lambda: (m := sorted((o["current_mode"]["width"], o["current_mode"]["height"])
-                                 for o in outputs_of(sway) if o["name"] not in before))
-            and len(m) == 2 and m,
-            timeout=60, what="two session outputs")
-        assert modes == [(854, 480), (1280, 720)], modes
+        # A new output shows sway's default mode until the host's `output NAME mode` applies:
+        # wait for both sessions' modes, and say what was seen if they never come.
+        want = [(854, 480), (1280, 720)]
+        seen: dict = {}
+
+        def session_modes() -> bool:
+            seen["modes"] = sorted((o["current_mode"]["width"], o["current_mode"]["height"])
+                                   for o in outputs_of(sway) if o["name"] not in before)
+            return seen["modes"] == want
+
+        try:
+            wait_for(session_modes, timeout=60, what="two session outputs at their modes")
+        except AssertionError as e:
+            raise AssertionError(f"{e}: saw {seen.get('modes')}") from None
         results = []
         for p in (pa, pb):
             out, err = p.communicate(timeout=120)

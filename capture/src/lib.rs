@@ -19,6 +19,9 @@
 //! * `pipewire` (cargo feature `pipewire`, off by default): video frames from a PipeWire node
 //!   (screencast, camera, GStreamer), copied into reused buffers with a monotonic timestamp,
 //!   and audio (F32LE) from a source or a sink's monitor.
+//! * `mutter` (cargo feature `mutter`, implies `pipewire`): GNOME Mutter virtual monitors
+//!   (RemoteDesktop + ScreenCast `RecordVirtual` over the session bus with zbus), their frames
+//!   through PipeWire, and input through the RemoteDesktop session.
 //!
 //! What it deliberately does not do: pace frames (the pipeline's capture stage asks when it
 //! wants one), packetize, encrypt or send (engine), or import DMA-BUF or run the screencast
@@ -26,7 +29,7 @@
 //! later). Layouts and settings are documented in docs/capture.md.
 //!
 //! Decide and act: `frame`, `stamp`, `pattern`, `annexb`, `video`, `display`, `convert`,
-//! `wlroots::message`, `audio::config` and `audio::tone` are pure (no clock, no I/O,
+//! `wlroots::message`, `mutter::plan`, `audio::config` and `audio::tone` are pure (no clock, no I/O,
 //! `#![forbid(unsafe_code)]`). `clock` reads `CLOCK_MONOTONIC`, `source` uses it, `h264` drives
 //! openh264, `wlroots::{ipc, display, screencopy}` talk to sway's sockets (no `unsafe`: the SHM
 //! buffer is read with `pread`, not mapped) and `audio::opus` is the libopus FFI (the crate's
@@ -68,6 +71,8 @@ pub mod desktop;
 pub mod display;
 pub mod frame;
 pub mod h264;
+#[cfg(feature = "mutter")]
+pub mod mutter;
 pub mod pattern;
 #[cfg(feature = "pipewire")]
 pub mod pipewire;

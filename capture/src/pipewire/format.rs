@@ -37,6 +37,50 @@ pub const PREFERRED: [PixelFormat; 6] = [
     PixelFormat::Nv12,
 ];
 
+/// The size and frame rate a capture asks its producer for (the EnumFormat it offers).
+///
+/// A producer with a fixed size (a camera, `videotestsrc`, a monitor stream) fixes its own; a
+/// producer that takes the consumer's size (Mutter's `RecordVirtual` stream creates its virtual
+/// monitor at the negotiated size) gets exactly `size`. `None` leaves it open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VideoRequest {
+    /// Exact `(width, height)` wanted, or any size up to [`MAX_DIMENSION`].
+    pub size: Option<(u32, u32)>,
+    /// Frames per second wanted (offered as the default of a `0..=max` range, so a producer
+    /// with another rate can still link), or any rate defaulting to 60.
+    pub framerate: Option<u32>,
+}
+
+impl VideoRequest {
+    /// Exactly `width`×`height` at `fps` frames per second.
+    pub const fn exact(width: u32, height: u32, fps: u32) -> Self {
+        Self {
+            size: Some((width, height)),
+            framerate: Some(fps),
+        }
+    }
+
+    /// Refuses sizes of 0 or above [`MAX_DIMENSION`] and a rate of 0 or above 1000.
+    pub fn validate(self) -> Result<Self, FormatError> {
+        if let Some((width, height)) = self.size
+            && (width == 0 || height == 0 || width > MAX_DIMENSION || height > MAX_DIMENSION)
+        {
+            return Err(FormatError::Size { width, height });
+        }
+        if let Some(fps) = self.framerate
+            && !(1..=1000).contains(&fps)
+        {
+            return Err(FormatError::Framerate(fps));
+        }
+        Ok(self)
+    }
+
+    /// The frame rate range offered: `(default, max)`; the minimum is always 0 (any).
+    pub fn framerate_range(self) -> (u32, u32) {
+        (self.framerate.unwrap_or(60), 1000)
+    }
+}
+
 /// A raw video pixel format we can copy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -129,6 +173,9 @@ pub enum FormatError {
         /// Bytes the chunk (or mapping) provides.
         have: usize,
     },
+    /// A frame rate of 0 or above 1000 was asked for (local misuse).
+    #[error("frame rate {0} out of range (1..=1000)")]
+    Framerate(u32),
     /// Fewer `spa_data` than the planes need, and not a single one holding them all.
     #[error("{datas} data blocks for a {planes}-plane format")]
     Planes {
@@ -363,6 +410,27 @@ mod tests {
             stride,
             mapped: offset + size,
         }
+    }
+
+    #[test]
+    fn video_requests() {
+        let r = VideoRequest::exact(1280, 720, 60);
+        assert_eq!(r.validate(), Ok(r));
+        assert_eq!(r.framerate_range(), (60, 1000));
+        assert_eq!(VideoRequest::default().framerate_range(), (60, 1000));
+        assert_eq!(
+            VideoRequest::exact(0, 720, 60).validate(),
+            Err(FormatError::Size {
+                width: 0,
+                height: 720
+            })
+        );
+        assert!(VideoRequest::exact(8193, 720, 60).validate().is_err());
+        assert_eq!(
+            VideoRequest::exact(1280, 720, 0).validate(),
+            Err(FormatError::Framerate(0))
+        );
+        assert!(VideoRequest::default().validate().is_ok());
     }
 
     #[test]

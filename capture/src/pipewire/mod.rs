@@ -68,7 +68,7 @@ use std::time::{Duration, Instant};
 
 pub use audio::{AudioChunk, AudioStats, PipeWireAudioCapture};
 pub use audio_format::{AudioFormatError, AudioSpec};
-pub use format::{FormatError, PixelFormat, Plane, Planes, StreamFormat};
+pub use format::{FormatError, PixelFormat, Plane, Planes, StreamFormat, VideoRequest};
 pub use target::{Media, Target};
 
 /// One captured frame, in a buffer the caller keeps and hands back on every
@@ -262,11 +262,20 @@ impl Shared {
     }
 }
 
+/// What the caller tells the stream thread.
+#[derive(Debug)]
+enum Command {
+    /// Stop: disconnect the stream and end the thread.
+    Quit,
+    /// Offer a new EnumFormat (renegotiation).
+    Request(VideoRequest),
+}
+
 /// A running PipeWire video capture: one thread, one stream, one mailbox. Dropping it stops the
 /// thread (disconnects the stream) and joins it.
 pub struct PipeWireCapture {
     shared: Arc<Shared>,
-    quit: pipewire::channel::Sender<()>,
+    commands: pipewire::channel::Sender<Command>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -286,13 +295,34 @@ impl PipeWireCapture {
         target: Target,
         timeout: Duration,
     ) -> Result<Self, CaptureError> {
+        Self::connect_with(remote, target, VideoRequest::default(), timeout)
+    }
+
+    /// [`connect_to`](Self::connect_to) offering the size and rate of `request` (a producer
+    /// that takes the consumer's size, like Mutter's virtual monitor, gets exactly that).
+    pub fn connect_with(
+        remote: Option<String>,
+        target: Target,
+        request: VideoRequest,
+        timeout: Duration,
+    ) -> Result<Self, CaptureError> {
+        let request = request.validate()?;
         let shared = Arc::new(Shared::default());
-        let (quit, quit_rx) = pipewire::channel::channel::<()>();
+        let (commands, commands_rx) = pipewire::channel::channel::<Command>();
         let (started_tx, started_rx) = std::sync::mpsc::sync_channel(1);
         let thread_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("pw-capture".into())
-            .spawn(move || stream::run(remote, target, thread_shared, quit_rx, started_tx))
+            .spawn(move || {
+                stream::run(
+                    remote,
+                    target,
+                    request,
+                    thread_shared,
+                    commands_rx,
+                    started_tx,
+                )
+            })
             .map_err(|e| CaptureError::PipeWire {
                 what: "spawn thread",
                 error: e.to_string(),
@@ -306,7 +336,7 @@ impl PipeWireCapture {
         };
         let capture = Self {
             shared,
-            quit,
+            commands,
             thread: Some(thread),
         };
         started.map(|()| capture) // on error, dropping `capture` stops and joins the thread
@@ -321,6 +351,21 @@ impl PipeWireCapture {
         timeout: Duration,
     ) -> Result<(), CaptureError> {
         self.shared.take_latest(frame, timeout)
+    }
+
+    /// Offers `request` to the producer (renegotiation, e.g. a new mode of a virtual monitor).
+    /// Returns once the request is queued for the stream thread; the new format shows in
+    /// [`format`](Self::format) and in the frames once the producer fixed it.
+    pub fn request(&self, request: VideoRequest) -> Result<(), CaptureError> {
+        let request = request.validate()?;
+        self.commands
+            .send(Command::Request(request))
+            .map_err(|_| CaptureError::Ended)
+    }
+
+    /// Why the stream ended, once it has (frames already taken stay valid).
+    pub fn ended(&self) -> Option<CaptureError> {
+        self.shared.lock().ended.clone()
     }
 
     /// The format the producer fixed, once negotiated.
@@ -350,7 +395,7 @@ impl std::fmt::Debug for PipeWireCapture {
 impl Drop for PipeWireCapture {
     fn drop(&mut self) {
         // The loop may have ended already (startup failure): then the send fails, harmlessly.
-        let _ = self.quit.send(());
+        let _ = self.commands.send(Command::Quit);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }

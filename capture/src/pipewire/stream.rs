@@ -21,9 +21,9 @@ use pw::spa::param::video::VideoInfoRaw;
 use pw::spa::pod::{ChoiceValue, Object, Pod, Property, PropertyFlags, Value};
 use pw::spa::utils::{Choice, ChoiceEnum, ChoiceFlags, Fraction, Id, Rectangle, SpaTypes};
 
-use super::format::{DataChunk, MAX_DIMENSION, PREFERRED, StreamFormat, plan_copy};
+use super::format::{DataChunk, MAX_DIMENSION, PREFERRED, StreamFormat, VideoRequest, plan_copy};
 use super::target::Media;
-use super::{CaptureError, DmaBufDescriptor, Shared, Target};
+use super::{CaptureError, Command, DmaBufDescriptor, Shared, Target};
 
 fn pw_error(what: &'static str) -> impl FnOnce(pw::Error) -> CaptureError {
     move |e| CaptureError::PipeWire {
@@ -36,11 +36,12 @@ fn pw_error(what: &'static str) -> impl FnOnce(pw::Error) -> CaptureError {
 pub(super) fn run(
     remote: Option<String>,
     target: Target,
+    request: VideoRequest,
     shared: Arc<Shared>,
-    quit: pw::channel::Receiver<()>,
+    commands: pw::channel::Receiver<Command>,
     started: SyncSender<Result<(), CaptureError>>,
 ) {
-    let result = stream_until_quit(remote, &target, &shared, quit, &started);
+    let result = stream_until_quit(remote, &target, request, &shared, commands, &started);
     if let Err(e) = result {
         // Before the stream connected: the caller is waiting for this. After: it reads `ended`.
         let _ = started.try_send(Err(e.clone()));
@@ -53,14 +54,27 @@ pub(super) fn run(
 fn stream_until_quit(
     remote: Option<String>,
     target: &Target,
+    request: VideoRequest,
     shared: &Arc<Shared>,
-    quit: pw::channel::Receiver<()>,
+    commands: pw::channel::Receiver<Command>,
     started: &SyncSender<Result<(), CaptureError>>,
 ) -> Result<(), CaptureError> {
     let (mainloop, _context, core) = open(remote)?;
-    let _quit = quit.attach(mainloop.loop_(), {
-        let mainloop = mainloop.clone();
-        move |()| mainloop.quit()
+    // The stream, once connected: a new request renegotiates its format (update_params).
+    let live: Rc<RefCell<Option<Rc<pw::stream::Stream>>>> = Rc::new(RefCell::new(None));
+    let _commands = commands.attach(mainloop.loop_(), {
+        let (mainloop, live, shared) = (mainloop.clone(), Rc::clone(&live), Arc::clone(shared));
+        move |command| match command {
+            Command::Quit => mainloop.quit(),
+            Command::Request(request) => {
+                if let Some(stream) = live.borrow().as_ref()
+                    && let Err(e) = renegotiate(stream, request)
+                {
+                    shared.end(e);
+                    mainloop.quit();
+                }
+            }
+        }
     });
     let node = find_node(&mainloop, &core, target, Media::Video, shared)?;
     let serial = node.serial.clone();
@@ -90,11 +104,12 @@ fn stream_until_quit(
         .register()
         .map_err(pw_error("stream listener"))?;
 
-    let params = enum_format();
+    let params = enum_format(request);
     let mut params = [Pod::from_bytes(&params).ok_or(CaptureError::PipeWire {
         what: "EnumFormat pod",
         error: "serialised pod does not parse".into(),
     })?];
+    let stream = Rc::new(stream);
     stream
         .connect(
             spa::utils::Direction::Input,
@@ -103,10 +118,26 @@ fn stream_until_quit(
             &mut params,
         )
         .map_err(pw_error("stream connect"))?;
+    *live.borrow_mut() = Some(Rc::clone(&stream));
     let _ = started.try_send(Ok(()));
     mainloop.run();
+    live.borrow_mut().take();
     let _ = stream.disconnect();
     Ok(())
+}
+
+/// Offers a new EnumFormat on a connected stream: the producer renegotiates and, if it takes the
+/// new size, `param_changed(Format)` fixes it and later frames have it.
+fn renegotiate(stream: &pw::stream::Stream, request: VideoRequest) -> Result<(), CaptureError> {
+    let params = enum_format(request);
+    let mut params = [Pod::from_bytes(&params).ok_or(CaptureError::PipeWire {
+        what: "EnumFormat pod",
+        error: "serialised pod does not parse".into(),
+    })?];
+    tracing::info!(?request, "pipewire capture: renegotiating");
+    stream
+        .update_params(&mut params)
+        .map_err(pw_error("stream update_params"))
 }
 
 /// Main loop, context and core connected to `remote` (default: `$XDG_RUNTIME_DIR/pipewire-0`).
@@ -243,14 +274,16 @@ pub(super) fn find_node<S: End + Send + Sync>(
     })
 }
 
-/// The one EnumFormat we offer: raw video in [`PREFERRED`] formats, any size, any rate.
-fn enum_format() -> Vec<u8> {
+/// The one EnumFormat we offer: raw video in [`PREFERRED`] formats; the requested size (or any
+/// size) and a rate range defaulting to the requested rate.
+fn enum_format(request: VideoRequest) -> Vec<u8> {
     let id = |key: FormatProperties, v: u32| Property {
         key: key.as_raw(),
         flags: PropertyFlags::empty(),
         value: Value::Id(Id(v)),
     };
     let formats = PREFERRED.map(|f| Id(f.to_spa().as_raw()));
+    let (fps_default, fps_max) = request.framerate_range();
     let object = Object {
         type_: SpaTypes::ObjectParamFormat.as_raw(),
         id: spa::param::ParamType::EnumFormat.as_raw(),
@@ -271,23 +304,26 @@ fn enum_format() -> Vec<u8> {
             Property {
                 key: FormatProperties::VideoSize.as_raw(),
                 flags: PropertyFlags::empty(),
-                value: Value::Choice(ChoiceValue::Rectangle(Choice(
-                    ChoiceFlags::empty(),
-                    ChoiceEnum::Range {
-                        default: Rectangle {
-                            width: 1920,
-                            height: 1080,
+                value: match request.size {
+                    Some((width, height)) => Value::Rectangle(Rectangle { width, height }),
+                    None => Value::Choice(ChoiceValue::Rectangle(Choice(
+                        ChoiceFlags::empty(),
+                        ChoiceEnum::Range {
+                            default: Rectangle {
+                                width: 1920,
+                                height: 1080,
+                            },
+                            min: Rectangle {
+                                width: 1,
+                                height: 1,
+                            },
+                            max: Rectangle {
+                                width: MAX_DIMENSION,
+                                height: MAX_DIMENSION,
+                            },
                         },
-                        min: Rectangle {
-                            width: 1,
-                            height: 1,
-                        },
-                        max: Rectangle {
-                            width: MAX_DIMENSION,
-                            height: MAX_DIMENSION,
-                        },
-                    },
-                ))),
+                    ))),
+                },
             },
             Property {
                 key: FormatProperties::VideoFramerate.as_raw(),
@@ -295,10 +331,13 @@ fn enum_format() -> Vec<u8> {
                 value: Value::Choice(ChoiceValue::Fraction(Choice(
                     ChoiceFlags::empty(),
                     ChoiceEnum::Range {
-                        default: Fraction { num: 60, denom: 1 },
+                        default: Fraction {
+                            num: fps_default,
+                            denom: 1,
+                        },
                         min: Fraction { num: 0, denom: 1 },
                         max: Fraction {
-                            num: 1000,
+                            num: fps_max,
                             denom: 1,
                         },
                     },

@@ -43,9 +43,7 @@ fn render(loaded: &Loaded) -> (String, bool) {
 /// The capture backends this machine can use now, and what `[capture] source` picks; whether
 /// the profile's choice cannot be honoured.
 fn capture_backends(out: &mut String, asked: punktfunk_tuning::SourceName) -> bool {
-    let offered = crate::media::Offered {
-        wlroots: crate::media::WlrootsEndpoint::from_env(),
-    };
+    let offered = crate::media::offered();
     let _ = writeln!(out, "capture backends:");
     let _ = writeln!(out, "  ok    test-pattern: built in");
     match &offered.wlroots {
@@ -64,7 +62,22 @@ fn capture_backends(out: &mut String, asked: punktfunk_tuning::SourceName) -> bo
             );
         }
     }
-    for name in ["mutter", "kwin", "gamescope", "pipewire"] {
+    match &offered.mutter {
+        Ok(e) => {
+            let _ = writeln!(
+                out,
+                "  ok    mutter: org.gnome.Mutter.ScreenCast on {}",
+                e.bus
+            );
+        }
+        Err(why) => {
+            let _ = writeln!(
+                out,
+                "  no    mutter: {why} (run serve inside a GNOME session, or export DBUS_SESSION_BUS_ADDRESS)"
+            );
+        }
+    }
+    for name in ["kwin", "gamescope", "pipewire"] {
         let _ = writeln!(out, "  no    {name}: not a serve source in this build yet");
     }
     match crate::media::choose(asked, &offered) {

@@ -10,12 +10,15 @@
 //!                                  │                connected gamepad        (act)
 //!                                  ├─ WlrSink      wlroots virtual keyboard + pointer bound
 //!                                  │                to the session's output   (act)
+//!                                  ├─ MutterSink   Mutter RemoteDesktop Notify* on the
+//!                                  │                session's own monitor (act, feature
+//!                                  │                `mutter`)
 //!                                  └─ CountingSink counts per kind when uinput is absent
 //! ```
 //!
 //! Decide modules (no I/O, no clock, no threads): [`wire`] (decoder/encoder), [`gamepad`]
 //! (pad arrival/removal/state tracking), [`compositor`] (events → compositor calls), [`keymap`] (Win32 VK → Linux key codes, keyboard
-//! state), [`pointer`](mod@pointer) (absolute scaling, wheel notches, touch slots). Act modules: [`uinput`], [`wlr`].
+//! state), [`pointer`](mod@pointer) (absolute scaling, wheel notches, touch slots). Act modules: [`uinput`], [`wlr`], `mutter` (feature `mutter`).
 //!
 //! What this module deliberately does not do: decrypt or frame control messages (the control
 //! stream hands over the input packet), synthesize Unicode text, drive pens or controller
@@ -33,6 +36,8 @@
 pub mod compositor;
 pub mod gamepad;
 pub mod keymap;
+#[cfg(feature = "mutter")]
+pub mod mutter;
 pub mod pointer;
 pub mod uinput;
 pub mod wire;
@@ -72,6 +77,15 @@ pub enum InjectError {
         /// What the Wayland back end reported.
         #[source]
         source: punktfunk_capture::wlroots::WlrInputError,
+    },
+    /// Mutter refused or did not take an event (RemoteDesktop `Notify*`): Mutter gone or hung,
+    /// or the stream's session stopped.
+    #[cfg(feature = "mutter")]
+    #[error("mutter input: {source}")]
+    Mutter {
+        /// What the RemoteDesktop call reported.
+        #[source]
+        source: punktfunk_capture::mutter::MutterError,
     },
 }
 

@@ -7,11 +7,43 @@ use punktfunk_tuning::SourceName;
 
 use super::wlroots::WlrootsEndpoint;
 
+/// Where a Mutter's ScreenCast/RemoteDesktop services answer: the session bus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MutterEndpoint {
+    /// The D-Bus address (`$DBUS_SESSION_BUS_ADDRESS`).
+    pub bus: String,
+    /// The PipeWire daemon Mutter streams into: `None` is this process's default
+    /// (`$PIPEWIRE_REMOTE`, else `$XDG_RUNTIME_DIR/pipewire-0`), what a GNOME session shares.
+    pub pipewire: Option<String>,
+}
+
+/// Why Mutter cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MutterMissing {
+    /// This binary was built without the `mutter` cargo feature.
+    NotBuilt,
+    /// Built in, but no Mutter answers (why).
+    Unreachable(String),
+}
+
+impl std::fmt::Display for MutterMissing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotBuilt => f.write_str(
+                "this build has no Mutter support (build punktfunk-control with --features mutter)",
+            ),
+            Self::Unreachable(why) => f.write_str(why),
+        }
+    }
+}
+
 /// What the process found (the caller probes; this module only decides).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Offered {
     /// A sway to drive, or why not.
     pub wlroots: Result<WlrootsEndpoint, String>,
+    /// A Mutter to drive, or why not.
+    pub mutter: Result<MutterEndpoint, MutterMissing>,
 }
 
 /// The source chosen.
@@ -21,6 +53,8 @@ pub enum SourceChoice {
     TestPattern,
     /// A headless output per session on this sway.
     Wlroots(WlrootsEndpoint),
+    /// A virtual monitor per session on this Mutter.
+    Mutter(MutterEndpoint),
 }
 
 /// Picks the source for `asked` among `offered`, with the reason (for the log), or says why
@@ -40,8 +74,24 @@ pub fn choose(asked: SourceName, offered: &Offered) -> Result<(SourceChoice, Str
                 "capture.source = \"wlroots\" but no sway can be reached: {why}"
             )),
         },
-        SourceName::Auto => match &offered.wlroots {
+        SourceName::Mutter => match &offered.mutter {
             Ok(e) => Ok((
+                SourceChoice::Mutter(e.clone()),
+                format!(
+                    "capture.source = \"mutter\": org.gnome.Mutter.ScreenCast on {}",
+                    e.bus
+                ),
+            )),
+            Err(MutterMissing::NotBuilt) => Err(format!(
+                "capture.source = \"mutter\" but {}",
+                MutterMissing::NotBuilt
+            )),
+            Err(MutterMissing::Unreachable(why)) => Err(format!(
+                "capture.source = \"mutter\" but no Mutter can be reached: {why}"
+            )),
+        },
+        SourceName::Auto => match (&offered.wlroots, &offered.mutter) {
+            (Ok(e), _) => Ok((
                 SourceChoice::Wlroots(e.clone()),
                 format!(
                     "capture.source = \"auto\": a sway answers at {} (a headless output per \
@@ -49,16 +99,25 @@ pub fn choose(asked: SourceName, offered: &Offered) -> Result<(SourceChoice, Str
                     e.ipc.display()
                 ),
             )),
-            Err(why) => Ok((
+            (Err(sway), Ok(e)) => Ok((
+                SourceChoice::Mutter(e.clone()),
+                format!(
+                    "capture.source = \"auto\": no sway ({sway}); Mutter's ScreenCast answers \
+                     on {} (a virtual monitor per session)",
+                    e.bus
+                ),
+            )),
+            (Err(sway), Err(mutter)) => Ok((
                 SourceChoice::TestPattern,
                 format!(
-                    "capture.source = \"auto\": no compositor to capture ({why}); test pattern"
+                    "capture.source = \"auto\": no compositor to capture (sway: {sway}; mutter: \
+                     {mutter}); test pattern"
                 ),
             )),
         },
         other => Err(format!(
             "capture.source = {:?} is not available in this build yet (issue 9); use \"auto\", \
-             \"test-pattern\" or \"wlroots\"",
+             \"test-pattern\", \"wlroots\" or \"mutter\"",
             other
         )),
     }
@@ -77,13 +136,28 @@ mod tests {
         }
     }
 
+    fn mutter() -> MutterEndpoint {
+        MutterEndpoint {
+            bus: "unix:path=/run/user/1000/bus".into(),
+            pipewire: None,
+        }
+    }
+
+    fn no_mutter() -> Result<MutterEndpoint, MutterMissing> {
+        Err(MutterMissing::Unreachable(
+            "org.gnome.Mutter.ScreenCast is not on the session bus".into(),
+        ))
+    }
+
     #[test]
     fn auto_takes_a_reachable_sway_else_the_pattern() {
         let with = Offered {
             wlroots: Ok(sway()),
+            mutter: no_mutter(),
         };
         let without = Offered {
             wlroots: Err("$SWAYSOCK is not set".into()),
+            mutter: no_mutter(),
         };
         let (c, why) = choose(SourceName::Auto, &with).unwrap();
         assert_eq!(c, SourceChoice::Wlroots(sway()));
@@ -97,12 +171,14 @@ mod tests {
     fn explicit_choices_are_honoured_or_refused_with_the_reason() {
         let without = Offered {
             wlroots: Err("no answer on /x.sock: connection refused".into()),
+            mutter: Err(MutterMissing::NotBuilt),
         };
         assert_eq!(
             choose(
                 SourceName::TestPattern,
                 &Offered {
-                    wlroots: Ok(sway())
+                    wlroots: Ok(sway()),
+                    mutter: Ok(mutter()),
                 }
             )
             .unwrap()
@@ -112,7 +188,6 @@ mod tests {
         let e = choose(SourceName::Wlroots, &without).unwrap_err();
         assert!(e.contains("connection refused"), "{e}");
         for later in [
-            SourceName::Mutter,
             SourceName::Kwin,
             SourceName::Gamescope,
             SourceName::Pipewire,
@@ -120,5 +195,65 @@ mod tests {
             let e = choose(later, &without).unwrap_err();
             assert!(e.contains("not available"), "{e}");
         }
+    }
+
+    #[test]
+    fn auto_prefers_sway_then_mutter_then_the_pattern() {
+        let both = Offered {
+            wlroots: Ok(sway()),
+            mutter: Ok(mutter()),
+        };
+        assert_eq!(
+            choose(SourceName::Auto, &both).unwrap().0,
+            SourceChoice::Wlroots(sway())
+        );
+        let only_mutter = Offered {
+            wlroots: Err("$SWAYSOCK is not set".into()),
+            mutter: Ok(mutter()),
+        };
+        let (c, why) = choose(SourceName::Auto, &only_mutter).unwrap();
+        assert_eq!(c, SourceChoice::Mutter(mutter()));
+        assert!(
+            why.contains("SWAYSOCK") && why.contains("/run/user/1000/bus"),
+            "{why}"
+        );
+        let neither = Offered {
+            wlroots: Err("$SWAYSOCK is not set".into()),
+            mutter: Err(MutterMissing::NotBuilt),
+        };
+        let (c, why) = choose(SourceName::Auto, &neither).unwrap();
+        assert_eq!(c, SourceChoice::TestPattern);
+        assert!(why.contains("--features mutter"), "{why}");
+    }
+
+    #[test]
+    fn mutter_is_honoured_or_refused_saying_which_part_is_missing() {
+        let reachable = Offered {
+            wlroots: Err("$SWAYSOCK is not set".into()),
+            mutter: Ok(mutter()),
+        };
+        assert_eq!(
+            choose(SourceName::Mutter, &reachable).unwrap().0,
+            SourceChoice::Mutter(mutter())
+        );
+        let not_built = Offered {
+            mutter: Err(MutterMissing::NotBuilt),
+            ..reachable.clone()
+        };
+        let e = choose(SourceName::Mutter, &not_built).unwrap_err();
+        assert!(
+            e.contains("no Mutter support") && e.contains("--features mutter"),
+            "{e}"
+        );
+        let unreachable = Offered {
+            mutter: no_mutter(),
+            ..reachable
+        };
+        let e = choose(SourceName::Mutter, &unreachable).unwrap_err();
+        assert!(
+            e.contains("cannot be reached") || e.contains("can be reached"),
+            "{e}"
+        );
+        assert!(e.contains("not on the session bus"), "{e}");
     }
 }

@@ -8,19 +8,28 @@
 //!  TestMedia     pattern + openh264, tone + Opus                         (pattern.rs)
 //!  WlrootsMedia  per stream: a sway headless output at the client's mode,
 //!                wlr-screencopy → I420 → openh264; tone + Opus           (wlroots.rs)
+//!  MutterMedia   per stream: a Mutter virtual monitor (RemoteDesktop +
+//!                ScreenCast RecordVirtual) at the client's mode, PipeWire
+//!                → I420 → openh264; tone + Opus (feature `mutter`)      (mutter.rs)
 //! ```
 //!
 //! `auto` takes a running sway when the process can reach one (its IPC socket answers and its
-//! Wayland socket exists), else the test pattern, and logs why. An explicit source this host
+//! Wayland socket exists), else a Mutter whose `org.gnome.Mutter.ScreenCast` is on the session
+//! bus (`$DBUS_SESSION_BUS_ADDRESS`; builds with the `mutter` feature), else the test
+//! pattern, and logs why. An explicit source this host
 //! cannot use is an error at start, not a silent fallback.
 
 pub mod choice;
+#[cfg(feature = "mutter")]
+mod mutter;
 mod pattern;
 mod wlroots;
 
 use std::sync::Arc;
 
-pub use choice::{Offered, SourceChoice, choose};
+pub use choice::{MutterEndpoint, MutterMissing, Offered, SourceChoice, choose};
+#[cfg(feature = "mutter")]
+pub use mutter::MutterMedia;
 pub use pattern::TestMedia;
 pub use wlroots::{WlrootsEndpoint, WlrootsMedia};
 
@@ -47,16 +56,30 @@ impl std::fmt::Debug for Selected {
     }
 }
 
-/// Looks at what this process can reach (`$SWAYSOCK`, `$WAYLAND_DISPLAY`) and picks the media
-/// for `asked`; an error says why an explicit choice cannot be honoured.
-pub fn select(asked: SourceName) -> Result<Selected, String> {
-    let offered = Offered {
+/// What this process can reach: a sway (`$SWAYSOCK`, `$WAYLAND_DISPLAY`) and a Mutter
+/// (`org.gnome.Mutter.ScreenCast` on `$DBUS_SESSION_BUS_ADDRESS`, when built with `mutter`).
+pub fn offered() -> Offered {
+    #[cfg(feature = "mutter")]
+    let mutter = MutterEndpoint::from_env().map_err(MutterMissing::Unreachable);
+    #[cfg(not(feature = "mutter"))]
+    let mutter = Err(MutterMissing::NotBuilt);
+    Offered {
         wlroots: WlrootsEndpoint::from_env(),
-    };
-    let (choice, why) = choose(asked, &offered)?;
+        mutter,
+    }
+}
+
+/// Looks at what this process can reach ([`offered`]) and picks the media for `asked`; an
+/// error says why an explicit choice cannot be honoured.
+pub fn select(asked: SourceName) -> Result<Selected, String> {
+    let (choice, why) = choose(asked, &offered())?;
     let factory: Arc<dyn MediaFactory> = match &choice {
         SourceChoice::TestPattern => Arc::new(TestMedia),
         SourceChoice::Wlroots(endpoint) => Arc::new(WlrootsMedia::new(endpoint.clone())),
+        #[cfg(feature = "mutter")]
+        SourceChoice::Mutter(endpoint) => Arc::new(MutterMedia::connect(endpoint)?),
+        #[cfg(not(feature = "mutter"))]
+        SourceChoice::Mutter(_) => return Err(MutterMissing::NotBuilt.to_string()),
     };
     Ok(Selected {
         factory,

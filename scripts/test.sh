@@ -42,9 +42,13 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test"
 cargo test --workspace --locked
 
-step "cargo clippy + test: capture with PipeWire (feature pipewire, real daemon)"
-cargo clippy -p punktfunk-capture --all-targets --features pipewire --locked -- -D warnings
-cargo test -p punktfunk-capture --features pipewire --locked
+step "cargo clippy + test: capture with PipeWire and Mutter (features pipewire,mutter: real daemon, real mutter)"
+cargo clippy -p punktfunk-capture --all-targets --features pipewire,mutter --locked -- -D warnings
+cargo test -p punktfunk-capture --features pipewire,mutter --locked
+
+step "cargo clippy + test: control with Mutter (feature mutter: source = \"mutter\", a real mutter)"
+cargo clippy -p punktfunk-control --all-targets --features mutter --locked -- -D warnings
+cargo test -p punktfunk-control --features mutter --locked
 
 step "criterion benches (test mode: every bench runs once, release build shared with the report)"
 cargo test --release --locked -p punktfunk-bench --benches

@@ -255,7 +255,8 @@ pub struct CaptureSection {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SourceName {
-    /// What the session offers: a running sway (`$SWAYSOCK`), else the test pattern.
+    /// What the session offers: a running sway (`$SWAYSOCK`), else a Mutter on the session bus
+    /// (builds with the control feature `mutter`), else the test pattern.
     #[default]
     Auto,
     /// The built-in animated test pattern.

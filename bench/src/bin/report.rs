@@ -445,7 +445,11 @@ fn write_doc(lines: &[Line], elapsed: Duration) -> std::io::Result<()> {
         "\nComponent benches (criterion, one group per component: `fec-gf8-*`, `fec-gf16-*`, \
          `packetize-1MB`, `ring-handoff`, `send-paths`): `cargo bench -p punktfunk-bench`. \
          Per-path send figures and their method: docs/io.md. Encoder figures: docs/capture.md \
-         once the capture crate lands."
+         once the capture crate lands.\n\nOutside this report (it needs the capture feature \
+         `mutter` and a mutter binary): the cost of a Mutter virtual monitor at 1080p, \
+         `cargo test --release -p punktfunk-capture --features mutter --test virtual_mutter -- \
+         --ignored --nocapture virtual_mutter_capture_cost`; figures, machine and method in \
+         docs/capture.md, \"Mutter (GNOME)\", \"Cost (measured)\"."
     );
     std::fs::write(
         concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/benchmarks.md"),

@@ -4,12 +4,13 @@
 //! Order (mutter 43): `RemoteDesktop.CreateSession` → session path; its `SessionId` property;
 //! `ScreenCast.CreateSession({"remote-desktop-session-id": id})`; `RecordVirtual(options)` on
 //! that session → stream path; subscribe to the stream's `PipeWireStreamAdded(u node_id)`;
-//! `RemoteDesktop.Session.Start()` (which starts the linked screencast: calling ScreenCast
-//! `Start` on a linked session is refused); the signal brings the node id.
+//! `RemoteDesktop.Session.Start()`, which starts the linked screencast too (we never call the
+//! ScreenCast session's own `Start`); the signal brings the node id. Seen on mutter 43.8: the
+//! node arrives within milliseconds of `Start`.
 //!
-//! Mutter closes a session when the D-Bus peer that created it leaves the bus, so the
-//! connection lives as long as the session ([`Bus`] is kept by the display and the input
-//! handle).
+//! Mutter watches the D-Bus peer that created a session and closes the session when that peer
+//! leaves the bus (`meta-dbus-session-watcher.c`), so the connection must live as long as the
+//! session: [`Bus`] is kept by the display and by every input handle.
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -246,6 +246,11 @@ impl MutterDisplay {
         self.changes
     }
 
+    /// The current capture's counters (frames, replaced frames, copy time), if recording.
+    pub fn capture_stats(&self) -> Option<crate::pipewire::CaptureStats> {
+        lock(&self.live).capture.as_ref().map(|c| c.stats())
+    }
+
     /// The PipeWire node id of the current stream.
     pub fn node_id(&self) -> Option<u32> {
         lock(&self.live).session.as_ref().map(|s| s.node_id)

@@ -16,7 +16,11 @@
 //!   `node.name` or global id; [`CaptureError::NotFound`] otherwise), and connects an input
 //!   stream with `target.object` set to the node, flags `AUTOCONNECT | MAP_BUFFERS`, and one
 //!   EnumFormat: raw video in BGRx, BGRA, RGBx, RGBA, I420 or NV12 ([`format::PREFERRED`]), any
-//!   size up to 8192², any frame rate. The producer fixes the format; its size is the frame's.
+//!   size up to 8192² and any frame rate, or the exact size and the default rate of a
+//!   [`VideoRequest`] ([`PipeWireCapture::connect_with`]). The producer fixes the format; its
+//!   size is the frame's. [`PipeWireCapture::request`] offers a new EnumFormat on the live
+//!   stream (`pw_stream_update_params`): a producer that takes the consumer's size (Mutter's
+//!   virtual monitor) renegotiates to it.
 //! * Each buffer is copied, plane by plane and row by row (any producer stride), into a
 //!   [`VideoFrame`] with tightly packed rows, stamped with [`crate::clock::monotonic_us`] when
 //!   the stream thread dequeued it, and put in a one-frame mailbox. A frame the caller has not
@@ -145,6 +149,9 @@ pub struct CaptureStats {
     pub buffers_dropped: u64,
     /// DMA-BUF buffers seen (recorded, not copied).
     pub dmabuf_buffers: u64,
+    /// µs the stream thread spent copying buffers into frames (dequeue to publish), summed:
+    /// divided by `frames_captured`, the capture's own cost per frame.
+    pub copy_us: u64,
 }
 
 /// Why a capture could not start or stopped.

@@ -470,6 +470,9 @@ fn on_process(stream: &pw::stream::StreamRef, shared: &mut Arc<Shared>) {
     frame.height = format.height;
     frame.planes = planes;
     frame.capture_us = capture_us;
-    frame.sequence = shared.lock().stats.frames_captured;
+    let mut m = shared.lock();
+    frame.sequence = m.stats.frames_captured;
+    m.stats.copy_us += crate::clock::monotonic_us().saturating_sub(capture_us);
+    drop(m);
     shared.publish(frame);
 }

@@ -110,6 +110,14 @@ impl Session {
         self.children.push((program, child));
     }
 
+    /// Process id of a child started by the session.
+    pub fn pid(&self, program: &str) -> Option<u32> {
+        self.children
+            .iter()
+            .find(|(p, _)| *p == program)
+            .map(|(_, c)| c.id())
+    }
+
     pub fn bus_address(&self) -> String {
         format!("unix:path={}", self.dir.join("bus").display())
     }

@@ -97,6 +97,18 @@ fn virtual_mutter_monitor_records_changes_mode_and_goes() {
     // (a) frames of the mode arrive, stamps increase.
     let stamps = frames_of(&mut frames, &input, 1280, 720, 3);
     eprintln!("1280x720 frames at {stamps:?}");
+    // A still desktop: no damage, no new frames from Mutter; with repeat_after the source
+    // hands out the last frame again (stamped now) once per interval.
+    frames.repeat_after(Some(Duration::from_millis(20)));
+    let mut still = Vec::new();
+    for _ in 0..3 {
+        let frame = frames.next_frame().expect("a repeated frame");
+        assert_eq!((frame.width, frame.height), (1280, 720));
+        still.push(frame.capture_us);
+    }
+    assert!(still.windows(2).all(|w| w[0] < w[1]), "{still:?}");
+    assert!(frames.repeated() >= 2, "repeated {}", frames.repeated());
+    frames.repeat_after(None);
 
     // (b) a mode change is honoured.
     display

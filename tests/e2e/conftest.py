@@ -31,6 +31,8 @@ CI = os.environ.get("CI") == "true"
 CI_PROVIDES = {
     "root": "CI runs as root",
     "netns": "CI runs as root with iproute2 and nftables (scripts/setup.sh installs them)",
+    "mutter": "scripts/setup.sh installs mutter, pipewire, wireplumber and dbus; run.sh builds "
+              "the host with the mutter feature",
 }
 
 

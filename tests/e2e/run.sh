@@ -4,7 +4,8 @@
 #   tests/e2e/run.sh [pytest args]
 #
 # Creates tests/.venv (Python 3 with venv: scripts/setup.sh installs python3-venv), installs
-# tests/requirements.txt, builds the `punktfunk` binary and runs pytest on tests/e2e.
+# tests/requirements.txt, builds the `punktfunk` binary (feature `mutter`) and runs pytest on
+# tests/e2e.
 # The tests start `punktfunk serve` themselves, on loopback, with temporary state dirs and
 # random non-default ports, and without mDNS.
 set -euo pipefail
@@ -16,7 +17,8 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 
-cargo build --locked -p punktfunk-control --bin punktfunk
+# With the `mutter` feature (test_desktop_mutter.py; needs the PipeWire headers setup.sh installs).
+cargo build --locked -p punktfunk-control --features mutter --bin punktfunk
 export PUNKTFUNK_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/punktfunk"
 
 # -rs: the summary lists every skipped test with its reason (they are also appended to

@@ -230,6 +230,8 @@ impl MutterDisplay {
             frame: VideoFrame::default(),
             index: 0,
             timeout: self.timeout,
+            repeat_after: None,
+            repeated: 0,
         }
     }
 
@@ -341,6 +343,8 @@ pub struct MutterFrames {
     frame: VideoFrame,
     index: u64,
     timeout: Duration,
+    repeat_after: Option<Duration>,
+    repeated: u64,
 }
 
 impl MutterFrames {
@@ -348,6 +352,19 @@ impl MutterFrames {
     /// frame only when the monitor changes (damage), so a quiet desktop sends none.
     pub fn set_timeout(&mut self, timeout: Duration) {
         self.timeout = timeout;
+    }
+
+    /// Makes [`FrameSource::next_frame`] hand out the last frame again, stamped now, when no
+    /// new one came within `wait` (one frame interval of the session): Mutter sends frames
+    /// only on damage, and a still desktop must still be streamed at the session's rate.
+    /// Until the first frame it waits the full timeout. `None` (default): never repeat.
+    pub fn repeat_after(&mut self, wait: Option<Duration>) {
+        self.repeat_after = wait;
+    }
+
+    /// Frames handed out again because nothing changed (see [`repeat_after`](Self::repeat_after)).
+    pub fn repeated(&self) -> u64 {
+        self.repeated
     }
 
     /// The last frame taken, as the capture delivered it.
@@ -366,15 +383,25 @@ impl FrameSource for MutterFrames {
             .capture
             .clone()
             .ok_or_else(|| FrameError::OutputGone("mutter virtual monitor".into()))?;
-        capture
-            .next_frame(&mut self.frame, self.timeout)
-            .map_err(|e| match e {
-                CaptureError::Timeout(t) => FrameError::Timeout(t),
-                CaptureError::ProducerGone => {
-                    FrameError::OutputGone("mutter virtual monitor".into())
-                }
-                other => FrameError::Protocol(other.to_string()),
-            })?;
+        let have_frame = !self.frame.data.is_empty();
+        let wait = match self.repeat_after {
+            Some(wait) if have_frame => wait,
+            _ => self.timeout,
+        };
+        match capture.next_frame(&mut self.frame, wait) {
+            Err(CaptureError::Timeout(_)) if have_frame && self.repeat_after.is_some() => {
+                // No damage: the picture is still the last frame's, as of now.
+                self.frame.capture_us = crate::clock::monotonic_us();
+                self.repeated += 1;
+                Ok(())
+            }
+            other => other,
+        }
+        .map_err(|e| match e {
+            CaptureError::Timeout(t) => FrameError::Timeout(t),
+            CaptureError::ProducerGone => FrameError::OutputGone("mutter virtual monitor".into()),
+            other => FrameError::Protocol(other.to_string()),
+        })?;
         let format = match self.frame.format {
             PixelFormat::Bgrx => FramePixelFormat::Bgrx,
             PixelFormat::Bgra => FramePixelFormat::Bgra,

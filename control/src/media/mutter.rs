@@ -93,6 +93,11 @@ impl MediaFactory for MutterMedia {
             "mutter: virtual monitor created for this stream");
         let mut frames = display.frames();
         frames.set_timeout(TIMEOUT);
+        // A still desktop sends no frames (Mutter sends on damage): the last one is repeated,
+        // so the stream keeps its rate. `DesktopCapture` asks once per interval and a frame
+        // that came since waits in the mailbox, so only a short wait (1/8 interval) is spent
+        // hoping for one that is about to come.
+        frames.repeat_after(Some(Duration::from_secs(1) / fps.max(1) / 8));
         let input: Option<Box<dyn InputHandler>> = Some(Box::new(InputDispatcher::new(Box::new(
             MutterSink::new(display.input()),
         ))));

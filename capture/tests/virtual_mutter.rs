@@ -348,15 +348,28 @@ fn virtual_mutter_capture_cost_1080p() {
     let mover = {
         let (input, stop) = (display.input(), std::sync::Arc::clone(&stop));
         std::thread::spawn(move || {
-            let mut i = 0u32;
+            // Every 8th move waits for Mutter's reply (`send`: one D-Bus round trip), the
+            // others do not (`post`, what the GameStream sink uses): both are timed.
+            let (mut i, mut sends, mut posts) = (0u32, Vec::new(), Vec::new());
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 i += 1;
-                let _ = input.send(InputCall::MotionAbsolute {
+                let call = InputCall::MotionAbsolute {
                     x: f64::from(200 + (i % 400) * 3),
                     y: f64::from(200 + (i % 200) * 3),
-                });
+                };
+                let t = Instant::now();
+                if i % 8 == 0 {
+                    let _ = input.send(call);
+                    sends.push(t.elapsed());
+                } else {
+                    let _ = input.post(call);
+                    posts.push(t.elapsed());
+                }
                 std::thread::sleep(Duration::from_millis(4));
             }
+            sends.sort();
+            posts.sort();
+            (sends, posts)
         })
     };
     // Warm up (first frames, buffer pool), then measure 5 s.
@@ -388,7 +401,18 @@ fn virtual_mutter_capture_cost_1080p() {
         display.capture_stats().unwrap_or_default(),
     );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let _ = mover.join();
+    let (sends, posts) = mover.join().unwrap_or_default();
+    let pct = |v: &[Duration], p: usize| v.get(v.len() * p / 100).copied().unwrap_or_default();
+    eprintln!(
+        "NotifyPointerMotionAbsolute: send (reply awaited) {} calls p50 {:?} p99 {:?}; post (no \
+         reply) {} calls p50 {:?} p99 {:?}",
+        sends.len(),
+        pct(&sends, 50),
+        pct(&sends, 99),
+        posts.len(),
+        pct(&posts, 50),
+        pct(&posts, 99)
+    );
     let captured = (stats1.frames_captured - stats0.frames_captured).max(1);
     let copy_us = (stats1.copy_us - stats0.copy_us) as f64 / captured as f64;
     let mutter_ms = (cpu1 - cpu0).as_secs_f64() * 1000.0 / captured as f64;

@@ -188,29 +188,51 @@ impl Bus {
     }
 
     /// Sends one input call on the RemoteDesktop session `session` about stream `stream`.
+    /// `reply`: wait for Mutter's answer (a refusal becomes [`MutterError::Refused`]); else the
+    /// call carries `NO_REPLY_EXPECTED` and returns once it is queued on the connection (D-Bus
+    /// keeps the order of one connection's messages to one peer, so calls still arrive in
+    /// order; Mutter's errors are then not seen).
     pub(super) fn notify(
         &self,
         session: &str,
         stream: &str,
         call: InputCall,
+        reply: bool,
     ) -> Result<(), MutterError> {
         let proxy = self.proxy(REMOTE_DESKTOP, session, REMOTE_DESKTOP_SESSION)?;
         let method = call.method();
         let sent = match call {
-            InputCall::Keycode { code, pressed } => proxy.call_method(method, &(code, pressed)),
-            InputCall::Button { code, pressed } => proxy.call_method(method, &(code, pressed)),
-            InputCall::MotionAbsolute { x, y } => proxy.call_method(method, &(stream, x, y)),
-            InputCall::MotionRelative { dx, dy } => proxy.call_method(method, &(dx, dy)),
-            InputCall::Axis { dx, dy, flags } => proxy.call_method(method, &(dx, dy, flags)),
+            InputCall::Keycode { code, pressed } => send(&proxy, method, &(code, pressed), reply),
+            InputCall::Button { code, pressed } => send(&proxy, method, &(code, pressed), reply),
+            InputCall::MotionAbsolute { x, y } => send(&proxy, method, &(stream, x, y), reply),
+            InputCall::MotionRelative { dx, dy } => send(&proxy, method, &(dx, dy), reply),
+            InputCall::Axis { dx, dy, flags } => send(&proxy, method, &(dx, dy, flags), reply),
             InputCall::AxisDiscrete { axis, steps } => {
-                proxy.call_method(method, &(axis.as_u32(), steps))
+                send(&proxy, method, &(axis.as_u32(), steps), reply)
             }
             InputCall::TouchDown { slot, x, y } | InputCall::TouchMotion { slot, x, y } => {
-                proxy.call_method(method, &(stream, slot, x, y))
+                send(&proxy, method, &(stream, slot, x, y), reply)
             }
-            InputCall::TouchUp { slot } => proxy.call_method(method, &(slot,)),
+            InputCall::TouchUp { slot } => send(&proxy, method, &(slot,), reply),
         };
-        sent.map(drop).map_err(dbus(method))
+        sent.map_err(dbus(method))
+    }
+}
+
+/// One method call, waiting for the reply or not.
+fn send<B>(
+    proxy: &zbus::blocking::Proxy<'_>,
+    method: &'static str,
+    body: &B,
+    reply: bool,
+) -> zbus::Result<()>
+where
+    B: zbus::export::serde::ser::Serialize + zbus::zvariant::DynamicType,
+{
+    if reply {
+        proxy.call_method(method, body).map(drop)
+    } else {
+        proxy.call_noreply(method, body)
     }
 }
 

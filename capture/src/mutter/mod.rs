@@ -436,15 +436,28 @@ pub struct MutterInput {
 }
 
 impl MutterInput {
-    /// Sends one call. Absolute motion and touch positions are monitor pixels of the session's
-    /// own stream (see [`plan::monitor_position`]).
+    /// Sends one call and waits for Mutter's answer (one D-Bus round trip: it waits for
+    /// Mutter's main loop, which is busy while it renders a frame). Absolute motion and touch
+    /// positions are monitor pixels of the session's own stream (see
+    /// [`plan::monitor_position`]).
     pub fn send(&self, call: InputCall) -> Result<(), MutterError> {
+        self.notify(call, true)
+    }
+
+    /// Sends one call without waiting for an answer (`NO_REPLY_EXPECTED`): returns once the
+    /// message is queued; calls keep their order; a refusal by Mutter is not seen (a broken
+    /// bus still is). What the GameStream sink uses: input must not wait for a frame render.
+    pub fn post(&self, call: InputCall) -> Result<(), MutterError> {
+        self.notify(call, false)
+    }
+
+    fn notify(&self, call: InputCall, reply: bool) -> Result<(), MutterError> {
         let (session, stream) = {
             let live = lock(&self.live);
             let s = live.session.as_ref().ok_or(MutterError::Gone)?;
             (s.remote_desktop.clone(), s.stream.clone())
         };
-        self.bus.notify(&session, &stream, call)
+        self.bus.notify(&session, &stream, call, reply)
     }
 
     /// The monitor's current mode (for scaling client positions), `None` once removed.

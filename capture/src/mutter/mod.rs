@@ -12,9 +12,11 @@
 //!                      new size within the timeout: stop the session and record a new one
 //!  remove / drop    ─► RemoteDesktop.Session.Stop (the virtual monitor goes with it)
 //!
-//!  MutterFrames (FrameSource)  ◄── frames of the current capture, stamped when dequeued
+//!  MutterFrames (FrameSource)  ◄── frames of the current capture, stamped when dequeued;
+//!                                  optionally the last one again on a still desktop
 //!  MutterInput                 ──► NotifyKeyboardKeycode, NotifyPointer*, NotifyTouch* on the
-//!                                  session; absolute positions on the session's own stream
+//!                                  session (send: reply awaited; post: no reply); absolute
+//!                                  positions on the session's own stream
 //! ```
 //!
 //! What it does not do: the xdg-desktop-portal path (a portal asks the user; this talks to

@@ -14,6 +14,13 @@
 //! applied, or the compositor scaled it) is not encoded: it is counted in
 //! [`DesktopCapture::size_mismatches`] and the next one is tried. A capture error ends the
 //! source with a stage error (the stream ends and says why).
+//!
+//! Mode changes (punktfunk/1 renegotiation): a source made [`DesktopCapture::with_switch`]
+//! follows a [`ModeSwitch`]. When the switch names a new mode, the source sets the output to
+//! it in place ([`VirtualDisplay::set_mode`]), resizes its frame and interval, and tags the
+//! frames it captures at the new size with the mode's id, so that the encode stage
+//! reconfigures itself at the first of them. Frames the compositor still delivers at the old
+//! size are skipped (counted as size mismatches), never scaled.
 
 use std::time::{Duration, Instant};
 
@@ -21,8 +28,9 @@ use punktfunk_engine::pipeline::{Captured, Source, StageContext, StageError};
 use punktfunk_engine::pool::FrameBuf;
 
 use crate::convert::bgrx_to_i420;
-use crate::display::{FrameSource, PixelFormat, VirtualDisplay};
+use crate::display::{DisplayMode, FrameSource, PixelFormat, VirtualDisplay};
 use crate::frame::Frame;
+use crate::stages::ModeSwitch;
 
 /// The desktop source of one session (see the module docs).
 pub struct DesktopCapture<D, S> {
@@ -32,6 +40,9 @@ pub struct DesktopCapture<D, S> {
     frame: Frame,
     interval: Duration,
     next_due: Option<Instant>,
+    /// The mode id frames are tagged with ([`ModeSwitch`]; 0 without one).
+    mode: u16,
+    switch: Option<std::sync::Arc<ModeSwitch>>,
     /// Frames not produced because no pool buffer was free.
     pub pool_misses: u64,
     /// Captured frames skipped because their size was not the session's.
@@ -64,9 +75,48 @@ impl<D: VirtualDisplay, S: FrameSource> DesktopCapture<D, S> {
             frame: Frame::new(width, height)?,
             interval: Duration::from_secs(1) / fps.max(1),
             next_due: None,
+            mode: 0,
+            switch: None,
             pool_misses: 0,
             size_mismatches: 0,
         })
+    }
+
+    /// Captures `source` (an output of `display`) in the mode `switch` names now, and
+    /// follows the switch: a new mode is set on the output in place (see the module docs).
+    pub fn with_switch(
+        display: D,
+        source: S,
+        switch: std::sync::Arc<ModeSwitch>,
+    ) -> Result<Self, crate::FrameError> {
+        let (m, _) = switch.get();
+        let mut c = Self::new(display, source, m.width, m.height, m.fps)?;
+        c.mode = m.id;
+        c.switch = Some(switch);
+        Ok(c)
+    }
+
+    /// Sets the output to the switch's mode when it names a new one.
+    fn follow_switch(&mut self) -> Result<(), StageError> {
+        let Some(sw) = &self.switch else {
+            return Ok(());
+        };
+        let (m, _) = sw.get();
+        if m.id == self.mode {
+            return Ok(());
+        }
+        let mode = DisplayMode::new(m.width, m.height, m.fps);
+        self.display.set_mode(mode).map_err(|e| {
+            StageError::failed(format!(
+                "setting output {} to {mode}: {e}",
+                self.display.name()
+            ))
+        })?;
+        tracing::info!(output = self.display.name(), %mode, "desktop output set to the new mode");
+        self.frame = Frame::new(m.width, m.height).map_err(StageError::failed)?;
+        self.interval = Duration::from_secs(1) / m.fps.max(1);
+        self.mode = m.id;
+        Ok(())
     }
 
     /// The session's output.
@@ -91,6 +141,8 @@ where
             std::thread::sleep((due - now).min(Duration::from_millis(2)));
             return Ok(Captured::Idle);
         }
+        // A new mode's frame rate applies to the gap after its first frame already.
+        self.follow_switch()?;
         // Stay on the frame grid; after a stall restart it rather than burst.
         self.next_due = Some(match self.next_due {
             Some(due) if now < due + self.interval => due + self.interval,
@@ -126,7 +178,7 @@ where
         buf.meta.index = index;
         buf.meta.capture_ns = capture_us.saturating_mul(1000);
         buf.meta.keyframe = false;
-        buf.meta.mode = 0;
+        buf.meta.mode = self.mode;
         buf.meta.interval_ns = u32::try_from(self.interval.as_nanos()).unwrap_or(u32::MAX);
         Ok(Captured::Frame(buf))
     }

@@ -109,6 +109,14 @@ pub trait AudioSource: Send {
 pub trait MediaFactory: Send + Sync + 'static {
     /// Video for `config` (resolution, fps, bitrate, codec).
     fn video(&self, config: &StreamConfig) -> Result<VideoMedia, String>;
+    /// Video (H.264) whose mode follows `switch` (a punktfunk/1 stream: renegotiation sets a
+    /// new mode there): the source starts in the switch's mode and changes it in place (a
+    /// desktop source sets its virtual output to the new mode), the encoder reconfigures at
+    /// the first frame of the new mode.
+    fn switched_video(
+        &self,
+        switch: Arc<punktfunk_capture::stages::ModeSwitch>,
+    ) -> Result<VideoMedia, String>;
     /// Audio for `config` (channels, packet duration).
     fn audio(&self, config: &StreamConfig) -> Result<Box<dyn AudioSource>, String>;
     /// Starts `command` (argv) inside the session display `display`; the default has no

@@ -42,9 +42,11 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test"
 cargo test --workspace --locked
 
-step "cargo clippy + test: capture with PipeWire (feature pipewire, real daemon)"
+step "cargo clippy + test: capture with PipeWire (feature pipewire, real daemon); control's desktop sound"
 cargo clippy -p punktfunk-capture --all-targets --features pipewire --locked -- -D warnings
 cargo test -p punktfunk-capture --features pipewire --locked
+cargo clippy -p punktfunk-control --all-targets --features pipewire --locked -- -D warnings
+cargo test -p punktfunk-control --features pipewire --locked --lib
 
 step "criterion benches (test mode: every bench runs once, release build shared with the report)"
 cargo test --release --locked -p punktfunk-bench --benches

@@ -7,13 +7,16 @@
 //!        ▼
 //!  TestMedia     pattern + openh264, tone + Opus                         (pattern.rs)
 //!  WlrootsMedia  per stream: a sway headless output at the client's mode,
-//!                wlr-screencopy → I420 → openh264; tone + Opus           (wlroots.rs)
+//!                wlr-screencopy → I420 → openh264; desktop sound         (wlroots.rs)
+//!  desktop sound the default PipeWire sink's monitor → Opus (feature `pipewire`), else
+//!                the tone                                                (audio.rs)
 //! ```
 //!
 //! `auto` takes a running sway when the process can reach one (its IPC socket answers and its
 //! Wayland socket exists), else the test pattern, and logs why. An explicit source this host
 //! cannot use is an error at start, not a silent fallback.
 
+mod audio;
 pub mod choice;
 mod pattern;
 mod wlroots;

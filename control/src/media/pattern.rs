@@ -56,6 +56,27 @@ pub(super) fn h264_for_mode(mode: VideoMode) -> Result<(OpenH264Encoder, usize),
     Ok((enc, frame_capacity))
 }
 
+/// The Opus configuration for `config`'s channels, quality and packet duration.
+pub(super) fn opus_config(config: &StreamConfig) -> Result<OpusConfig, String> {
+    let layout = match config.audio_channels {
+        2 => AudioLayout::Stereo,
+        6 => AudioLayout::Surround51,
+        8 => AudioLayout::Surround71,
+        n => return Err(format!("{n} audio channels are not supported")),
+    };
+    let packet_duration = PacketDuration::from_millis(config.audio_packet_ms).ok_or_else(|| {
+        format!(
+            "{} ms audio packets are not supported",
+            config.audio_packet_ms
+        )
+    })?;
+    Ok(OpusConfig {
+        layout,
+        high_quality: config.audio_high_quality && layout != AudioLayout::Stereo,
+        packet_duration,
+    })
+}
+
 impl MediaFactory for TestMedia {
     fn switched_video(&self, switch: Arc<ModeSwitch>) -> Result<VideoMedia, String> {
         let (enc, frame_capacity) = h264_for_mode(switch.get().0)?;
@@ -86,24 +107,7 @@ impl MediaFactory for TestMedia {
     }
 
     fn audio(&self, config: &StreamConfig) -> Result<Box<dyn AudioSource>, String> {
-        let layout = match config.audio_channels {
-            2 => AudioLayout::Stereo,
-            6 => AudioLayout::Surround51,
-            8 => AudioLayout::Surround71,
-            n => return Err(format!("{n} audio channels are not supported")),
-        };
-        let packet_duration =
-            PacketDuration::from_millis(config.audio_packet_ms).ok_or_else(|| {
-                format!(
-                    "{} ms audio packets are not supported",
-                    config.audio_packet_ms
-                )
-            })?;
-        let cfg = OpusConfig {
-            layout,
-            high_quality: config.audio_high_quality && layout != AudioLayout::Stereo,
-            packet_duration,
-        };
+        let cfg = opus_config(config)?;
         let tone = ToneSource::for_channels(cfg.channels()).map_err(|e| e.to_string())?;
         let encoder = OpusEncoder::new(cfg).map_err(|e| e.to_string())?;
         Ok(Box::new(ToneOpus {

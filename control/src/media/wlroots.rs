@@ -1,7 +1,7 @@
 //! A sway desktop per session (act): every stream gets a headless output at its client's mode,
 //! captured with wlr-screencopy and encoded with openh264, and its input injected with the
-//! virtual keyboard and a virtual pointer bound to that output (`input::wlr`); audio is the
-//! test tone.
+//! virtual keyboard and a virtual pointer bound to that output (`input::wlr`); sound is the
+//! default PipeWire sink's monitor (`super::audio`).
 //!
 //! sway 1.7 (Debian 12) cannot remove a headless output, so a stream's output is kept in a
 //! pool when the stream ends and the next stream takes it (at its own mode) before a new one is
@@ -17,7 +17,7 @@ use punktfunk_capture::display::{DisplayError, DisplayMode, VirtualDisplay};
 use punktfunk_capture::stages::{EncodeStage, ModeSwitch};
 use punktfunk_capture::wlroots::{Screencopy, SwayDisplay, SwayIpc};
 
-use super::pattern::{TestMedia, h264_encoder, h264_for_mode};
+use super::pattern::{h264_encoder, h264_for_mode};
 use crate::input::InputDispatcher;
 use crate::input::wlr::WlrSink;
 use crate::stream::sdp::StreamConfig;
@@ -211,8 +211,9 @@ impl MediaFactory for WlrootsMedia {
         })
     }
 
+    /// The desktop's sound: the default PipeWire sink's monitor, else the tone.
     fn audio(&self, config: &StreamConfig) -> Result<Box<dyn AudioSource>, String> {
-        TestMedia.audio(config)
+        super::audio::desktop_audio(config)
     }
 
     /// `focus output NAME; exec CMD`: sway starts the command (as its own user, in its

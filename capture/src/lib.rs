@@ -71,6 +71,7 @@ pub mod h264;
 pub mod pattern;
 #[cfg(feature = "pipewire")]
 pub mod pipewire;
+pub mod scale;
 pub mod source;
 pub mod stages;
 pub mod stamp;

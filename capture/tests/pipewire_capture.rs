@@ -593,3 +593,90 @@ fn sink_audio_turns_the_default_sinks_monitor_into_opus_packets() {
     assert!((0.45..0.65).contains(&rms), "rms {rms}");
     assert!((430.0..450.0).contains(&hz), "{hz} Hz");
 }
+
+/// A node as a session's pipeline source ([`NodeCapture`]): a solid red 320x240 BGRx producer
+/// (`videotestsrc pattern=red`) becomes 640x360 I420 frames of BT.709 red (Y/Cb/Cr 63/102/240
+/// ±2), then, after the mode switch a punktfunk/1 renegotiation makes, 1280x720 ones tagged
+/// with the new mode; frames keep coming at the session's rate whether or not the node sent a
+/// new buffer (fresh + repeated).
+#[test]
+fn node_capture_scales_a_producer_to_the_session_mode_and_follows_a_switch() {
+    use std::sync::Arc;
+
+    use punktfunk_capture::pipewire::NodeCapture;
+    use punktfunk_capture::stages::{ModeSwitch, VideoMode, raw_frame_len};
+    use punktfunk_engine::pipeline::{
+        Captured, PipelineControl, Source as _, StageContext, StageId,
+    };
+    use punktfunk_engine::pool::FramePool;
+
+    if let Some(reason) = missing_programs() {
+        skip::skip("pipewire", reason);
+        return;
+    }
+    let args: Vec<String> = [
+        "videotestsrc",
+        "is-live=true",
+        "pattern=red",
+        "!",
+        "video/x-raw,format=BGRx,width=320,height=240,framerate=30/1",
+        "!",
+        "pipewiresink",
+        "mode=provide",
+        "stream-properties=props,media.class=Video/Source,node.name=pfred",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let session = Session::start(&args);
+    let capture = connect(&session, "pfred");
+    let mode = |id, width, height| VideoMode {
+        id,
+        width,
+        height,
+        fps: 60,
+        bitrate_kbps: 2_000,
+    };
+    let switch = Arc::new(ModeSwitch::new(mode(0, 640, 360)));
+    let mut source = NodeCapture::with_switch(capture, switch.clone()).expect("source");
+    let pool = FramePool::new(4, raw_frame_len(1280, 720)).expect("pool");
+    let control = PipelineControl::default();
+    let mut cx = StageContext::new(StageId::Capture, &pool, &control);
+    // (length, mode, Y, Cb, Cr) of the next frame within 10 s.
+    let mut next = |cx: &mut StageContext<'_>| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "no frame; logs:\n{}",
+                session.logs()
+            );
+            if let Captured::Frame(buf) = source.poll_frame(cx).expect("poll") {
+                let b = buf.as_slice();
+                let luma = b.len() * 2 / 3;
+                return (b.len(), buf.meta.mode, b[0], b[luma], b[luma + luma / 4]);
+            }
+        }
+    };
+    let near = |v: u8, want: u8| v.abs_diff(want) <= 2;
+    for _ in 0..10 {
+        let (len, m, y, cb, cr) = next(&mut cx);
+        assert_eq!((len, m), (raw_frame_len(640, 360), 0));
+        assert!(
+            near(y, 63) && near(cb, 102) && near(cr, 240),
+            "{y} {cb} {cr}"
+        );
+    }
+    switch.set(mode(1, 1280, 720));
+    for _ in 0..10 {
+        let (len, m, y, cb, cr) = next(&mut cx);
+        assert_eq!((len, m), (raw_frame_len(1280, 720), 1));
+        assert!(
+            near(y, 63) && near(cb, 102) && near(cr, 240),
+            "{y} {cb} {cr}"
+        );
+    }
+    let stats = source.stats();
+    eprintln!("node capture: {stats:?}");
+    assert_eq!(stats.fresh + stats.repeated, 20, "{stats:?}");
+    assert!(stats.fresh > 0, "{stats:?}");
+}

@@ -62,6 +62,7 @@
 pub mod audio;
 pub mod audio_format;
 pub mod format;
+pub mod node_source;
 pub mod sink_audio;
 mod stream;
 pub mod target;
@@ -73,6 +74,7 @@ use std::time::{Duration, Instant};
 pub use audio::{AudioChunk, AudioStats, PipeWireAudioCapture};
 pub use audio_format::{AudioFormatError, AudioSpec};
 pub use format::{FormatError, PixelFormat, Plane, Planes, StreamFormat};
+pub use node_source::{NodeCapture, NodeCaptureStats};
 pub use sink_audio::{SinkAudio, SinkAudioError};
 pub use target::{Media, Target};
 

@@ -408,7 +408,9 @@ pub fn run_blocking(opts: ServeOptions) -> Result<(), ServeError> {
     runtime.block_on(async {
         let mut host = Host::open(opts)?;
         // One source for both protocols: each session of either gets its own picture from it.
-        let media = crate::media::select(host.tuning().source).map_err(ServeError::Capture)?;
+        let media =
+            crate::media::select(host.tuning().source, host.tuning().pipewire_node.as_deref())
+                .map_err(ServeError::Capture)?;
         tracing::info!(source = ?media.choice, why = %media.why, "capture source");
         // punktfunk/1 runs on its own thread with blocking UDP (pf1::net).
         let pf1 = match pf1 {

@@ -12,6 +12,10 @@ use super::wlroots::WlrootsEndpoint;
 pub struct Offered {
     /// A sway to drive, or why not.
     pub wlroots: Result<WlrootsEndpoint, String>,
+    /// The PipeWire video node the asked source would capture (`[capture] pipewire_node`, or
+    /// gamescope's `gamescope` node), found on this process's daemon; or why not (the build
+    /// lacks the `pipewire` feature, no daemon, no such node, not probed for this source).
+    pub node: Result<String, String>,
 }
 
 /// The source chosen.
@@ -21,6 +25,10 @@ pub enum SourceChoice {
     TestPattern,
     /// A headless output per session on this sway.
     Wlroots(WlrootsEndpoint),
+    /// Every session captures this PipeWire video node (`node.name` or id), scaled to its
+    /// mode: `source = "pipewire"` (a portal screencast, a camera…) or `"gamescope"` (its
+    /// `gamescope` node).
+    Node(String),
 }
 
 /// Picks the source for `asked` among `offered`, with the reason (for the log), or says why
@@ -56,9 +64,25 @@ pub fn choose(asked: SourceName, offered: &Offered) -> Result<(SourceChoice, Str
                 ),
             )),
         },
+        SourceName::Pipewire | SourceName::Gamescope => {
+            let name = if asked == SourceName::Gamescope {
+                "gamescope"
+            } else {
+                "pipewire"
+            };
+            match &offered.node {
+                Ok(node) => Ok((
+                    SourceChoice::Node(node.clone()),
+                    format!("capture.source = \"{name}\": PipeWire node {node}"),
+                )),
+                Err(why) => Err(format!(
+                    "capture.source = \"{name}\" but its PipeWire node cannot be captured: {why}"
+                )),
+            }
+        }
         other => Err(format!(
             "capture.source = {:?} is not available in this build yet (issue 9); use \"auto\", \
-             \"test-pattern\" or \"wlroots\"",
+             \"test-pattern\", \"wlroots\", \"pipewire\" or \"gamescope\"",
             other
         )),
     }
@@ -81,9 +105,11 @@ mod tests {
     fn auto_takes_a_reachable_sway_else_the_pattern() {
         let with = Offered {
             wlroots: Ok(sway()),
+            node: Err("not probed for auto".into()),
         };
         let without = Offered {
             wlroots: Err("$SWAYSOCK is not set".into()),
+            node: Ok("xdpw".into()),
         };
         let (c, why) = choose(SourceName::Auto, &with).unwrap();
         assert_eq!(c, SourceChoice::Wlroots(sway()));
@@ -97,26 +123,27 @@ mod tests {
     fn explicit_choices_are_honoured_or_refused_with_the_reason() {
         let without = Offered {
             wlroots: Err("no answer on /x.sock: connection refused".into()),
+            node: Err("no PipeWire video node with node.name=gamescope".into()),
+        };
+        let with = Offered {
+            wlroots: Ok(sway()),
+            node: Ok("42".into()),
         };
         assert_eq!(
-            choose(
-                SourceName::TestPattern,
-                &Offered {
-                    wlroots: Ok(sway())
-                }
-            )
-            .unwrap()
-            .0,
+            choose(SourceName::TestPattern, &with).unwrap().0,
             SourceChoice::TestPattern
         );
         let e = choose(SourceName::Wlroots, &without).unwrap_err();
         assert!(e.contains("connection refused"), "{e}");
-        for later in [
-            SourceName::Mutter,
-            SourceName::Kwin,
-            SourceName::Gamescope,
-            SourceName::Pipewire,
-        ] {
+        let (c, why) = choose(SourceName::Pipewire, &with).unwrap();
+        assert_eq!(c, SourceChoice::Node("42".into()));
+        assert!(why.contains("PipeWire node 42"), "{why}");
+        let e = choose(SourceName::Gamescope, &without).unwrap_err();
+        assert!(
+            e.contains("\"gamescope\"") && e.contains("node.name=gamescope"),
+            "{e}"
+        );
+        for later in [SourceName::Mutter, SourceName::Kwin] {
             let e = choose(later, &without).unwrap_err();
             assert!(e.contains("not available"), "{e}");
         }

@@ -8,6 +8,9 @@
 //!  TestMedia     pattern + openh264, tone + Opus                         (pattern.rs)
 //!  WlrootsMedia  per stream: a sway headless output at the client's mode,
 //!                wlr-screencopy → I420 → openh264; desktop sound         (wlroots.rs)
+//!  PipeWireMedia per stream: its own capture of one PipeWire video node (`source =
+//!                "pipewire"` + `pipewire_node`, or gamescope's `gamescope` node), scaled
+//!                to the client's mode (feature `pipewire`)               (pipewire.rs)
 //!  desktop sound the default PipeWire sink's monitor → Opus (feature `pipewire`), else
 //!                the tone                                                (audio.rs)
 //! ```
@@ -19,12 +22,16 @@
 mod audio;
 pub mod choice;
 mod pattern;
+#[cfg(feature = "pipewire")]
+mod pipewire;
 mod wlroots;
 
 use std::sync::Arc;
 
 pub use choice::{Offered, SourceChoice, choose};
 pub use pattern::TestMedia;
+#[cfg(feature = "pipewire")]
+pub use pipewire::PipeWireMedia;
 pub use wlroots::{WlrootsEndpoint, WlrootsMedia};
 
 use punktfunk_tuning::SourceName;
@@ -50,16 +57,44 @@ impl std::fmt::Debug for Selected {
     }
 }
 
-/// Looks at what this process can reach (`$SWAYSOCK`, `$WAYLAND_DISPLAY`) and picks the media
-/// for `asked`; an error says why an explicit choice cannot be honoured.
-pub fn select(asked: SourceName) -> Result<Selected, String> {
-    let offered = Offered {
-        wlroots: WlrootsEndpoint::from_env(),
+/// What this process can reach for `asked`: `$SWAYSOCK`/`$WAYLAND_DISPLAY`, and for the
+/// PipeWire sources their node on this process's daemon (`pipewire_node`: the profile's
+/// `[capture] pipewire_node`).
+pub fn probe(asked: SourceName, pipewire_node: Option<&str>) -> Offered {
+    let node = match (asked, pipewire_node) {
+        (SourceName::Gamescope, _) => probe_node("gamescope"),
+        (SourceName::Pipewire, Some(n)) => probe_node(n),
+        (SourceName::Pipewire, None) => Err("[capture] pipewire_node is not set".into()),
+        _ => Err("not probed for this source".into()),
     };
+    Offered {
+        wlroots: WlrootsEndpoint::from_env(),
+        node,
+    }
+}
+
+#[cfg(feature = "pipewire")]
+fn probe_node(node: &str) -> Result<String, String> {
+    pipewire::probe(node)
+}
+
+#[cfg(not(feature = "pipewire"))]
+fn probe_node(_node: &str) -> Result<String, String> {
+    Err("this build has no PipeWire capture (build with --features pipewire)".into())
+}
+
+/// Looks at what this process can reach ([`probe`]) and picks the media for `asked`; an error
+/// says why an explicit choice cannot be honoured.
+pub fn select(asked: SourceName, pipewire_node: Option<&str>) -> Result<Selected, String> {
+    let offered = probe(asked, pipewire_node);
     let (choice, why) = choose(asked, &offered)?;
     let factory: Arc<dyn MediaFactory> = match &choice {
         SourceChoice::TestPattern => Arc::new(TestMedia),
         SourceChoice::Wlroots(endpoint) => Arc::new(WlrootsMedia::new(endpoint.clone())),
+        #[cfg(feature = "pipewire")]
+        SourceChoice::Node(node) => Arc::new(PipeWireMedia::new(node.clone())),
+        #[cfg(not(feature = "pipewire"))]
+        SourceChoice::Node(_) => unreachable!("probe_node never offers a node without PipeWire"),
     };
     Ok(Selected {
         factory,

@@ -22,7 +22,7 @@
 //! reconfigures itself at the first of them. Frames the compositor still delivers at the old
 //! size are skipped (counted as size mismatches), never scaled.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use punktfunk_engine::pipeline::{Captured, Source, StageContext, StageError};
 use punktfunk_engine::pool::FrameBuf;
@@ -30,6 +30,7 @@ use punktfunk_engine::pool::FrameBuf;
 use crate::convert::bgrx_to_i420;
 use crate::display::{DisplayMode, FrameSource, PixelFormat, VirtualDisplay};
 use crate::frame::Frame;
+use crate::grid::FrameGrid;
 use crate::stages::ModeSwitch;
 
 /// The desktop source of one session (see the module docs).
@@ -38,8 +39,7 @@ pub struct DesktopCapture<D, S> {
     display: D,
     source: S,
     frame: Frame,
-    interval: Duration,
-    next_due: Option<Instant>,
+    grid: FrameGrid,
     /// The mode id frames are tagged with ([`ModeSwitch`]; 0 without one).
     mode: u16,
     switch: Option<std::sync::Arc<ModeSwitch>>,
@@ -53,7 +53,7 @@ impl<D, S> std::fmt::Debug for DesktopCapture<D, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DesktopCapture")
             .field("size", &(self.frame.width(), self.frame.height()))
-            .field("interval", &self.interval)
+            .field("interval", &self.grid.interval())
             .field("pool_misses", &self.pool_misses)
             .field("size_mismatches", &self.size_mismatches)
             .finish_non_exhaustive()
@@ -73,8 +73,7 @@ impl<D: VirtualDisplay, S: FrameSource> DesktopCapture<D, S> {
             display,
             source,
             frame: Frame::new(width, height)?,
-            interval: Duration::from_secs(1) / fps.max(1),
-            next_due: None,
+            grid: FrameGrid::new(fps),
             mode: 0,
             switch: None,
             pool_misses: 0,
@@ -114,7 +113,7 @@ impl<D: VirtualDisplay, S: FrameSource> DesktopCapture<D, S> {
         })?;
         tracing::info!(output = self.display.name(), %mode, "desktop output set to the new mode");
         self.frame = Frame::new(m.width, m.height).map_err(StageError::failed)?;
-        self.interval = Duration::from_secs(1) / m.fps.max(1);
+        self.grid.set_fps(m.fps);
         self.mode = m.id;
         Ok(())
     }
@@ -134,20 +133,12 @@ where
 
     fn poll_frame(&mut self, cx: &mut StageContext<'_>) -> Result<Captured<FrameBuf>, StageError> {
         let now = Instant::now();
-        if let Some(due) = self.next_due
-            && now < due
-        {
-            // Short sleeps keep a stop request visible (the runner checks between polls).
-            std::thread::sleep((due - now).min(Duration::from_millis(2)));
+        if crate::stages::sleep_if_not_due(&self.grid, now) {
             return Ok(Captured::Idle);
         }
         // A new mode's frame rate applies to the gap after its first frame already.
         self.follow_switch()?;
-        // Stay on the frame grid; after a stall restart it rather than burst.
-        self.next_due = Some(match self.next_due {
-            Some(due) if now < due + self.interval => due + self.interval,
-            _ => now + self.interval,
-        });
+        self.grid.advance(now);
         let captured = self.source.next_frame().map_err(StageError::failed)?;
         let (w, h) = (self.frame.width(), self.frame.height());
         if !matches!(captured.format, PixelFormat::Bgrx | PixelFormat::Bgra) {
@@ -179,7 +170,7 @@ where
         buf.meta.capture_ns = capture_us.saturating_mul(1000);
         buf.meta.keyframe = false;
         buf.meta.mode = self.mode;
-        buf.meta.interval_ns = u32::try_from(self.interval.as_nanos()).unwrap_or(u32::MAX);
+        buf.meta.interval_ns = self.grid.interval_ns();
         Ok(Captured::Frame(buf))
     }
 }

@@ -67,6 +67,7 @@ pub mod convert;
 pub mod desktop;
 pub mod display;
 pub mod frame;
+pub mod grid;
 pub mod h264;
 pub mod pattern;
 #[cfg(feature = "pipewire")]

@@ -113,6 +113,22 @@ fn check(
     Ok(())
 }
 
+/// The luma plane by nearest sample (both YUV layouts keep Y the same way).
+fn sample_luma(
+    (src, stride): (&[u8], usize),
+    xmap: &[usize],
+    ymap: &[usize],
+    dst: &mut [u8],
+    w: usize,
+) {
+    for (row, &sy) in ymap.iter().enumerate() {
+        let src_row = &src[sy * stride..];
+        for (x, &sx) in xmap.iter().enumerate() {
+            dst[row * w + x] = src_row[sx];
+        }
+    }
+}
+
 impl Scaler {
     /// A scaler with no maps yet (they are made at the first frame).
     pub fn new() -> Self {
@@ -192,12 +208,7 @@ impl Scaler {
                 }
             }
             PicturePlanes::I420 { y, u, v } => {
-                for (row, &sy) in ymap.iter().enumerate() {
-                    let src_row = &y.0[sy * y.1..];
-                    for (x, &sx) in xmap.iter().enumerate() {
-                        yp[row * w + x] = src_row[sx];
-                    }
-                }
+                sample_luma(y, xmap, ymap, yp, w);
                 for cy in 0..dh as usize / 2 {
                     let sy = ymap[2 * cy] / 2;
                     for cx in 0..cw {
@@ -208,12 +219,7 @@ impl Scaler {
                 }
             }
             PicturePlanes::Nv12 { y, uv } => {
-                for (row, &sy) in ymap.iter().enumerate() {
-                    let src_row = &y.0[sy * y.1..];
-                    for (x, &sx) in xmap.iter().enumerate() {
-                        yp[row * w + x] = src_row[sx];
-                    }
-                }
+                sample_luma(y, xmap, ymap, yp, w);
                 for cy in 0..dh as usize / 2 {
                     let sy = ymap[2 * cy] / 2;
                     for cx in 0..cw {

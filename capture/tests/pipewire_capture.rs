@@ -394,6 +394,43 @@ fn captures_20_moving_frames(
 const NULL_SINK: &str = "{ factory.name=support.null-audio-sink node.name=pfsink \
     media.class=Audio/Sink object.linger=true audio.position=[FL FR] audio.rate=48000 }";
 
+/// Median RMS over `window`-sample windows, and frequency from the median distance between
+/// rising zero crossings (one per period) of a mono 48 kHz signal. Medians, not totals: on a
+/// loaded machine audiotestsrc itself may underrun and the sink then plays a gap of silence.
+fn level_and_frequency(tone: &[f32], window: usize) -> (f32, f32) {
+    let median = |mut v: Vec<f32>| {
+        v.sort_by(f32::total_cmp);
+        v[v.len() / 2]
+    };
+    let rms = median(
+        tone.chunks_exact(window)
+            .map(|w| (w.iter().map(|s| s * s).sum::<f32>() / w.len() as f32).sqrt())
+            .collect(),
+    );
+    let rising: Vec<usize> = (1..tone.len())
+        .filter(|&i| tone[i - 1] < 0.0 && tone[i] >= 0.0)
+        .collect();
+    let hz = 48_000.0 / median(rising.windows(2).map(|w| (w[1] - w[0]) as f32).collect());
+    (rms, hz)
+}
+
+/// GStreamer playing a 440 Hz sine (volume 0.8, F32LE stereo 48 kHz) into the default sink.
+fn tone_args() -> Vec<String> {
+    [
+        "audiotestsrc",
+        "is-live=true",
+        "wave=sine",
+        "freq=440",
+        "!",
+        "audio/x-raw,format=F32LE,rate=48000,channels=2",
+        "!",
+        "pipewiresink",
+        "stream-properties=props,node.name=pftone",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
 /// A 440 Hz sine (`audiotestsrc`, volume 0.8) played into a null sink (`pipewiresink` in its
 /// default render mode: a `Stream/Output/Audio` linked to the only sink), captured from the
 /// sink's monitor as F32LE 48 kHz stereo: 0.5 s of samples, no chunk lost, timestamps
@@ -408,20 +445,7 @@ fn captures_a_440_hz_tone_from_a_gstreamer_producer() {
         return;
     }
     let started = Instant::now();
-    let args: Vec<String> = [
-        "audiotestsrc",
-        "is-live=true",
-        "wave=sine",
-        "freq=440",
-        "!",
-        "audio/x-raw,format=F32LE,rate=48000,channels=2",
-        "!",
-        "pipewiresink",
-        "stream-properties=props,node.name=pftone",
-    ]
-    .map(str::to_owned)
-    .to_vec();
-    let session = Session::start_with(&[&["create-node", "adapter", NULL_SINK]], &args);
+    let session = Session::start_with(&[&["create-node", "adapter", NULL_SINK]], &tone_args());
     let deadline = Instant::now() + Duration::from_secs(15);
     let capture = loop {
         match PipeWireAudioCapture::connect_to(
@@ -472,22 +496,8 @@ fn captures_a_440_hz_tone_from_a_gstreamer_producer() {
     }
     // Skip the first 0.1 s (the chunk where the sound starts, and the link's ramp).
     let tone = &left[4_800..];
-    // Medians, not totals: on a loaded machine audiotestsrc itself may underrun and the sink
-    // then plays a gap of silence (our chunks stay contiguous: `sequence` checked above).
-    let median = |mut v: Vec<f32>| {
-        v.sort_by(f32::total_cmp);
-        v[v.len() / 2]
-    };
-    let rms = median(
-        tone.chunks_exact(1024)
-            .map(|w| (w.iter().map(|s| s * s).sum::<f32>() / w.len() as f32).sqrt())
-            .collect(),
-    );
-    // Rising zero crossings: one per period.
-    let rising: Vec<usize> = (1..tone.len())
-        .filter(|&i| tone[i - 1] < 0.0 && tone[i] >= 0.0)
-        .collect();
-    let hz = 48_000.0 / median(rising.windows(2).map(|w| (w[1] - w[0]) as f32).collect());
+    // (Our chunks stay contiguous: `sequence` checked above.)
+    let (rms, hz) = level_and_frequency(tone, 1024);
     eprintln!(
         "pipewire audio: {} frames in {chunks} chunks after {silent} silent, rms {rms:.3}, {hz:.1} Hz, all in {:?}; {:?}",
         left.len(),
@@ -504,7 +514,10 @@ fn captures_a_440_hz_tone_from_a_gstreamer_producer() {
 /// default one), captured by [`SinkAudio`] from [`Target::DefaultSink`] (no node named: the
 /// session manager links the stream) and encoded as 5 ms stereo Opus packets, one per 5 ms as
 /// the stream's audio clock asks. Every packet has the CBR length; decoded again, the sound
-/// has the tone's level and frequency; the jitter buffer counted sound packets.
+/// has the tone's level and frequency; the jitter buffer counted sound packets. (When our
+/// stream is linked before the session manager has seen the new sink, PipeWire fails it with
+/// "no node available": `SinkAudio` plays silence and reopens it a second later, as it would
+/// on a desktop whose sink appears late.)
 #[test]
 fn sink_audio_turns_the_default_sinks_monitor_into_opus_packets() {
     use punktfunk_capture::audio::{AudioLayout, OpusConfig, OpusDecoder, PacketDuration};
@@ -514,20 +527,7 @@ fn sink_audio_turns_the_default_sinks_monitor_into_opus_packets() {
         skip::skip("pipewire", reason);
         return;
     }
-    let args: Vec<String> = [
-        "audiotestsrc",
-        "is-live=true",
-        "wave=sine",
-        "freq=440",
-        "!",
-        "audio/x-raw,format=F32LE,rate=48000,channels=2",
-        "!",
-        "pipewiresink",
-        "stream-properties=props,node.name=pftone",
-    ]
-    .map(str::to_owned)
-    .to_vec();
-    let session = Session::start_with(&[&["create-node", "adapter", NULL_SINK]], &args);
+    let session = Session::start_with(&[&["create-node", "adapter", NULL_SINK]], &tone_args());
     let config = OpusConfig {
         layout: AudioLayout::Stereo,
         high_quality: false,
@@ -557,7 +557,14 @@ fn sink_audio_turns_the_default_sinks_monitor_into_opus_packets() {
         );
         due += Duration::from_millis(5);
         std::thread::sleep(due.saturating_duration_since(Instant::now()));
-        let packet = audio.next_packet().expect("packet");
+        let packet = match audio.next_packet() {
+            Ok(p) => p,
+            Err(e) => panic!(
+                "packet {packets}: {e}; {:?}; logs:\n{}",
+                audio.stats(),
+                session.logs()
+            ),
+        };
         assert_eq!(packet.len(), config.cbr_packet_len(), "CBR");
         packets += 1;
         let n = decoder.decode_f32(packet, &mut pcm).expect("decode");
@@ -571,24 +578,12 @@ fn sink_audio_turns_the_default_sinks_monitor_into_opus_packets() {
     let stats = audio.stats();
     // Skip 0.1 s: the start of the sound and the codec's ramp.
     let tone = &left[4_800..];
-    let median = |mut v: Vec<f32>| {
-        v.sort_by(f32::total_cmp);
-        v[v.len() / 2]
-    };
-    let rms = median(
-        tone.chunks_exact(960)
-            .map(|w| (w.iter().map(|s| s * s).sum::<f32>() / w.len() as f32).sqrt())
-            .collect(),
-    );
-    let rising: Vec<usize> = (1..tone.len())
-        .filter(|&i| tone[i - 1] < 0.0 && tone[i] >= 0.0)
-        .collect();
-    let hz = 48_000.0 / median(rising.windows(2).map(|w| (w[1] - w[0]) as f32).collect());
+    let (rms, hz) = level_and_frequency(tone, 960);
     eprintln!(
         "sink audio: {packets} packets ({silent} silent before the sound), rms {rms:.3}, \
          {hz:.1} Hz; {stats:?}"
     );
-    assert!(stats.packets_sound > 100, "{stats:?}");
+    assert!(stats.fifo.packets_sound > 100, "{stats:?}");
     // Opus at 96 kbit/s keeps a pure tone's level within a few per cent (0.566 for 0.8).
     assert!((0.45..0.65).contains(&rms), "rms {rms}");
     assert!((430.0..450.0).contains(&hz), "{hz} Hz");

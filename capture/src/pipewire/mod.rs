@@ -75,7 +75,7 @@ pub use audio::{AudioChunk, AudioStats, PipeWireAudioCapture};
 pub use audio_format::{AudioFormatError, AudioSpec};
 pub use format::{FormatError, PixelFormat, Plane, Planes, StreamFormat};
 pub use node_source::{NodeCapture, NodeCaptureStats};
-pub use sink_audio::{SinkAudio, SinkAudioError};
+pub use sink_audio::{SinkAudio, SinkAudioError, SinkAudioStats};
 pub use target::{Media, Target};
 
 /// One captured frame, in a buffer the caller keeps and hands back on every

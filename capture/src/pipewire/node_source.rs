@@ -22,6 +22,7 @@ use punktfunk_engine::pool::FrameBuf;
 
 use super::{CaptureError, PipeWireCapture, PixelFormat, VideoFrame};
 use crate::frame::Frame;
+use crate::grid::FrameGrid;
 use crate::scale::{Picture, PicturePlanes, Scaler};
 use crate::stages::ModeSwitch;
 
@@ -43,8 +44,7 @@ pub struct NodeCapture {
     have_picture: bool,
     scaler: Scaler,
     frame: Frame,
-    interval: Duration,
-    next_due: Option<Instant>,
+    grid: FrameGrid,
     mode: u16,
     switch: Option<Arc<ModeSwitch>>,
     stats: NodeCaptureStats,
@@ -73,8 +73,7 @@ impl NodeCapture {
             have_picture: false,
             scaler: Scaler::new(),
             frame: Frame::new(width, height)?,
-            interval: Duration::from_secs(1) / fps.max(1),
-            next_due: None,
+            grid: FrameGrid::new(fps),
             mode: 0,
             switch: None,
             stats: NodeCaptureStats::default(),
@@ -105,7 +104,7 @@ impl NodeCapture {
         let (m, _) = sw.get();
         if m.id != self.mode {
             self.frame = Frame::new(m.width, m.height).map_err(StageError::failed)?;
-            self.interval = Duration::from_secs(1) / m.fps.max(1);
+            self.grid.set_fps(m.fps);
             self.mode = m.id;
         }
         Ok(())
@@ -147,11 +146,7 @@ impl Source for NodeCapture {
 
     fn poll_frame(&mut self, cx: &mut StageContext<'_>) -> Result<Captured<FrameBuf>, StageError> {
         let now = Instant::now();
-        if let Some(due) = self.next_due
-            && now < due
-        {
-            // Short sleeps keep a stop request visible (the runner checks between polls).
-            std::thread::sleep((due - now).min(Duration::from_millis(2)));
+        if crate::stages::sleep_if_not_due(&self.grid, now) {
             return Ok(Captured::Idle);
         }
         self.follow_switch()?;
@@ -168,11 +163,7 @@ impl Source for NodeCapture {
             std::thread::sleep(Duration::from_millis(2));
             return Ok(Captured::Idle);
         }
-        // Stay on the frame grid; after a stall restart it rather than burst.
-        self.next_due = Some(match self.next_due {
-            Some(due) if now < due + self.interval => due + self.interval,
-            _ => now + self.interval,
-        });
+        self.grid.advance(now);
         let picture = Picture {
             width: self.picture.width,
             height: self.picture.height,
@@ -199,7 +190,7 @@ impl Source for NodeCapture {
         buf.meta.index = index;
         buf.meta.keyframe = false;
         buf.meta.mode = self.mode;
-        buf.meta.interval_ns = u32::try_from(self.interval.as_nanos()).unwrap_or(u32::MAX);
+        buf.meta.interval_ns = self.grid.interval_ns();
         Ok(Captured::Frame(buf))
     }
 }

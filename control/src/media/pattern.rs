@@ -82,13 +82,11 @@ impl MediaFactory for TestMedia {
         let (enc, frame_capacity) = h264_for_mode(switch.get().0)?;
         let source = PatternCapture::with_switch(switch.clone()).map_err(|e| e.to_string())?;
         let encoder = EncodeStage::with_switch(enc, switch).map_err(|e| e.to_string())?;
-        Ok(VideoMedia {
-            source: Box::new(source),
-            encoder: Box::new(encoder),
+        Ok(VideoMedia::new(
+            Box::new(source),
+            Box::new(encoder),
             frame_capacity,
-            input: None,
-            display: None,
-        })
+        ))
     }
 
     fn video(&self, config: &StreamConfig) -> Result<VideoMedia, String> {
@@ -97,13 +95,11 @@ impl MediaFactory for TestMedia {
         let source =
             PatternCapture::new(c.width, c.height, config.fps).map_err(|e| e.to_string())?;
         let encoder = EncodeStage::new(enc).map_err(|e| e.to_string())?;
-        Ok(VideoMedia {
-            source: Box::new(source),
-            encoder: Box::new(encoder),
+        Ok(VideoMedia::new(
+            Box::new(source),
+            Box::new(encoder),
             frame_capacity,
-            input: None,
-            display: None,
-        })
+        ))
     }
 
     fn audio(&self, config: &StreamConfig) -> Result<Box<dyn AudioSource>, String> {

@@ -59,13 +59,11 @@ impl MediaFactory for PipeWireMedia {
         tracing::info!(node = %self.node, mode = %format!("{}x{}@{}", c.width, c.height, c.fps),
             "PipeWire node captured for this stream");
         let encoder = EncodeStage::new(enc).map_err(|e| e.to_string())?;
-        Ok(VideoMedia {
-            source: Box::new(source),
-            encoder: Box::new(encoder),
+        Ok(VideoMedia::new(
+            Box::new(source),
+            Box::new(encoder),
             frame_capacity,
-            input: None,
-            display: None,
-        })
+        ))
     }
 
     fn switched_video(&self, switch: Arc<ModeSwitch>) -> Result<VideoMedia, String> {
@@ -73,13 +71,11 @@ impl MediaFactory for PipeWireMedia {
         let source =
             NodeCapture::with_switch(self.capture()?, switch.clone()).map_err(|e| e.to_string())?;
         let encoder = EncodeStage::with_switch(enc, switch).map_err(|e| e.to_string())?;
-        Ok(VideoMedia {
-            source: Box::new(source),
-            encoder: Box::new(encoder),
+        Ok(VideoMedia::new(
+            Box::new(source),
+            Box::new(encoder),
             frame_capacity,
-            input: None,
-            display: None,
-        })
+        ))
     }
 
     fn audio(&self, config: &StreamConfig) -> Result<Box<dyn AudioSource>, String> {

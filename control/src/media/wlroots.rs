@@ -185,11 +185,9 @@ impl MediaFactory for WlrootsMedia {
             DesktopCapture::new(d.display, d.capture, w, h, fps).map_err(|e| e.to_string())?;
         let encoder = EncodeStage::new(enc).map_err(|e| e.to_string())?;
         Ok(VideoMedia {
-            source: Box::new(source),
-            encoder: Box::new(encoder),
-            frame_capacity,
             input: d.input,
             display: Some(output),
+            ..VideoMedia::new(Box::new(source), Box::new(encoder), frame_capacity)
         })
     }
 
@@ -203,11 +201,9 @@ impl MediaFactory for WlrootsMedia {
             .map_err(|e| e.to_string())?;
         let encoder = EncodeStage::with_switch(enc, switch).map_err(|e| e.to_string())?;
         Ok(VideoMedia {
-            source: Box::new(source),
-            encoder: Box::new(encoder),
-            frame_capacity,
             input: d.input,
             display: Some(output),
+            ..VideoMedia::new(Box::new(source), Box::new(encoder), frame_capacity)
         })
     }
 

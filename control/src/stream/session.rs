@@ -99,6 +99,23 @@ pub struct VideoMedia {
     pub display: Option<String>,
 }
 
+impl VideoMedia {
+    /// A source and an encoder without a desktop of their own (no own input, no display).
+    pub fn new(
+        source: Box<dyn Source<Output = FrameBuf>>,
+        encoder: Box<dyn Stage<Input = FrameBuf, Output = FrameBuf>>,
+        frame_capacity: usize,
+    ) -> Self {
+        Self {
+            source,
+            encoder,
+            frame_capacity,
+            input: None,
+            display: None,
+        }
+    }
+}
+
 /// One Opus packet per call, `packet_ms` of audio each, all the same length (CBR).
 pub trait AudioSource: Send {
     /// The next packet.

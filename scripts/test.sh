@@ -46,9 +46,9 @@ step "cargo clippy + test: capture with PipeWire and Mutter (features pipewire,m
 cargo clippy -p punktfunk-capture --all-targets --features pipewire,mutter --locked -- -D warnings
 cargo test -p punktfunk-capture --features pipewire,mutter --locked
 
-step "cargo clippy + test: control with Mutter (feature mutter: source = \"mutter\", a real mutter)"
-cargo clippy -p punktfunk-control --all-targets --features mutter --locked -- -D warnings
-cargo test -p punktfunk-control --features mutter --locked
+step "cargo clippy + test: control with desktop sound and Mutter (features pipewire,mutter: source = \"mutter\", a real mutter)"
+cargo clippy -p punktfunk-control --all-targets --features pipewire,mutter --locked -- -D warnings
+cargo test -p punktfunk-control --features pipewire,mutter --locked
 
 step "criterion benches (test mode: every bench runs once, release build shared with the report)"
 cargo test --release --locked -p punktfunk-bench --benches

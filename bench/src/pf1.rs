@@ -536,6 +536,7 @@ pub fn reconfigure_once() -> (f64, f64) {
         record: None,
         stats_json: Some(stats.clone()),
         inject_loss: 0.0,
+        inputs: Vec::new(),
     })
     .expect("reference client run");
     listener.shutdown();

@@ -45,7 +45,7 @@ pub fn bgrx_to_i420(src: &[u8], stride: usize, dst: &mut Frame) -> Result<(), Fr
                     let x = 2 * cx + dx;
                     let px = &row[4 * x..4 * x + 3];
                     let (b, g, r) = (i32::from(px[0]), i32::from(px[1]), i32::from(px[2]));
-                    y_row[x] = luma(r, g, b);
+                    y_row[x] = rgb_to_luma(r, g, b);
                     r_sum += r;
                     g_sum += g;
                     b_sum += b;
@@ -53,15 +53,23 @@ pub fn bgrx_to_i420(src: &[u8], stride: usize, dst: &mut Frame) -> Result<(), Fr
             }
             // Mean of the 2×2 block, rounded.
             let (r, g, b) = ((r_sum + 2) >> 2, (g_sum + 2) >> 2, (b_sum + 2) >> 2);
-            u_row[cx] = clamp_u8(((-26 * r - 86 * g + 112 * b + 128) >> 8) + 128);
-            v_row[cx] = clamp_u8(((112 * r - 102 * g - 10 * b + 128) >> 8) + 128);
+            (u_row[cx], v_row[cx]) = rgb_to_cbcr(r, g, b);
         }
     }
     Ok(())
 }
 
-fn luma(r: i32, g: i32, b: i32) -> u8 {
+/// BT.709 limited-range luma of 8-bit R, G, B.
+pub fn rgb_to_luma(r: i32, g: i32, b: i32) -> u8 {
     clamp_u8(((47 * r + 157 * g + 16 * b + 128) >> 8) + 16)
+}
+
+/// BT.709 limited-range (Cb, Cr) of 8-bit R, G, B (e.g. a 2×2 block's mean).
+pub fn rgb_to_cbcr(r: i32, g: i32, b: i32) -> (u8, u8) {
+    (
+        clamp_u8(((-26 * r - 86 * g + 112 * b + 128) >> 8) + 128),
+        clamp_u8(((112 * r - 102 * g - 10 * b + 128) >> 8) + 128),
+    )
 }
 
 fn clamp_u8(v: i32) -> u8 {

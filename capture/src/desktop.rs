@@ -14,15 +14,24 @@
 //! applied, or the compositor scaled it) is not encoded: it is counted in
 //! [`DesktopCapture::size_mismatches`] and the next one is tried. A capture error ends the
 //! source with a stage error (the stream ends and says why).
+//!
+//! Mode changes (punktfunk/1 renegotiation): a source made [`DesktopCapture::with_switch`]
+//! follows a [`ModeSwitch`]. When the switch names a new mode, the source sets the output to
+//! it in place ([`VirtualDisplay::set_mode`]), resizes its frame and interval, and tags the
+//! frames it captures at the new size with the mode's id, so that the encode stage
+//! reconfigures itself at the first of them. Frames the compositor still delivers at the old
+//! size are skipped (counted as size mismatches), never scaled.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use punktfunk_engine::pipeline::{Captured, Source, StageContext, StageError};
 use punktfunk_engine::pool::FrameBuf;
 
 use crate::convert::bgrx_to_i420;
-use crate::display::{FrameSource, PixelFormat, VirtualDisplay};
+use crate::display::{DisplayMode, FrameSource, PixelFormat, VirtualDisplay};
 use crate::frame::Frame;
+use crate::grid::FrameGrid;
+use crate::stages::ModeSwitch;
 
 /// The desktop source of one session (see the module docs).
 pub struct DesktopCapture<D, S> {
@@ -30,8 +39,10 @@ pub struct DesktopCapture<D, S> {
     display: D,
     source: S,
     frame: Frame,
-    interval: Duration,
-    next_due: Option<Instant>,
+    grid: FrameGrid,
+    /// The mode id frames are tagged with ([`ModeSwitch`]; 0 without one).
+    mode: u16,
+    switch: Option<std::sync::Arc<ModeSwitch>>,
     /// Frames not produced because no pool buffer was free.
     pub pool_misses: u64,
     /// Captured frames skipped because their size was not the session's.
@@ -42,7 +53,7 @@ impl<D, S> std::fmt::Debug for DesktopCapture<D, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DesktopCapture")
             .field("size", &(self.frame.width(), self.frame.height()))
-            .field("interval", &self.interval)
+            .field("interval", &self.grid.interval())
             .field("pool_misses", &self.pool_misses)
             .field("size_mismatches", &self.size_mismatches)
             .finish_non_exhaustive()
@@ -62,11 +73,49 @@ impl<D: VirtualDisplay, S: FrameSource> DesktopCapture<D, S> {
             display,
             source,
             frame: Frame::new(width, height)?,
-            interval: Duration::from_secs(1) / fps.max(1),
-            next_due: None,
+            grid: FrameGrid::new(fps),
+            mode: 0,
+            switch: None,
             pool_misses: 0,
             size_mismatches: 0,
         })
+    }
+
+    /// Captures `source` (an output of `display`) in the mode `switch` names now, and
+    /// follows the switch: a new mode is set on the output in place (see the module docs).
+    pub fn with_switch(
+        display: D,
+        source: S,
+        switch: std::sync::Arc<ModeSwitch>,
+    ) -> Result<Self, crate::FrameError> {
+        let (m, _) = switch.get();
+        let mut c = Self::new(display, source, m.width, m.height, m.fps)?;
+        c.mode = m.id;
+        c.switch = Some(switch);
+        Ok(c)
+    }
+
+    /// Sets the output to the switch's mode when it names a new one.
+    fn follow_switch(&mut self) -> Result<(), StageError> {
+        let Some(sw) = &self.switch else {
+            return Ok(());
+        };
+        let (m, _) = sw.get();
+        if m.id == self.mode {
+            return Ok(());
+        }
+        let mode = DisplayMode::new(m.width, m.height, m.fps);
+        self.display.set_mode(mode).map_err(|e| {
+            StageError::failed(format!(
+                "setting output {} to {mode}: {e}",
+                self.display.name()
+            ))
+        })?;
+        tracing::info!(output = self.display.name(), %mode, "desktop output set to the new mode");
+        self.frame = Frame::new(m.width, m.height).map_err(StageError::failed)?;
+        self.grid.set_fps(m.fps);
+        self.mode = m.id;
+        Ok(())
     }
 
     /// The session's output.
@@ -84,18 +133,12 @@ where
 
     fn poll_frame(&mut self, cx: &mut StageContext<'_>) -> Result<Captured<FrameBuf>, StageError> {
         let now = Instant::now();
-        if let Some(due) = self.next_due
-            && now < due
-        {
-            // Short sleeps keep a stop request visible (the runner checks between polls).
-            std::thread::sleep((due - now).min(Duration::from_millis(2)));
+        if crate::stages::sleep_if_not_due(&self.grid, now) {
             return Ok(Captured::Idle);
         }
-        // Stay on the frame grid; after a stall restart it rather than burst.
-        self.next_due = Some(match self.next_due {
-            Some(due) if now < due + self.interval => due + self.interval,
-            _ => now + self.interval,
-        });
+        // A new mode's frame rate applies to the gap after its first frame already.
+        self.follow_switch()?;
+        self.grid.advance(now);
         let captured = self.source.next_frame().map_err(StageError::failed)?;
         let (w, h) = (self.frame.width(), self.frame.height());
         if !matches!(captured.format, PixelFormat::Bgrx | PixelFormat::Bgra) {
@@ -126,8 +169,8 @@ where
         buf.meta.index = index;
         buf.meta.capture_ns = capture_us.saturating_mul(1000);
         buf.meta.keyframe = false;
-        buf.meta.mode = 0;
-        buf.meta.interval_ns = u32::try_from(self.interval.as_nanos()).unwrap_or(u32::MAX);
+        buf.meta.mode = self.mode;
+        buf.meta.interval_ns = self.grid.interval_ns();
         Ok(Captured::Frame(buf))
     }
 }

@@ -70,12 +70,14 @@ pub mod convert;
 pub mod desktop;
 pub mod display;
 pub mod frame;
+pub mod grid;
 pub mod h264;
 #[cfg(feature = "mutter")]
 pub mod mutter;
 pub mod pattern;
 #[cfg(feature = "pipewire")]
 pub mod pipewire;
+pub mod scale;
 pub mod source;
 pub mod stages;
 pub mod stamp;

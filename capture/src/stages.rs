@@ -17,6 +17,7 @@ use punktfunk_engine::pipeline::{Captured, Emit, Source, Stage, StageContext, St
 use punktfunk_engine::pool::FrameBuf;
 
 use crate::frame::Frame;
+use crate::grid::FrameGrid;
 use crate::source::PatternSource;
 use crate::video::{FrameKind, VideoEncoder, VideoEncoderConfig};
 
@@ -71,12 +72,24 @@ impl ModeSwitch {
     }
 }
 
+/// A capture source's poll while no frame is due on `grid`: sleeps a little (at most 2 ms, so
+/// a stop request stays visible: the runner checks between polls) and says so (the source
+/// then returns `Captured::Idle`).
+pub(crate) fn sleep_if_not_due(grid: &FrameGrid, now: Instant) -> bool {
+    match grid.wait(now) {
+        Some(wait) => {
+            std::thread::sleep(wait.min(Duration::from_millis(2)));
+            true
+        }
+        None => false,
+    }
+}
+
 /// The test pattern as a pipeline source, one frame every `1/fps` seconds.
 #[derive(Debug)]
 pub struct PatternCapture {
     source: PatternSource,
-    interval: Duration,
-    next_due: Option<Instant>,
+    grid: FrameGrid,
     mode: u16,
     switch: Option<std::sync::Arc<ModeSwitch>>,
     /// Frames not produced because no pool buffer was free.
@@ -88,8 +101,7 @@ impl PatternCapture {
     pub fn new(width: u32, height: u32, fps: u32) -> Result<Self, crate::FrameError> {
         Ok(Self {
             source: PatternSource::new(width, height)?,
-            interval: Duration::from_secs(1) / fps.max(1),
-            next_due: None,
+            grid: FrameGrid::new(fps),
             mode: 0,
             switch: None,
             pool_misses: 0,
@@ -112,7 +124,7 @@ impl PatternCapture {
         let (m, _) = sw.get();
         if m.id != self.mode {
             self.source = PatternSource::new(m.width, m.height)?;
-            self.interval = Duration::from_secs(1) / m.fps.max(1);
+            self.grid.set_fps(m.fps);
             self.mode = m.id;
         }
         Ok(())
@@ -124,21 +136,12 @@ impl Source for PatternCapture {
 
     fn poll_frame(&mut self, cx: &mut StageContext<'_>) -> Result<Captured<FrameBuf>, StageError> {
         let now = Instant::now();
-        if let Some(due) = self.next_due
-            && now < due
-        {
-            // Short sleeps keep a stop request visible (the runner checks between polls).
-            std::thread::sleep((due - now).min(Duration::from_millis(2)));
+        if crate::stages::sleep_if_not_due(&self.grid, now) {
             return Ok(Captured::Idle);
         }
         // A new mode's frame rate applies to the gap after its first frame already.
         self.follow_switch().map_err(StageError::failed)?;
-        // Stay on the frame grid; after a stall (more than one interval late) restart it
-        // rather than bursting frames to catch up.
-        self.next_due = Some(match self.next_due {
-            Some(due) if now < due + self.interval => due + self.interval,
-            _ => now + self.interval,
-        });
+        self.grid.advance(now);
         let Some(mut buf) = cx.take_buf() else {
             self.pool_misses += 1;
             return Ok(Captured::Idle);
@@ -151,7 +154,7 @@ impl Source for PatternCapture {
         buf.meta.keyframe = false;
         buf.meta.mode = self.mode;
         // The send stage paces this frame over its own mode's interval.
-        buf.meta.interval_ns = u32::try_from(self.interval.as_nanos()).unwrap_or(u32::MAX);
+        buf.meta.interval_ns = self.grid.interval_ns();
         Ok(Captured::Frame(buf))
     }
 }

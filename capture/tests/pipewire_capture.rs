@@ -394,6 +394,43 @@ fn captures_20_moving_frames(
 const NULL_SINK: &str = "{ factory.name=support.null-audio-sink node.name=pfsink \
     media.class=Audio/Sink object.linger=true audio.position=[FL FR] audio.rate=48000 }";
 
+/// Median RMS over `window`-sample windows, and frequency from the median distance between
+/// rising zero crossings (one per period) of a mono 48 kHz signal. Medians, not totals: on a
+/// loaded machine audiotestsrc itself may underrun and the sink then plays a gap of silence.
+fn level_and_frequency(tone: &[f32], window: usize) -> (f32, f32) {
+    let median = |mut v: Vec<f32>| {
+        v.sort_by(f32::total_cmp);
+        v[v.len() / 2]
+    };
+    let rms = median(
+        tone.chunks_exact(window)
+            .map(|w| (w.iter().map(|s| s * s).sum::<f32>() / w.len() as f32).sqrt())
+            .collect(),
+    );
+    let rising: Vec<usize> = (1..tone.len())
+        .filter(|&i| tone[i - 1] < 0.0 && tone[i] >= 0.0)
+        .collect();
+    let hz = 48_000.0 / median(rising.windows(2).map(|w| (w[1] - w[0]) as f32).collect());
+    (rms, hz)
+}
+
+/// GStreamer playing a 440 Hz sine (volume 0.8, F32LE stereo 48 kHz) into the default sink.
+fn tone_args() -> Vec<String> {
+    [
+        "audiotestsrc",
+        "is-live=true",
+        "wave=sine",
+        "freq=440",
+        "!",
+        "audio/x-raw,format=F32LE,rate=48000,channels=2",
+        "!",
+        "pipewiresink",
+        "stream-properties=props,node.name=pftone",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
 /// A 440 Hz sine (`audiotestsrc`, volume 0.8) played into a null sink (`pipewiresink` in its
 /// default render mode: a `Stream/Output/Audio` linked to the only sink), captured from the
 /// sink's monitor as F32LE 48 kHz stereo: 0.5 s of samples, no chunk lost, timestamps
@@ -408,20 +445,7 @@ fn captures_a_440_hz_tone_from_a_gstreamer_producer() {
         return;
     }
     let started = Instant::now();
-    let args: Vec<String> = [
-        "audiotestsrc",
-        "is-live=true",
-        "wave=sine",
-        "freq=440",
-        "!",
-        "audio/x-raw,format=F32LE,rate=48000,channels=2",
-        "!",
-        "pipewiresink",
-        "stream-properties=props,node.name=pftone",
-    ]
-    .map(str::to_owned)
-    .to_vec();
-    let session = Session::start_with(&[&["create-node", "adapter", NULL_SINK]], &args);
+    let session = Session::start_with(&[&["create-node", "adapter", NULL_SINK]], &tone_args());
     let deadline = Instant::now() + Duration::from_secs(15);
     let capture = loop {
         match PipeWireAudioCapture::connect_to(
@@ -472,22 +496,8 @@ fn captures_a_440_hz_tone_from_a_gstreamer_producer() {
     }
     // Skip the first 0.1 s (the chunk where the sound starts, and the link's ramp).
     let tone = &left[4_800..];
-    // Medians, not totals: on a loaded machine audiotestsrc itself may underrun and the sink
-    // then plays a gap of silence (our chunks stay contiguous: `sequence` checked above).
-    let median = |mut v: Vec<f32>| {
-        v.sort_by(f32::total_cmp);
-        v[v.len() / 2]
-    };
-    let rms = median(
-        tone.chunks_exact(1024)
-            .map(|w| (w.iter().map(|s| s * s).sum::<f32>() / w.len() as f32).sqrt())
-            .collect(),
-    );
-    // Rising zero crossings: one per period.
-    let rising: Vec<usize> = (1..tone.len())
-        .filter(|&i| tone[i - 1] < 0.0 && tone[i] >= 0.0)
-        .collect();
-    let hz = 48_000.0 / median(rising.windows(2).map(|w| (w[1] - w[0]) as f32).collect());
+    // (Our chunks stay contiguous: `sequence` checked above.)
+    let (rms, hz) = level_and_frequency(tone, 1024);
     eprintln!(
         "pipewire audio: {} frames in {chunks} chunks after {silent} silent, rms {rms:.3}, {hz:.1} Hz, all in {:?}; {:?}",
         left.len(),
@@ -498,4 +508,170 @@ fn captures_a_440_hz_tone_from_a_gstreamer_producer() {
     // median period is whole samples: 109 or 110, 440.4 or 436.4 Hz).
     assert!((0.5..0.62).contains(&rms), "rms {rms}");
     assert!((430.0..450.0).contains(&hz), "{hz} Hz");
+}
+
+/// Desktop sound as the host streams it: the same 440 Hz sine played into the only sink (the
+/// default one), captured by [`SinkAudio`] from [`Target::DefaultSink`] (no node named: the
+/// session manager links the stream) and encoded as 5 ms stereo Opus packets, one per 5 ms as
+/// the stream's audio clock asks. Every packet has the CBR length; decoded again, the sound
+/// has the tone's level and frequency; the jitter buffer counted sound packets. (When our
+/// stream is linked before the session manager has seen the new sink, PipeWire fails it with
+/// "no node available": `SinkAudio` plays silence and reopens it a second later, as it would
+/// on a desktop whose sink appears late.)
+#[test]
+fn sink_audio_turns_the_default_sinks_monitor_into_opus_packets() {
+    use punktfunk_capture::audio::{AudioLayout, OpusConfig, OpusDecoder, PacketDuration};
+    use punktfunk_capture::pipewire::SinkAudio;
+
+    if let Some(reason) = missing_programs() {
+        skip::skip("pipewire", reason);
+        return;
+    }
+    let session = Session::start_with(&[&["create-node", "adapter", NULL_SINK]], &tone_args());
+    let config = OpusConfig {
+        layout: AudioLayout::Stereo,
+        high_quality: false,
+        packet_duration: PacketDuration::from_millis(5).expect("5 ms"),
+    };
+    let mut audio = SinkAudio::connect(
+        Some(session.socket()),
+        Target::DefaultSink,
+        config,
+        Duration::from_secs(5),
+    )
+    .unwrap_or_else(|e| panic!("connect: {e}; logs:\n{}", session.logs()));
+    let mut decoder = OpusDecoder::new(config).expect("decoder");
+    let mut pcm = vec![0.0f32; config.pcm_len()];
+    let mut left: Vec<f32> = Vec::new();
+    let (mut packets, mut silent) = (0u32, 0u32);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut due = Instant::now();
+    // 0.6 s of sound after the first loud packet.
+    while left.len() < 28_800 {
+        assert!(
+            Instant::now() < deadline,
+            "{silent} silent packets, then {} frames of sound in 15 s; {:?}; logs:\n{}",
+            left.len(),
+            audio.stats(),
+            session.logs()
+        );
+        due += Duration::from_millis(5);
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        let packet = match audio.next_packet() {
+            Ok(p) => p,
+            Err(e) => panic!(
+                "packet {packets}: {e}; {:?}; logs:\n{}",
+                audio.stats(),
+                session.logs()
+            ),
+        };
+        assert_eq!(packet.len(), config.cbr_packet_len(), "CBR");
+        packets += 1;
+        let n = decoder.decode_f32(packet, &mut pcm).expect("decode");
+        let frame = &pcm[..n * 2];
+        if left.is_empty() && frame.iter().all(|s| s.abs() < 0.05) {
+            silent += 1;
+            continue;
+        }
+        left.extend(frame.iter().step_by(2));
+    }
+    let stats = audio.stats();
+    // Skip 0.1 s: the start of the sound and the codec's ramp.
+    let tone = &left[4_800..];
+    let (rms, hz) = level_and_frequency(tone, 960);
+    eprintln!(
+        "sink audio: {packets} packets ({silent} silent before the sound), rms {rms:.3}, \
+         {hz:.1} Hz; {stats:?}"
+    );
+    assert!(stats.fifo.packets_sound > 100, "{stats:?}");
+    // Opus at 96 kbit/s keeps a pure tone's level within a few per cent (0.566 for 0.8).
+    assert!((0.45..0.65).contains(&rms), "rms {rms}");
+    assert!((430.0..450.0).contains(&hz), "{hz} Hz");
+}
+
+/// A node as a session's pipeline source ([`NodeCapture`]): a solid red 320x240 BGRx producer
+/// (`videotestsrc pattern=red`) becomes 640x360 I420 frames of BT.709 red (Y/Cb/Cr 63/102/240
+/// ±2), then, after the mode switch a punktfunk/1 renegotiation makes, 1280x720 ones tagged
+/// with the new mode; frames keep coming at the session's rate whether or not the node sent a
+/// new buffer (fresh + repeated).
+#[test]
+fn node_capture_scales_a_producer_to_the_session_mode_and_follows_a_switch() {
+    use std::sync::Arc;
+
+    use punktfunk_capture::pipewire::NodeCapture;
+    use punktfunk_capture::stages::{ModeSwitch, VideoMode, raw_frame_len};
+    use punktfunk_engine::pipeline::{
+        Captured, PipelineControl, Source as _, StageContext, StageId,
+    };
+    use punktfunk_engine::pool::FramePool;
+
+    if let Some(reason) = missing_programs() {
+        skip::skip("pipewire", reason);
+        return;
+    }
+    let args: Vec<String> = [
+        "videotestsrc",
+        "is-live=true",
+        "pattern=red",
+        "!",
+        "video/x-raw,format=BGRx,width=320,height=240,framerate=30/1",
+        "!",
+        "pipewiresink",
+        "mode=provide",
+        "stream-properties=props,media.class=Video/Source,node.name=pfred",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let session = Session::start(&args);
+    let capture = connect(&session, "pfred");
+    let mode = |id, width, height| VideoMode {
+        id,
+        width,
+        height,
+        fps: 60,
+        bitrate_kbps: 2_000,
+    };
+    let switch = Arc::new(ModeSwitch::new(mode(0, 640, 360)));
+    let mut source = NodeCapture::with_switch(capture, switch.clone()).expect("source");
+    let pool = FramePool::new(4, raw_frame_len(1280, 720)).expect("pool");
+    let control = PipelineControl::default();
+    let mut cx = StageContext::new(StageId::Capture, &pool, &control);
+    // (length, mode, Y, Cb, Cr) of the next frame within 10 s.
+    let mut next = |cx: &mut StageContext<'_>| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "no frame; logs:\n{}",
+                session.logs()
+            );
+            if let Captured::Frame(buf) = source.poll_frame(cx).expect("poll") {
+                let b = buf.as_slice();
+                let luma = b.len() * 2 / 3;
+                return (b.len(), buf.meta.mode, b[0], b[luma], b[luma + luma / 4]);
+            }
+        }
+    };
+    let near = |v: u8, want: u8| v.abs_diff(want) <= 2;
+    for _ in 0..10 {
+        let (len, m, y, cb, cr) = next(&mut cx);
+        assert_eq!((len, m), (raw_frame_len(640, 360), 0));
+        assert!(
+            near(y, 63) && near(cb, 102) && near(cr, 240),
+            "{y} {cb} {cr}"
+        );
+    }
+    switch.set(mode(1, 1280, 720));
+    for _ in 0..10 {
+        let (len, m, y, cb, cr) = next(&mut cx);
+        assert_eq!((len, m), (raw_frame_len(1280, 720), 1));
+        assert!(
+            near(y, 63) && near(cb, 102) && near(cr, 240),
+            "{y} {cb} {cr}"
+        );
+    }
+    let stats = source.stats();
+    eprintln!("node capture: {stats:?}");
+    assert_eq!(stats.fresh + stats.repeated, 20, "{stats:?}");
+    assert!(stats.fresh > 0, "{stats:?}");
 }

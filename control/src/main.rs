@@ -245,6 +245,7 @@ fn client(a: ClientArgs) -> Result<String, String> {
         record,
         stats_json,
         inject_loss,
+        inputs: Vec::new(),
     })
     .map_err(|e| e.to_string())
 }

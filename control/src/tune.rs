@@ -36,14 +36,23 @@ fn render(loaded: &Loaded) -> (String, bool) {
         warned |= f.level == Level::Warn;
         let _ = writeln!(out, "  {f}");
     }
-    warned |= capture_backends(&mut out, loaded.settings.source);
+    warned |= capture_backends(
+        &mut out,
+        loaded.settings.source,
+        loaded.settings.pipewire_node.as_deref(),
+    );
     (out, warned)
 }
 
 /// The capture backends this machine can use now, and what `[capture] source` picks; whether
 /// the profile's choice cannot be honoured.
-fn capture_backends(out: &mut String, asked: punktfunk_tuning::SourceName) -> bool {
-    let offered = crate::media::offered();
+fn capture_backends(
+    out: &mut String,
+    asked: punktfunk_tuning::SourceName,
+    pipewire_node: Option<&str>,
+) -> bool {
+    use punktfunk_tuning::SourceName;
+    let offered = crate::media::probe(asked, pipewire_node);
     let _ = writeln!(out, "capture backends:");
     let _ = writeln!(out, "  ok    test-pattern: built in");
     match &offered.wlroots {
@@ -77,8 +86,23 @@ fn capture_backends(out: &mut String, asked: punktfunk_tuning::SourceName) -> bo
             );
         }
     }
-    for name in ["kwin", "gamescope", "pipewire"] {
-        let _ = writeln!(out, "  no    {name}: not a serve source in this build yet");
+    let _ = writeln!(out, "  no    kwin: not a serve source in this build yet");
+    // The PipeWire sources: probed for the profile's choice, described otherwise.
+    for (source, name) in [
+        (SourceName::Pipewire, "pipewire"),
+        (SourceName::Gamescope, "gamescope"),
+    ] {
+        let line = if asked == source {
+            match &offered.node {
+                Ok(node) => format!("  ok    {name}: PipeWire node {node} found"),
+                Err(why) => format!("  no    {name}: {why}"),
+            }
+        } else if cfg!(feature = "pipewire") {
+            format!("  --    {name}: not probed (capture.source is not \"{name}\")")
+        } else {
+            format!("  no    {name}: this build has no PipeWire capture (--features pipewire)")
+        };
+        let _ = writeln!(out, "{line}");
     }
     match crate::media::choose(asked, &offered) {
         Ok((choice, why)) => {

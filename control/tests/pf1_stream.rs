@@ -92,6 +92,7 @@ fn stream_run(plan: &Run, setup: impl FnOnce(&mut ListenerOptions)) -> serde_jso
         record: Some(record.clone()),
         stats_json: Some(stats.clone()),
         inject_loss,
+        inputs: Vec::new(),
     })
     .unwrap();
     println!("{report}");
@@ -170,6 +171,7 @@ fn default_listener_refuses_unpaired_clients() {
             record: None,
             stats_json: None,
             inject_loss: 0.0,
+            inputs: Vec::new(),
         })
     };
     let err = connect(None).unwrap_err().to_string();
@@ -368,6 +370,7 @@ impl Client {
             record: None,
             stats_json: Some(stats.clone()),
             inject_loss: 0.0,
+            inputs: Vec::new(),
         })
         .map_err(|e| e.to_string())?;
         Ok(serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap())

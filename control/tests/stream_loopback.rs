@@ -108,6 +108,12 @@ impl MediaFactory for Fake {
             display: None,
         })
     }
+    fn switched_video(
+        &self,
+        _switch: std::sync::Arc<punktfunk_capture::stages::ModeSwitch>,
+    ) -> Result<VideoMedia, String> {
+        Err("this test streams GameStream only".into())
+    }
     fn audio(&self, _config: &StreamConfig) -> Result<Box<dyn AudioSource>, String> {
         Ok(Box::new(FakeAudio([0; 64])))
     }

@@ -249,6 +249,8 @@ pub struct SessionsSection {
 pub struct CaptureSection {
     /// Where a session's picture comes from.
     pub source: Option<SourceName>,
+    /// `source = "pipewire"`: the video node to capture, by `node.name` or global id.
+    pub pipewire_node: Option<String>,
 }
 
 /// `capture.source`.

@@ -77,6 +77,9 @@ pub struct Settings {
     pub sessions: SessionsSettings,
     /// Where a session's picture comes from (`[capture] source`).
     pub source: SourceName,
+    /// The PipeWire video node `source = "pipewire"` captures (`[capture] pipewire_node`):
+    /// a `node.name`, or a global id in decimal.
+    pub pipewire_node: Option<String>,
 }
 
 impl Settings {
@@ -166,6 +169,7 @@ impl Profile {
         let video = self.resolve_video(&mut c);
         let sessions = self.resolve_sessions(&mut c);
         let source = self.capture.source.unwrap_or_default();
+        let pipewire_node = self.resolve_pipewire_node(source, &mut c);
         if c.problems.is_empty() {
             Ok(Resolved {
                 settings: Settings {
@@ -175,6 +179,7 @@ impl Profile {
                     video,
                     sessions,
                     source,
+                    pipewire_node,
                 },
                 warnings: c.warnings,
             })
@@ -446,6 +451,26 @@ impl Profile {
         SessionsSettings { max }
     }
 
+    fn resolve_pipewire_node(&self, source: SourceName, c: &mut Check) -> Option<String> {
+        let node = self.capture.pipewire_node.clone();
+        match &node {
+            Some(n) if n.trim().is_empty() || n.len() > 256 || n.chars().any(char::is_control) => {
+                c.problem(
+                    "capture.pipewire_node",
+                    "must be a node.name or id: 1 to 256 printable characters".into(),
+                );
+            }
+            None if source == SourceName::Pipewire => c.problem(
+                "capture.pipewire_node",
+                "source = \"pipewire\" needs the node to capture (`pw-cli ls Node`: its \
+                 node.name or id)"
+                    .into(),
+            ),
+            _ => {}
+        }
+        node
+    }
+
     fn resolve_video(&self, c: &mut Check) -> VideoSettings {
         let d = VideoSettings::default();
         let v = &self.video;
@@ -620,6 +645,17 @@ mod tests {
             SourceName::TestPattern
         );
         assert!(Profile::from_toml("[capture]\nsource = \"x11\"\n").is_err());
+        let pw = resolve("[capture]\nsource = \"pipewire\"\npipewire_node = \"xdpw\"\n").unwrap();
+        assert_eq!(pw.settings.source, SourceName::Pipewire);
+        assert_eq!(pw.settings.pipewire_node.as_deref(), Some("xdpw"));
+        assert_eq!(
+            fields(&resolve("[capture]\nsource = \"pipewire\"\n").unwrap_err()),
+            ["capture.pipewire_node"]
+        );
+        assert_eq!(
+            fields(&resolve("[capture]\npipewire_node = \" \"\n").unwrap_err()),
+            ["capture.pipewire_node"]
+        );
     }
 
     #[test]

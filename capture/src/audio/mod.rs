@@ -7,13 +7,18 @@
 //!  ──► one Opus packet per 5 or 10 ms, every packet the same size ──► RTP (engine)
 //! ```
 //!
-//! [`config`] and [`tone`] are pure; [`opus`] is the FFI to the system libopus.
+//! [`config`], [`tone`] and [`fifo`] (the jitter buffer between captured audio and the packet
+//! clock) are pure; [`opus`] is the FFI to the system libopus. Captured desktop sound (a
+//! PipeWire sink's monitor) becomes packets in `crate::pipewire::SinkAudio` (feature
+//! `pipewire`).
 
 pub mod config;
+pub mod fifo;
 #[allow(unsafe_code)]
 pub mod opus;
 pub mod tone;
 
 pub use config::{AudioError, AudioLayout, OpusConfig, PacketDuration, SAMPLE_RATE};
+pub use fifo::{FifoStats, PcmFifo, Pop};
 pub use opus::{OpusDecoder, OpusEncoder};
 pub use tone::ToneSource;

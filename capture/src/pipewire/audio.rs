@@ -242,14 +242,24 @@ fn capture_until_quit(
         let mainloop = mainloop.clone();
         move |()| mainloop.quit()
     });
-    let node = find_node(&mainloop, &core, target, Media::Audio, shared)?;
     let mut props = pw::properties::properties! {
         *pw::keys::MEDIA_TYPE => "Audio",
         *pw::keys::MEDIA_CATEGORY => "Capture",
         *pw::keys::MEDIA_ROLE => "Game",
-        "target.object" => target.target_object(node.serial.as_deref()),
     };
-    if Media::Audio.capture_sink(&node.class) {
+    // The default sink: the session manager links the stream to it (and moves it when the
+    // default changes); a named node: looked up first, so that a wrong name is an error.
+    let capture_sink = if *target == Target::DefaultSink {
+        true
+    } else {
+        let node = find_node(&mainloop, &core, target, Media::Audio, shared)?;
+        props.insert(
+            "target.object",
+            target.target_object(node.serial.as_deref()),
+        );
+        Media::Audio.capture_sink(&node.class)
+    };
+    if capture_sink {
         // A sink's monitor ports (what the session manager documents for sink capture; with
         // target.object naming the sink, WirePlumber 0.4.13 links the monitor either way).
         props.insert("stream.capture.sink", "true");

@@ -35,6 +35,9 @@
 //! * Audio: [`PipeWireAudioCapture`] captures an `Audio/Source` or an `Audio/Sink`'s monitor
 //!   (what games play into the sink) as interleaved F32LE at the [`AudioSpec`] asked for (the
 //!   stream's adapter converts), every buffer in order through a bounded queue ([`audio`]).
+//!   [`SinkAudio`] turns the default sink's monitor ([`Target::DefaultSink`]) into one Opus
+//!   packet per call of the stream's audio clock, silence where nothing was captured
+//!   ([`sink_audio`]).
 //!
 //! What it does not do: the xdg-desktop-portal ScreenCast handshake (that hands out the node id
 //! and a PipeWire fd; here we connect to the session's daemon socket), DMA-BUF import, cursor
@@ -63,6 +66,8 @@
 pub mod audio;
 pub mod audio_format;
 pub mod format;
+pub mod node_source;
+pub mod sink_audio;
 mod stream;
 pub mod target;
 
@@ -73,6 +78,8 @@ use std::time::{Duration, Instant};
 pub use audio::{AudioChunk, AudioStats, PipeWireAudioCapture};
 pub use audio_format::{AudioFormatError, AudioSpec};
 pub use format::{FormatError, PixelFormat, Plane, Planes, StreamFormat, VideoRequest};
+pub use node_source::{NodeCapture, NodeCaptureStats};
+pub use sink_audio::{SinkAudio, SinkAudioError, SinkAudioStats};
 pub use target::{Media, Target};
 
 /// One captured frame, in a buffer the caller keeps and hands back on every

@@ -10,6 +10,10 @@ pub enum Target {
     Name(String),
     /// The node with this global id (what `pw-cli ls Node` prints, or the portal hands out).
     Id(u32),
+    /// Audio only: the monitor of whatever sink the session manager links a sink-capture
+    /// stream to (the default sink, what games play into). No registry lookup: the stream
+    /// connects with `stream.capture.sink=true` and no `target.object`. Matches no node.
+    DefaultSink,
 }
 
 /// What a capture takes from its node.
@@ -51,6 +55,7 @@ impl Target {
             && match self {
                 Self::Name(name) => prop("node.name") == Some(name.as_str()),
                 Self::Id(want) => *want == id,
+                Self::DefaultSink => false,
             }
     }
 
@@ -62,6 +67,7 @@ impl Target {
             (Some(serial), _) => serial.to_owned(),
             (None, Self::Name(name)) => name.clone(),
             (None, Self::Id(id)) => id.to_string(),
+            (None, Self::DefaultSink) => String::new(),
         }
     }
 }
@@ -71,6 +77,7 @@ impl std::fmt::Display for Target {
         match self {
             Self::Name(name) => write!(f, "node.name={name}"),
             Self::Id(id) => write!(f, "id={id}"),
+            Self::DefaultSink => f.write_str("the default sink's monitor"),
         }
     }
 }
@@ -102,6 +109,8 @@ mod tests {
         assert!(Target::Id(36).matches(v, 36, props(&gst)));
         assert!(!Target::Id(37).matches(v, 36, props(&gst)));
         assert!(!Target::Id(36).matches(v, 36, props(&[])));
+        let sink = [("media.class", "Audio/Sink"), ("node.name", "pfsink")];
+        assert!(!Target::DefaultSink.matches(Media::Audio, 36, props(&sink)));
         assert!(Media::Audio.produced_by("Audio/Sink"));
         assert!(!Media::Audio.produced_by("Stream/Output/Audio"));
         assert!(Media::Audio.capture_sink("Audio/Sink"));

@@ -407,6 +407,11 @@ pub fn run_blocking(opts: ServeOptions) -> Result<(), ServeError> {
     });
     runtime.block_on(async {
         let mut host = Host::open(opts)?;
+        // One source for both protocols: each session of either gets its own picture from it.
+        let media =
+            crate::media::select(host.tuning().source, host.tuning().pipewire_node.as_deref())
+                .map_err(ServeError::Capture)?;
+        tracing::info!(source = ?media.choice, why = %media.why, "capture source");
         // punktfunk/1 runs on its own thread with blocking UDP (pf1::net).
         let pf1 = match pf1 {
             Some(mut o) => {
@@ -417,6 +422,7 @@ pub fn run_blocking(opts: ServeOptions) -> Result<(), ServeError> {
                 o.media = crate::pf1::media::MediaOptions {
                     bind: stream_bind,
                     bitrate_kbps: host.tuning().video.bitrate_kbps,
+                    source: Arc::clone(&media.factory),
                     ..o.media
                 };
                 let l = Listener::start(host.state_dir(), o)?;
@@ -440,8 +446,6 @@ pub fn run_blocking(opts: ServeOptions) -> Result<(), ServeError> {
         let input: Arc<std::sync::Mutex<dyn InputHandler>> = Arc::new(std::sync::Mutex::new(
             InputDispatcher::new(crate::input::open_default()),
         ));
-        let media = crate::media::select(host.tuning().source).map_err(ServeError::Capture)?;
-        tracing::info!(source = ?media.choice, why = %media.why, "capture source");
         let streaming =
             StreamHost::start(endpoints, options, media.factory, input).map_err(|e| {
                 ServeError::Bind {

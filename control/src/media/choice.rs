@@ -44,6 +44,10 @@ pub struct Offered {
     pub wlroots: Result<WlrootsEndpoint, String>,
     /// A Mutter to drive, or why not.
     pub mutter: Result<MutterEndpoint, MutterMissing>,
+    /// The PipeWire video node the asked source would capture (`[capture] pipewire_node`, or
+    /// gamescope's `gamescope` node), found on this process's daemon; or why not (the build
+    /// lacks the `pipewire` feature, no daemon, no such node, not probed for this source).
+    pub node: Result<String, String>,
 }
 
 /// The source chosen.
@@ -55,6 +59,10 @@ pub enum SourceChoice {
     Wlroots(WlrootsEndpoint),
     /// A virtual monitor per session on this Mutter.
     Mutter(MutterEndpoint),
+    /// Every session captures this PipeWire video node (`node.name` or id), scaled to its
+    /// mode: `source = "pipewire"` (a portal screencast, a camera…) or `"gamescope"` (its
+    /// `gamescope` node).
+    Node(String),
 }
 
 /// Picks the source for `asked` among `offered`, with the reason (for the log), or says why
@@ -115,9 +123,25 @@ pub fn choose(asked: SourceName, offered: &Offered) -> Result<(SourceChoice, Str
                 ),
             )),
         },
+        SourceName::Pipewire | SourceName::Gamescope => {
+            let name = if asked == SourceName::Gamescope {
+                "gamescope"
+            } else {
+                "pipewire"
+            };
+            match &offered.node {
+                Ok(node) => Ok((
+                    SourceChoice::Node(node.clone()),
+                    format!("capture.source = \"{name}\": PipeWire node {node}"),
+                )),
+                Err(why) => Err(format!(
+                    "capture.source = \"{name}\" but its PipeWire node cannot be captured: {why}"
+                )),
+            }
+        }
         other => Err(format!(
             "capture.source = {:?} is not available in this build yet (issue 9); use \"auto\", \
-             \"test-pattern\", \"wlroots\" or \"mutter\"",
+             \"test-pattern\", \"wlroots\", \"mutter\", \"pipewire\" or \"gamescope\"",
             other
         )),
     }
@@ -154,10 +178,12 @@ mod tests {
         let with = Offered {
             wlroots: Ok(sway()),
             mutter: no_mutter(),
+            node: Err("not probed for auto".into()),
         };
         let without = Offered {
             wlroots: Err("$SWAYSOCK is not set".into()),
             mutter: no_mutter(),
+            node: Ok("xdpw".into()),
         };
         let (c, why) = choose(SourceName::Auto, &with).unwrap();
         assert_eq!(c, SourceChoice::Wlroots(sway()));
@@ -172,29 +198,29 @@ mod tests {
         let without = Offered {
             wlroots: Err("no answer on /x.sock: connection refused".into()),
             mutter: Err(MutterMissing::NotBuilt),
+            node: Err("no PipeWire video node with node.name=gamescope".into()),
+        };
+        let with = Offered {
+            wlroots: Ok(sway()),
+            mutter: Ok(mutter()),
+            node: Ok("42".into()),
         };
         assert_eq!(
-            choose(
-                SourceName::TestPattern,
-                &Offered {
-                    wlroots: Ok(sway()),
-                    mutter: Ok(mutter()),
-                }
-            )
-            .unwrap()
-            .0,
+            choose(SourceName::TestPattern, &with).unwrap().0,
             SourceChoice::TestPattern
         );
         let e = choose(SourceName::Wlroots, &without).unwrap_err();
         assert!(e.contains("connection refused"), "{e}");
-        for later in [
-            SourceName::Kwin,
-            SourceName::Gamescope,
-            SourceName::Pipewire,
-        ] {
-            let e = choose(later, &without).unwrap_err();
-            assert!(e.contains("not available"), "{e}");
-        }
+        let (c, why) = choose(SourceName::Pipewire, &with).unwrap();
+        assert_eq!(c, SourceChoice::Node("42".into()));
+        assert!(why.contains("PipeWire node 42"), "{why}");
+        let e = choose(SourceName::Gamescope, &without).unwrap_err();
+        assert!(
+            e.contains("\"gamescope\"") && e.contains("node.name=gamescope"),
+            "{e}"
+        );
+        let e = choose(SourceName::Kwin, &without).unwrap_err();
+        assert!(e.contains("not available"), "{e}");
     }
 
     #[test]
@@ -202,6 +228,7 @@ mod tests {
         let both = Offered {
             wlroots: Ok(sway()),
             mutter: Ok(mutter()),
+            node: Err("not probed".into()),
         };
         assert_eq!(
             choose(SourceName::Auto, &both).unwrap().0,
@@ -210,6 +237,7 @@ mod tests {
         let only_mutter = Offered {
             wlroots: Err("$SWAYSOCK is not set".into()),
             mutter: Ok(mutter()),
+            node: Err("not probed".into()),
         };
         let (c, why) = choose(SourceName::Auto, &only_mutter).unwrap();
         assert_eq!(c, SourceChoice::Mutter(mutter()));
@@ -220,6 +248,7 @@ mod tests {
         let neither = Offered {
             wlroots: Err("$SWAYSOCK is not set".into()),
             mutter: Err(MutterMissing::NotBuilt),
+            node: Err("not probed".into()),
         };
         let (c, why) = choose(SourceName::Auto, &neither).unwrap();
         assert_eq!(c, SourceChoice::TestPattern);
@@ -231,6 +260,7 @@ mod tests {
         let reachable = Offered {
             wlroots: Err("$SWAYSOCK is not set".into()),
             mutter: Ok(mutter()),
+            node: Err("not probed".into()),
         };
         assert_eq!(
             choose(SourceName::Mutter, &reachable).unwrap().0,

@@ -7,10 +7,15 @@
 //!        ▼
 //!  TestMedia     pattern + openh264, tone + Opus                         (pattern.rs)
 //!  WlrootsMedia  per stream: a sway headless output at the client's mode,
-//!                wlr-screencopy → I420 → openh264; tone + Opus           (wlroots.rs)
+//!                wlr-screencopy → I420 → openh264; desktop sound         (wlroots.rs)
+//!  PipeWireMedia per stream: its own capture of one PipeWire video node (`source =
+//!                "pipewire"` + `pipewire_node`, or gamescope's `gamescope` node), scaled
+//!                to the client's mode (feature `pipewire`)               (pipewire.rs)
+//!  desktop sound the default PipeWire sink's monitor → Opus (feature `pipewire`), else
+//!                the tone                                                (audio.rs)
 //!  MutterMedia   per stream: a Mutter virtual monitor (RemoteDesktop +
 //!                ScreenCast RecordVirtual) at the client's mode, PipeWire
-//!                → I420 → openh264; tone + Opus (feature `mutter`)      (mutter.rs)
+//!                → I420 → openh264; desktop sound (feature `mutter`)    (mutter.rs)
 //! ```
 //!
 //! `auto` takes a running sway when the process can reach one (its IPC socket answers and its
@@ -19,10 +24,13 @@
 //! pattern, and logs why. An explicit source this host
 //! cannot use is an error at start, not a silent fallback.
 
+mod audio;
 pub mod choice;
 #[cfg(feature = "mutter")]
 mod mutter;
 mod pattern;
+#[cfg(feature = "pipewire")]
+mod pipewire;
 mod wlroots;
 
 use std::sync::Arc;
@@ -31,6 +39,8 @@ pub use choice::{MutterEndpoint, MutterMissing, Offered, SourceChoice, choose};
 #[cfg(feature = "mutter")]
 pub use mutter::MutterMedia;
 pub use pattern::TestMedia;
+#[cfg(feature = "pipewire")]
+pub use pipewire::PipeWireMedia;
 pub use wlroots::{WlrootsEndpoint, WlrootsMedia};
 
 use punktfunk_tuning::SourceName;
@@ -56,9 +66,18 @@ impl std::fmt::Debug for Selected {
     }
 }
 
-/// What this process can reach: a sway (`$SWAYSOCK`, `$WAYLAND_DISPLAY`) and a Mutter
-/// (`org.gnome.Mutter.ScreenCast` on `$DBUS_SESSION_BUS_ADDRESS`, when built with `mutter`).
-pub fn offered() -> Offered {
+/// What this process can reach for `asked`: `$SWAYSOCK`/`$WAYLAND_DISPLAY`, a Mutter
+/// (`org.gnome.Mutter.ScreenCast` on `$DBUS_SESSION_BUS_ADDRESS`, when built with `mutter`),
+/// and for the PipeWire sources their node on this process's daemon (`pipewire_node`: the
+/// profile's `[capture] pipewire_node`).
+pub fn probe(asked: SourceName, pipewire_node: Option<&str>) -> Offered {
+    let node = match (asked, pipewire_node) {
+        (SourceName::Gamescope, _) => probe_node("gamescope"),
+        (SourceName::Pipewire, Some(n)) => probe_node(n),
+        (SourceName::Pipewire, None) => Err("[capture] pipewire_node is not set".into()),
+        _ => Err("not probed for this source".into()),
+    };
+    // Always probed (one bounded connect): `auto` may take it and `tune` lists it.
     #[cfg(feature = "mutter")]
     let mutter = MutterEndpoint::from_env().map_err(MutterMissing::Unreachable);
     #[cfg(not(feature = "mutter"))]
@@ -66,13 +85,25 @@ pub fn offered() -> Offered {
     Offered {
         wlroots: WlrootsEndpoint::from_env(),
         mutter,
+        node,
     }
 }
 
-/// Looks at what this process can reach ([`offered`]) and picks the media for `asked`; an
-/// error says why an explicit choice cannot be honoured.
-pub fn select(asked: SourceName) -> Result<Selected, String> {
-    let (choice, why) = choose(asked, &offered())?;
+#[cfg(feature = "pipewire")]
+fn probe_node(node: &str) -> Result<String, String> {
+    pipewire::probe(node)
+}
+
+#[cfg(not(feature = "pipewire"))]
+fn probe_node(_node: &str) -> Result<String, String> {
+    Err("this build has no PipeWire capture (build with --features pipewire)".into())
+}
+
+/// Looks at what this process can reach ([`probe`]) and picks the media for `asked`; an error
+/// says why an explicit choice cannot be honoured.
+pub fn select(asked: SourceName, pipewire_node: Option<&str>) -> Result<Selected, String> {
+    let offered = probe(asked, pipewire_node);
+    let (choice, why) = choose(asked, &offered)?;
     let factory: Arc<dyn MediaFactory> = match &choice {
         SourceChoice::TestPattern => Arc::new(TestMedia),
         SourceChoice::Wlroots(endpoint) => Arc::new(WlrootsMedia::new(endpoint.clone())),
@@ -80,6 +111,10 @@ pub fn select(asked: SourceName) -> Result<Selected, String> {
         SourceChoice::Mutter(endpoint) => Arc::new(MutterMedia::connect(endpoint)?),
         #[cfg(not(feature = "mutter"))]
         SourceChoice::Mutter(_) => return Err(MutterMissing::NotBuilt.to_string()),
+        #[cfg(feature = "pipewire")]
+        SourceChoice::Node(node) => Arc::new(PipeWireMedia::new(node.clone())),
+        #[cfg(not(feature = "pipewire"))]
+        SourceChoice::Node(_) => unreachable!("probe_node never offers a node without PipeWire"),
     };
     Ok(Selected {
         factory,

@@ -1,21 +1,23 @@
 //! A GNOME Mutter desktop per session (act): every stream gets its own RemoteDesktop session
 //! with a virtual monitor at its client's mode (ScreenCast `RecordVirtual`), captured through
 //! PipeWire and encoded with openh264, and its input sent through the same RemoteDesktop
-//! session (`input::mutter`); audio is the test tone. The monitor goes when the stream ends
+//! session (`input::mutter`); sound is the desktop's (`media::audio`). The monitor goes when the stream ends
 //! (the session is stopped). docs/capture.md, "Mutter (GNOME)".
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use punktfunk_capture::VideoEncoder;
 use punktfunk_capture::desktop::DesktopCapture;
 use punktfunk_capture::display::{DisplayMode, VirtualDisplay as _};
-use punktfunk_capture::mutter::{Bus, InputCall, MutterDisplay, MutterInput, VirtualOptions};
-use punktfunk_capture::stages::EncodeStage;
+use punktfunk_capture::mutter::{
+    Bus, InputCall, MutterDisplay, MutterFrames, MutterInput, VirtualOptions,
+};
+use punktfunk_capture::stages::{EncodeStage, ModeSwitch};
 
 use super::choice::MutterEndpoint;
-use super::pattern::{TestMedia, h264_encoder};
+use super::pattern::{h264_encoder, h264_for_mode};
 use crate::input::InputDispatcher;
 use crate::input::mutter::MutterSink;
 use crate::stream::sdp::StreamConfig;
@@ -74,12 +76,17 @@ impl MutterMedia {
     }
 }
 
-impl MediaFactory for MutterMedia {
-    fn video(&self, config: &StreamConfig) -> Result<VideoMedia, String> {
-        let (enc, frame_capacity) = h264_encoder(config)?;
-        let c = enc.config();
-        let (w, h, fps) = (c.width, c.height, c.fps);
-        let mode = DisplayMode::new(w, h, fps);
+/// A stream's monitor, its frames and its input, before the pipeline stages are built.
+struct Desktop {
+    display: MutterDisplay,
+    frames: MutterFrames,
+    input: Option<Box<dyn InputHandler>>,
+    name: String,
+}
+
+impl MutterMedia {
+    /// A virtual monitor at `mode` with its frame source and input handler.
+    fn desktop(&self, mode: DisplayMode) -> Result<Desktop, String> {
         let display = MutterDisplay::create(
             &self.bus,
             self.pipewire.clone(),
@@ -97,7 +104,8 @@ impl MediaFactory for MutterMedia {
         // so the stream keeps its rate. `DesktopCapture` asks once per interval and a frame
         // that came since waits in the mailbox, so only a short wait (1/8 interval) is spent
         // hoping for one that is about to come.
-        frames.repeat_after(Some(Duration::from_secs(1) / fps.max(1) / 8));
+        let fps = (mode.refresh_mhz / 1000).max(1);
+        frames.repeat_after(Some(Duration::from_secs(1) / fps / 8));
         let input: Option<Box<dyn InputHandler>> = Some(Box::new(InputDispatcher::new(Box::new(
             MutterSink::new(display.input()),
         ))));
@@ -107,19 +115,49 @@ impl MediaFactory for MutterMedia {
             displays.retain(|_, input| input.mode().is_some());
             displays.insert(name.clone(), display.input());
         }
-        let source = DesktopCapture::new(display, frames, w, h, fps).map_err(|e| e.to_string())?;
+        Ok(Desktop {
+            display,
+            frames,
+            input,
+            name,
+        })
+    }
+}
+
+impl MediaFactory for MutterMedia {
+    fn video(&self, config: &StreamConfig) -> Result<VideoMedia, String> {
+        let (enc, frame_capacity) = h264_encoder(config)?;
+        let c = enc.config();
+        let (w, h, fps) = (c.width, c.height, c.fps);
+        let d = self.desktop(DisplayMode::new(w, h, fps))?;
+        let source =
+            DesktopCapture::new(d.display, d.frames, w, h, fps).map_err(|e| e.to_string())?;
         let encoder = EncodeStage::new(enc).map_err(|e| e.to_string())?;
         Ok(VideoMedia {
-            source: Box::new(source),
-            encoder: Box::new(encoder),
-            frame_capacity,
-            input,
-            display: Some(name),
+            input: d.input,
+            display: Some(d.name),
+            ..VideoMedia::new(Box::new(source), Box::new(encoder), frame_capacity)
+        })
+    }
+
+    /// A punktfunk/1 stream: the monitor starts in the switch's mode and a renegotiation sets
+    /// it in place (`MutterDisplay::set_mode`: the PipeWire format is renegotiated).
+    fn switched_video(&self, switch: Arc<ModeSwitch>) -> Result<VideoMedia, String> {
+        let first = switch.get().0;
+        let (enc, frame_capacity) = h264_for_mode(first)?;
+        let d = self.desktop(DisplayMode::new(first.width, first.height, first.fps))?;
+        let source = DesktopCapture::with_switch(d.display, d.frames, switch.clone())
+            .map_err(|e| e.to_string())?;
+        let encoder = EncodeStage::with_switch(enc, switch).map_err(|e| e.to_string())?;
+        Ok(VideoMedia {
+            input: d.input,
+            display: Some(d.name),
+            ..VideoMedia::new(Box::new(source), Box::new(encoder), frame_capacity)
         })
     }
 
     fn audio(&self, config: &StreamConfig) -> Result<Box<dyn AudioSource>, String> {
-        TestMedia.audio(config)
+        super::audio::desktop_audio(config)
     }
 
     /// Moves the pointer to the middle of the stream's monitor (Mutter opens a new window on

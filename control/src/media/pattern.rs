@@ -4,7 +4,11 @@
 
 use punktfunk_capture::audio::{AudioLayout, OpusConfig, OpusEncoder, PacketDuration, ToneSource};
 use punktfunk_capture::h264::OpenH264Encoder;
-use punktfunk_capture::stages::{EncodeStage, PatternCapture, raw_frame_len};
+use std::sync::Arc;
+
+use punktfunk_capture::stages::{
+    EncodeStage, ModeSwitch, PatternCapture, VideoMode, raw_frame_len,
+};
 use punktfunk_capture::{VideoEncoder, VideoEncoderConfig};
 
 use crate::stream::sdp::{StreamConfig, VideoCodec};
@@ -36,41 +40,70 @@ pub(super) fn h264_encoder(config: &StreamConfig) -> Result<(OpenH264Encoder, us
     Ok((enc, frame_capacity))
 }
 
+/// The software H.264 encoder for a punktfunk/1 stream starting in `mode` (sizes and rates
+/// already bounded by the caller), and the buffer size the stages need.
+pub(super) fn h264_for_mode(mode: VideoMode) -> Result<(OpenH264Encoder, usize), String> {
+    let enc = OpenH264Encoder::new(VideoEncoderConfig {
+        width: mode.width & !1,
+        height: mode.height & !1,
+        fps: mode.fps.clamp(1, 240),
+        bitrate_kbps: mode.bitrate_kbps.clamp(100, 500_000),
+    })
+    .map_err(|e| e.to_string())?;
+    let frame_capacity = enc
+        .max_encoded_len()
+        .max(raw_frame_len(mode.width, mode.height));
+    Ok((enc, frame_capacity))
+}
+
+/// The Opus configuration for `config`'s channels, quality and packet duration.
+pub(super) fn opus_config(config: &StreamConfig) -> Result<OpusConfig, String> {
+    let layout = match config.audio_channels {
+        2 => AudioLayout::Stereo,
+        6 => AudioLayout::Surround51,
+        8 => AudioLayout::Surround71,
+        n => return Err(format!("{n} audio channels are not supported")),
+    };
+    let packet_duration = PacketDuration::from_millis(config.audio_packet_ms).ok_or_else(|| {
+        format!(
+            "{} ms audio packets are not supported",
+            config.audio_packet_ms
+        )
+    })?;
+    Ok(OpusConfig {
+        layout,
+        high_quality: config.audio_high_quality && layout != AudioLayout::Stereo,
+        packet_duration,
+    })
+}
+
 impl MediaFactory for TestMedia {
+    fn switched_video(&self, switch: Arc<ModeSwitch>) -> Result<VideoMedia, String> {
+        let (enc, frame_capacity) = h264_for_mode(switch.get().0)?;
+        let source = PatternCapture::with_switch(switch.clone()).map_err(|e| e.to_string())?;
+        let encoder = EncodeStage::with_switch(enc, switch).map_err(|e| e.to_string())?;
+        Ok(VideoMedia::new(
+            Box::new(source),
+            Box::new(encoder),
+            frame_capacity,
+        ))
+    }
+
     fn video(&self, config: &StreamConfig) -> Result<VideoMedia, String> {
         let (enc, frame_capacity) = h264_encoder(config)?;
         let c = enc.config();
         let source =
             PatternCapture::new(c.width, c.height, config.fps).map_err(|e| e.to_string())?;
         let encoder = EncodeStage::new(enc).map_err(|e| e.to_string())?;
-        Ok(VideoMedia {
-            source: Box::new(source),
-            encoder: Box::new(encoder),
+        Ok(VideoMedia::new(
+            Box::new(source),
+            Box::new(encoder),
             frame_capacity,
-            input: None,
-            display: None,
-        })
+        ))
     }
 
     fn audio(&self, config: &StreamConfig) -> Result<Box<dyn AudioSource>, String> {
-        let layout = match config.audio_channels {
-            2 => AudioLayout::Stereo,
-            6 => AudioLayout::Surround51,
-            8 => AudioLayout::Surround71,
-            n => return Err(format!("{n} audio channels are not supported")),
-        };
-        let packet_duration =
-            PacketDuration::from_millis(config.audio_packet_ms).ok_or_else(|| {
-                format!(
-                    "{} ms audio packets are not supported",
-                    config.audio_packet_ms
-                )
-            })?;
-        let cfg = OpusConfig {
-            layout,
-            high_quality: config.audio_high_quality && layout != AudioLayout::Stereo,
-            packet_duration,
-        };
+        let cfg = opus_config(config)?;
         let tone = ToneSource::for_channels(cfg.channels()).map_err(|e| e.to_string())?;
         let encoder = OpusEncoder::new(cfg).map_err(|e| e.to_string())?;
         Ok(Box::new(ToneOpus {

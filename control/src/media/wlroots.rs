@@ -1,7 +1,7 @@
 //! A sway desktop per session (act): every stream gets a headless output at its client's mode,
 //! captured with wlr-screencopy and encoded with openh264, and its input injected with the
-//! virtual keyboard and a virtual pointer bound to that output (`input::wlr`); audio is the
-//! test tone.
+//! virtual keyboard and a virtual pointer bound to that output (`input::wlr`); sound is the
+//! default PipeWire sink's monitor (`super::audio`).
 //!
 //! sway 1.7 (Debian 12) cannot remove a headless output, so a stream's output is kept in a
 //! pool when the stream ends and the next stream takes it (at its own mode) before a new one is
@@ -14,10 +14,10 @@ use std::time::Duration;
 use punktfunk_capture::VideoEncoder;
 use punktfunk_capture::desktop::DesktopCapture;
 use punktfunk_capture::display::{DisplayError, DisplayMode, VirtualDisplay};
-use punktfunk_capture::stages::EncodeStage;
+use punktfunk_capture::stages::{EncodeStage, ModeSwitch};
 use punktfunk_capture::wlroots::{Screencopy, SwayDisplay, SwayIpc};
 
-use super::pattern::{TestMedia, h264_encoder};
+use super::pattern::{h264_encoder, h264_for_mode};
 use crate::input::InputDispatcher;
 use crate::input::wlr::WlrSink;
 use crate::stream::sdp::StreamConfig;
@@ -139,13 +139,19 @@ impl WlrootsMedia {
     }
 }
 
-impl MediaFactory for WlrootsMedia {
-    fn video(&self, config: &StreamConfig) -> Result<VideoMedia, String> {
-        let (enc, frame_capacity) = h264_encoder(config)?;
-        let c = enc.config();
-        let (w, h, fps) = (c.width, c.height, c.fps);
+/// A stream's desktop: its output, the capture of it, and its input (`None`: the compositor
+/// refused a virtual keyboard/pointer; the host-wide handler takes the input).
+struct Desktop {
+    display: PooledDisplay,
+    capture: Screencopy,
+    input: Option<Box<dyn InputHandler>>,
+}
+
+impl WlrootsMedia {
+    /// An output at `mode` for one stream, its capture and its input.
+    fn desktop(&self, mode: DisplayMode) -> Result<Desktop, String> {
         let display = self
-            .output(DisplayMode::new(w, h, fps))
+            .output(mode)
             .map_err(|e| format!("virtual output: {e}"))?;
         let capture = Screencopy::connect(&self.endpoint.wayland, display.name(), CAPTURE_TIMEOUT)
             .map_err(|e| format!("capturing {}: {e}", display.name()))?;
@@ -160,20 +166,50 @@ impl MediaFactory for WlrootsMedia {
                     None
                 }
             };
-        let output = display.name().to_owned();
-        let source = DesktopCapture::new(display, capture, w, h, fps).map_err(|e| e.to_string())?;
+        Ok(Desktop {
+            display,
+            capture,
+            input,
+        })
+    }
+}
+
+impl MediaFactory for WlrootsMedia {
+    fn video(&self, config: &StreamConfig) -> Result<VideoMedia, String> {
+        let (enc, frame_capacity) = h264_encoder(config)?;
+        let c = enc.config();
+        let (w, h, fps) = (c.width, c.height, c.fps);
+        let d = self.desktop(DisplayMode::new(w, h, fps))?;
+        let output = d.display.name().to_owned();
+        let source =
+            DesktopCapture::new(d.display, d.capture, w, h, fps).map_err(|e| e.to_string())?;
         let encoder = EncodeStage::new(enc).map_err(|e| e.to_string())?;
         Ok(VideoMedia {
-            source: Box::new(source),
-            encoder: Box::new(encoder),
-            frame_capacity,
-            input,
+            input: d.input,
             display: Some(output),
+            ..VideoMedia::new(Box::new(source), Box::new(encoder), frame_capacity)
         })
     }
 
+    /// A punktfunk/1 stream's desktop: renegotiation sets the output's mode in place.
+    fn switched_video(&self, switch: Arc<ModeSwitch>) -> Result<VideoMedia, String> {
+        let first = switch.get().0;
+        let (enc, frame_capacity) = h264_for_mode(first)?;
+        let d = self.desktop(DisplayMode::new(first.width, first.height, first.fps))?;
+        let output = d.display.name().to_owned();
+        let source = DesktopCapture::with_switch(d.display, d.capture, switch.clone())
+            .map_err(|e| e.to_string())?;
+        let encoder = EncodeStage::with_switch(enc, switch).map_err(|e| e.to_string())?;
+        Ok(VideoMedia {
+            input: d.input,
+            display: Some(output),
+            ..VideoMedia::new(Box::new(source), Box::new(encoder), frame_capacity)
+        })
+    }
+
+    /// The desktop's sound: the default PipeWire sink's monitor, else the tone.
     fn audio(&self, config: &StreamConfig) -> Result<Box<dyn AudioSource>, String> {
-        TestMedia.audio(config)
+        super::audio::desktop_audio(config)
     }
 
     /// `focus output NAME; exec CMD`: sway starts the command (as its own user, in its

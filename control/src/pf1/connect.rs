@@ -19,6 +19,7 @@ use super::receive::{ReceiveOptions, ReceiveStats, Receiving};
 use super::trust::{self, Role};
 use super::{Codec, DEFAULT_PORT, GoodbyeReason, Mode, Pin};
 use crate::host::state::{StateDir, StateError, os_random};
+use crate::input::InputEvent;
 
 /// What `punktfunk client` was asked for.
 #[derive(Debug, Clone)]
@@ -44,6 +45,9 @@ pub struct ConnectOptions {
     pub stats_json: Option<PathBuf>,
     /// Drop this share of data-plane datagrams on receipt (testing FEC; 0 normally).
     pub inject_loss: f64,
+    /// Input events to send once 40 % of `duration` has passed, 50 ms apart (a check of
+    /// the host's input path; empty normally).
+    pub inputs: Vec<InputEvent>,
 }
 
 /// Why `punktfunk client` failed.
@@ -136,6 +140,7 @@ pub fn run(opts: ConnectOptions) -> Result<String, ConnectError> {
     let goodbye_handle = handle.clone();
     let duration = opts.duration;
     let remodes = opts.remodes.clone();
+    let inputs = opts.inputs.clone();
     let asked = remode_asked.clone();
     let closed = driver.run(|s, ev| match ev {
         ClientEvent::Connected { fingerprint, trust } => {
@@ -205,6 +210,17 @@ pub fn run(opts: ConnectOptions) -> Result<String, ConnectError> {
                         p.key_epoch
                     ));
                     started = Some(p);
+                    if !inputs.is_empty() {
+                        let h = goodbye_handle.clone();
+                        let inputs = inputs.clone();
+                        std::thread::spawn(move || {
+                            std::thread::sleep(duration * 2 / 5);
+                            for ev in inputs {
+                                h.send(ClientCommand::Input(ev));
+                                std::thread::sleep(Duration::from_millis(50));
+                            }
+                        });
+                    }
                     let h = goodbye_handle.clone();
                     let asked = asked.clone();
                     let remodes = remodes.clone();

@@ -346,7 +346,7 @@ fn on_event(app: &mut App, s: &mut HostSession, ev: HostEvent) {
         HostEvent::IdrRequested { conn } => media.request_idr(conn),
         HostEvent::LossReport { conn, report } => media.loss_report(conn, &report),
         HostEvent::Stats { conn, stats } => tracing::debug!(%conn, ?stats, "punktfunk/1 stats"),
-        HostEvent::Input { event, .. } => media.input(&event),
+        HostEvent::Input { conn, event } => media.input(conn, &event),
         HostEvent::KeyUpdated {
             conn,
             generation,

@@ -2,9 +2,12 @@
 //! session, fed by the listener's events.
 //!
 //! ```text
-//! Started{params}     ─► Pipeline{PatternCapture ─ EncodeStage ─ Pf1PacketizeStage ─ SendSink}
+//! Started{params}     ─► Pipeline{source ─ EncodeStage ─ Pf1PacketizeStage ─ SendSink}
+//!                        source: MediaOptions::source (the test pattern, or the session's
+//!                        own virtual output of a compositor at the client's mode)
 //!                        key = exporter material, dest = client IP : client data port
-//! ReconfigureRequested ─► ModeSwitch::set(new mode) ─► capture and encoder rebuilt in place,
+//! ReconfigureRequested ─► ModeSwitch::set(new mode) ─► source (a desktop sets its output to
+//!                        the mode in place) and encoder rebuilt,
 //!                        next frame an IDR tagged with the new mode; when the first such frame
 //!                        is sent: Reconfigured{mode, first frame id} (keys, socket, FEC go on)
 //! IdrRequested        ─► the pipeline's keyframe request
@@ -12,7 +15,8 @@
 //! (a frame sent while the key's update point is passed) ─► HostCommand::UpdateKey, once per
 //!                        generation ─► KeyUpdate … KeyUpdateAck ─► KeyUpdated{g, material}
 //! KeyUpdated          ─► Pf1Feedback::offer_key: the packetizer switches at its next frame
-//! Input               ─► the host's input sink
+//! Input               ─► the stream's own desktop (its virtual output) when it has one,
+//!                        else the host's input sink
 //! Closed              ─► pipeline stopped
 //! ```
 //!
@@ -51,10 +55,14 @@ use super::net::{HostCommand, HostHandle};
 use super::{ConnId, DataPlaneParams, KeyMaterial, Mode};
 use crate::input::InputSink;
 use crate::input::wire::InputEvent;
+use crate::stream::session::{InputHandler, MediaFactory};
 
 /// Host-wide settings of the punktfunk/1 media path.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MediaOptions {
+    /// Where each stream's picture comes from (`[capture] source`, chosen once by
+    /// [`crate::media::select`]); the test pattern by default.
+    pub source: Arc<dyn MediaFactory>,
     /// Address the data-plane sockets bind (IPv4 unspecified by default).
     pub bind: IpAddr,
     /// The tuning profile's `[pipeline]`, `[send]`, `[pacing]` and `[fec]`: every stream's
@@ -72,9 +80,22 @@ pub struct MediaOptions {
     pub watch: Arc<PipelineWatch>,
 }
 
+impl std::fmt::Debug for MediaOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaOptions")
+            .field("bind", &self.bind)
+            .field("profile", &self.profile)
+            .field("bitrate_kbps", &self.bitrate_kbps)
+            .field("key_packet_limit", &self.key_packet_limit)
+            .field("key_update_percent", &self.key_update_percent)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Default for MediaOptions {
     fn default() -> Self {
         Self {
+            source: Arc::new(crate::media::TestMedia),
             bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             profile: SessionProfile::default(),
             bitrate_kbps: 20_000,
@@ -106,6 +127,10 @@ struct Stream {
     loss_percent: f32,
     started: Instant,
     session_id: u64,
+    /// Input into this stream's own desktop (`None`: the host's input sink).
+    input: Option<Box<dyn InputHandler>>,
+    /// The stream's virtual output, when its source has one.
+    display: Option<String>,
 }
 
 /// The media side of the punktfunk/1 listener.
@@ -233,7 +258,21 @@ impl Pf1Media {
             return Err("the client did not say where to send (data port 0)".into());
         }
         let (packetize, feedback) = packetize_stage(&self.opts, self.builder.fec(), params)?;
-        let (stages, switch) = pattern_stages(params.mode, self.opts.bitrate_kbps, packetize)?;
+        let switch = Arc::new(ModeSwitch::new(video_mode(
+            0,
+            params.mode,
+            self.opts.bitrate_kbps,
+        )));
+        let media = self.opts.source.switched_video(switch.clone())?;
+        let stages = VideoStages {
+            source: media.source,
+            encode: media.encoder,
+            packetize,
+            // Raw frames up to 4K (a renegotiation may ask for one) and their encodings share
+            // one pool.
+            media_capacity: raw_frame_len(3840, 2160).max(media.frame_capacity),
+            frame_interval: Duration::from_secs(1) / switch.get().0.fps,
+        };
         let sender = self
             .builder
             .bind_sender(SocketAddr::new(self.opts.bind, 0))
@@ -285,6 +324,7 @@ impl Pf1Media {
             session = params.session_id,
             mode = %params.mode,
             %dest,
+            display = media.display.as_deref().unwrap_or("none (test pattern)"),
             fec = %format!("GF(2^16), {} % parity (adaptive 5-50 %)", params.parity_percent),
             shard = params.shard_payload,
             encryption = "AES-128-GCM (TLS exporter key)",
@@ -308,6 +348,8 @@ impl Pf1Media {
                 loss_percent: 0.0,
                 started: Instant::now(),
                 session_id: params.session_id,
+                input: media.input,
+                display: media.display,
             },
         );
         Ok(())
@@ -387,8 +429,14 @@ impl Pf1Media {
         })
     }
 
-    /// Injects a client input event.
-    pub fn input(&mut self, event: &InputEvent) {
+    /// Injects an input event of `conn`'s client: into its stream's own desktop when it has
+    /// one (the handler takes GameStream's input packet, the encoding punktfunk/1 input
+    /// datagrams share), else into the host's input sink.
+    pub fn input(&mut self, conn: ConnId, event: &InputEvent) {
+        if let Some(handler) = self.streams.get_mut(&conn).and_then(|s| s.input.as_mut()) {
+            handler.handle_input(&crate::input::encode(event));
+            return;
+        }
         if let Err(e) = self.input.inject(event) {
             tracing::debug!(error = %e, "punktfunk/1 input not injected");
         }
@@ -411,6 +459,7 @@ impl Pf1Media {
             tracing::info!(
                 %conn,
                 seconds = s.started.elapsed().as_secs(),
+                display = s.display.as_deref().unwrap_or("none (test pattern)"),
                 frames = s.frames.load(Ordering::Relaxed),
                 dropped_in_pipeline = stats,
                 key_rotations = s.feedback.rotations(),

@@ -99,6 +99,23 @@ pub struct VideoMedia {
     pub display: Option<String>,
 }
 
+impl VideoMedia {
+    /// A source and an encoder without a desktop of their own (no own input, no display).
+    pub fn new(
+        source: Box<dyn Source<Output = FrameBuf>>,
+        encoder: Box<dyn Stage<Input = FrameBuf, Output = FrameBuf>>,
+        frame_capacity: usize,
+    ) -> Self {
+        Self {
+            source,
+            encoder,
+            frame_capacity,
+            input: None,
+            display: None,
+        }
+    }
+}
+
 /// One Opus packet per call, `packet_ms` of audio each, all the same length (CBR).
 pub trait AudioSource: Send {
     /// The next packet.
@@ -109,6 +126,14 @@ pub trait AudioSource: Send {
 pub trait MediaFactory: Send + Sync + 'static {
     /// Video for `config` (resolution, fps, bitrate, codec).
     fn video(&self, config: &StreamConfig) -> Result<VideoMedia, String>;
+    /// Video (H.264) whose mode follows `switch` (a punktfunk/1 stream: renegotiation sets a
+    /// new mode there): the source starts in the switch's mode and changes it in place (a
+    /// desktop source sets its virtual output to the new mode), the encoder reconfigures at
+    /// the first frame of the new mode.
+    fn switched_video(
+        &self,
+        switch: Arc<punktfunk_capture::stages::ModeSwitch>,
+    ) -> Result<VideoMedia, String>;
     /// Audio for `config` (channels, packet duration).
     fn audio(&self, config: &StreamConfig) -> Result<Box<dyn AudioSource>, String>;
     /// Starts `command` (argv) inside the session display `display`; the default has no

@@ -19,6 +19,9 @@
 //! * `pipewire` (cargo feature `pipewire`, off by default): video frames from a PipeWire node
 //!   (screencast, camera, GStreamer), copied into reused buffers with a monotonic timestamp,
 //!   and audio (F32LE) from a source or a sink's monitor.
+//! * `kwin` (cargo feature `kwin`, implies `pipewire`): KWin virtual outputs
+//!   (`zkde_screencast_unstable_v1`), their PipeWire frames, and input through
+//!   `org_kde_kwin_fake_input` ([`kwin`]).
 //!
 //! What it deliberately does not do: pace frames (the pipeline's capture stage asks when it
 //! wants one), packetize, encrypt or send (engine), or import DMA-BUF or run the screencast
@@ -69,6 +72,8 @@ pub mod display;
 pub mod frame;
 pub mod grid;
 pub mod h264;
+#[cfg(feature = "kwin")]
+pub mod kwin;
 pub mod pattern;
 #[cfg(feature = "pipewire")]
 pub mod pipewire;

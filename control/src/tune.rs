@@ -71,8 +71,23 @@ fn capture_backends(
             );
         }
     }
-    for name in ["mutter", "kwin"] {
-        let _ = writeln!(out, "  no    {name}: not a serve source in this build yet");
+    let _ = writeln!(out, "  no    mutter: not a serve source in this build yet");
+    let kwin = if asked == SourceName::Kwin {
+        offered.kwin.clone()
+    } else {
+        crate::media::kwin_offered()
+    };
+    match kwin {
+        Ok(socket) => {
+            let _ = writeln!(
+                out,
+                "  ok    kwin: KWin at {} offers virtual outputs (made by its DRM backend)",
+                socket.display()
+            );
+        }
+        Err(why) => {
+            let _ = writeln!(out, "  no    kwin: {why}");
+        }
     }
     // The PipeWire sources: probed for the profile's choice, described otherwise.
     for (source, name) in [

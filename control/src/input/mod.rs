@@ -10,6 +10,8 @@
 //!                                  │                connected gamepad        (act)
 //!                                  ├─ WlrSink      wlroots virtual keyboard + pointer bound
 //!                                  │                to the session's output   (act)
+//!                                  ├─ KwinSink     KWin fake input aimed at the session's
+//!                                  │                output (feature `kwin`)   (act)
 //!                                  └─ CountingSink counts per kind when uinput is absent
 //! ```
 //!
@@ -33,6 +35,8 @@
 pub mod compositor;
 pub mod gamepad;
 pub mod keymap;
+#[cfg(feature = "kwin")]
+pub mod kwin;
 pub mod pointer;
 pub mod uinput;
 pub mod wire;
@@ -42,6 +46,8 @@ use thiserror::Error;
 use tracing::{debug, info};
 
 pub use gamepad::{GamepadChange, Gamepads, PadInfo, PadState};
+#[cfg(feature = "kwin")]
+pub use kwin::KwinSink;
 pub use uinput::UinputSink;
 pub use wire::{
     BatteryState, ControllerArrival, ControllerBattery, ControllerKind, ControllerMotion,
@@ -72,6 +78,14 @@ pub enum InjectError {
         /// What the Wayland back end reported.
         #[source]
         source: punktfunk_capture::wlroots::WlrInputError,
+    },
+    /// KWin's fake input failed (cargo feature `kwin`): a dead KWin, or the output gone.
+    #[cfg(feature = "kwin")]
+    #[error("KWin input: {source}")]
+    Kwin {
+        /// What the KWin back end reported.
+        #[source]
+        source: punktfunk_capture::kwin::KwinError,
     },
 }
 

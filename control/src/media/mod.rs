@@ -11,6 +11,8 @@
 //!  PipeWireMedia per stream: its own capture of one PipeWire video node (`source =
 //!                "pipewire"` + `pipewire_node`, or gamescope's `gamescope` node), scaled
 //!                to the client's mode (feature `pipewire`)               (pipewire.rs)
+//!  KwinMedia     per stream: a KWin virtual output at the client's size,
+//!                PipeWire → I420 → openh264; fake input    (kwin.rs, feature `kwin`)
 //!  desktop sound the default PipeWire sink's monitor → Opus (feature `pipewire`), else
 //!                the tone                                                (audio.rs)
 //! ```
@@ -21,6 +23,8 @@
 
 mod audio;
 pub mod choice;
+#[cfg(feature = "kwin")]
+mod kwin;
 mod pattern;
 #[cfg(feature = "pipewire")]
 mod pipewire;
@@ -29,6 +33,8 @@ mod wlroots;
 use std::sync::Arc;
 
 pub use choice::{Offered, SourceChoice, choose};
+#[cfg(feature = "kwin")]
+pub use kwin::KwinMedia;
 pub use pattern::TestMedia;
 #[cfg(feature = "pipewire")]
 pub use pipewire::PipeWireMedia;
@@ -67,10 +73,26 @@ pub fn probe(asked: SourceName, pipewire_node: Option<&str>) -> Offered {
         (SourceName::Pipewire, None) => Err("[capture] pipewire_node is not set".into()),
         _ => Err("not probed for this source".into()),
     };
+    // KWin only when asked for: probing connects to $WAYLAND_DISPLAY (`kwin_offered`).
+    let kwin = if asked == SourceName::Kwin {
+        kwin_offered()
+    } else {
+        Err("not probed for this source".into())
+    };
     Offered {
         wlroots: WlrootsEndpoint::from_env(),
         node,
+        kwin,
     }
+}
+
+/// The KWin `source = "kwin"` would use: the Wayland socket of a reachable KWin offering
+/// virtual outputs, or why not (also when this build lacks the `kwin` feature).
+pub fn kwin_offered() -> Result<std::path::PathBuf, String> {
+    #[cfg(feature = "kwin")]
+    return kwin::endpoint_from_env();
+    #[cfg(not(feature = "kwin"))]
+    return Err(choice::KWIN_NOT_BUILT.into());
 }
 
 #[cfg(feature = "pipewire")]
@@ -95,6 +117,10 @@ pub fn select(asked: SourceName, pipewire_node: Option<&str>) -> Result<Selected
         SourceChoice::Node(node) => Arc::new(PipeWireMedia::new(node.clone())),
         #[cfg(not(feature = "pipewire"))]
         SourceChoice::Node(_) => unreachable!("probe_node never offers a node without PipeWire"),
+        #[cfg(feature = "kwin")]
+        SourceChoice::Kwin(socket) => Arc::new(KwinMedia::new(socket.clone())),
+        #[cfg(not(feature = "kwin"))]
+        SourceChoice::Kwin(_) => return Err(choice::KWIN_NOT_BUILT.into()),
     };
     Ok(Selected {
         factory,

@@ -6,7 +6,7 @@
 //! [`KwinCapture::next_frame`] therefore waits at most `repeat_after` for a new frame and else
 //! hands out the last one again, stamped with the time it was handed out (the picture is
 //! known to be unchanged up to then). Only the first frame of a node must arrive within the
-//! timeout.
+//! timeout. Stamps handed out strictly increase.
 
 use std::time::Duration;
 
@@ -26,6 +26,8 @@ pub struct KwinCapture {
     frame: VideoFrame,
     have_frame: bool,
     repeated: bool,
+    /// The last stamp handed out: stamps only increase (see `next`).
+    last_us: u64,
     index: u64,
     timeout: Duration,
     repeat_after: Duration,
@@ -58,6 +60,7 @@ impl KwinCapture {
             frame: VideoFrame::default(),
             have_frame: false,
             repeated: false,
+            last_us: 0,
             index: 0,
             timeout,
             repeat_after,
@@ -102,21 +105,27 @@ impl KwinCapture {
         } else {
             self.timeout
         };
-        match capture.next_frame(&mut self.frame, wait) {
+        // A frame the stream thread dequeued just as the wait for it timed out carries a stamp
+        // older than the repeat handed out meanwhile: stamps are kept strictly increasing, which
+        // moves such a frame by at most that race (microseconds).
+        let fresh = match capture.next_frame(&mut self.frame, wait) {
             Ok(()) => {
                 self.have_frame = true;
-                Ok(true)
+                true
             }
             Err(pipewire::CaptureError::Timeout(_)) if self.have_frame => {
                 self.frame.capture_us = crate::clock::monotonic_us();
-                Ok(false)
+                false
             }
             Err(e) => {
                 self.current = None;
                 self.have_frame = false;
-                Err(e.into())
+                return Err(e.into());
             }
-        }
+        };
+        self.frame.capture_us = self.frame.capture_us.max(self.last_us + 1);
+        self.last_us = self.frame.capture_us;
+        Ok(fresh)
     }
 }
 

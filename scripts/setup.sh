@@ -18,11 +18,14 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # "PipeWire capture"). mutter: the GNOME compositor run headless (`mutter --headless --wayland
 # --no-x11`) by capture/tests/virtual_mutter.rs and control/tests/virtual_mutter_sink.rs for the
 # `mutter` feature (ScreenCast RecordVirtual + RemoteDesktop; docs/capture.md "Mutter (GNOME)").
+# kwin-wayland: the KWin that capture/tests/virtual_kwin.rs starts
+# (`--virtual`, capture feature `kwin`; docs/capture.md "KWin (KDE)"), and
+# gstreamer1.0-plugins-bad: its waylandsink, the window that test streams.
 PKGS=(build-essential pkg-config iproute2 nftables python3 python3-venv libopus-dev nasm python3-numpy ffmpeg
       sway swaybg wev wtype
       libpipewire-0.3-dev libspa-0.2-dev libclang-dev clang
       pipewire wireplumber dbus gstreamer1.0-pipewire gstreamer1.0-tools gstreamer1.0-plugins-base
-      mutter)
+      mutter kwin-wayland gstreamer1.0-plugins-bad)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

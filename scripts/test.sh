@@ -50,6 +50,12 @@ step "cargo clippy + test: control with desktop sound and Mutter (features pipew
 cargo clippy -p punktfunk-control --all-targets --features pipewire,mutter --locked -- -D warnings
 cargo test -p punktfunk-control --features pipewire,mutter --locked
 
+step "cargo clippy + test: KWin (feature kwin: kwin_wayland --virtual; capture and control)"
+cargo clippy -p punktfunk-capture --all-targets --features pipewire,kwin --locked -- -D warnings
+cargo test -p punktfunk-capture --features pipewire,kwin --locked --test virtual_kwin
+cargo clippy -p punktfunk-control --all-targets --features kwin --locked -- -D warnings
+cargo test -p punktfunk-control --features kwin --locked --lib --test virtual_kwin_sink --test virtual_kwin_media
+
 step "criterion benches (test mode: every bench runs once, release build shared with the report)"
 cargo test --release --locked -p punktfunk-bench --benches
 

@@ -38,7 +38,7 @@ pub(crate) fn ci_provides(feature: &str) -> Option<&'static str> {
         "ipv6" => Some("CI's machine has an IPv6 loopback"),
         "root" | "netns" | "rcvbuf" => Some("CI runs as root (network namespaces, SO_RCVBUFFORCE)"),
         "affinity" => Some("CI's machine reports and honours CPU affinity"),
-        "python3-numpy" | "ffmpeg" | "sway" | "wev" | "pipewire" | "mutter" => {
+        "python3-numpy" | "ffmpeg" | "sway" | "wev" | "pipewire" | "mutter" | "kwin" => {
             Some("scripts/setup.sh installs it")
         }
         _ => None,

@@ -22,17 +22,21 @@
 //! * `mutter` (cargo feature `mutter`, implies `pipewire`): GNOME Mutter virtual monitors
 //!   (RemoteDesktop + ScreenCast `RecordVirtual` over the session bus with zbus), their frames
 //!   through PipeWire, and input through the RemoteDesktop session.
+//! * `kwin` (cargo feature `kwin`, implies `pipewire`): KWin virtual outputs
+//!   (`zkde_screencast_unstable_v1`), their PipeWire frames, and input through
+//!   `org_kde_kwin_fake_input` ([`kwin`]).
 //!
 //! What it deliberately does not do: pace frames (the pipeline's capture stage asks when it
 //! wants one), packetize, encrypt or send (engine), or import DMA-BUF or run the screencast
-//! portal handshake yet (hardware encoders, Mutter and KWin plug in behind the same types
+//! portal handshake yet (hardware encoders and Mutter plug in behind the same types
 //! later). Layouts and settings are documented in docs/capture.md.
 //!
 //! Decide and act: `frame`, `stamp`, `pattern`, `annexb`, `video`, `display`, `convert`,
-//! `wlroots::message`, `mutter::plan`, `audio::config` and `audio::tone` are pure (no clock, no I/O,
-//! `#![forbid(unsafe_code)]`). `clock` reads `CLOCK_MONOTONIC`, `source` uses it, `h264` drives
-//! openh264, `wlroots::{ipc, display, screencopy}` talk to sway's sockets (no `unsafe`: the SHM
-//! buffer is read with `pread`, not mapped) and `audio::opus` is the libopus FFI (the crate's
+//! `wlroots::message`, `mutter::plan`, `kwin::plan`, `audio::config` and `audio::tone` are pure (no clock, no
+//! I/O, `#![forbid(unsafe_code)]`). `clock` reads `CLOCK_MONOTONIC`, `source` uses it, `h264`
+//! drives openh264, `wlroots::{ipc, display, screencopy}` talk to sway's sockets (no `unsafe`:
+//! the SHM buffer is read with `pread`, not mapped), `kwin::{display, capture, input}` to KWin's
+//! socket and its PipeWire node (no `unsafe`) and `audio::opus` is the libopus FFI (the crate's
 //! only `unsafe`, besides the clock read).
 //!
 //! # Example
@@ -72,6 +76,8 @@ pub mod display;
 pub mod frame;
 pub mod grid;
 pub mod h264;
+#[cfg(feature = "kwin")]
+pub mod kwin;
 #[cfg(feature = "mutter")]
 pub mod mutter;
 pub mod pattern;

@@ -86,6 +86,23 @@ fn capture_backends(
             );
         }
     }
+    let kwin = if asked == SourceName::Kwin {
+        offered.kwin.clone()
+    } else {
+        crate::media::kwin_offered()
+    };
+    match kwin {
+        Ok(socket) => {
+            let _ = writeln!(
+                out,
+                "  ok    kwin: KWin at {} offers virtual outputs (made by its DRM backend)",
+                socket.display()
+            );
+        }
+        Err(why) => {
+            let _ = writeln!(out, "  no    kwin: {why}");
+        }
+    }
     let _ = writeln!(out, "  no    kwin: not a serve source in this build yet");
     // The PipeWire sources: probed for the profile's choice, described otherwise.
     for (source, name) in [

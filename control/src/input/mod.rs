@@ -13,6 +13,8 @@
 //!                                  ├─ MutterSink   Mutter RemoteDesktop Notify* on the
 //!                                  │                session's own monitor (act, feature
 //!                                  │                `mutter`)
+//!                                  ├─ KwinSink     KWin fake input aimed at the session's
+//!                                  │                output (feature `kwin`)   (act)
 //!                                  └─ CountingSink counts per kind when uinput is absent
 //! ```
 //!
@@ -36,6 +38,8 @@
 pub mod compositor;
 pub mod gamepad;
 pub mod keymap;
+#[cfg(feature = "kwin")]
+pub mod kwin;
 #[cfg(feature = "mutter")]
 pub mod mutter;
 pub mod pointer;
@@ -47,6 +51,8 @@ use thiserror::Error;
 use tracing::{debug, info};
 
 pub use gamepad::{GamepadChange, Gamepads, PadInfo, PadState};
+#[cfg(feature = "kwin")]
+pub use kwin::KwinSink;
 pub use uinput::UinputSink;
 pub use wire::{
     BatteryState, ControllerArrival, ControllerBattery, ControllerKind, ControllerMotion,
@@ -86,6 +92,14 @@ pub enum InjectError {
         /// What the RemoteDesktop call reported.
         #[source]
         source: punktfunk_capture::mutter::MutterError,
+    },
+    /// KWin's fake input failed (cargo feature `kwin`): a dead KWin, or the output gone.
+    #[cfg(feature = "kwin")]
+    #[error("KWin input: {source}")]
+    Kwin {
+        /// What the KWin back end reported.
+        #[source]
+        source: punktfunk_capture::kwin::KwinError,
     },
 }
 

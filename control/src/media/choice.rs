@@ -3,6 +3,8 @@
 
 #![forbid(unsafe_code)]
 
+use std::path::PathBuf;
+
 use punktfunk_tuning::SourceName;
 
 use super::wlroots::WlrootsEndpoint;
@@ -36,6 +38,9 @@ impl std::fmt::Display for MutterMissing {
         }
     }
 }
+/// Why KWin is not offered by a build without the `kwin` cargo feature.
+pub const KWIN_NOT_BUILT: &str =
+    "this build has no KWin backend (build punktfunk-control with --features kwin)";
 
 /// What the process found (the caller probes; this module only decides).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +53,9 @@ pub struct Offered {
     /// gamescope's `gamescope` node), found on this process's daemon; or why not (the build
     /// lacks the `pipewire` feature, no daemon, no such node, not probed for this source).
     pub node: Result<String, String>,
+    /// The Wayland socket of a KWin offering virtual outputs, or why not ([`KWIN_NOT_BUILT`]
+    /// when the build lacks the backend).
+    pub kwin: Result<PathBuf, String>,
 }
 
 /// The source chosen.
@@ -63,6 +71,8 @@ pub enum SourceChoice {
     /// mode: `source = "pipewire"` (a portal screencast, a camera…) or `"gamescope"` (its
     /// `gamescope` node).
     Node(String),
+    /// A virtual output per session on the KWin at this Wayland socket.
+    Kwin(PathBuf),
 }
 
 /// Picks the source for `asked` among `offered`, with the reason (for the log), or says why
@@ -139,11 +149,13 @@ pub fn choose(asked: SourceName, offered: &Offered) -> Result<(SourceChoice, Str
                 )),
             }
         }
-        other => Err(format!(
-            "capture.source = {:?} is not available in this build yet (issue 9); use \"auto\", \
-             \"test-pattern\", \"wlroots\", \"mutter\", \"pipewire\" or \"gamescope\"",
-            other
-        )),
+        SourceName::Kwin => match &offered.kwin {
+            Ok(socket) => Ok((
+                SourceChoice::Kwin(socket.clone()),
+                format!("capture.source = \"kwin\": KWin at {}", socket.display()),
+            )),
+            Err(why) => Err(format!("capture.source = \"kwin\" but {why}")),
+        },
     }
 }
 
@@ -179,11 +191,13 @@ mod tests {
             wlroots: Ok(sway()),
             mutter: no_mutter(),
             node: Err("not probed for auto".into()),
+            kwin: Err(KWIN_NOT_BUILT.into()),
         };
         let without = Offered {
             wlroots: Err("$SWAYSOCK is not set".into()),
             mutter: no_mutter(),
             node: Ok("xdpw".into()),
+            kwin: Err(KWIN_NOT_BUILT.into()),
         };
         let (c, why) = choose(SourceName::Auto, &with).unwrap();
         assert_eq!(c, SourceChoice::Wlroots(sway()));
@@ -199,11 +213,13 @@ mod tests {
             wlroots: Err("no answer on /x.sock: connection refused".into()),
             mutter: Err(MutterMissing::NotBuilt),
             node: Err("no PipeWire video node with node.name=gamescope".into()),
+            kwin: Err(KWIN_NOT_BUILT.into()),
         };
         let with = Offered {
             wlroots: Ok(sway()),
             mutter: Ok(mutter()),
             node: Ok("42".into()),
+            kwin: Err(KWIN_NOT_BUILT.into()),
         };
         assert_eq!(
             choose(SourceName::TestPattern, &with).unwrap().0,
@@ -219,8 +235,6 @@ mod tests {
             e.contains("\"gamescope\"") && e.contains("node.name=gamescope"),
             "{e}"
         );
-        let e = choose(SourceName::Kwin, &without).unwrap_err();
-        assert!(e.contains("not available"), "{e}");
     }
 
     #[test]
@@ -229,6 +243,7 @@ mod tests {
             wlroots: Ok(sway()),
             mutter: Ok(mutter()),
             node: Err("not probed".into()),
+            kwin: Err(KWIN_NOT_BUILT.into()),
         };
         assert_eq!(
             choose(SourceName::Auto, &both).unwrap().0,
@@ -238,6 +253,7 @@ mod tests {
             wlroots: Err("$SWAYSOCK is not set".into()),
             mutter: Ok(mutter()),
             node: Err("not probed".into()),
+            kwin: Err(KWIN_NOT_BUILT.into()),
         };
         let (c, why) = choose(SourceName::Auto, &only_mutter).unwrap();
         assert_eq!(c, SourceChoice::Mutter(mutter()));
@@ -249,6 +265,7 @@ mod tests {
             wlroots: Err("$SWAYSOCK is not set".into()),
             mutter: Err(MutterMissing::NotBuilt),
             node: Err("not probed".into()),
+            kwin: Err(KWIN_NOT_BUILT.into()),
         };
         let (c, why) = choose(SourceName::Auto, &neither).unwrap();
         assert_eq!(c, SourceChoice::TestPattern);
@@ -261,6 +278,7 @@ mod tests {
             wlroots: Err("$SWAYSOCK is not set".into()),
             mutter: Ok(mutter()),
             node: Err("not probed".into()),
+            kwin: Err(KWIN_NOT_BUILT.into()),
         };
         assert_eq!(
             choose(SourceName::Mutter, &reachable).unwrap().0,
@@ -285,5 +303,32 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("not on the session bus"), "{e}");
+    }
+
+    #[test]
+    fn kwin_is_taken_when_reachable_else_refused_saying_why() {
+        let socket = PathBuf::from("/run/user/1000/wayland-0");
+        let reachable = Offered {
+            wlroots: Err("$SWAYSOCK is not set".into()),
+            node: Err("not probed for kwin".into()),
+            kwin: Ok(socket.clone()),
+            mutter: Err(MutterMissing::NotBuilt),
+        };
+        let (c, why) = choose(SourceName::Kwin, &reachable).unwrap();
+        assert_eq!(c, SourceChoice::Kwin(socket));
+        assert!(why.contains("wayland-0"), "{why}");
+        // Not built, and built but not reachable, say so differently.
+        let not_built = Offered {
+            kwin: Err(KWIN_NOT_BUILT.into()),
+            ..reachable.clone()
+        };
+        let e = choose(SourceName::Kwin, &not_built).unwrap_err();
+        assert!(e.contains("--features kwin"), "{e}");
+        let unreachable = Offered {
+            kwin: Err("$WAYLAND_DISPLAY is not set".into()),
+            ..reachable
+        };
+        let e = choose(SourceName::Kwin, &unreachable).unwrap_err();
+        assert!(e.contains("WAYLAND_DISPLAY is not set"), "{e}");
     }
 }

@@ -11,6 +11,8 @@
 //!  PipeWireMedia per stream: its own capture of one PipeWire video node (`source =
 //!                "pipewire"` + `pipewire_node`, or gamescope's `gamescope` node), scaled
 //!                to the client's mode (feature `pipewire`)               (pipewire.rs)
+//!  KwinMedia     per stream: a KWin virtual output at the client's size,
+//!                PipeWire → I420 → openh264; fake input    (kwin.rs, feature `kwin`)
 //!  desktop sound the default PipeWire sink's monitor → Opus (feature `pipewire`), else
 //!                the tone                                                (audio.rs)
 //!  MutterMedia   per stream: a Mutter virtual monitor (RemoteDesktop +
@@ -26,6 +28,8 @@
 
 mod audio;
 pub mod choice;
+#[cfg(feature = "kwin")]
+mod kwin;
 #[cfg(feature = "mutter")]
 mod mutter;
 mod pattern;
@@ -35,7 +39,9 @@ mod wlroots;
 
 use std::sync::Arc;
 
-pub use choice::{MutterEndpoint, MutterMissing, Offered, SourceChoice, choose};
+pub use choice::{KWIN_NOT_BUILT, MutterEndpoint, MutterMissing, Offered, SourceChoice, choose};
+#[cfg(feature = "kwin")]
+pub use kwin::KwinMedia;
 #[cfg(feature = "mutter")]
 pub use mutter::MutterMedia;
 pub use pattern::TestMedia;
@@ -82,11 +88,27 @@ pub fn probe(asked: SourceName, pipewire_node: Option<&str>) -> Offered {
     let mutter = MutterEndpoint::from_env().map_err(MutterMissing::Unreachable);
     #[cfg(not(feature = "mutter"))]
     let mutter = Err(MutterMissing::NotBuilt);
+    // KWin only when asked for: probing connects to $WAYLAND_DISPLAY (`kwin_offered`).
+    let kwin = if asked == SourceName::Kwin {
+        kwin_offered()
+    } else {
+        Err("not probed for this source".into())
+    };
     Offered {
         wlroots: WlrootsEndpoint::from_env(),
         mutter,
         node,
+        kwin,
     }
+}
+
+/// The KWin `source = "kwin"` would use: the Wayland socket of a reachable KWin offering
+/// virtual outputs, or why not (also when this build lacks the `kwin` feature).
+pub fn kwin_offered() -> Result<std::path::PathBuf, String> {
+    #[cfg(feature = "kwin")]
+    return kwin::endpoint_from_env();
+    #[cfg(not(feature = "kwin"))]
+    return Err(choice::KWIN_NOT_BUILT.into());
 }
 
 #[cfg(feature = "pipewire")]
@@ -115,6 +137,10 @@ pub fn select(asked: SourceName, pipewire_node: Option<&str>) -> Result<Selected
         SourceChoice::Node(node) => Arc::new(PipeWireMedia::new(node.clone())),
         #[cfg(not(feature = "pipewire"))]
         SourceChoice::Node(_) => unreachable!("probe_node never offers a node without PipeWire"),
+        #[cfg(feature = "kwin")]
+        SourceChoice::Kwin(socket) => Arc::new(KwinMedia::new(socket.clone())),
+        #[cfg(not(feature = "kwin"))]
+        SourceChoice::Kwin(_) => return Err(choice::KWIN_NOT_BUILT.into()),
     };
     Ok(Selected {
         factory,

@@ -15,11 +15,14 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # injection"); wtype: a manual check. PipeWire capture (capture feature `pipewire`): libpipewire/libspa
 # headers and libclang for pipewire-rs' bindgen; the daemon, session manager, session bus and
 # GStreamer producer that capture/tests/pipewire_capture.rs starts (docs/capture.md,
-# "PipeWire capture").
+# "PipeWire capture"). Vulkan (capture feature `vulkan`): the loader and Mesa's drivers, whose
+# lavapipe (a CPU Vulkan 1.3 device with VK_KHR_external_memory_fd) runs capture/tests/gpu.rs
+# on machines without a GPU (docs/capture.md, "Zero copy on GPUs").
 PKGS=(build-essential pkg-config iproute2 nftables python3 python3-venv libopus-dev nasm python3-numpy ffmpeg
       sway swaybg wev wtype
       libpipewire-0.3-dev libspa-0.2-dev libclang-dev clang
-      pipewire wireplumber dbus gstreamer1.0-pipewire gstreamer1.0-tools gstreamer1.0-plugins-base)
+      pipewire wireplumber dbus gstreamer1.0-pipewire gstreamer1.0-tools gstreamer1.0-plugins-base
+      libvulkan1 mesa-vulkan-drivers)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -67,6 +67,9 @@ pub mod convert;
 pub mod desktop;
 pub mod display;
 pub mod frame;
+#[cfg(any(feature = "vulkan", feature = "cuda"))]
+#[allow(unsafe_code)]
+pub mod gpu;
 pub mod grid;
 pub mod h264;
 pub mod pattern;

@@ -48,6 +48,12 @@ cargo test -p punktfunk-capture --features pipewire --locked
 cargo clippy -p punktfunk-control --all-targets --features pipewire --locked -- -D warnings
 cargo test -p punktfunk-control --features pipewire --locked --lib
 
+step "cargo clippy + test: capture's zero-copy GPU path (features vulkan, cuda; Vulkan on lavapipe, CUDA only its missing-driver error)"
+# NVENC is no feature yet: nvidia-video-codec-sdk needs the CUDA toolkit to build (docs/capture.md,
+# "Zero copy on GPUs"); the CUDA import itself runs on a GPU machine: scripts/gpu-check.sh.
+cargo clippy -p punktfunk-capture --all-targets --features vulkan,cuda --locked -- -D warnings
+cargo test -p punktfunk-capture --features vulkan,cuda --locked --lib --test gpu
+
 step "criterion benches (test mode: every bench runs once, release build shared with the report)"
 cargo test --release --locked -p punktfunk-bench --benches
 

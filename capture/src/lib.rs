@@ -19,18 +19,23 @@
 //! * `pipewire` (cargo feature `pipewire`, off by default): video frames from a PipeWire node
 //!   (screencast, camera, GStreamer), copied into reused buffers with a monotonic timestamp,
 //!   and audio (F32LE) from a source or a sink's monitor.
+//! * `gpu` (cargo features `vulkan` and `cuda`, off by default): the zero-copy path. A DMA-BUF
+//!   import plan (`gpu::plan`, pure), a Vulkan device that imports DMA-BUFs, uploads
+//!   system-memory frames and exports memory as an OPAQUE_FD, and the CUDA driver API that
+//!   imports that fd as a device pointer. Both libraries are opened at run time.
 //!
 //! What it deliberately does not do: pace frames (the pipeline's capture stage asks when it
-//! wants one), packetize, encrypt or send (engine), or import DMA-BUF or run the screencast
-//! portal handshake yet (hardware encoders, Mutter and KWin plug in behind the same types
-//! later). Layouts and settings are documented in docs/capture.md.
+//! wants one), packetize, encrypt or send (engine), or run the screencast portal handshake yet,
+//! or encode on the GPU (NVENC/VA-API plug in behind [`video::VideoEncoder`] later; the GPU
+//! path ends at a CUDA device pointer). Layouts and settings are documented in docs/capture.md.
 //!
 //! Decide and act: `frame`, `stamp`, `pattern`, `annexb`, `video`, `display`, `convert`,
 //! `wlroots::message`, `audio::config` and `audio::tone` are pure (no clock, no I/O,
 //! `#![forbid(unsafe_code)]`). `clock` reads `CLOCK_MONOTONIC`, `source` uses it, `h264` drives
 //! openh264, `wlroots::{ipc, display, screencopy}` talk to sway's sockets (no `unsafe`: the SHM
 //! buffer is read with `pread`, not mapped) and `audio::opus` is the libopus FFI (the crate's
-//! only `unsafe`, besides the clock read).
+//! only `unsafe` besides the clock read and, with features `vulkan`/`cuda`, `gpu::vulkan` and
+//! `gpu::cuda`, the Vulkan and CUDA FFI; `gpu::plan` is pure).
 //!
 //! # Example
 //!

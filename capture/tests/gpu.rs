@@ -104,7 +104,7 @@ fn gpu_dmabuf_import_without_extension_is_unsupported() {
 #[test]
 fn gpu_upload_frame_reads_back() {
     let Some(mut ctx) = context() else { return };
-    let (w, h, stride) = (320u32, 180u32, 320 * 4 + 64);
+    let (w, h, stride) = (1920u32, 1080u32, 1920 * 4 + 64);
     let data = pattern(stride * h as usize, 7);
     let frame = CapturedFrame {
         width: w,
@@ -130,9 +130,19 @@ fn gpu_upload_frame_reads_back() {
         index: 1,
         ..frame
     };
+    let t = std::time::Instant::now();
     ctx.upload_frame(&frame2, &buffer).expect("upload 2");
+    let up = t.elapsed();
+    let t = std::time::Instant::now();
     ctx.download(&buffer, 0, &mut back).expect("download 2");
+    let down = t.elapsed();
     assert!(back == data2);
+    // Figures for docs/capture.md (the staging buffer exists by now: the steady state).
+    eprintln!(
+        "1920x1080 BGRx ({} bytes) on {}: upload_frame {up:?}, download {down:?}",
+        data.len(),
+        ctx.device_name()
+    );
     // Misuse is an error, not a crash.
     let short = CapturedFrame {
         data: &data[..100],
@@ -292,4 +302,18 @@ fn gpu_cuda_imports_vulkan_opaque_fd() {
         .expect("vulkan download");
     assert!(back2 == data2, "Vulkan reads other bytes than CUDA wrote");
     drop(mapped);
+}
+
+/// The encode stage runs on its own thread: the contexts and buffers must move there.
+#[test]
+fn gpu_types_are_send() {
+    fn send<T: Send>() {}
+    send::<VulkanContext>();
+    send::<punktfunk_capture::gpu::vulkan::GpuBuffer>();
+    send::<punktfunk_capture::gpu::vulkan::GpuImage>();
+    #[cfg(feature = "cuda")]
+    {
+        send::<punktfunk_capture::gpu::cuda::CudaContext>();
+        send::<punktfunk_capture::gpu::cuda::ExternalBuffer>();
+    }
 }

@@ -309,8 +309,8 @@ impl VulkanContext {
         match Self::open_device(entry, instance.clone(), uuid) {
             Ok(ctx) => Ok(ctx),
             Err(e) => {
-                // SAFETY: nothing was made from the instance that outlives open_device's
-                // failure (it destroys its own device on error paths).
+                // SAFETY: open_device failed before handing the instance to a Shared, and
+                // destroyed any device it made from it.
                 unsafe { instance.destroy_instance(None) };
                 Err(e)
             }
@@ -407,40 +407,20 @@ impl VulkanContext {
             .collect();
         // SAFETY: the family was passed in the device's queue create infos with one queue.
         let queue = unsafe { device.get_device_queue(family, 0) };
+        let (pool, cmd, fence) = match Self::command_objects(&device, family) {
+            Ok(v) => v,
+            Err(e) => {
+                // SAFETY: nothing made from the device is left (command_objects cleans up
+                // after itself); the caller destroys the instance.
+                unsafe { device.destroy_device(None) };
+                return Err(e);
+            }
+        };
         let shared = Arc::new(Shared {
             _entry: entry,
             instance,
             device,
         });
-        let d = &shared.device;
-        let pool_info = vk::CommandPoolCreateInfo::default()
-            .queue_family_index(family)
-            .flags(vk::CommandPoolCreateFlags::RESET_COMMAND_BUFFER);
-        // SAFETY: a valid device and create info. On the error paths below `shared` drops
-        // and destroys the device (objects made from it are destroyed first).
-        let pool = unsafe { d.create_command_pool(&pool_info, None) }
-            .map_err(vk_err("vkCreateCommandPool"))?;
-        let alloc = vk::CommandBufferAllocateInfo::default()
-            .command_pool(pool)
-            .level(vk::CommandBufferLevel::PRIMARY)
-            .command_buffer_count(1);
-        // SAFETY: `pool` is this device's.
-        let made = unsafe { d.allocate_command_buffers(&alloc) }
-            .map_err(vk_err("vkAllocateCommandBuffers"))
-            .and_then(|c| {
-                // SAFETY: a valid device and create info.
-                let fence = unsafe { d.create_fence(&vk::FenceCreateInfo::default(), None) }
-                    .map_err(vk_err("vkCreateFence"))?;
-                Ok((c[0], fence))
-            });
-        let (cmd, fence) = match made {
-            Ok(v) => v,
-            Err(e) => {
-                // SAFETY: the pool is ours and unused (frees its buffers too).
-                unsafe { d.destroy_command_pool(pool, None) };
-                return Err(e);
-            }
-        };
         Ok(Self {
             physical: pd,
             queue,
@@ -457,6 +437,40 @@ impl VulkanContext {
             staging: None,
             shared,
         })
+    }
+
+    /// The command pool, its one command buffer and the submission fence.
+    fn command_objects(
+        d: &ash::Device,
+        family: u32,
+    ) -> Result<(vk::CommandPool, vk::CommandBuffer, vk::Fence), GpuError> {
+        let pool_info = vk::CommandPoolCreateInfo::default()
+            .queue_family_index(family)
+            .flags(vk::CommandPoolCreateFlags::RESET_COMMAND_BUFFER);
+        // SAFETY: a valid device and create info.
+        let pool = unsafe { d.create_command_pool(&pool_info, None) }
+            .map_err(vk_err("vkCreateCommandPool"))?;
+        let alloc = vk::CommandBufferAllocateInfo::default()
+            .command_pool(pool)
+            .level(vk::CommandBufferLevel::PRIMARY)
+            .command_buffer_count(1);
+        // SAFETY: `pool` is this device's.
+        let made = unsafe { d.allocate_command_buffers(&alloc) }
+            .map_err(vk_err("vkAllocateCommandBuffers"))
+            .and_then(|c| {
+                // SAFETY: a valid device and create info.
+                let fence = unsafe { d.create_fence(&vk::FenceCreateInfo::default(), None) }
+                    .map_err(vk_err("vkCreateFence"))?;
+                Ok((c[0], fence))
+            });
+        match made {
+            Ok((cmd, fence)) => Ok((pool, cmd, fence)),
+            Err(e) => {
+                // SAFETY: the pool is ours and unused (destroying it frees its buffers).
+                unsafe { d.destroy_command_pool(pool, None) };
+                Err(e)
+            }
+        }
     }
 
     /// The device's name (`llvmpipe (LLVM 15.0.6, 256 bits)`, `NVIDIA H100 80GB HBM3`).
@@ -1225,7 +1239,7 @@ impl VulkanContext {
             unsafe {
                 d.cmd_pipeline_barrier(
                     cmd,
-                    vk::PipelineStageFlags::TOP_OF_PIPE,
+                    vk::PipelineStageFlags::ALL_COMMANDS,
                     vk::PipelineStageFlags::TRANSFER,
                     vk::DependencyFlags::empty(),
                     &[],
@@ -1265,7 +1279,7 @@ impl VulkanContext {
             unsafe {
                 d.cmd_pipeline_barrier(
                     cmd,
-                    vk::PipelineStageFlags::TRANSFER | vk::PipelineStageFlags::TOP_OF_PIPE,
+                    vk::PipelineStageFlags::ALL_COMMANDS,
                     vk::PipelineStageFlags::TRANSFER,
                     vk::DependencyFlags::empty(),
                     &[],
@@ -1287,11 +1301,9 @@ impl VulkanContext {
         new: vk::ImageLayout,
         foreign: bool,
     ) -> vk::ImageMemoryBarrier<'static> {
-        let aspect = if image.format.planes.len() > 1 {
-            vk::ImageAspectFlags::PLANE_0 | vk::ImageAspectFlags::PLANE_1
-        } else {
-            vk::ImageAspectFlags::COLOR
-        };
+        // COLOR covers every plane of a non-disjoint multi-planar image (the only kind made
+        // or imported here); plane bits are for disjoint ones.
+        let aspect = vk::ImageAspectFlags::COLOR;
         // An imported DMA-BUF is acquired from the foreign queue family (the producer's GPU
         // work) where the device has VK_EXT_queue_family_foreign.
         let (src_family, dst_family) = if foreign && self.extensions.queue_family_foreign {

@@ -52,7 +52,8 @@ step "cargo clippy + test: capture's zero-copy GPU path (features vulkan, cuda; 
 # NVENC is no feature yet: nvidia-video-codec-sdk needs the CUDA toolkit to build (docs/capture.md,
 # "Zero copy on GPUs"); the CUDA import itself runs on a GPU machine: scripts/gpu-check.sh.
 cargo clippy -p punktfunk-capture --all-targets --features vulkan,cuda --locked -- -D warnings
-cargo test -p punktfunk-capture --features vulkan,cuda --locked --lib --test gpu
+cargo clippy -p punktfunk-capture --all-targets --features vulkan,cuda,pipewire --locked -- -D warnings
+cargo test -p punktfunk-capture --features vulkan,cuda,pipewire --locked --lib --test gpu gpu
 
 step "criterion benches (test mode: every bench runs once, release build shared with the report)"
 cargo test --release --locked -p punktfunk-bench --benches

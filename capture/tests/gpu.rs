@@ -317,3 +317,59 @@ fn gpu_types_are_send() {
         send::<punktfunk_capture::gpu::cuda::ExternalBuffer>();
     }
 }
+
+/// What PipeWire records of a DMA-BUF becomes the import's descriptor (fourcc from the SPA
+/// format, LINEAR for "no modifier"), and goes the same way as a hand-made one.
+#[cfg(feature = "pipewire")]
+#[test]
+fn gpu_pipewire_descriptor_becomes_an_import() {
+    use std::os::fd::AsRawFd;
+
+    use punktfunk_capture::gpu::vulkan::pipewire_dmabuf;
+    use punktfunk_capture::pipewire::{DmaBufDescriptor, PixelFormat as Pw, StreamFormat};
+
+    let fd =
+        rustix::fs::memfd_create("pf-pw-dmabuf", rustix::fs::MemfdFlags::CLOEXEC).expect("memfd");
+    let mut desc = DmaBufDescriptor {
+        format: StreamFormat {
+            format: Pw::Bgrx,
+            width: 64,
+            height: 64,
+            modifier: None,
+        },
+        fds: [i64::from(fd.as_raw_fd()), -1, -1, -1],
+        offsets: [0; 4],
+        strides: [256, 0, 0, 0],
+        planes: 1,
+        modifier: None,
+    };
+    // SAFETY: `fd` stays open until the end of the test, past every use of `image`.
+    let image = unsafe { pipewire_dmabuf(&desc) }.expect("BGRx maps");
+    assert_eq!(
+        (image.fourcc, image.modifier),
+        (drm::XRGB8888, drm::MOD_LINEAR)
+    );
+    let plane = image.planes[0].expect("one plane");
+    assert_eq!(
+        (plane.fd.as_raw_fd(), plane.offset, plane.stride),
+        (fd.as_raw_fd(), 0, 256)
+    );
+    assert!(image.planes[1].is_none());
+    if let Some(ctx) = context()
+        && !ctx.extensions().external_memory_dma_buf
+    {
+        assert!(matches!(
+            ctx.import_dmabuf(&image),
+            Err(GpuError::Unsupported { .. })
+        ));
+    }
+    desc.format.format = Pw::I420;
+    // SAFETY: as above.
+    let i420 = unsafe { pipewire_dmabuf(&desc) };
+    assert!(matches!(i420, Err(GpuError::UnsupportedFormat { .. })));
+    desc.format.format = Pw::Bgrx;
+    desc.strides[0] = -4;
+    // SAFETY: as above.
+    let negative = unsafe { pipewire_dmabuf(&desc) };
+    assert!(matches!(negative, Err(GpuError::InvalidInput(_))));
+}

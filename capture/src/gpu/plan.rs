@@ -163,6 +163,23 @@ pub fn format_info_vk(format: vk::Format) -> Option<&'static FormatInfo> {
     FORMATS.iter().find(|f| f.vk_format == format)
 }
 
+/// The DRM fourcc of a PipeWire (SPA) video format when it arrives as a DMA-BUF. SPA names
+/// bytes in memory order, DRM the bits of a little-endian word, so SPA `BGRx` is DRM
+/// `XRGB8888` (spa/param/video/raw-utils.h and drm_fourcc.h). `I420` (DRM `YUV420`) has no
+/// Vulkan mapping here: `None`.
+#[cfg(feature = "pipewire")]
+pub fn pipewire_fourcc(format: crate::pipewire::PixelFormat) -> Option<u32> {
+    use crate::pipewire::PixelFormat as P;
+    match format {
+        P::Bgrx => Some(drm::XRGB8888),
+        P::Bgra => Some(drm::ARGB8888),
+        P::Rgbx => Some(drm::XBGR8888),
+        P::Rgba => Some(drm::ABGR8888),
+        P::Nv12 => Some(drm::NV12),
+        _ => None,
+    }
+}
+
 /// `'XR24'` for printing.
 pub fn fourcc_name(fourcc: u32) -> String {
     fourcc
@@ -642,6 +659,19 @@ mod tests {
             Some(ash::khr::external_memory_fd::NAME)
         );
         assert_eq!(missing_extension(&IMPORT_EXTENSIONS, |_| true), None);
+    }
+
+    #[cfg(feature = "pipewire")]
+    #[test]
+    fn pipewire_formats_map_to_drm() {
+        use crate::pipewire::PixelFormat as P;
+        assert_eq!(pipewire_fourcc(P::Bgrx), Some(drm::XRGB8888));
+        assert_eq!(pipewire_fourcc(P::Rgba), Some(drm::ABGR8888));
+        assert_eq!(pipewire_fourcc(P::Nv12), Some(drm::NV12));
+        assert_eq!(pipewire_fourcc(P::I420), None);
+        // Every mapped format has a Vulkan twin with the same byte order.
+        let bgrx = format_info(drm::XRGB8888).map(|f| f.vk_format);
+        assert_eq!(bgrx, Some(vk::Format::B8G8R8A8_UNORM));
     }
 
     #[test]

@@ -1333,6 +1333,52 @@ impl VulkanContext {
     }
 }
 
+/// The [`DmaBufImage`] of a DMA-BUF PipeWire handed out (`PipeWireCapture::last_dmabuf`).
+///
+/// # Safety
+///
+/// Every fd in `desc.fds[..desc.planes]` must stay open for `'fd`. PipeWire guarantees a
+/// buffer's fds only while the buffer is dequeued (`pipewire::DmaBufDescriptor`), so the
+/// wiring imports inside the stream's process callback; the import duplicates the fd, and the
+/// image keeps the DMA-BUF alive after the buffer is queued back.
+#[cfg(feature = "pipewire")]
+pub unsafe fn pipewire_dmabuf<'fd>(
+    desc: &crate::pipewire::DmaBufDescriptor,
+) -> Result<DmaBufImage<'fd>, GpuError> {
+    use std::os::fd::BorrowedFd;
+    let fourcc =
+        plan::pipewire_fourcc(desc.format.format).ok_or_else(|| GpuError::UnsupportedFormat {
+            operation: "DMA-BUF import",
+            what: format!("PipeWire format {:?}", desc.format.format),
+        })?;
+    let mut planes = [None; 4];
+    for (i, plane) in planes.iter_mut().enumerate().take(desc.planes.min(4)) {
+        let fd = i32::try_from(desc.fds[i])
+            .ok()
+            .filter(|fd| *fd >= 0)
+            .ok_or_else(|| GpuError::InvalidInput(format!("plane {i}: fd {}", desc.fds[i])))?;
+        let stride = u64::try_from(desc.strides[i])
+            .ok()
+            .filter(|s| *s > 0)
+            .ok_or_else(|| {
+                GpuError::InvalidInput(format!("plane {i}: stride {}", desc.strides[i]))
+            })?;
+        *plane = Some(plan::DmaBufPlane {
+            // SAFETY: the caller guarantees the fd stays open for 'fd; it is non-negative.
+            fd: unsafe { BorrowedFd::borrow_raw(fd) },
+            offset: u64::from(desc.offsets[i]),
+            stride,
+        });
+    }
+    Ok(DmaBufImage {
+        fourcc,
+        modifier: desc.format.modifier.unwrap_or(plan::drm::MOD_LINEAR),
+        width: desc.format.width,
+        height: desc.format.height,
+        planes,
+    })
+}
+
 enum HostSide<'a> {
     Read(&'a [u8]),
     Write(&'a mut [u8]),

@@ -376,7 +376,15 @@ impl VulkanContext {
                 .iter()
                 .any(|e| e.extension_name_as_c_str().is_ok_and(|n| n == name))
         };
-        let enabled: Vec<&CStr> = WANTED_EXTENSIONS.into_iter().filter(|e| has(e)).collect();
+        // VK_KHR_image_format_list only where it is not core (1.1 devices).
+        let promoted = |e: &CStr| {
+            e == ash::khr::image_format_list::NAME
+                && summaries[index].api_version >= vk::API_VERSION_1_2
+        };
+        let enabled: Vec<&CStr> = WANTED_EXTENSIONS
+            .into_iter()
+            .filter(|e| has(e) && !promoted(e))
+            .collect();
         let enabled_ptrs: Vec<_> = enabled.iter().map(|e| e.as_ptr()).collect();
         let priorities = [1.0f32];
         let queue_info = [vk::DeviceQueueCreateInfo::default()
@@ -1232,14 +1240,14 @@ impl VulkanContext {
         let regions = copy_regions(&planes, planes.len() > 1);
         let (old, foreign) = (image.layout, image.foreign);
         let dst_layout = vk::ImageLayout::TRANSFER_DST_OPTIMAL;
-        let barrier = self.layout_barrier(image, old, dst_layout, foreign);
+        let (barrier, src_stage) = self.layout_barrier(image, old, dst_layout, foreign);
         self.submit(|d, cmd| {
             // SAFETY: recording; the image and staging buffer are this device's, the regions
             // lie inside both (packed_planes of the image's own size).
             unsafe {
                 d.cmd_pipeline_barrier(
                     cmd,
-                    vk::PipelineStageFlags::ALL_COMMANDS,
+                    src_stage,
                     vk::PipelineStageFlags::TRANSFER,
                     vk::DependencyFlags::empty(),
                     &[],
@@ -1272,14 +1280,15 @@ impl VulkanContext {
         }
         let regions = copy_regions(&planes, planes.len() > 1);
         let src_layout = vk::ImageLayout::TRANSFER_SRC_OPTIMAL;
-        let barrier = self.layout_barrier(image, image.layout, src_layout, image.foreign);
+        let (barrier, src_stage) =
+            self.layout_barrier(image, image.layout, src_layout, image.foreign);
         self.submit(|d, cmd| {
             // SAFETY: recording; image and buffer are this device's; the regions lie inside
             // both (checked len).
             unsafe {
                 d.cmd_pipeline_barrier(
                     cmd,
-                    vk::PipelineStageFlags::ALL_COMMANDS,
+                    src_stage,
                     vk::PipelineStageFlags::TRANSFER,
                     vk::DependencyFlags::empty(),
                     &[],
@@ -1300,7 +1309,7 @@ impl VulkanContext {
         old: vk::ImageLayout,
         new: vk::ImageLayout,
         foreign: bool,
-    ) -> vk::ImageMemoryBarrier<'static> {
+    ) -> (vk::ImageMemoryBarrier<'static>, vk::PipelineStageFlags) {
         // COLOR covers every plane of a non-disjoint multi-planar image (the only kind made
         // or imported here); plane bits are for disjoint ones.
         let aspect = vk::ImageAspectFlags::COLOR;
@@ -1311,9 +1320,29 @@ impl VulkanContext {
         } else {
             (vk::QUEUE_FAMILY_IGNORED, vk::QUEUE_FAMILY_IGNORED)
         };
-        vk::ImageMemoryBarrier::default()
-            .src_access_mask(vk::AccessFlags::TRANSFER_WRITE | vk::AccessFlags::TRANSFER_READ)
-            .dst_access_mask(vk::AccessFlags::TRANSFER_READ | vk::AccessFlags::TRANSFER_WRITE)
+        // What came before: our own transfer (wait for it), or nothing we recorded (a fresh
+        // image, or the producer's work, which the DMA-BUF's implicit sync orders).
+        let (src_access, src_stage) = match old {
+            vk::ImageLayout::TRANSFER_DST_OPTIMAL => (
+                vk::AccessFlags::TRANSFER_WRITE,
+                vk::PipelineStageFlags::TRANSFER,
+            ),
+            vk::ImageLayout::TRANSFER_SRC_OPTIMAL => {
+                (vk::AccessFlags::empty(), vk::PipelineStageFlags::TRANSFER)
+            }
+            _ => (
+                vk::AccessFlags::empty(),
+                vk::PipelineStageFlags::TOP_OF_PIPE,
+            ),
+        };
+        let dst_access = if new == vk::ImageLayout::TRANSFER_DST_OPTIMAL {
+            vk::AccessFlags::TRANSFER_WRITE
+        } else {
+            vk::AccessFlags::TRANSFER_READ
+        };
+        let barrier = vk::ImageMemoryBarrier::default()
+            .src_access_mask(src_access)
+            .dst_access_mask(dst_access)
             .old_layout(old)
             .new_layout(new)
             .src_queue_family_index(src_family)
@@ -1325,7 +1354,8 @@ impl VulkanContext {
                 level_count: 1,
                 base_array_layer: 0,
                 layer_count: 1,
-            })
+            });
+        (barrier, src_stage)
     }
 
     fn queue_family_index(&self) -> u32 {

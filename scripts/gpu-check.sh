@@ -34,9 +34,10 @@ cargo test -p punktfunk-capture --features vulkan,cuda --locked --test gpu -- \
 cargo test -p punktfunk-capture --features vulkan,cuda --locked --lib -- gpu 2>&1 | tail -n 3
 
 step "summary"
-grep -E '^(vulkan device|vulkan .* = cuda|exported|cuda import|cuMemcpy|vulkan upload|SKIP|test result)' \
-    /tmp/pf-gpu-check.log || true
-if grep -q '^SKIP' /tmp/pf-gpu-check.log; then
+# --nocapture puts test output after "test <name> ... ", so the patterns are not anchored.
+grep -oE '(vulkan device: .*|vulkan .* = cuda .*|exported.*|cuda import .*|cuMemcpy.*|vulkan upload .*|1920x1080 .*|SKIP .*|test result.*)' \
+    /tmp/pf-gpu-check.log | sort -u || true
+if grep -q 'SKIP ' /tmp/pf-gpu-check.log; then
     echo "gpu-check: some tests skipped (see SKIP lines): the CUDA path was NOT checked" >&2
     exit 2
 fi

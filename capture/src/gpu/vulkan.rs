@@ -756,7 +756,9 @@ impl VulkanContext {
             operation: "DMA-BUF import",
             missing: "VK_KHR_external_memory_fd".into(),
         })?;
-        let usage = vk::ImageUsageFlags::TRANSFER_SRC | vk::ImageUsageFlags::SAMPLED;
+        // Only copied out (copy_image_to_buffer): the fewest usages, the most modifiers that
+        // qualify (SAMPLED would also need the format's sampled-image feature).
+        let usage = vk::ImageUsageFlags::TRANSFER_SRC;
         self.check_modifier(&import, usage)?;
         let d = &self.shared.device;
         let fd = image.planes[0]

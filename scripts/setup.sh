@@ -21,11 +21,15 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # kwin-wayland: the KWin that capture/tests/virtual_kwin.rs starts
 # (`--virtual`, capture feature `kwin`; docs/capture.md "KWin (KDE)"), and
 # gstreamer1.0-plugins-bad: its waylandsink, the window that test streams.
+# Vulkan (capture feature `vulkan`): the loader and Mesa's drivers, whose
+# lavapipe (a CPU Vulkan 1.3 device with VK_KHR_external_memory_fd) runs capture/tests/gpu.rs
+# on machines without a GPU (docs/capture.md, "Zero copy on GPUs").
 PKGS=(build-essential pkg-config iproute2 nftables python3 python3-venv libopus-dev nasm python3-numpy ffmpeg
       sway swaybg wev wtype
       libpipewire-0.3-dev libspa-0.2-dev libclang-dev clang
       pipewire wireplumber dbus gstreamer1.0-pipewire gstreamer1.0-tools gstreamer1.0-plugins-base
-      mutter kwin-wayland gstreamer1.0-plugins-bad)
+      mutter kwin-wayland gstreamer1.0-plugins-bad
+      libvulkan1 mesa-vulkan-drivers)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -56,6 +56,13 @@ cargo test -p punktfunk-capture --features pipewire,kwin --locked --test virtual
 cargo clippy -p punktfunk-control --all-targets --features kwin --locked -- -D warnings
 cargo test -p punktfunk-control --features kwin --locked --lib --test virtual_kwin_sink --test virtual_kwin_media
 
+step "cargo clippy + test: capture's zero-copy GPU path (features vulkan, cuda; Vulkan on lavapipe, CUDA only its missing-driver error)"
+# NVENC is no feature yet: nvidia-video-codec-sdk needs the CUDA toolkit to build (docs/capture.md,
+# "Zero copy on GPUs"); the CUDA import itself runs on a GPU machine: scripts/gpu-check.sh.
+cargo clippy -p punktfunk-capture --all-targets --features vulkan,cuda --locked -- -D warnings
+cargo clippy -p punktfunk-capture --all-targets --features vulkan,cuda,pipewire --locked -- -D warnings
+cargo test -p punktfunk-capture --features vulkan,cuda,pipewire --locked --lib --test gpu gpu
+
 step "criterion benches (test mode: every bench runs once, release build shared with the report)"
 cargo test --release --locked -p punktfunk-bench --benches
 

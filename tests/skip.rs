@@ -41,6 +41,7 @@ pub(crate) fn ci_provides(feature: &str) -> Option<&'static str> {
         "python3-numpy" | "ffmpeg" | "sway" | "wev" | "pipewire" | "mutter" | "kwin" => {
             Some("scripts/setup.sh installs it")
         }
+        "vulkan" => Some("scripts/setup.sh installs the loader and Mesa's lavapipe (CPU) driver"),
         _ => None,
     }
 }

@@ -25,11 +25,15 @@
 //! * `kwin` (cargo feature `kwin`, implies `pipewire`): KWin virtual outputs
 //!   (`zkde_screencast_unstable_v1`), their PipeWire frames, and input through
 //!   `org_kde_kwin_fake_input` ([`kwin`]).
+//! * `gpu` (cargo features `vulkan` and `cuda`, off by default): the zero-copy path. A DMA-BUF
+//!   import plan (`gpu::plan`, pure), a Vulkan device that imports DMA-BUFs, uploads
+//!   system-memory frames and exports memory as an OPAQUE_FD, and the CUDA driver API that
+//!   imports that fd as a device pointer. Both libraries are opened at run time.
 //!
 //! What it deliberately does not do: pace frames (the pipeline's capture stage asks when it
-//! wants one), packetize, encrypt or send (engine), or import DMA-BUF or run the screencast
-//! portal handshake yet (hardware encoders and Mutter plug in behind the same types
-//! later). Layouts and settings are documented in docs/capture.md.
+//! wants one), packetize, encrypt or send (engine), or run the screencast portal handshake yet,
+//! or encode on the GPU (NVENC/VA-API plug in behind [`video::VideoEncoder`] later; the GPU
+//! path ends at a CUDA device pointer). Layouts and settings are documented in docs/capture.md.
 //!
 //! Decide and act: `frame`, `stamp`, `pattern`, `annexb`, `video`, `display`, `convert`,
 //! `wlroots::message`, `mutter::plan`, `kwin::plan`, `audio::config` and `audio::tone` are pure (no clock, no
@@ -37,7 +41,8 @@
 //! drives openh264, `wlroots::{ipc, display, screencopy}` talk to sway's sockets (no `unsafe`:
 //! the SHM buffer is read with `pread`, not mapped), `kwin::{display, capture, input}` to KWin's
 //! socket and its PipeWire node (no `unsafe`) and `audio::opus` is the libopus FFI (the crate's
-//! only `unsafe`, besides the clock read).
+//! only `unsafe`, besides the clock read and, with features `vulkan`/`cuda`, `gpu::vulkan` and
+//! `gpu::cuda`, the Vulkan and CUDA FFI; `gpu::plan` is pure).
 //!
 //! # Example
 //!
@@ -74,6 +79,9 @@ pub mod convert;
 pub mod desktop;
 pub mod display;
 pub mod frame;
+#[cfg(any(feature = "vulkan", feature = "cuda"))]
+#[allow(unsafe_code)]
+pub mod gpu;
 pub mod grid;
 pub mod h264;
 #[cfg(feature = "kwin")]

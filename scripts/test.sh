@@ -70,6 +70,9 @@ step "headline report (no write)"
 cargo run --release --locked -p punktfunk-bench --bin report -- --no-write
 
 step "end-to-end: moonlight-python (moonlight-common-c) against punktfunk serve"
+# What else is using the CPU as the timed streams start (a compositor or daemon an earlier
+# step left behind would starve the two-core machine's clients); printed for the record.
+ps -eo pid,pcpu,etime,comm --sort=-pcpu | head -8
 tests/e2e/run.sh
 
 if [ "$FUZZ_SECONDS" -gt 0 ]; then

@@ -382,7 +382,9 @@ fn pairing_window_end_to_end_with_the_real_binaries() {
             let mut cmd = Command::new(BIN);
             cmd.arg("status").arg("--state-dir").arg(&server.state);
             let (ok, out) = run(cmd);
-            if ok && out.contains("640x480@30") {
+            // A session is listed from its first packet ("connecting") but holds a
+            // streaming slot only once its stream runs: wait for both.
+            if ok && out.contains("640x480@30") && out.contains("punktfunk/1 1 of 4") {
                 listed = out;
                 break;
             }

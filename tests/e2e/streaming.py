@@ -188,6 +188,7 @@ CLIENT_LOG_EVENTS = {
     "idr_requests": "IDR frame request",
     "consecutive_drop_limit": "Reached consecutive drop limit",
     "rfi_requests": "RFI request",
+    "decode_queue_overflows": "Video decode unit queue overflow",
     "decoder_errors": "decoder ERROR",
     "decoder_warnings": "decoder WARNING",
 }

@@ -31,14 +31,18 @@ def stream_in_subprocess(host: Host, c: Client, mode: str, seconds: float) -> su
         [sys.executable, str(HERE / "streaming.py"), "--config-dir", str(c.identity.config_dir),
          "--address", "127.0.0.1", "--http-port", str(host.http_port),
          "--https-port", str(host.https_port), "--cert", str(host.state_dir / "host-cert.pem"),
-         "--seconds", str(seconds), "--mode", mode],
+         "--seconds", str(seconds), "--mode", mode, "--client-log"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def result(p: subprocess.Popen, timeout: float = 120) -> dict:
     out, err = p.communicate(timeout=timeout)
     assert p.returncode == 0, f"client failed ({p.returncode}):\n{err[-3000:]}"
-    return json.loads(out.strip().splitlines()[-1])
+    r = json.loads(out.strip().splitlines()[-1])
+    # Where missing frames went, by moonlight-common-c's own log (a full decode queue on a
+    # starved client shows as decode_queue_overflows; network loss as unrecoverable frames).
+    r["client_log"] = streaming.client_log_counts(err)
+    return r
 
 
 def rows_by_client(host: Host) -> dict:
@@ -106,8 +110,8 @@ def test_two_clients_stream_at_once_then_one_quits(host2: Host, tmp_path):
 
     sent = dict(host.sent_frames())  # session -> frames the host sent in that stream
     ida, idb = int(rows["A"]["id"]), int(rows["B"]["id"])
-    print(f"A: {ra['frames_received']} of {sent.get(ida)} frames; "
-          f"B: {rb['frames_received']} of {sent.get(idb)} frames")
+    print(f"A: {ra['frames_received']} of {sent.get(ida)} frames ({ra['client_log']}); "
+          f"B: {rb['frames_received']} of {sent.get(idb)} frames ({rb['client_log']})")
     for name, r, sid, shape in [("A", ra, ida, [720, 1280]), ("B", rb, idb, [480, 854])]:
         assert sid in sent, (name, host.sent_frames())
         assert streaming.delivery(r, sent[sid]) >= 0.99, (name, r, sent[sid])

@@ -24,9 +24,12 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # Vulkan (capture feature `vulkan`): the loader and Mesa's drivers, whose
 # lavapipe (a CPU Vulkan 1.3 device with VK_KHR_external_memory_fd) runs capture/tests/gpu.rs
 # on machines without a GPU (docs/capture.md, "Zero copy on GPUs").
+# libavcodec-dev, libavutil-dev: FFmpeg's headers for the `libav` feature's bindings
+# (capture/src/libav.rs); libavcodec59 brings libx264, libx265, libaom and SVT-AV1 (the
+# encoders) and dav1d (the tests' AV1 decoder): docs/capture.md "Encoders".
 PKGS=(build-essential pkg-config iproute2 nftables python3 python3-venv libopus-dev nasm python3-numpy ffmpeg
       sway swaybg wev wtype
-      libpipewire-0.3-dev libspa-0.2-dev libclang-dev clang
+      libpipewire-0.3-dev libspa-0.2-dev libclang-dev clang libavcodec-dev libavutil-dev
       pipewire wireplumber dbus gstreamer1.0-pipewire gstreamer1.0-tools gstreamer1.0-plugins-base
       mutter kwin-wayland gstreamer1.0-plugins-bad
       libvulkan1 mesa-vulkan-drivers)

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use rand::{RngExt, SeedableRng};
 
+pub mod codecs;
 pub mod desktop;
 pub mod fec;
 pub mod pf1;

@@ -69,6 +69,11 @@ impl<'a> Nal<'a> {
         self.bytes.first().map_or(0, |h| h & 0x1f)
     }
 
+    /// The first header byte (0 for an empty unit): HEVC's type is `(header >> 1) & 0x3f`.
+    pub fn header(&self) -> u8 {
+        self.bytes.first().copied().unwrap_or(0)
+    }
+
     /// `nal_ref_idc` (bits 5–6 of the header byte).
     pub fn ref_idc(&self) -> u8 {
         self.bytes.first().map_or(0, |h| (h >> 5) & 3)

@@ -86,6 +86,9 @@ pub mod grid;
 pub mod h264;
 #[cfg(feature = "kwin")]
 pub mod kwin;
+#[cfg(feature = "libav")]
+#[allow(unsafe_code)]
+pub mod libav;
 #[cfg(feature = "mutter")]
 pub mod mutter;
 pub mod pattern;

@@ -290,26 +290,58 @@ impl<E: VideoEncoder + 'static> Stage for EncodeStage<E> {
             self.encoder.request_idr();
             return Ok(());
         };
+        let meta = input.meta;
         match self.encoder.encode(&self.scratch, out.spare_mut()) {
             Ok(e) if e.kind == FrameKind::Skipped || e.len == 0 => {
                 self.stats.skipped += 1;
-                Ok(())
             }
-            Ok(e) => {
-                out.set_len(e.len).map_err(StageError::failed)?;
-                out.meta = input.meta;
-                out.meta.keyframe = e.is_keyframe();
-                self.stats.frames += 1;
-                self.stats.idrs += u64::from(e.is_keyframe());
-                output.emit(out)
-            }
+            Ok(e) => self.emit(e, out, meta, output)?,
             Err(err) => {
                 // The encoder forces an IDR after a lost frame; the stream goes on.
                 self.stats.failed += 1;
                 tracing::warn!(error = %err, "frame not encoded");
-                Ok(())
+                return Ok(());
             }
         }
+        // Access units an encoder with a pipeline (SVT-AV1) finished since.
+        while self.encoder.has_pending() {
+            let Some(mut out) = cx.take_buf() else {
+                return Ok(());
+            };
+            match self.encoder.drain(out.spare_mut()) {
+                Ok(Some(e)) if e.len > 0 => self.emit(e, out, meta, output)?,
+                Ok(_) => return Ok(()),
+                Err(err) => {
+                    self.stats.failed += 1;
+                    tracing::warn!(error = %err, "frame not encoded");
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<E: VideoEncoder> EncodeStage<E> {
+    /// Sends one access unit on, stamped with the frame it encodes (`e.index`/`capture_us`,
+    /// which differ from the input's for pipelined encoders).
+    fn emit(
+        &mut self,
+        e: crate::video::EncodedFrame,
+        mut out: FrameBuf,
+        meta: punktfunk_engine::pool::FrameMeta,
+        output: &mut dyn Emit<FrameBuf>,
+    ) -> Result<(), StageError> {
+        out.set_len(e.len).map_err(StageError::failed)?;
+        out.meta = meta;
+        if e.index != meta.index {
+            out.meta.index = e.index;
+            out.meta.capture_ns = e.capture_us * 1000;
+        }
+        out.meta.keyframe = e.is_keyframe();
+        self.stats.frames += 1;
+        self.stats.idrs += u64::from(e.is_keyframe());
+        output.emit(out)
     }
 }
 

@@ -1,5 +1,5 @@
 //! The video encoder interface the host's encode stage drives, independent of the backend
-//! (software openh264 today; NVENC or VA-API later).
+//! (openh264; libavcodec's x264, x265, SVT-AV1, and NVENC/VA-API by name, feature `libav`).
 //!
 //! ```text
 //!  Frame (I420, index, capture_us) ──encode(frame, out)──► out[..len]: one Annex-B access unit
@@ -21,6 +21,58 @@ use crate::frame::{Frame, FrameError};
 pub enum VideoCodec {
     /// H.264 / AVC, Annex-B byte stream.
     H264,
+    /// H.265 / HEVC, Annex-B byte stream (VPS, SPS, PPS before every IRAP picture).
+    Hevc,
+    /// AV1, low-overhead OBU stream (a sequence header in every key frame).
+    Av1,
+}
+
+impl VideoCodec {
+    /// Lower-case name, as in logs and the management API.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::H264 => "h264",
+            Self::Hevc => "hevc",
+            Self::Av1 => "av1",
+        }
+    }
+}
+
+/// What a stream's pictures are: codec, bit depth and chroma sampling. 8-bit 4:2:0 is what
+/// every client decodes; 10-bit is HEVC Main10 / AV1 Main10; 4:4:4 is H.264 High 4:4:4,
+/// HEVC RExt or AV1 High.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct VideoFormat {
+    /// The codec.
+    pub codec: VideoCodec,
+    /// 10 bits per sample instead of 8.
+    pub ten_bit: bool,
+    /// 4:4:4 chroma instead of 4:2:0.
+    pub yuv444: bool,
+}
+
+impl VideoFormat {
+    /// 8-bit 4:2:0 `codec`.
+    pub const fn of(codec: VideoCodec) -> Self {
+        Self {
+            codec,
+            ten_bit: false,
+            yuv444: false,
+        }
+    }
+}
+
+impl std::fmt::Display for VideoFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.codec.name())?;
+        if self.ten_bit {
+            f.write_str(" 10-bit")?;
+        }
+        if self.yuv444 {
+            f.write_str(" 4:4:4")?;
+        }
+        Ok(())
+    }
 }
 
 /// What the client asked for: picture size, frame rate and bitrate.
@@ -155,10 +207,59 @@ pub trait VideoEncoder: Send {
     /// Encodes `frame` (of the configured size) into the front of `out`.
     fn encode(&mut self, frame: &Frame, out: &mut [u8]) -> Result<EncodedFrame, EncodeError>;
 
+    /// The next access unit that became ready after [`VideoEncoder::encode`] returned, for
+    /// encoders that hand out a frame's packet later ([`FrameKind::Skipped`] from `encode`
+    /// then means "not yet"). The encode stage calls it after every frame until `None`; its
+    /// [`EncodedFrame::index`]/`capture_us` name the frame it encodes. Default: none.
+    fn drain(&mut self, _out: &mut [u8]) -> Result<Option<EncodedFrame>, EncodeError> {
+        Ok(None)
+    }
+
+    /// Whether frames were sent whose access units have not come out yet (then
+    /// [`VideoEncoder::drain`] is worth calling). Default: never.
+    fn has_pending(&self) -> bool {
+        false
+    }
+
     /// A buffer of this many bytes always holds one access unit
     /// ([`VideoEncoderConfig::max_encoded_len`]).
     fn max_encoded_len(&self) -> usize {
         self.config().max_encoded_len()
+    }
+}
+
+/// A boxed encoder is an encoder: the host picks the backend per stream at run time.
+impl VideoEncoder for Box<dyn VideoEncoder> {
+    fn codec(&self) -> VideoCodec {
+        (**self).codec()
+    }
+
+    fn config(&self) -> VideoEncoderConfig {
+        (**self).config()
+    }
+
+    fn request_idr(&mut self) {
+        (**self).request_idr();
+    }
+
+    fn reconfigure(&mut self, config: VideoEncoderConfig) -> Result<(), EncodeError> {
+        (**self).reconfigure(config)
+    }
+
+    fn encode(&mut self, frame: &Frame, out: &mut [u8]) -> Result<EncodedFrame, EncodeError> {
+        (**self).encode(frame, out)
+    }
+
+    fn drain(&mut self, out: &mut [u8]) -> Result<Option<EncodedFrame>, EncodeError> {
+        (**self).drain(out)
+    }
+
+    fn has_pending(&self) -> bool {
+        (**self).has_pending()
+    }
+
+    fn max_encoded_len(&self) -> usize {
+        (**self).max_encoded_len()
     }
 }
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import ctypes.util
 import json
 import logging
 import queue
@@ -37,6 +38,10 @@ from pathlib import Path
 import av
 import numpy as np
 from moonlight_python.config import VIDEO_FORMAT_H264, StreamConfig
+
+# PyAV decoder per moonlight-common-c video format (VIDEO_FORMAT_* masks).
+# The client negotiates the highest it offers (AV1, then HEVC, then H.264): decode that.
+DECODERS = {0xF000: "libdav1d", 0x0F00: "hevc", 0x000F: "h264"}
 from moonlight_python.http_client import NvHTTP
 from moonlight_python.identity import Identity
 from moonlight_python.stream import StreamingSession
@@ -66,6 +71,7 @@ class Checker:
         self.yuv_means: list[list[float]] = []
         self.stamps: list[int] = []
         self.unreadable = 0
+        self.formats: set[str] = set()
         self.errors: list[str] = []
         self._prev: np.ndarray | None = None
         self._thread = threading.Thread(target=self._run, name="frame-checker", daemon=True)
@@ -95,17 +101,27 @@ class Checker:
 
     def _check(self, frame: av.VideoFrame) -> None:
         w, h = frame.width, frame.height
-        plane = frame.planes[0]
+        fmt = frame.format.name
+        self.formats.add(fmt)
+        # 8-bit planes as they are; 10-bit (yuv420p10le) little-endian u16 samples, scaled
+        # to 8 bits so the same checks apply.
+        ten = fmt.endswith("10le")
+
+        def plane8(i: int, pw: int, ph: int) -> np.ndarray:
+            p = frame.planes[i]
+            if ten:
+                a = np.frombuffer(p, dtype="<u2").reshape(-1, p.line_size // 2)[:ph, :pw]
+                return (a >> 2).astype(np.uint8)
+            return np.frombuffer(p, dtype=np.uint8).reshape(-1, p.line_size)[:ph, :pw]
+
         # The luma plane, without the stride padding.
-        y = np.frombuffer(plane, dtype=np.uint8).reshape(-1, plane.line_size)[:h, :w]
+        y = plane8(0, w, h)
         self.checked += 1
         self.shapes.add((h, w))
         # Mean Y, Cb, Cr of the picture (a desktop test checks the colour its output shows).
         means = [float(y.mean())]
-        for i, (pw, ph) in ((1, (w // 2, h // 2)), (2, (w // 2, h // 2))):
-            p = frame.planes[i]
-            c = np.frombuffer(p, dtype=np.uint8).reshape(-1, p.line_size)[:ph, :pw]
-            means.append(float(c.mean()))
+        for i in (1, 2):
+            means.append(float(plane8(i, w // 2, h // 2).mean()))
         self.yuv_means.append(means)
         if float(y.mean()) < DARK_LUMA:
             self.dark += 1
@@ -234,26 +250,37 @@ def send_input_round(lib) -> int:
 
 def stream(http: NvHTTP, address: str, seconds: float, width: int, height: int, fps: int,
            bitrate_kbps: int = 6000, quit_after: bool = True, client_log: bool = False,
-           send_input: bool = False, app: str = "Desktop") -> dict:
+           send_input: bool = False, app: str = "Desktop",
+           video_format: int = VIDEO_FORMAT_H264,
+           audio_configuration: int | None = None, analyse_audio: bool = False) -> dict:
     """Launches Desktop, streams for `seconds` after the first frame, and returns what was
     seen. With `quit_after`, then quits the app while still receiving, until the host ends
-    the stream (so every frame the host sent had its chance to arrive)."""
+    the stream (so every frame the host sent had its chance to arrive).
+
+    `audio_configuration` (moonlight-common-c's AUDIO_CONFIGURATION value, e.g.
+    `AUDIO_51`) asks for that channel layout; with `analyse_audio` the Opus packets are kept,
+    decoded with the negotiated multistream configuration and each channel's strongest
+    frequency is returned (`audio_channels`, `audio_peak_hz`)."""
     info = http.parse_server_info(http.get_server_info(use_https=True))
     apps = http.get_app_list()
     desktop = next(a for a in apps if a.name == app)
     key, iv = secrets.token_bytes(16), secrets.token_bytes(16)
-    config = StreamConfig(width=width, height=height, fps=fps, bitrate_kbps=bitrate_kbps)
+    config = StreamConfig(width=width, height=height, fps=fps, bitrate_kbps=bitrate_kbps,
+                          supported_video_formats=video_format)
+    if audio_configuration is not None:
+        config.audio_configuration = audio_configuration
     session = StreamingSession()
     if client_log:
         route_client_log(session)
     params = session.get_launch_query_params()
-    url = http.launch_app(desktop.id, width, height, fps, bitrate_kbps, VIDEO_FORMAT_H264,
+    url = http.launch_app(desktop.id, width, height, fps, bitrate_kbps, video_format,
                           key, iv, config.surroundaudioinfo, True, False, params)
     session.start(address=address, app_version=info.app_version, gfe_version=info.gfe_version,
                   server_codec_mode_support=info.server_codec_mode_support,
                   rtsp_session_url=url or "", config=config, ri_aes_key=key, ri_aes_iv=iv,
                   capture_audio=True)
     audio = {"packets": 0, "bytes": 0}
+    kept_audio: list[bytes] = []
     stop = threading.Event()
 
     def audio_loop():
@@ -262,10 +289,13 @@ def stream(http: NvHTTP, address: str, seconds: float, width: int, height: int, 
             if pkt is not None:
                 audio["packets"] += 1
                 audio["bytes"] += len(pkt.opus_data)
+                if analyse_audio and len(kept_audio) < 2000:
+                    kept_audio.append(pkt.opus_data)
 
     at = threading.Thread(target=audio_loop, daemon=True)
     at.start()
-    codec = av.CodecContext.create("h264", "r")
+    decoder = next(name for mask, name in DECODERS.items() if video_format & mask)
+    codec = av.CodecContext.create(decoder, "r")
     codec.thread_type = "AUTO"
     checker = Checker()
     numbers: list[int] = []
@@ -367,7 +397,10 @@ def stream(http: NvHTTP, address: str, seconds: float, width: int, height: int, 
             quit_thread.join(30)
         checker.finish()
     stamps = checker.stamps
+    audio_result = analyse_opus(session.wait_for_opus_config(0.1), kept_audio) \
+        if analyse_audio else {}
     return {
+        **audio_result,
         **_frame_numbers(numbers),
         "frames_decoded": decoded,
         "decode_errors": decode_errors,
@@ -378,6 +411,8 @@ def stream(http: NvHTTP, address: str, seconds: float, width: int, height: int, 
         "identical_pairs": checker.identical,
         "dark_frames": checker.dark,
         "yuv_means": [[round(v, 1) for v in m] for m in checker.yuv_means],
+        "decoder": decoder,
+        "pixel_formats": sorted(checker.formats),
         "stamps_read": len(stamps),
         "stamps_unreadable": checker.unreadable,
         "stamps_increasing": all(b > a for a, b in zip(stamps, stamps[1:])),
@@ -392,6 +427,80 @@ def stream(http: NvHTTP, address: str, seconds: float, width: int, height: int, 
         "input_failed": sent_input["failed"],
         "seconds": seconds,
     }
+
+
+class MultistreamDecoder:
+    """libopus' own multistream decoder through ctypes (PyAV's Opus decoder crashed on 7.1
+    packets here): the configuration moonlight-common-c negotiated in, interleaved float PCM
+    out."""
+
+    def __init__(self, rate: int, channels: int, streams: int, coupled: int, mapping: list[int]):
+        lib = ctypes.CDLL(ctypes.util.find_library("opus") or "libopus.so.0")
+        lib.opus_multistream_decoder_create.restype = ctypes.c_void_p
+        lib.opus_multistream_decoder_create.argtypes = [
+            ctypes.c_int32, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+            ctypes.POINTER(ctypes.c_ubyte), ctypes.POINTER(ctypes.c_int)]
+        lib.opus_multistream_decode_float.restype = ctypes.c_int
+        lib.opus_multistream_decode_float.argtypes = [
+            ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int32,
+            ctypes.POINTER(ctypes.c_float), ctypes.c_int, ctypes.c_int]
+        lib.opus_multistream_decoder_destroy.argtypes = [ctypes.c_void_p]
+        err = ctypes.c_int(0)
+        table = (ctypes.c_ubyte * channels)(*mapping[:channels])
+        self.st = lib.opus_multistream_decoder_create(rate, channels, streams, coupled, table,
+                                                      ctypes.byref(err))
+        if not self.st or err.value != 0:
+            raise RuntimeError(f"opus_multistream_decoder_create failed: {err.value}")
+        self.lib, self.channels, self.errors = lib, channels, 0
+        self.max_frame = rate * 120 // 1000
+        self.buf = (ctypes.c_float * (self.max_frame * channels))()
+
+    def decode(self, packet: bytes) -> np.ndarray | None:
+        n = self.lib.opus_multistream_decode_float(self.st, packet, len(packet), self.buf,
+                                                   self.max_frame, 0)
+        if n < 0:
+            self.errors += 1
+            return None
+        return np.ctypeslib.as_array(self.buf)[:n * self.channels].reshape(n, self.channels).copy()
+
+    def close(self) -> None:
+        if self.st:
+            self.lib.opus_multistream_decoder_destroy(self.st)
+            self.st = None
+
+
+def analyse_opus(opus_config, packets: list[bytes]) -> dict:
+    """Decodes `packets` with the negotiated multistream configuration and finds each output
+    channel's strongest frequency over the last second (after the encoder settled)."""
+    dec = MultistreamDecoder(opus_config.sample_rate, opus_config.channel_count,
+                             opus_config.streams, opus_config.coupled_streams,
+                             list(opus_config.mapping))
+    chunks = []
+    try:
+        for p in packets:
+            pcm = dec.decode(p)
+            if pcm is not None:
+                chunks.append(pcm)
+    finally:
+        dec.close()
+    out = {"audio_channels": opus_config.channel_count,
+           "audio_streams": [opus_config.streams, opus_config.coupled_streams],
+           "audio_mapping": list(opus_config.mapping),
+           "audio_decode_errors": dec.errors,
+           "audio_peak_hz": [], "audio_channel_rms": [], "audio_seconds": 0.0}
+    if not chunks:
+        return out
+    pcm = np.concatenate(chunks, axis=0)
+    rate = opus_config.sample_rate
+    tail = pcm[-rate:] if len(pcm) >= rate else pcm
+    window = np.hanning(len(tail))
+    freqs = np.fft.rfftfreq(len(tail), 1.0 / rate)
+    for c in range(tail.shape[1]):
+        spectrum = np.abs(np.fft.rfft(tail[:, c] * window))
+        out["audio_peak_hz"].append(round(float(freqs[int(np.argmax(spectrum))]), 1))
+        out["audio_channel_rms"].append(round(float(np.sqrt(np.mean(tail[:, c] ** 2))), 3))
+    out["audio_seconds"] = round(len(pcm) / rate, 2)
+    return out
 
 
 _STOPPED = re.compile(r"stream stopped.*?\bsession=(\d+).*?\bvideo_frames=(\d+)")

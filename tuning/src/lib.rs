@@ -69,7 +69,9 @@ pub mod system;
 pub use check::{Finding, Level, SystemFacts};
 pub use error::{Problem, TuningError, Warning};
 pub use profile::{Codec, Profile, SourceName};
-pub use settings::{FecSettings, Resolved, SessionsSettings, Settings, VideoSettings};
+pub use settings::{
+    EncoderNames, FecSettings, Resolved, SessionsSettings, Settings, VideoSettings,
+};
 pub use system::{Loaded, check_system, load, read_facts};
 
 /// Parses and validates profile text, as [`load`] does for a file, without touching the file

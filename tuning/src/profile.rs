@@ -233,6 +233,12 @@ pub struct VideoSection {
     pub bitrate_kbps: Option<u32>,
     /// Default frame rate.
     pub fps: Option<u32>,
+    /// The encoder for H.264 streams: "libx264", "openh264", "h264_nvenc", or "none".
+    pub h264_encoder: Option<String>,
+    /// The encoder for HEVC streams: "libx265", "hevc_nvenc", or "none" (not advertised).
+    pub hevc_encoder: Option<String>,
+    /// The encoder for AV1 streams: "libaom-av1", "libsvtav1", or "none" (not advertised).
+    pub av1_encoder: Option<String>,
 }
 
 /// `[sessions]`.
@@ -327,6 +333,9 @@ mod tests {
             codec = "av1"
             bitrate_kbps = 150000
             fps = 120
+            h264_encoder = "openh264"
+            hevc_encoder = "none"
+            av1_encoder = "libsvtav1"
             "#,
         )
         .unwrap();
@@ -341,6 +350,9 @@ mod tests {
             "an integer is accepted for a float"
         );
         assert_eq!(p.video.codec, Some(Codec::Av1));
+        assert_eq!(p.video.h264_encoder.as_deref(), Some("openh264"));
+        assert_eq!(p.video.hevc_encoder.as_deref(), Some("none"));
+        assert_eq!(p.video.av1_encoder.as_deref(), Some("libsvtav1"));
     }
 
     #[test]

@@ -80,6 +80,20 @@ pub struct Settings {
     /// The PipeWire video node `source = "pipewire"` captures (`[capture] pipewire_node`):
     /// a `node.name`, or a global id in decimal.
     pub pipewire_node: Option<String>,
+    /// The encoder asked for per codec (`[video] h264_encoder`, `hevc_encoder`,
+    /// `av1_encoder`); `None` = the host's choice. Checked against the build by the host.
+    pub encoders: EncoderNames,
+}
+
+/// `[video] *_encoder`: libavcodec encoder names (or "openh264", or "none").
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EncoderNames {
+    /// H.264.
+    pub h264: Option<String>,
+    /// HEVC.
+    pub hevc: Option<String>,
+    /// AV1.
+    pub av1: Option<String>,
 }
 
 impl Settings {
@@ -180,6 +194,11 @@ impl Profile {
                     sessions,
                     source,
                     pipewire_node,
+                    encoders: EncoderNames {
+                        h264: self.video.h264_encoder.clone(),
+                        hevc: self.video.hevc_encoder.clone(),
+                        av1: self.video.av1_encoder.clone(),
+                    },
                 },
                 warnings: c.warnings,
             })

@@ -373,6 +373,80 @@ fn desktop_capture() -> Vec<Line> {
     ]
 }
 
+/// Software encoders at 1080p60 against openh264 (bench::codecs): the lines at 10 Mbit/s and
+/// the whole table (5, 10, 20 Mbit/s) for docs/benchmarks.md.
+fn encoders() -> (Vec<Line>, String) {
+    use punktfunk_bench::codecs::{rate_at_psnr, sweep};
+    let (points, table) = sweep((1920, 1080, 60), &[5000, 10_000, 20_000], 90);
+    let at = |name: &str, ten: bool, kbps: u32| {
+        points
+            .iter()
+            .find(|p| p.encoder == name && p.format.ten_bit == ten && p.target_kbps == kbps)
+    };
+    let Some(base) = at("openh264", false, 10_000) else {
+        eprintln!("encoders not measured: openh264 failed\n{table}");
+        return (Vec::new(), table);
+    };
+    let curve = |name: &str, ten: bool| -> Vec<_> {
+        points
+            .iter()
+            .filter(|p| p.encoder == name && p.format.ten_bit == ten)
+            .cloned()
+            .collect()
+    };
+    let base_rate = |psnr| rate_at_psnr(&curve("openh264", false), psnr);
+    let mut lines = Vec::new();
+    for (name, ten) in [
+        ("libx264", false),
+        ("libx265", false),
+        ("libx265", true),
+        ("libaom-av1", false),
+        ("libaom-av1", true),
+        ("libsvtav1", false),
+        ("libsvtav1", true),
+    ] {
+        let Some(p) = at(name, ten, 10_000) else {
+            continue;
+        };
+        // Bits for the same quality: this encoder's rate at openh264's 10 Mbit/s PSNR, where
+        // its curve reaches it; otherwise openh264's rate at this encoder's PSNR, inverted.
+        let same_q = rate_at_psnr(&curve(name, ten), base.psnr_mean)
+            .map(|r| format!("{:.0}kbit/s@{:.1}dB", r, base.psnr_mean))
+            .or_else(|| {
+                base_rate(p.psnr_mean)
+                    .map(|r| format!("openh264 needs {r:.0}kbit/s@{:.1}dB", p.psnr_mean))
+            })
+            .unwrap_or_else(|| "n/a".into());
+        let tag = if ten { "-10bit" } else { "" };
+        lines.push(Line {
+            name: format!("encode-{name}{tag}-1080p"),
+            ours: format!(
+                "p50={:.2}ms,p99={:.2}ms,psnr={:.2}dB,rate={:.0}kbit/s,same-psnr={same_q}",
+                p.ms(50.0),
+                p.ms(99.0),
+                p.psnr_mean,
+                p.actual_kbps
+            ),
+            baseline: format!(
+                "p50={:.2}ms,p99={:.2}ms,psnr={:.2}dB,rate={:.0}kbit/s",
+                base.ms(50.0),
+                base.ms(99.0),
+                base.psnr_mean,
+                base.actual_kbps
+            ),
+            ratio: base.ms(50.0) / p.ms(50.0),
+            note: format!(
+                "{name}{} with serve's settings vs openh264, 1920x1080@60 at 10 Mbit/s, 90 frames of \
+                 the pattern with a scrolling texture; time from encode call to the frame's own \
+                 access unit; PSNR of luma decoded by libavcodec; ratio = openh264 p50 / ours \
+                 (< 1: slower); same-psnr: bitrate for openh264's PSNR from the 5/10/20 Mbit/s curve",
+                if ten { " 10-bit" } else { "" }
+            ),
+        });
+    }
+    (lines, table)
+}
+
 fn pf1_reconfigure() -> Line {
     let (mut remode, mut fresh) = (Vec::new(), Vec::new());
     for _ in 0..3 {
@@ -407,13 +481,25 @@ fn machine() -> String {
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let flags: Vec<String> = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("flags")).map(|l| {
+                l.split_whitespace()
+                    .filter(|f| ["avx2", "avx512f", "avx512bw", "gfni", "vaes"].contains(f))
+                    .map(str::to_owned)
+                    .collect()
+            })
+        })
+        .unwrap_or_default();
     format!(
-        "{cpu}, {cores} cores, Linux {kernel}, FEC kernel {}",
+        "{cpu}, {cores} cores, CPU flags {}, Linux {kernel}, FEC kernel {}",
+        flags.join(" "),
         Kernel::detect()
     )
 }
 
-fn write_doc(lines: &[Line], elapsed: Duration) -> std::io::Result<()> {
+fn write_doc(lines: &[Line], encoder_table: &str, elapsed: Duration) -> std::io::Result<()> {
     let mut s = String::new();
     let _ = writeln!(s, "# Benchmarks\n");
     let _ = writeln!(
@@ -444,8 +530,7 @@ fn write_doc(lines: &[Line], elapsed: Duration) -> std::io::Result<()> {
         s,
         "\nComponent benches (criterion, one group per component: `fec-gf8-*`, `fec-gf16-*`, \
          `packetize-1MB`, `ring-handoff`, `send-paths`): `cargo bench -p punktfunk-bench`. \
-         Per-path send figures and their method: docs/io.md. Encoder figures: docs/capture.md \
-         once the capture crate lands.\n\nOutside this report (it needs the capture feature \
+         Per-path send figures and their method: docs/io.md. Encoder figures: the \"Encoders\" table below.\n\nOutside this report (it needs the capture feature \
          `mutter` and a mutter binary): the cost of a Mutter virtual monitor at 1080p, \
          `cargo test --release -p punktfunk-capture --features mutter --test virtual_mutter -- \
          --ignored --nocapture virtual_mutter_capture_cost`; figures, machine and method in \
@@ -456,14 +541,24 @@ fn write_doc(lines: &[Line], elapsed: Duration) -> std::io::Result<()> {
          --release -p punktfunk-capture --features kwin --test virtual_kwin \
          virtual_kwin_window_capture -- --nocapture`; method: docs/capture.md \"KWin (KDE)\")."
     );
+    if !encoder_table.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## Encoders\n\nEvery software encoder at 1920x1080@60 (`encoders` group; also \
+             `cargo run --release -p punktfunk-bench --bin codecs`), serve's settings \
+             (docs/capture.md \"Encoders\"), 90 frames of the test pattern with a scrolling \
+             textured band per point, same machine as above:\n\n{encoder_table}"
+        );
+    }
     std::fs::write(
         concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/benchmarks.md"),
         s,
     )
 }
 
-const GROUPS: [&str; 8] = [
+const GROUPS: [&str; 9] = [
     "desktop-capture",
+    "encoders",
     "gf8",
     "send",
     "frame-latency",
@@ -532,8 +627,15 @@ fn main() {
     if run("desktop-capture") {
         emit(desktop_capture(), &mut lines);
     }
+    let mut encoder_table = String::new();
+    if run("encoders") {
+        let (more, table) = encoders();
+        print!("{table}");
+        encoder_table = table;
+        emit(more, &mut lines);
+    }
     if write {
-        match write_doc(&lines, start.elapsed()) {
+        match write_doc(&lines, &encoder_table, start.elapsed()) {
             Ok(()) => println!("wrote docs/benchmarks.md"),
             Err(e) => eprintln!("could not write docs/benchmarks.md: {e}"),
         }

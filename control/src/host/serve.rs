@@ -26,11 +26,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::gamestream::identity::HostIdentity;
-use crate::gamestream::nvhttp::{HostInfo, SCM_AV1_MAIN8, SCM_H264, SCM_HEVC};
+use crate::gamestream::nvhttp::HostInfo;
 use crate::gamestream::pairing::{Pairing, PairingConfig};
 use crate::gamestream::ports::{DEFAULT_BASE_PORT, PortRangeError, Ports};
 use crate::gamestream::session::SessionManager;
 use crate::input::InputDispatcher;
+use crate::media::encoders::EncoderTable;
 use crate::pf1::listener::{Listener, ListenerOptions};
 use crate::stream::session::{InputHandler, StreamEndpoints, StreamHost, StreamOptions};
 
@@ -116,6 +117,7 @@ pub struct Host {
     pin_timeout: Duration,
     pf1: Option<crate::pf1::net::HostHandle>,
     listeners: Arc<crate::limits::ListenerRegistry>,
+    encoders: EncoderTable,
 }
 
 impl std::fmt::Debug for Host {
@@ -134,16 +136,6 @@ fn system_hostname() -> String {
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "punktfunk".into())
-}
-
-/// `ServerCodecModeSupport` for the profile's codec: H.264 always (every client decodes it),
-/// plus the profile's codec.
-pub fn codec_modes(codec: punktfunk_tuning::Codec) -> u32 {
-    match codec {
-        punktfunk_tuning::Codec::Hevc => SCM_H264 | SCM_HEVC,
-        punktfunk_tuning::Codec::Av1 => SCM_H264 | SCM_AV1_MAIN8,
-        _ => SCM_H264,
-    }
 }
 
 impl Host {
@@ -166,6 +158,9 @@ impl Host {
                 .or(settings.base_port)
                 .unwrap_or(DEFAULT_BASE_PORT),
         )?;
+        // What this host encodes, from `[video] *_encoder` and this build's libavcodec:
+        // advertised exactly (ServerCodecModeSupport, DESCRIBE markers).
+        let encoders = EncoderTable::probe(&tuning.encoders).map_err(ServeError::Capture)?;
         let clients = state.load_clients()?;
         let identity = Arc::new(state.load_or_create_identity()?);
         let uniqueid = state.load_or_create_uniqueid()?;
@@ -178,7 +173,7 @@ impl Host {
             hostname: settings.hostname.clone().unwrap_or_else(system_hostname),
             uniqueid,
             ports,
-            codec_modes: codec_modes(tuning.video.codec),
+            codec_modes: encoders.codec_modes(),
             apps,
         };
         let management_addr = opts
@@ -201,6 +196,7 @@ impl Host {
             pin_timeout,
             pf1: None,
             listeners: Arc::default(),
+            encoders,
         })
     }
 
@@ -407,6 +403,10 @@ pub fn run_blocking(opts: ServeOptions) -> Result<(), ServeError> {
     });
     runtime.block_on(async {
         let mut host = Host::open(opts)?;
+        tracing::info!(encoders = %host.encoders.describe(), "video encoders");
+        if !crate::media::encoders::install(host.encoders.clone()) {
+            tracing::warn!("video encoder table was set before serve; keeping that one");
+        }
         // One source for both protocols: each session of either gets its own picture from it.
         let media =
             crate::media::select(host.tuning().source, host.tuning().pipewire_node.as_deref())
@@ -417,7 +417,7 @@ pub fn run_blocking(opts: ServeOptions) -> Result<(), ServeError> {
             Some(mut o) => {
                 o.apply_profile(host.tuning().session_profile());
                 o.max_sessions = host.tuning().sessions.max;
-                // The media path encodes H.264 (openh264) whatever the profile prefers.
+                // punktfunk/1 streams H.264 (the encoder table's), whatever the profile prefers.
                 o.codec = crate::pf1::Codec::H264;
                 o.media = crate::pf1::media::MediaOptions {
                     bind: stream_bind,
@@ -439,10 +439,12 @@ pub fn run_blocking(opts: ServeOptions) -> Result<(), ServeError> {
             control: ports.control(),
             audio: ports.audio(),
         };
-        let options = StreamOptions {
+        let mut options = StreamOptions {
             profile: host.tuning().session_profile(),
             ..StreamOptions::default()
         };
+        options.offer.hevc = host.encoders.hevc.is_some();
+        options.offer.av1 = host.encoders.av1.is_some();
         let input: Arc<std::sync::Mutex<dyn InputHandler>> = Arc::new(std::sync::Mutex::new(
             InputDispatcher::new(crate::input::open_default()),
         ));

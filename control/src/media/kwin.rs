@@ -21,7 +21,7 @@ use punktfunk_capture::display::{DisplayMode, VirtualDisplay};
 use punktfunk_capture::kwin::{self, KwinCapture, KwinDisplay};
 use punktfunk_capture::stages::{EncodeStage, ModeSwitch};
 
-use super::pattern::{h264_encoder, h264_for_mode};
+use super::pattern::{encoder_for_mode, video_encoder};
 use crate::input::InputDispatcher;
 use crate::input::kwin::KwinSink;
 use crate::stream::sdp::StreamConfig;
@@ -120,7 +120,7 @@ impl KwinMedia {
 
 impl MediaFactory for KwinMedia {
     fn video(&self, config: &StreamConfig) -> Result<VideoMedia, String> {
-        let (enc, frame_capacity) = h264_encoder(config)?;
+        let (enc, frame_capacity) = video_encoder(config)?;
         let c = enc.config();
         let (w, h, fps) = (c.width, c.height, c.fps);
         let d = self.desktop(DisplayMode::new(w, h, fps))?;
@@ -138,7 +138,7 @@ impl MediaFactory for KwinMedia {
     /// A punktfunk/1 stream's desktop: renegotiation recreates the output at the new size.
     fn switched_video(&self, switch: Arc<ModeSwitch>) -> Result<VideoMedia, String> {
         let first = switch.get().0;
-        let (enc, frame_capacity) = h264_for_mode(first)?;
+        let (enc, frame_capacity) = encoder_for_mode(first)?;
         let d = self.desktop(DisplayMode::new(first.width, first.height, first.fps))?;
         let output = d.display.name().to_owned();
         let source = DesktopCapture::with_switch(d.display, d.capture, switch.clone())

@@ -5,20 +5,23 @@
 //!  [capture] source ─► choice::choose (pure: what was asked × what this session offers)
 //!        │                 ▲ probe (act): $SWAYSOCK answers? $WAYLAND_DISPLAY exists?
 //!        ▼
-//!  TestMedia     pattern + openh264, tone + Opus                         (pattern.rs)
+//!  TestMedia     pattern + encoder, tone + Opus                          (pattern.rs)
 //!  WlrootsMedia  per stream: a sway headless output at the client's mode,
-//!                wlr-screencopy → I420 → openh264; desktop sound         (wlroots.rs)
+//!                wlr-screencopy → I420 → encoder; desktop sound         (wlroots.rs)
 //!  PipeWireMedia per stream: its own capture of one PipeWire video node (`source =
 //!                "pipewire"` + `pipewire_node`, or gamescope's `gamescope` node), scaled
 //!                to the client's mode (feature `pipewire`)               (pipewire.rs)
 //!  KwinMedia     per stream: a KWin virtual output at the client's size,
-//!                PipeWire → I420 → openh264; fake input    (kwin.rs, feature `kwin`)
+//!                PipeWire → I420 → encoder; fake input    (kwin.rs, feature `kwin`)
 //!  desktop sound the default PipeWire sink's monitor → Opus (feature `pipewire`), else
 //!                the tone                                                (audio.rs)
 //!  MutterMedia   per stream: a Mutter virtual monitor (RemoteDesktop +
 //!                ScreenCast RecordVirtual) at the client's mode, PipeWire
-//!                → I420 → openh264; desktop sound (feature `mutter`)    (mutter.rs)
+//!                → I420 → encoder; desktop sound (feature `mutter`)    (mutter.rs)
 //! ```
+//!
+//! The encoder of every source is the process's [`encoders::table`] entry for the format the
+//! client asked for (libx264/openh264, libx265, libaom-av1/libsvtav1: encoders.rs).
 //!
 //! `auto` takes a running sway when the process can reach one (its IPC socket answers and its
 //! Wayland socket exists), else a Mutter whose `org.gnome.Mutter.ScreenCast` is on the session
@@ -28,6 +31,7 @@
 
 mod audio;
 pub mod choice;
+pub mod encoders;
 #[cfg(feature = "kwin")]
 mod kwin;
 #[cfg(feature = "mutter")]

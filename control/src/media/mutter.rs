@@ -17,7 +17,7 @@ use punktfunk_capture::mutter::{
 use punktfunk_capture::stages::{EncodeStage, ModeSwitch};
 
 use super::choice::MutterEndpoint;
-use super::pattern::{h264_encoder, h264_for_mode};
+use super::pattern::{encoder_for_mode, video_encoder};
 use crate::input::InputDispatcher;
 use crate::input::mutter::MutterSink;
 use crate::stream::sdp::StreamConfig;
@@ -126,7 +126,7 @@ impl MutterMedia {
 
 impl MediaFactory for MutterMedia {
     fn video(&self, config: &StreamConfig) -> Result<VideoMedia, String> {
-        let (enc, frame_capacity) = h264_encoder(config)?;
+        let (enc, frame_capacity) = video_encoder(config)?;
         let c = enc.config();
         let (w, h, fps) = (c.width, c.height, c.fps);
         let d = self.desktop(DisplayMode::new(w, h, fps))?;
@@ -144,7 +144,7 @@ impl MediaFactory for MutterMedia {
     /// it in place (`MutterDisplay::set_mode`: the PipeWire format is renegotiated).
     fn switched_video(&self, switch: Arc<ModeSwitch>) -> Result<VideoMedia, String> {
         let first = switch.get().0;
-        let (enc, frame_capacity) = h264_for_mode(first)?;
+        let (enc, frame_capacity) = encoder_for_mode(first)?;
         let d = self.desktop(DisplayMode::new(first.width, first.height, first.fps))?;
         let source = DesktopCapture::with_switch(d.display, d.frames, switch.clone())
             .map_err(|e| e.to_string())?;

@@ -1,9 +1,9 @@
-//! The built-in media: the animated test pattern encoded with software H.264, and a test tone
+//! The built-in media: the animated test pattern encoded with the host's encoders, and a test tone
 //! encoded with Opus. Used when no compositor is there (or `[capture] source =
 //! "test-pattern"`); its audio is every source's audio for now.
 
 use punktfunk_capture::audio::{AudioLayout, OpusConfig, OpusEncoder, PacketDuration, ToneSource};
-use punktfunk_capture::h264::OpenH264Encoder;
+use punktfunk_capture::video::{VideoCodec as CaptureCodec, VideoFormat};
 use std::sync::Arc;
 
 use punktfunk_capture::stages::{
@@ -18,38 +18,56 @@ use crate::stream::session::{AudioSource, MediaFactory, VideoMedia};
 #[derive(Debug, Default, Clone, Copy)]
 pub struct TestMedia;
 
-/// The software H.264 encoder every source of this host uses for `config`: even width and
-/// height (the encoder wants them; Moonlight forces an even height already), fps in 1..=240,
-/// the client's bitrate within 100 kbit/s … 500 Mbit/s. Also the buffer size the stages need.
-pub(super) fn h264_encoder(config: &StreamConfig) -> Result<(OpenH264Encoder, usize), String> {
-    if config.codec != VideoCodec::H264 {
-        return Err(format!(
-            "codec {:?} is not available; this host encodes H.264",
-            config.codec
-        ));
+/// The picture format a GameStream client asked for: its codec, 10-bit when it asked for HDR
+/// (`dynamicRangeMode`), 4:2:0 (4:4:4 is not offered: docs/capture.md "Encoders").
+pub(super) fn stream_format(config: &StreamConfig) -> VideoFormat {
+    let codec = match config.codec {
+        VideoCodec::Hevc => CaptureCodec::Hevc,
+        VideoCodec::Av1 => CaptureCodec::Av1,
+        _ => CaptureCodec::H264,
+    };
+    VideoFormat {
+        codec,
+        ten_bit: config.hdr && codec != CaptureCodec::H264,
+        yuv444: false,
     }
+}
+
+/// The encoder every source of this host uses for `config` (the process's
+/// [`super::encoders::table`]): even width and height (the encoders want them; Moonlight
+/// forces an even height already), fps in 1..=240, the client's bitrate within 100 kbit/s …
+/// 500 Mbit/s. Also the buffer size the stages need.
+pub(super) fn video_encoder(
+    config: &StreamConfig,
+) -> Result<(Box<dyn VideoEncoder>, usize), String> {
     let (w, h) = (config.width & !1, config.height & !1);
-    let enc = OpenH264Encoder::new(VideoEncoderConfig {
-        width: w,
-        height: h,
-        fps: config.fps.clamp(1, 240),
-        bitrate_kbps: config.bitrate_kbps.clamp(100, 500_000),
-    })
-    .map_err(|e| e.to_string())?;
+    let format = stream_format(config);
+    let enc = super::encoders::table().open(
+        format,
+        VideoEncoderConfig {
+            width: w,
+            height: h,
+            fps: config.fps.clamp(1, 240),
+            bitrate_kbps: config.bitrate_kbps.clamp(100, 500_000),
+        },
+    )?;
+    tracing::info!(format = %format, encoder = %super::encoders::table().encoder_for(format)?, "video encoder");
     let frame_capacity = enc.max_encoded_len().max(raw_frame_len(w, h));
     Ok((enc, frame_capacity))
 }
 
-/// The software H.264 encoder for a punktfunk/1 stream starting in `mode` (sizes and rates
-/// already bounded by the caller), and the buffer size the stages need.
-pub(super) fn h264_for_mode(mode: VideoMode) -> Result<(OpenH264Encoder, usize), String> {
-    let enc = OpenH264Encoder::new(VideoEncoderConfig {
-        width: mode.width & !1,
-        height: mode.height & !1,
-        fps: mode.fps.clamp(1, 240),
-        bitrate_kbps: mode.bitrate_kbps.clamp(100, 500_000),
-    })
-    .map_err(|e| e.to_string())?;
+/// The H.264 encoder for a punktfunk/1 stream starting in `mode` (sizes and rates already
+/// bounded by the caller), and the buffer size the stages need.
+pub(super) fn encoder_for_mode(mode: VideoMode) -> Result<(Box<dyn VideoEncoder>, usize), String> {
+    let enc = super::encoders::table().open(
+        VideoFormat::of(CaptureCodec::H264),
+        VideoEncoderConfig {
+            width: mode.width & !1,
+            height: mode.height & !1,
+            fps: mode.fps.clamp(1, 240),
+            bitrate_kbps: mode.bitrate_kbps.clamp(100, 500_000),
+        },
+    )?;
     let frame_capacity = enc
         .max_encoded_len()
         .max(raw_frame_len(mode.width, mode.height));
@@ -79,7 +97,7 @@ pub(super) fn opus_config(config: &StreamConfig) -> Result<OpusConfig, String> {
 
 impl MediaFactory for TestMedia {
     fn switched_video(&self, switch: Arc<ModeSwitch>) -> Result<VideoMedia, String> {
-        let (enc, frame_capacity) = h264_for_mode(switch.get().0)?;
+        let (enc, frame_capacity) = encoder_for_mode(switch.get().0)?;
         let source = PatternCapture::with_switch(switch.clone()).map_err(|e| e.to_string())?;
         let encoder = EncodeStage::with_switch(enc, switch).map_err(|e| e.to_string())?;
         Ok(VideoMedia::new(
@@ -90,7 +108,7 @@ impl MediaFactory for TestMedia {
     }
 
     fn video(&self, config: &StreamConfig) -> Result<VideoMedia, String> {
-        let (enc, frame_capacity) = h264_encoder(config)?;
+        let (enc, frame_capacity) = video_encoder(config)?;
         let c = enc.config();
         let source =
             PatternCapture::new(c.width, c.height, config.fps).map_err(|e| e.to_string())?;

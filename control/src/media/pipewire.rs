@@ -12,7 +12,7 @@ use punktfunk_capture::VideoEncoder as _;
 use punktfunk_capture::pipewire::{NodeCapture, PipeWireCapture, Target};
 use punktfunk_capture::stages::{EncodeStage, ModeSwitch};
 
-use super::pattern::{h264_encoder, h264_for_mode};
+use super::pattern::{encoder_for_mode, video_encoder};
 use crate::stream::sdp::StreamConfig;
 use crate::stream::session::{AudioSource, MediaFactory, VideoMedia};
 
@@ -52,7 +52,7 @@ impl PipeWireMedia {
 
 impl MediaFactory for PipeWireMedia {
     fn video(&self, config: &StreamConfig) -> Result<VideoMedia, String> {
-        let (enc, frame_capacity) = h264_encoder(config)?;
+        let (enc, frame_capacity) = video_encoder(config)?;
         let c = enc.config();
         let source = NodeCapture::new(self.capture()?, c.width, c.height, c.fps)
             .map_err(|e| e.to_string())?;
@@ -67,7 +67,7 @@ impl MediaFactory for PipeWireMedia {
     }
 
     fn switched_video(&self, switch: Arc<ModeSwitch>) -> Result<VideoMedia, String> {
-        let (enc, frame_capacity) = h264_for_mode(switch.get().0)?;
+        let (enc, frame_capacity) = encoder_for_mode(switch.get().0)?;
         let source =
             NodeCapture::with_switch(self.capture()?, switch.clone()).map_err(|e| e.to_string())?;
         let encoder = EncodeStage::with_switch(enc, switch).map_err(|e| e.to_string())?;

@@ -363,6 +363,8 @@ mod tests {
                 feature_flags: 0,
                 encryption_supported: enc::CONTROL_V2 | enc::AUDIO,
                 encryption_requested: 0,
+                hevc: false,
+                av1: false,
             },
         }
     }

@@ -248,6 +248,10 @@ pub struct HostOffer {
     pub encryption_supported: u32,
     /// `encryptionRequested` bits.
     pub encryption_requested: u32,
+    /// HEVC is encodable: the `sprop-parameter-sets=AAAAAU` marker clients look for.
+    pub hevc: bool,
+    /// AV1 is encodable: the `a=rtpmap:98 AV1/90000` marker.
+    pub av1: bool,
 }
 
 /// The DESCRIBE payload (notes "DESCRIBE"): feature and encryption lines, then Opus layouts for
@@ -267,6 +271,14 @@ pub fn describe_payload(offer: &HostOffer) -> String {
         "a=x-ss-general.encryptionRequested:{}\n",
         offer.encryption_requested
     ));
+    // Codec markers: clients search for these substrings; no parameter sets travel here
+    // (docs/gamestream-protocol-notes.md "DESCRIBE").
+    if offer.hevc {
+        s.push_str("a=fmtp:96 sprop-parameter-sets=AAAAAU\n");
+    }
+    if offer.av1 {
+        s.push_str("a=rtpmap:98 AV1/90000\n");
+    }
     for params in [
         "21101",
         "21101",
@@ -400,10 +412,21 @@ m=video 47998  \r\n";
             feature_flags: 0,
             encryption_supported: enc::CONTROL_V2 | enc::AUDIO,
             encryption_requested: 0,
+            hevc: false,
+            av1: false,
         });
         assert!(d.contains("a=x-ss-general.encryptionSupported:5\n"));
+        assert!(!d.contains("AAAAAU") && !d.contains("AV1/90000"));
+        let d = describe_payload(&HostOffer {
+            feature_flags: 0,
+            encryption_supported: 0,
+            encryption_requested: 0,
+            hevc: true,
+            av1: true,
+        });
+        assert!(d.contains("sprop-parameter-sets=AAAAAU"));
+        assert!(d.contains("a=rtpmap:98 AV1/90000"));
         assert!(d.contains("surround-params=85301245673"));
-        assert!(!d.contains("AV1/90000") && !d.contains("sprop-parameter-sets"));
         assert_eq!(d.matches("surround-params=").count(), 6);
     }
 

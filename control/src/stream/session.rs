@@ -187,6 +187,8 @@ impl Default for StreamOptions {
                 feature_flags: 0,
                 encryption_supported: enc::CONTROL_V2 | enc::VIDEO | enc::AUDIO,
                 encryption_requested: 0,
+                hevc: false,
+                av1: false,
             },
             rtsp_limits: rtsp_limits(),
         }

@@ -47,6 +47,7 @@ fn config() -> GsConfig {
         client_ip: addr("10.0.0.2:0").ip(),
         connect_data: Some(CONNECT_DATA),
         timeout: TIMEOUT,
+        hdr: None,
     }
 }
 

@@ -252,7 +252,8 @@ def stream(http: NvHTTP, address: str, seconds: float, width: int, height: int, 
            bitrate_kbps: int = 6000, quit_after: bool = True, client_log: bool = False,
            send_input: bool = False, app: str = "Desktop",
            video_format: int = VIDEO_FORMAT_H264,
-           audio_configuration: int | None = None, analyse_audio: bool = False) -> dict:
+           audio_configuration: int | None = None, analyse_audio: bool = False,
+           session_factory=StreamingSession) -> dict:
     """Launches Desktop, streams for `seconds` after the first frame, and returns what was
     seen. With `quit_after`, then quits the app while still receiving, until the host ends
     the stream (so every frame the host sent had its chance to arrive).
@@ -260,7 +261,8 @@ def stream(http: NvHTTP, address: str, seconds: float, width: int, height: int, 
     `audio_configuration` (moonlight-common-c's AUDIO_CONFIGURATION value, e.g.
     `AUDIO_51`) asks for that channel layout; with `analyse_audio` the Opus packets are kept,
     decoded with the negotiated multistream configuration and each channel's strongest
-    frequency is returned (`audio_channels`, `audio_peak_hz`)."""
+    frequency is returned (`audio_channels`, `audio_peak_hz`). `session_factory` makes the
+    moonlight-python session (a subclass can install more listener callbacks)."""
     info = http.parse_server_info(http.get_server_info(use_https=True))
     apps = http.get_app_list()
     desktop = next(a for a in apps if a.name == app)
@@ -269,7 +271,7 @@ def stream(http: NvHTTP, address: str, seconds: float, width: int, height: int, 
                           supported_video_formats=video_format)
     if audio_configuration is not None:
         config.audio_configuration = audio_configuration
-    session = StreamingSession()
+    session = session_factory()
     if client_log:
         route_client_log(session)
     params = session.get_launch_query_params()

@@ -435,6 +435,18 @@ pub trait SessionManager: Send + Sync + 'static {
     /// How many sessions may run at once.
     fn max_sessions(&self) -> usize;
 
+    /// Sends `msg` to session `session`'s client over its control stream (controller
+    /// feedback: rumble, trigger rumble, motion-sensor state, LED, adaptive triggers). The
+    /// error says why nothing was sent; a manager without streams sends nothing.
+    fn send_to_client(
+        &self,
+        session: u32,
+        msg: &crate::stream::control::HostMessage,
+    ) -> Result<(), String> {
+        let _ = msg;
+        Err(format!("session {session}: this host runs no streams"))
+    }
+
     /// The management API's rows (the streaming side adds its figures).
     fn live(&self) -> Vec<LiveSession> {
         let now = Instant::now();

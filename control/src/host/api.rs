@@ -12,6 +12,7 @@
 //! | `DELETE` | `/api/pairing`       | close the pairing window                           |
 //! | `DELETE` | `/api/pairing/{id}`  | cancel a waiting or active pairing                 |
 //! | `GET`    | `/api/sessions`      | the running session (a list of 0 or 1)             |
+//! | `POST`   | `/api/feedback`      | `{"session", "kind", …}`: rumble, trigger rumble, motion-sensor state, LED or adaptive triggers to a GameStream session's client |
 //! | `GET`    | `/api/clients`       | paired clients                                     |
 //! | `DELETE` | `/api/clients/{id}`  | unpair a client (and end its session)              |
 //!
@@ -43,6 +44,7 @@ use crate::gamestream::pairing::{PairingInfo, PairingStatus, Ticket};
 use crate::gamestream::query::hex_lower;
 use crate::gamestream::session::ClientIdentity;
 use crate::pairing_window::Refusal;
+use crate::stream::control::HostMessage;
 
 use crate::limits::{Close, LimitsConfig, Listener};
 
@@ -76,6 +78,10 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "GET",
         path: "/api/sessions",
+    },
+    Route {
+        method: "POST",
+        path: "/api/feedback",
     },
     Route {
         method: "GET",
@@ -234,6 +240,142 @@ pub fn pairing_json(status: &PairingStatus, now: Instant) -> serde_json::Value {
     })
 }
 
+/// `POST /api/feedback`: a host → client controller message for one GameStream session.
+#[derive(Debug, Deserialize)]
+struct FeedbackBody {
+    /// The session's id, as `GET /api/sessions` shows it.
+    session: u32,
+    #[serde(flatten)]
+    message: Feedback,
+}
+
+/// The messages `POST /api/feedback` sends (`kind` picks one).
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Feedback {
+    Rumble {
+        controller: u16,
+        low: u16,
+        high: u16,
+    },
+    RumbleTriggers {
+        controller: u16,
+        left: u16,
+        right: u16,
+    },
+    MotionEventState {
+        controller: u16,
+        report_rate_hz: u16,
+        motion_type: u8,
+    },
+    RgbLed {
+        controller: u16,
+        r: u8,
+        g: u8,
+        b: u8,
+    },
+    AdaptiveTriggers {
+        controller: u16,
+        event_flags: u8,
+        type_left: u8,
+        type_right: u8,
+        left: [u8; 10],
+        right: [u8; 10],
+    },
+}
+
+/// Controllers a GameStream client can have.
+const MAX_CONTROLLERS: u16 = 16;
+
+impl Feedback {
+    /// The wire message, or why the request is refused.
+    fn message(self) -> Result<HostMessage, String> {
+        let (controller, msg) = match self {
+            Self::Rumble {
+                controller,
+                low,
+                high,
+            } => (
+                controller,
+                HostMessage::Rumble {
+                    controller,
+                    low,
+                    high,
+                },
+            ),
+            Self::RumbleTriggers {
+                controller,
+                left,
+                right,
+            } => (
+                controller,
+                HostMessage::RumbleTriggers {
+                    controller,
+                    left,
+                    right,
+                },
+            ),
+            Self::MotionEventState {
+                controller,
+                report_rate_hz,
+                motion_type,
+            } => {
+                if !(1..=2).contains(&motion_type) {
+                    return Err(format!(
+                        "motion_type {motion_type}: 1 (accelerometer) or 2 (gyroscope)"
+                    ));
+                }
+                (
+                    controller,
+                    HostMessage::MotionEventState {
+                        controller,
+                        report_rate_hz,
+                        motion_type,
+                    },
+                )
+            }
+            Self::RgbLed {
+                controller,
+                r,
+                g,
+                b,
+            } => (
+                controller,
+                HostMessage::RgbLed {
+                    controller,
+                    r,
+                    g,
+                    b,
+                },
+            ),
+            Self::AdaptiveTriggers {
+                controller,
+                event_flags,
+                type_left,
+                type_right,
+                left,
+                right,
+            } => (
+                controller,
+                HostMessage::AdaptiveTriggers {
+                    controller,
+                    event_flags,
+                    type_left,
+                    type_right,
+                    left,
+                    right,
+                },
+            ),
+        };
+        if controller >= MAX_CONTROLLERS {
+            return Err(format!(
+                "controller {controller}: a client has controllers 0..{MAX_CONTROLLERS}"
+            ));
+        }
+        Ok(msg)
+    }
+}
+
 #[derive(Debug, Deserialize)]
 struct Pf1PinBody {
     /// `None`: the host generates a PIN and returns it.
@@ -370,6 +512,27 @@ impl Api {
                     .unwrap_or_default();
                 rows.extend(self.pf1_live().await);
                 json_response(StatusCode::OK, &json!(rows))
+            }
+            ("POST", "/api/feedback") => {
+                let body = match read_body(req).await {
+                    Ok(b) => b,
+                    Err(resp) => return resp,
+                };
+                let body: FeedbackBody = match serde_json::from_slice(&body) {
+                    Ok(b) => b,
+                    Err(e) => return error(StatusCode::BAD_REQUEST, &format!("bad JSON: {e}")),
+                };
+                let msg = match body.message.message() {
+                    Ok(m) => m,
+                    Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+                };
+                let sessions = Arc::clone(self.ctx.sessions());
+                let id = body.session;
+                match tokio::task::spawn_blocking(move || sessions.send_to_client(id, &msg)).await {
+                    Ok(Ok(())) => json_response(StatusCode::OK, &json!({ "sent": true })),
+                    Ok(Err(e)) => error(StatusCode::CONFLICT, &e),
+                    Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "feedback task failed"),
+                }
             }
             ("GET", "/api/clients") => {
                 let list: Vec<ClientView> = self

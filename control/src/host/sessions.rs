@@ -184,6 +184,14 @@ impl SessionManager for StreamingSessions {
         self.table().max()
     }
 
+    fn send_to_client(
+        &self,
+        session: u32,
+        msg: &crate::stream::control::HostMessage,
+    ) -> Result<(), String> {
+        self.host.send_to_client(session, msg)
+    }
+
     fn live(&self) -> Vec<LiveSession> {
         let now = Instant::now();
         self.sessions()

@@ -28,7 +28,7 @@ pub(super) fn stream_format(config: &StreamConfig) -> VideoFormat {
     };
     VideoFormat {
         codec,
-        ten_bit: config.hdr && codec != CaptureCodec::H264,
+        ten_bit: config.hdr_stream(),
         yuv444: false,
     }
 }

@@ -32,6 +32,211 @@ pub mod types {
     pub const RUMBLE: u16 = 0x010b;
 }
 
+/// Message types the host sends besides termination (notes "Host → client message types").
+/// 0x5500–0x5503 are Sunshine extensions; 0x5502 means "FEC status" in the other direction.
+pub mod host_types {
+    /// Rumble of a controller's main motors.
+    pub const RUMBLE: u16 = 0x010b;
+    /// HDR mode on/off with the mastering metadata.
+    pub const HDR_MODE: u16 = 0x010e;
+    /// Rumble of a controller's trigger motors.
+    pub const RUMBLE_TRIGGERS: u16 = 0x5500;
+    /// Start or stop a controller's motion-sensor reports.
+    pub const MOTION_EVENT_STATE: u16 = 0x5501;
+    /// A controller's RGB LED.
+    pub const RGB_LED: u16 = 0x5502;
+    /// DualSense adaptive-trigger effects.
+    pub const ADAPTIVE_TRIGGERS: u16 = 0x5503;
+}
+
+/// HDR mastering and content metadata as the HDR mode message carries it (moonlight-common-c's
+/// `SS_HDR_METADATA`): chromaticities normalised to 50 000, luminances in nits except
+/// `min_display_luminance` (1/10 000 nit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HdrMetadata {
+    /// Red, green, blue primaries (x, y).
+    pub primaries: [(u16, u16); 3],
+    /// White point (x, y).
+    pub white_point: (u16, u16),
+    /// Mastering display peak, nits.
+    pub max_display_luminance: u16,
+    /// Mastering display black, 1/10 000 nit.
+    pub min_display_luminance: u16,
+    /// Brightest pixel of the content (MaxCLL), nits.
+    pub max_content_light_level: u16,
+    /// Brightest frame average (MaxFALL), nits.
+    pub max_frame_average_light_level: u16,
+    /// Peak luminance over a full frame, nits.
+    pub max_full_frame_luminance: u16,
+}
+
+impl HdrMetadata {
+    /// What this host's 10-bit streams are: BT.2020 primaries, D65 white, mastered for a
+    /// 1000-nit display with a 0.005-nit black; the test pattern peaks at 1000 nits and
+    /// averages about 400 over a frame.
+    pub const fn bt2020_1000_nits() -> Self {
+        Self {
+            primaries: [(35_400, 14_600), (8_500, 39_850), (6_550, 2_300)],
+            white_point: (15_635, 16_450),
+            max_display_luminance: 1000,
+            min_display_luminance: 50,
+            max_content_light_level: 1000,
+            max_frame_average_light_level: 400,
+            max_full_frame_luminance: 1000,
+        }
+    }
+}
+
+/// A message the host sends to the client's controllers or display (all little-endian).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostMessage {
+    /// Main motors, 0 (off) to 0xFFFF.
+    Rumble {
+        /// Controller number (0..16).
+        controller: u16,
+        /// Low-frequency (large) motor.
+        low: u16,
+        /// High-frequency (small) motor.
+        high: u16,
+    },
+    /// Trigger motors, 0 to 0xFFFF.
+    RumbleTriggers {
+        /// Controller number.
+        controller: u16,
+        /// Left trigger motor.
+        left: u16,
+        /// Right trigger motor.
+        right: u16,
+    },
+    /// Motion-sensor reports from the client: `report_rate_hz` 0 stops them.
+    MotionEventState {
+        /// Controller number.
+        controller: u16,
+        /// Reports per second; 0 = stop.
+        report_rate_hz: u16,
+        /// 1 = accelerometer, 2 = gyroscope.
+        motion_type: u8,
+    },
+    /// RGB LED colour.
+    RgbLed {
+        /// Controller number.
+        controller: u16,
+        /// Red.
+        r: u8,
+        /// Green.
+        g: u8,
+        /// Blue.
+        b: u8,
+    },
+    /// DualSense adaptive-trigger effects.
+    AdaptiveTriggers {
+        /// Controller number.
+        controller: u16,
+        /// Which triggers change: 0x04 right, 0x08 left.
+        event_flags: u8,
+        /// Left trigger effect type.
+        type_left: u8,
+        /// Right trigger effect type.
+        type_right: u8,
+        /// Left effect parameters.
+        left: [u8; 10],
+        /// Right effect parameters.
+        right: [u8; 10],
+    },
+    /// HDR mode on (with metadata) or off.
+    HdrMode {
+        /// HDR on.
+        enabled: bool,
+        /// The stream's mastering metadata (sent also when off, zeroed by convention).
+        metadata: HdrMetadata,
+    },
+}
+
+impl HostMessage {
+    /// The message's type and plaintext payload.
+    pub fn encode(&self) -> (u16, Vec<u8>) {
+        let mut p = Vec::with_capacity(32);
+        let t = match *self {
+            Self::Rumble {
+                controller,
+                low,
+                high,
+            } => {
+                p.extend_from_slice(&0u32.to_le_bytes());
+                for v in [controller, low, high] {
+                    p.extend_from_slice(&v.to_le_bytes());
+                }
+                host_types::RUMBLE
+            }
+            Self::RumbleTriggers {
+                controller,
+                left,
+                right,
+            } => {
+                for v in [controller, left, right] {
+                    p.extend_from_slice(&v.to_le_bytes());
+                }
+                host_types::RUMBLE_TRIGGERS
+            }
+            Self::MotionEventState {
+                controller,
+                report_rate_hz,
+                motion_type,
+            } => {
+                p.extend_from_slice(&controller.to_le_bytes());
+                p.extend_from_slice(&report_rate_hz.to_le_bytes());
+                p.push(motion_type);
+                host_types::MOTION_EVENT_STATE
+            }
+            Self::RgbLed {
+                controller,
+                r,
+                g,
+                b,
+            } => {
+                p.extend_from_slice(&controller.to_le_bytes());
+                p.extend_from_slice(&[r, g, b]);
+                host_types::RGB_LED
+            }
+            Self::AdaptiveTriggers {
+                controller,
+                event_flags,
+                type_left,
+                type_right,
+                left,
+                right,
+            } => {
+                p.extend_from_slice(&controller.to_le_bytes());
+                p.extend_from_slice(&[event_flags, type_left, type_right]);
+                p.extend_from_slice(&left);
+                p.extend_from_slice(&right);
+                host_types::ADAPTIVE_TRIGGERS
+            }
+            Self::HdrMode { enabled, metadata } => {
+                p.push(u8::from(enabled));
+                let m = metadata;
+                let mut words = Vec::with_capacity(13);
+                for (x, y) in m.primaries {
+                    words.extend([x, y]);
+                }
+                words.extend([m.white_point.0, m.white_point.1]);
+                words.extend([
+                    m.max_display_luminance,
+                    m.min_display_luminance,
+                    m.max_content_light_level,
+                    m.max_frame_average_light_level,
+                    m.max_full_frame_luminance,
+                ]);
+                for w in words {
+                    p.extend_from_slice(&w.to_le_bytes());
+                }
+                host_types::HDR_MODE
+            }
+        };
+        (t, p)
+    }
+}
+
 /// Termination code for "the app closed" (graceful).
 pub const TERMINATION_GRACEFUL: u32 = 0x8003_0023;
 
@@ -244,6 +449,16 @@ impl ControlChannel {
         Some(n)
     }
 
+    /// `msg`, sealed.
+    pub fn seal_message(&mut self, msg: &HostMessage) -> Vec<u8> {
+        let (t, payload) = msg.encode();
+        let mut out = vec![0u8; ControlCipher::sealed_len(payload.len())];
+        // A buffer sized by sealed_len always fits.
+        let n = self.seal(t, &payload, &mut out).unwrap_or(0);
+        out.truncate(n);
+        out
+    }
+
     /// The termination message (type 0x0109 with a big-endian reason code), sealed.
     pub fn termination(&mut self, code: u32) -> Vec<u8> {
         let mut out = vec![0u8; ControlCipher::sealed_len(4)];
@@ -270,6 +485,81 @@ mod tests {
             .unwrap();
         out.truncate(n);
         out
+    }
+
+    #[test]
+    fn host_messages_have_the_documented_layouts() {
+        let (t, p) = HostMessage::Rumble {
+            controller: 1,
+            low: 0x1234,
+            high: 0xabcd,
+        }
+        .encode();
+        assert_eq!(
+            (t, p),
+            (0x010b, vec![0, 0, 0, 0, 1, 0, 0x34, 0x12, 0xcd, 0xab])
+        );
+        let (t, p) = HostMessage::RumbleTriggers {
+            controller: 2,
+            left: 0x0102,
+            right: 0x0304,
+        }
+        .encode();
+        assert_eq!((t, p), (0x5500, vec![2, 0, 2, 1, 4, 3]));
+        let (t, p) = HostMessage::MotionEventState {
+            controller: 0,
+            report_rate_hz: 200,
+            motion_type: 2,
+        }
+        .encode();
+        assert_eq!((t, p), (0x5501, vec![0, 0, 200, 0, 2]));
+        let (t, p) = HostMessage::RgbLed {
+            controller: 3,
+            r: 9,
+            g: 8,
+            b: 7,
+        }
+        .encode();
+        assert_eq!((t, p), (0x5502, vec![3, 0, 9, 8, 7]));
+        let (t, p) = HostMessage::AdaptiveTriggers {
+            controller: 0,
+            event_flags: 0x0c,
+            type_left: 1,
+            type_right: 2,
+            left: [1; 10],
+            right: [2; 10],
+        }
+        .encode();
+        assert_eq!(t, 0x5503);
+        assert_eq!(p.len(), 2 + 3 + 20);
+        assert_eq!(&p[..5], &[0, 0, 0x0c, 1, 2]);
+        assert_eq!(&p[5..15], &[1; 10]);
+        let (t, p) = HostMessage::HdrMode {
+            enabled: true,
+            metadata: HdrMetadata::bt2020_1000_nits(),
+        }
+        .encode();
+        assert_eq!(t, 0x010e);
+        assert_eq!(p.len(), 1 + 13 * 2);
+        assert_eq!(p[0], 1);
+        // Red primary x first, then y; max display luminance after the white point.
+        assert_eq!(&p[1..5], &[0x48, 0x8a, 0x08, 0x39]);
+        assert_eq!(&p[17..19], &1000u16.to_le_bytes());
+    }
+
+    #[test]
+    fn sealed_host_messages_open_with_the_host_direction() {
+        let mut ch = ControlChannel::new(&KEY);
+        let sealed = ch.seal_message(&HostMessage::Rumble {
+            controller: 0,
+            low: 1,
+            high: 2,
+        });
+        let c = ControlCipher::new(&KEY);
+        let mut buf = sealed.clone();
+        let m = c.open(&mut buf, Direction::HostToClient).unwrap();
+        assert_eq!((m.seq, m.msg_type), (0, 0x010b));
+        assert_eq!(m.payload, &[0, 0, 0, 0, 0, 0, 1, 0, 2, 0]);
     }
 
     #[test]

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use punktfunk_engine::fec::adaptive::LossEstimator;
 use punktfunk_engine::gamestream::wire::control::ControlCipher;
 
-use super::control::{ClientMessage, ControlChannel, types};
+use super::control::{ClientMessage, ControlChannel, HdrMetadata, HostMessage, types};
 
 /// How long a closing session waits for ENet to deliver the termination and disconnect.
 pub const CLOSE_LINGER: Duration = Duration::from_millis(300);
@@ -71,6 +71,9 @@ pub struct GsConfig {
     pub connect_data: Option<u32>,
     /// Silence after which the client is gone.
     pub timeout: Duration,
+    /// The stream is HDR (10-bit, BT.2020 PQ): the client is told so, with this metadata, as
+    /// soon as its control stream connects (0x010e).
+    pub hdr: Option<HdrMetadata>,
 }
 
 impl std::fmt::Debug for GsConfig {
@@ -78,6 +81,7 @@ impl std::fmt::Debug for GsConfig {
         f.debug_struct("GsConfig")
             .field("client_ip", &self.client_ip)
             .field("timeout", &self.timeout)
+            .field("hdr", &self.hdr)
             .finish_non_exhaustive()
     }
 }
@@ -161,6 +165,8 @@ pub struct GsStats {
     pub bad_pings: u64,
     /// ENet connects refused (wrong data word, second peer).
     pub refused_connects: u64,
+    /// Host messages queued for the client (HDR mode, rumble and other controller feedback).
+    pub host_messages: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,6 +252,25 @@ impl GsSession {
         self.state = State::Streaming(peer);
         self.last_heard = now;
         self.events.push_back(GsEvent::Connected(peer));
+        if let Some(metadata) = self.config.hdr {
+            self.send(&HostMessage::HdrMode {
+                enabled: true,
+                metadata,
+            });
+        }
+    }
+
+    /// Queues `msg` for the connected client (reliable, channel 0); false when no client is
+    /// connected (before ENet connects, while closing, after the end): the message is dropped.
+    pub fn send(&mut self, msg: &HostMessage) -> bool {
+        let State::Streaming(peer) = self.state else {
+            return false;
+        };
+        let bytes = self.channel.seal_message(msg);
+        self.stats.host_messages += 1;
+        self.transmits
+            .push_back(ControlTransmit::Send { peer, bytes });
+        true
     }
 
     /// ENet reports that `peer` disconnected (or timed out).
@@ -422,6 +447,7 @@ mod tests {
             client_ip: "10.0.0.2".parse().unwrap(),
             connect_data: Some(0x1234),
             timeout: Duration::from_secs(8),
+            hdr: None,
         }
     }
 
@@ -445,6 +471,54 @@ mod tests {
         assert_eq!(s.handle_control(t0, PeerKey(0), &mut p), None);
         assert_eq!(s.poll_event(), Some(GsEvent::KeyframeRequest));
         assert_eq!(s.poll_event(), None);
+    }
+
+    fn open_host(bytes: &mut [u8]) -> (u32, u16, Vec<u8>) {
+        let m = ControlCipher::new(&KEY)
+            .open(bytes, Direction::HostToClient)
+            .unwrap();
+        (m.seq, m.msg_type, m.payload.to_vec())
+    }
+
+    #[test]
+    fn hdr_streams_announce_hdr_on_connect_and_feedback_goes_to_the_client_only() {
+        let t0 = Instant::now();
+        let mut s = GsSession::new(
+            t0,
+            GsConfig {
+                hdr: Some(HdrMetadata::bt2020_1000_nits()),
+                ..config()
+            },
+        );
+        let rumble = HostMessage::Rumble {
+            controller: 0,
+            low: 0x4000,
+            high: 0x8000,
+        };
+        // Nobody to send to before the control stream connects.
+        assert!(!s.send(&rumble));
+        assert_eq!(s.poll_transmit(), None);
+        s.handle_connect(t0, PeerKey(4), 0x1234);
+        let Some(ControlTransmit::Send { peer, mut bytes }) = s.poll_transmit() else {
+            panic!("the HDR mode message first");
+        };
+        assert_eq!(peer, PeerKey(4));
+        let (seq, t, payload) = open_host(&mut bytes);
+        assert_eq!((seq, t, payload[0]), (0, 0x010e, 1));
+        assert!(s.send(&rumble));
+        let Some(ControlTransmit::Send { mut bytes, .. }) = s.poll_transmit() else {
+            panic!("the rumble");
+        };
+        let (seq, t, _) = open_host(&mut bytes);
+        assert_eq!((seq, t), (1, 0x010b));
+        assert_eq!(s.stats().host_messages, 2);
+        // Closing: the termination goes out, feedback no longer does.
+        s.close(t0, Some(0x8003_0023));
+        assert!(!s.send(&rumble));
+        // A session without HDR sends nothing on connect.
+        let mut plain = GsSession::new(t0, config());
+        plain.handle_connect(t0, PeerKey(0), 0x1234);
+        assert_eq!(plain.poll_transmit(), None);
     }
 
     #[test]

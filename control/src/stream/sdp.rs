@@ -112,6 +112,12 @@ pub enum SdpError {
 pub const MAX_SDP_LEN: usize = 64 * 1024;
 
 impl StreamConfig {
+    /// Whether this stream is HDR: 10-bit BT.2020 PQ. The client asked for HDR and a codec
+    /// with a 10-bit profile (HEVC Main10, AV1 Main 10); H.264 streams stay 8-bit SDR.
+    pub fn hdr_stream(&self) -> bool {
+        self.hdr && self.codec != VideoCodec::H264
+    }
+
     /// Parses an ANNOUNCE body.
     pub fn parse(body: &[u8]) -> Result<Self, SdpError> {
         if body.len() > MAX_SDP_LEN {

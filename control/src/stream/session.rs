@@ -54,7 +54,7 @@ use rusty_enet as enet;
 
 use crate::limits::{Admission, Close, ConnId, LimitsConfig, Listener};
 
-use super::control::TERMINATION_GRACEFUL;
+use super::control::{HdrMetadata, HostMessage, TERMINATION_GRACEFUL};
 use super::gs_session::{ControlTransmit, GsConfig, GsEvent, GsSession, PeerKey, PingStream};
 use super::rtsp::{self, Handshake, HandshakeParams, RouteCandidate, RtspEvent};
 use super::sdp::{HostOffer, ML_FF_SESSION_ID_V1, StreamConfig, VideoCodec, enc};
@@ -322,6 +322,8 @@ struct Slot {
 
 struct RunningStream {
     config: StreamConfig,
+    /// The stream's decisions, shared with its threads: host messages go in here.
+    session: Arc<Mutex<GsSession>>,
     stop: Arc<AtomicBool>,
     terminate: Arc<AtomicBool>,
     connected: Arc<AtomicBool>,
@@ -493,6 +495,27 @@ impl StreamHost {
         let slots = std::mem::take(&mut *self.shared.slots());
         for st in slots.into_iter().filter_map(|s| s.stream) {
             st.stop(terminate);
+        }
+    }
+
+    /// Sends `msg` (rumble, LED, motion-sensor state, adaptive triggers, HDR mode) to session
+    /// `id`'s client over its control stream. Errors say why nothing was sent: no such session,
+    /// no stream running, or its client's control stream not connected (yet or any more).
+    pub fn send_to_client(&self, id: u32, msg: &HostMessage) -> Result<(), String> {
+        let session = self
+            .shared
+            .with_slot(id, |s| s.stream.as_ref().map(|st| st.session.clone()))
+            .ok_or_else(|| format!("no session {id}"))?
+            .ok_or_else(|| format!("session {id} is not streaming"))?;
+        let sent = session
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .send(msg);
+        if sent {
+            tracing::debug!(session = id, message = ?msg, "host message queued");
+            Ok(())
+        } else {
+            Err(format!("session {id}'s control stream is not connected"))
         }
     }
 
@@ -927,9 +950,11 @@ fn start_stream(
         connect_data: (config.ml_feature_flags & ML_FF_SESSION_ID_V1 != 0)
             .then_some(params.connect_data),
         timeout: CLIENT_TIMEOUT,
+        hdr: config.hdr_stream().then(HdrMetadata::bt2020_1000_nits),
     };
     let loss = Arc::new(LossFeedback::default());
     let video_peer = Arc::new(PeerAddr::default());
+    let session = Arc::new(Mutex::new(GsSession::new(Instant::now(), gs)));
     let ctx = StreamCtx {
         shared: shared.clone(),
         spec: slot.spec.clone(),
@@ -937,7 +962,7 @@ fn start_stream(
         stop: stop.clone(),
         terminate: terminate.clone(),
         connected: connected.clone(),
-        session: Arc::new(Mutex::new(GsSession::new(Instant::now(), gs))),
+        session: session.clone(),
         video_peer: video_peer.clone(),
         audio_peer: Arc::new(PeerAddr::default()),
         pipeline: Arc::new(Mutex::new(None)),
@@ -969,6 +994,7 @@ fn start_stream(
         .spawn(move || run_stream(ctx, sockets))?;
     Ok(RunningStream {
         config,
+        session,
         stop,
         terminate,
         connected,

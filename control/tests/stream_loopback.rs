@@ -210,6 +210,7 @@ fn handshake_control_video_audio_and_termination() {
         client: std::net::Ipv4Addr::LOCALHOST.into(),
         slot: 0,
         command: Vec::new(),
+        rtsp_encrypted: false,
     })
     .unwrap();
     assert_eq!(host.state(1), StreamState::Prepared { session_id: 1 });
@@ -498,6 +499,7 @@ fn one_stream(
         client: std::net::Ipv4Addr::LOCALHOST.into(),
         slot: 0,
         command: Vec::new(),
+        rtsp_encrypted: false,
     })
     .unwrap();
     let port = host.rtsp_port();

@@ -88,6 +88,7 @@ fn a_non_default_profile_reaches_the_running_gamestream_pipeline() {
         client: std::net::Ipv4Addr::LOCALHOST.into(),
         slot: 0,
         command: Vec::new(),
+        rtsp_encrypted: false,
     })
     .unwrap();
     let port = host.rtsp_port();

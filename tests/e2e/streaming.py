@@ -253,7 +253,7 @@ def stream(http: NvHTTP, address: str, seconds: float, width: int, height: int, 
            send_input: bool = False, app: str = "Desktop",
            video_format: int = VIDEO_FORMAT_H264,
            audio_configuration: int | None = None, analyse_audio: bool = False,
-           session_factory=StreamingSession) -> dict:
+           session_factory=StreamingSession, launch_params=None) -> dict:
     """Launches Desktop, streams for `seconds` after the first frame, and returns what was
     seen. With `quit_after`, then quits the app while still receiving, until the host ends
     the stream (so every frame the host sent had its chance to arrive).
@@ -262,7 +262,8 @@ def stream(http: NvHTTP, address: str, seconds: float, width: int, height: int, 
     `AUDIO_51`) asks for that channel layout; with `analyse_audio` the Opus packets are kept,
     decoded with the negotiated multistream configuration and each channel's strongest
     frequency is returned (`audio_channels`, `audio_peak_hz`). `session_factory` makes the
-    moonlight-python session (a subclass can install more listener callbacks)."""
+    moonlight-python session (a subclass can install more listener callbacks);
+    `launch_params` rewrites the library's launch query parameters (e.g. drops `corever`)."""
     info = http.parse_server_info(http.get_server_info(use_https=True))
     apps = http.get_app_list()
     desktop = next(a for a in apps if a.name == app)
@@ -275,6 +276,8 @@ def stream(http: NvHTTP, address: str, seconds: float, width: int, height: int, 
     if client_log:
         route_client_log(session)
     params = session.get_launch_query_params()
+    if launch_params is not None:
+        params = launch_params(params)
     url = http.launch_app(desktop.id, width, height, fps, bitrate_kbps, video_format,
                           key, iv, config.surroundaudioinfo, True, False, params)
     session.start(address=address, app_version=info.app_version, gfe_version=info.gfe_version,
@@ -403,6 +406,7 @@ def stream(http: NvHTTP, address: str, seconds: float, width: int, height: int, 
         if analyse_audio else {}
     return {
         **audio_result,
+        "rtsp_url": url,
         **_frame_numbers(numbers),
         "frames_decoded": decoded,
         "decode_errors": decode_errors,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import signal
 import time
 import urllib.request
@@ -72,7 +73,16 @@ def test_serverinfo_over_http(host: Host, client_factory):
     assert info.state == "SUNSHINE_SERVER_FREE"
     assert info.current_game == 0
     assert info.paired is False
-    assert info.server_codec_mode_support == 1
+    # Exactly what the host's encoder table (logged at start) can encode: H.264 always,
+    # HEVC / AV1 (and their 10-bit profiles) where an encoder opened.
+    table = re.search(r"video encoders encoders=h264=\S+ hevc=(.*?) av1=(.*?)\s*$",
+                      re.sub(r"\x1b\[[0-9;]*m", "", host.log()), re.M)
+    assert table, host.log()[-2000:]
+    hevc, av1 = table.group(1), table.group(2)
+    want = 0x1
+    want |= 0 if hevc == "off" else 0x100 | (0x200 if "10-bit" in hevc else 0)
+    want |= 0 if av1 == "off" else 0x10000 | (0x20000 if "10-bit" in av1 else 0)
+    assert info.server_codec_mode_support == want, (hevc, av1)
     assert len(info.unique_id) == 16
     assert info.unique_id == (host.state_dir / "uniqueid").read_text().strip()
     assert info.mac == "00:00:00:00:00:00"
@@ -204,9 +214,10 @@ def test_pair_and_use(host: Host, client_factory):
     img.verify()
     assert img.size == (120, 160)
 
-    # Launch: a session URL with the RTSP port (base + 21) and a busy host.
+    # Launch: a session URL with the RTSP port (base + 21), encrypted RTSP (the client sent
+    # corever=1), and a busy host.
     session_url = launch(c)
-    assert session_url == f"rtsp://127.0.0.1:{host.base + 21}"
+    assert session_url == f"rtspenc://127.0.0.1:{host.base + 21}"
     info = c.http.parse_server_info(c.http.get_server_info(use_https=True))
     assert info.state == "SUNSHINE_SERVER_BUSY"
     assert info.current_game == 1
@@ -217,7 +228,10 @@ def test_pair_and_use(host: Host, client_factory):
 
     # Resume with new keys, then quit.
     key, iv = os.urandom(16), os.urandom(16)
-    assert c.http.resume_app(key, iv, 196610) == session_url
+    assert c.http.resume_app(key, iv, 196610, launch_query_params="corever=1") == session_url
+    # A resume without corever (a client that cannot encrypt) gets plain RTSP.
+    plain = c.http.resume_app(os.urandom(16), os.urandom(16), 196610)
+    assert plain == session_url.replace("rtspenc:", "rtsp:")
     c.http.quit_app()
     info = c.http.parse_server_info(c.http.get_server_info(use_https=True))
     assert (info.state, info.current_game) == ("SUNSHINE_SERVER_FREE", 0)
@@ -262,7 +276,7 @@ def test_each_client_launches_resumes_and_quits_only_its_own_session(host: Host,
     a, b = client_factory(), client_factory()
     a.pair_with_pin("1111", name="A")
     b.pair_with_pin("2222", name="B")
-    assert launch(a).startswith("rtsp://")
+    assert launch(a).startswith("rtspenc://")
     # B has no session: nothing to resume, and its serverinfo shows a free host.
     with pytest.raises(HttpResponseError) as e:
         b.http.resume_app(os.urandom(16), os.urandom(16), 196610)
@@ -275,7 +289,7 @@ def test_each_client_launches_resumes_and_quits_only_its_own_session(host: Host,
         launch(b)
     assert e.value.status_code == 503 and "connecting" in e.value.status_message
     # A second launch by A rejoins its own session (same id, new keys).
-    assert launch(a).startswith("rtsp://")
+    assert launch(a).startswith("rtspenc://")
     assert [s["client"]["name"] for s in host.api("GET", "/api/sessions")] == ["A"]
     # B's quit leaves A's session alone.
     b.http.quit_app()
@@ -283,7 +297,7 @@ def test_each_client_launches_resumes_and_quits_only_its_own_session(host: Host,
     assert (info_a.state, info_a.current_game) == ("SUNSHINE_SERVER_BUSY", 1)
     a.http.quit_app()
     assert host.api("GET", "/api/sessions") == []
-    assert launch(b).startswith("rtsp://")
+    assert launch(b).startswith("rtspenc://")
     assert [s["client"]["name"] for s in host.api("GET", "/api/sessions")] == ["B"]
 
 

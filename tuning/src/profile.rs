@@ -247,6 +247,8 @@ pub struct VideoSection {
 pub struct SessionsSection {
     /// Streaming sessions at once, per protocol (GameStream and punktfunk/1 each).
     pub max: Option<usize>,
+    /// Refuse GameStream clients that do not encrypt RTSP, control, video and audio.
+    pub require_encryption: Option<bool>,
 }
 
 /// `[capture]`.

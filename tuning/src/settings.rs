@@ -50,6 +50,10 @@ pub struct SessionsSettings {
     /// Streaming sessions at once, per protocol: a launch beyond it is refused with a reason
     /// (GameStream: `status_code` 503; punktfunk/1: `Goodbye(Busy)`).
     pub max: usize,
+    /// GameStream clients must encrypt RTSP, the control stream, video and audio; a client
+    /// that cannot is refused at `/launch` (no `corever`) or at ANNOUNCE (it did not enable
+    /// all three). Off: everything the client supports is encrypted.
+    pub require_encryption: bool,
 }
 
 /// Largest `sessions.max` accepted: each session owns a source, an encoder and a pipeline.
@@ -57,7 +61,10 @@ pub const MAX_SESSIONS: usize = 64;
 
 impl Default for SessionsSettings {
     fn default() -> Self {
-        Self { max: 4 }
+        Self {
+            max: 4,
+            require_encryption: false,
+        }
     }
 }
 
@@ -467,7 +474,10 @@ impl Profile {
                 format!("must be in 1..={MAX_SESSIONS}, got {max}"),
             );
         }
-        SessionsSettings { max }
+        SessionsSettings {
+            max,
+            require_encryption: self.sessions.require_encryption.unwrap_or(false),
+        }
     }
 
     fn resolve_pipewire_node(&self, source: SourceName, c: &mut Check) -> Option<String> {
@@ -628,6 +638,14 @@ mod tests {
     #[test]
     fn session_limit_is_read_and_bounded() {
         assert_eq!(resolve("").unwrap().settings.sessions.max, 4);
+        assert!(!resolve("").unwrap().settings.sessions.require_encryption);
+        assert!(
+            resolve("[sessions]\nrequire_encryption = true\n")
+                .unwrap()
+                .settings
+                .sessions
+                .require_encryption
+        );
         assert_eq!(
             resolve("[sessions]\nmax = 2\n")
                 .unwrap()

@@ -189,6 +189,12 @@ pub enum SessionError {
     /// Starting the app or the stream failed (local resources, OS).
     #[error("could not start the stream: {0}")]
     Failed(String),
+    /// The host requires encryption (`[sessions] require_encryption`) and the client cannot
+    /// encrypt its RTSP (it did not send `corever=1`).
+    #[error(
+        "this host requires encryption; this client cannot encrypt its RTSP (update Moonlight)"
+    )]
+    EncryptionRequired,
 }
 
 impl SessionError {
@@ -199,6 +205,7 @@ impl SessionError {
             | SessionError::AddressBusy { .. }
             | SessionError::NothingToResume => 503,
             SessionError::AlreadyRunning { .. } => 400,
+            SessionError::EncryptionRequired => 403,
             SessionError::UnknownApp(_) => 404,
             SessionError::Failed(_) => 500,
         }

@@ -445,6 +445,15 @@ pub fn run_blocking(opts: ServeOptions) -> Result<(), ServeError> {
         };
         options.offer.hevc = host.encoders.hevc.is_some();
         options.offer.av1 = host.encoders.av1.is_some();
+        let require_encryption = host.tuning().sessions.require_encryption;
+        if require_encryption {
+            // DESCRIBE asks for all three; ANNOUNCE refuses a client that did not turn them on.
+            options.offer.encryption_requested = options.offer.encryption_supported;
+        }
+        tracing::info!(
+            required = require_encryption,
+            "gamestream encryption: RTSP for clients with corever >= 1, control, video, audio"
+        );
         let input: Arc<std::sync::Mutex<dyn InputHandler>> = Arc::new(std::sync::Mutex::new(
             InputDispatcher::new(crate::input::open_default()),
         ));
@@ -460,7 +469,8 @@ pub fn run_blocking(opts: ServeOptions) -> Result<(), ServeError> {
         let commands = host.settings().app_commands().unwrap_or_default();
         let sessions = Arc::new(
             StreamingSessions::new(streaming, host.tuning().sessions.max)
-                .with_app_commands(commands),
+                .with_app_commands(commands)
+                .with_required_encryption(require_encryption),
         );
         let manager: Arc<dyn SessionManager> = sessions.clone();
         let result = host.run(manager, ctrl_c_or_term()).await;

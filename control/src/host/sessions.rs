@@ -31,6 +31,8 @@ pub struct StreamingSessions {
     table: Mutex<SessionTable>,
     /// App id → command started in the session's desktop (`settings.json` apps).
     commands: HashMap<u32, Vec<String>>,
+    /// `[sessions] require_encryption`: refuse clients that cannot encrypt RTSP.
+    require_encryption: bool,
 }
 
 impl StreamingSessions {
@@ -40,7 +42,16 @@ impl StreamingSessions {
             host,
             table: Mutex::new(SessionTable::new(max)),
             commands: HashMap::new(),
+            require_encryption: false,
         }
+    }
+
+    /// Refuses launches of clients that cannot encrypt RTSP (`[sessions] require_encryption`;
+    /// the RTSP handshake refuses those that do not turn on control, video and audio
+    /// encryption).
+    pub fn with_required_encryption(mut self, required: bool) -> Self {
+        self.require_encryption = required;
+        self
     }
 
     /// Starts each app's command (by app id) in the desktop of the sessions that launch it.
@@ -102,6 +113,12 @@ impl StreamingSessions {
             .iter()
             .find(|s| s.id == admitted.id())
             .map_or(0, |s| s.app_id);
+        // Clients with `corever >= 1` can encrypt RTSP: they get `rtspenc://`.
+        let rtsp_encrypted = stream.corever >= 1;
+        if self.require_encryption && !rtsp_encrypted {
+            table.remove(admitted.id());
+            return Err(SessionError::EncryptionRequired);
+        }
         let spec = LaunchSpec {
             session_id: admitted.id(),
             rikey: stream.rikey.0,
@@ -109,6 +126,7 @@ impl StreamingSessions {
             client: address.to_canonical(),
             slot: admitted.slot(),
             command: self.commands.get(&app_id).cloned().unwrap_or_default(),
+            rtsp_encrypted,
         };
         if let Err(e) = self.host.prepare(spec) {
             table.remove(admitted.id());
@@ -118,7 +136,11 @@ impl StreamingSessions {
         }
         Ok(SessionGrant {
             session_id: admitted.id(),
-            rtsp: RtspScheme::Plain,
+            rtsp: if rtsp_encrypted {
+                RtspScheme::Encrypted
+            } else {
+                RtspScheme::Plain
+            },
         })
     }
 }

@@ -279,6 +279,13 @@ impl Handshake {
                 (r, None)
             }
             "ANNOUNCE" => match StreamConfig::parse(req.body) {
+                Ok(c) if !c.encryption.covers(self.params.offer.encryption_requested) => {
+                    // The host requires encryption the client did not turn on: refused
+                    // (the client reports the failed RTSP stage).
+                    let mut r = Response::new(403, cseq);
+                    r.body = b"this host requires control, video and audio encryption".to_vec();
+                    (r, None)
+                }
                 Ok(c) => {
                     self.config = Some(c.clone());
                     (Response::new(200, cseq), Some(RtspEvent::Announced(c)))
@@ -421,6 +428,31 @@ mod tests {
         let (resp, ev) = h.handle(&parse_request(&buf).unwrap().unwrap());
         assert_eq!((resp.code, ev), (200, Some(RtspEvent::Play)));
         assert!(h.playing());
+    }
+
+    #[test]
+    fn announce_without_the_encryption_the_host_requires_is_refused() {
+        let sdp = crate::stream::sdp::tests::ANNOUNCE;
+        let announce = format!(
+            "ANNOUNCE streamid=control/13/0 RTSP/1.0\r\nCSeq: 6\r\n\
+             Content-type: application/sdp\r\nContent-length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        );
+        let r = parse_request(announce.as_bytes()).unwrap().unwrap();
+        // The client's SDP enables control V2 and audio encryption, not video.
+        let mut all = params();
+        all.offer.encryption_requested = enc::CONTROL_V2 | enc::VIDEO | enc::AUDIO;
+        let mut h = Handshake::new(all);
+        let (resp, ev) = h.handle(&r);
+        assert_eq!((resp.code, ev), (403, None));
+        assert!(h.config().is_none());
+        let buf = req("PLAY / RTSP/1.0\nCSeq: 7\n\n");
+        assert_eq!(h.handle(&parse_request(&buf).unwrap().unwrap()).0.code, 455);
+        let mut some = params();
+        some.offer.encryption_requested = enc::CONTROL_V2 | enc::AUDIO;
+        let (resp, ev) = Handshake::new(some).handle(&r);
+        assert_eq!(resp.code, 200);
+        assert!(ev.is_some());
     }
 
     #[test]

@@ -46,6 +46,15 @@ pub struct Encryption {
     pub audio: bool,
 }
 
+impl Encryption {
+    /// Whether every stream named in `bits` (`enc::*` flags) is encrypted.
+    pub fn covers(&self, bits: u32) -> bool {
+        (bits & enc::CONTROL_V2 == 0 || self.control_v2)
+            && (bits & enc::VIDEO == 0 || self.video)
+            && (bits & enc::AUDIO == 0 || self.audio)
+    }
+}
+
 /// Everything the host needs to know to stream, from the ANNOUNCE SDP.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]

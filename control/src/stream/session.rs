@@ -54,6 +54,9 @@ use rusty_enet as enet;
 
 use crate::limits::{Admission, Close, ConnId, LimitsConfig, Listener};
 
+use punktfunk_engine::gamestream::wire::control::Direction;
+use punktfunk_engine::gamestream::wire::rtsp::{self as rtsp_wire, RtspCipher};
+
 use super::control::{HdrMetadata, HostMessage, TERMINATION_GRACEFUL};
 use super::gs_session::{ControlTransmit, GsConfig, GsEvent, GsSession, PeerKey, PingStream};
 use super::rtsp::{self, Handshake, HandshakeParams, RouteCandidate, RtspEvent};
@@ -212,6 +215,9 @@ pub struct LaunchSpec {
     /// The launched app's command (argv), started inside the session's desktop when its video
     /// starts; empty: nothing to start (the desktop app).
     pub command: Vec<String>,
+    /// `/launch` said `rtspenc://`: this session's RTSP requests come sealed with `rikey`
+    /// (plain-text requests for it are refused).
+    pub rtsp_encrypted: bool,
 }
 
 impl std::fmt::Debug for LaunchSpec {
@@ -220,6 +226,7 @@ impl std::fmt::Debug for LaunchSpec {
             .field("session_id", &self.session_id)
             .field("client", &self.client)
             .field("slot", &self.slot)
+            .field("rtsp_encrypted", &self.rtsp_encrypted)
             .finish_non_exhaustive()
     }
 }
@@ -318,6 +325,8 @@ struct Slot {
     /// Bound at prepare (their ports go into the SETUP replies), taken by the stream at PLAY.
     sockets: Option<StreamSockets>,
     stream: Option<RunningStream>,
+    /// The sequence number of the next encrypted RTSP response (each used once per key).
+    rtsp_seq: u32,
 }
 
 struct RunningStream {
@@ -369,6 +378,14 @@ impl Shared {
     /// Runs `f` on session `id`'s slot, if there is one.
     fn with_slot<R>(&self, id: u32, f: impl FnOnce(&Slot) -> R) -> Option<R> {
         self.slots().iter().find(|s| s.spec.session_id == id).map(f)
+    }
+
+    /// Runs `f` on session `id`'s slot, mutably, if there is one.
+    fn with_slot_mut<R>(&self, id: u32, f: impl FnOnce(&mut Slot) -> R) -> Option<R> {
+        self.slots()
+            .iter_mut()
+            .find(|s| s.spec.session_id == id)
+            .map(f)
     }
 
     /// Takes session `id`'s slot out of the table.
@@ -476,6 +493,7 @@ impl StreamHost {
             handshake: Handshake::new(params),
             sockets: Some(sockets),
             stream: None,
+            rtsp_seq: 0,
         });
         Ok(())
     }
@@ -678,7 +696,7 @@ fn admit_rtsp(
         }
     };
     let buf = prefetch(&conn);
-    if matches!(rtsp::parse_request(&buf), Ok(Some(_))) {
+    if request_complete(&buf) {
         // The whole request came with the connection: no longer evictable, even if a burst
         // of accepts runs ahead of this connection's thread.
         shared.rtsp_conns.table().handle_request(id);
@@ -730,6 +748,17 @@ fn reap_ended(shared: &Shared) {
     }
 }
 
+/// Whether `buf` holds a whole request: a plain one that parses, or an encrypted one of its
+/// announced length.
+fn request_complete(buf: &[u8]) -> bool {
+    match buf.first() {
+        Some(&b) if rtsp_wire::is_encrypted(b) => {
+            matches!(rtsp_wire::message_len(buf), Ok(Some(n)) if n <= buf.len())
+        }
+        _ => matches!(rtsp::parse_request(buf), Ok(Some(_))),
+    }
+}
+
 /// What the client sent already when its connection was accepted (without waiting).
 fn prefetch(conn: &TcpStream) -> Vec<u8> {
     let mut buf = vec![0u8; 4096];
@@ -757,17 +786,40 @@ fn serve_rtsp(
     }
     let mut chunk = [0u8; 4096];
     let response = loop {
-        let malformed = match rtsp::parse_request(&buf) {
-            Ok(None) if buf.len() <= RTSP_MAX_REQUEST => None,
-            Ok(None) => Some("request too large".to_owned()),
-            Ok(Some(req)) => {
-                if !shared.rtsp_conns.table().handle_request(id) {
-                    // Evicted while its last bytes came in.
-                    return Close::Done;
+        let encrypted = buf.first().is_some_and(|&b| rtsp_wire::is_encrypted(b));
+        let malformed = if encrypted {
+            match rtsp_wire::message_len(&buf) {
+                Ok(Some(n)) if n > RTSP_MAX_REQUEST + rtsp_wire::HEADER_LEN => {
+                    Some("encrypted request too large".to_owned())
                 }
-                break handle_rtsp(shared, &req, peer);
+                Ok(Some(n)) if buf.len() > n => {
+                    Some("bytes after the encrypted request".to_owned())
+                }
+                Ok(Some(n)) if buf.len() == n => {
+                    if !shared.rtsp_conns.table().handle_request(id) {
+                        return Close::Done;
+                    }
+                    match handle_encrypted_rtsp(shared, &mut buf, peer) {
+                        Ok(r) => break r,
+                        Err(e) => Some(e),
+                    }
+                }
+                Ok(_) => None,
+                Err(e) => Some(e.to_string()),
             }
-            Err(e) => Some(e.to_string()),
+        } else {
+            match rtsp::parse_request(&buf) {
+                Ok(None) if buf.len() <= RTSP_MAX_REQUEST => None,
+                Ok(None) => Some("request too large".to_owned()),
+                Ok(Some(req)) => {
+                    if !shared.rtsp_conns.table().handle_request(id) {
+                        // Evicted while its last bytes came in.
+                        return Close::Done;
+                    }
+                    break handle_rtsp(shared, &req, peer, None);
+                }
+                Err(e) => Some(e.to_string()),
+            }
         };
         if let Some(malformed) = malformed {
             return refuse_malformed(shared, &mut conn, peer, &malformed);
@@ -836,7 +888,55 @@ fn refuse_malformed(
     Close::Malformed
 }
 
-fn handle_rtsp(shared: &Arc<Shared>, req: &rtsp::Request<'_>, peer: SocketAddr) -> Vec<u8> {
+/// Opens an encrypted request with the key of the prepared session it was sealed for (AES-GCM
+/// authenticates: only that session's `rikey` opens it), answers it as that session, and seals
+/// the answer. An error (nothing is sent back) when no session's key opens it or the plain text
+/// is no RTSP request.
+fn handle_encrypted_rtsp(
+    shared: &Arc<Shared>,
+    buf: &mut [u8],
+    peer: SocketAddr,
+) -> Result<Vec<u8>, String> {
+    let keys: Vec<(u32, [u8; 16])> = shared
+        .slots()
+        .iter()
+        .filter(|s| s.spec.rtsp_encrypted)
+        .map(|s| (s.spec.session_id, s.spec.rikey))
+        .collect();
+    for (session_id, key) in keys {
+        let cipher = RtspCipher::new(&key);
+        let mut copy = buf.to_vec();
+        let Ok((_, plain)) = cipher.open(&mut copy, Direction::ClientToHost) else {
+            continue;
+        };
+        let req = match rtsp::parse_request(plain) {
+            Ok(Some(req)) => req,
+            Ok(None) => return Err("encrypted request is incomplete RTSP".into()),
+            Err(e) => return Err(format!("encrypted request: {e}")),
+        };
+        let response = handle_rtsp(shared, &req, peer, Some(session_id));
+        let seq = shared
+            .with_slot_mut(session_id, |s| {
+                s.rtsp_seq = s.rtsp_seq.wrapping_add(1);
+                s.rtsp_seq
+            })
+            .ok_or("the session ended while its request was answered")?;
+        return cipher
+            .seal(seq, Direction::HostToClient, &response)
+            .map_err(|e| e.to_string());
+    }
+    Err("encrypted request that no prepared session's key opens".into())
+}
+
+/// Answers `req` as the session it routes to. `sealed_for`: the session whose key opened an
+/// encrypted request (the request must route to it); `None` for a plain request, which an
+/// encrypted session refuses (403).
+fn handle_rtsp(
+    shared: &Arc<Shared>,
+    req: &rtsp::Request<'_>,
+    peer: SocketAddr,
+    sealed_for: Option<u32>,
+) -> Vec<u8> {
     let mut slots = shared.slots();
     let candidates: Vec<RouteCandidate<'_>> = slots
         .iter()
@@ -851,6 +951,20 @@ fn handle_rtsp(shared: &Arc<Shared>, req: &rtsp::Request<'_>, peer: SocketAddr) 
         return format!("RTSP/1.0 454 Session Not Found\r\nCSeq: {cseq}\r\n\r\n").into_bytes();
     };
     let s = &mut slots[i];
+    let cseq = req.header("CSeq").unwrap_or("0");
+    match sealed_for {
+        Some(id) if id != s.spec.session_id => {
+            return format!("RTSP/1.0 454 Session Not Found\r\nCSeq: {cseq}\r\n\r\n").into_bytes();
+        }
+        None if s.spec.rtsp_encrypted => {
+            shared
+                .counters
+                .rtsp_malformed
+                .fetch_add(1, Ordering::Relaxed);
+            return format!("RTSP/1.0 403 Forbidden\r\nCSeq: {cseq}\r\n\r\n").into_bytes();
+        }
+        _ => {}
+    }
     let (mut response, event) = s.handshake.handle(req);
     if let Some(RtspEvent::Play) = event
         && s.stream.is_none()

@@ -13,6 +13,7 @@
 
 pub mod audio;
 pub mod control;
+pub mod rtsp;
 pub mod video;
 
 /// Why a packet could not be built or parsed.

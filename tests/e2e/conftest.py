@@ -56,10 +56,11 @@ def pytest_runtest_logreport(report):
         f.write(f"e2e::{report.nodeid}: {reason}\n")
 
 
-def _port_free(port: int, kind: int = socket.SOCK_STREAM) -> bool:
-    with socket.socket(socket.AF_INET, kind) as s:
+def _port_free(port: int, kind: int = socket.SOCK_STREAM, address: str = "127.0.0.1") -> bool:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, kind) as s:
         try:
-            s.bind(("127.0.0.1", port))
+            s.bind((address, port))
             return True
         except OSError:
             return False
@@ -104,8 +105,11 @@ class Host:
     """One `punktfunk serve` process."""
 
     def __init__(self, state_dir: Path, log_path: Path, base_port: int | None = None,
-                 extra_args: list[str] | None = None, extra_env: dict[str, str] | None = None):
+                 extra_args: list[str] | None = None, extra_env: dict[str, str] | None = None,
+                 bind: str | None = "127.0.0.1"):
         self.state_dir = state_dir
+        # None: no --bind (the host's default: every interface, dual-stack where it can).
+        self.bind = bind
         self.extra_args = extra_args or []
         self.extra_env = extra_env or {}
         self.base = base_port or _free_base_port()
@@ -129,7 +133,8 @@ class Host:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [str(BIN), "serve", "--state-dir", str(self.state_dir),
-             "--base-port", str(self.base), "--bind", "127.0.0.1", "--no-mdns",
+             "--base-port", str(self.base),
+             *(["--bind", self.bind] if self.bind else []), "--no-mdns",
              # Not the default 47900: another host on this machine (a parallel test run)
              # may hold it.
              "--pf1-port", str(self.pf1_port), *self.extra_args],
@@ -141,7 +146,8 @@ class Host:
             if self.proc.poll() is not None:
                 raise AssertionError(f"punktfunk serve exited ({self.proc.returncode}):\n"
                                      f"{self.log()[-3000:]}")
-            return (self.state_dir / "run.json").exists() and not _port_free(self.base)
+            return (self.state_dir / "run.json").exists() and \
+                not _port_free(self.base, address=self.bind or "127.0.0.1")
 
         wait_for(listening, timeout=60, what="punktfunk serve to listen")
         return self
@@ -183,10 +189,12 @@ class Host:
 class Client:
     """A moonlight-python identity and its NvHTTP connection to the host."""
 
-    def __init__(self, host: Host, config_dir: Path):
+    def __init__(self, host: Host, config_dir: Path, address: str = "127.0.0.1"):
         self.host = host
         self.identity = Identity(config_dir)
-        self.http = NvHTTP("127.0.0.1", self.identity, http_port=host.http_port,
+        # An IPv6 address goes into URLs in brackets.
+        url_host = f"[{address}]" if ":" in address else address
+        self.http = NvHTTP(url_host, self.identity, http_port=host.http_port,
                            https_port=host.https_port)
 
     def server_info(self):

@@ -380,6 +380,18 @@ async fn ctrl_c_or_term() {
     }
 }
 
+/// Whether a socket bound to `::` takes IPv4 clients too; why not otherwise.
+fn dual_stack() -> Result<(), String> {
+    std::net::UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0))
+        .map_err(|e| format!("no IPv6 socket: {e}"))?;
+    match std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only") {
+        Ok(v) if v.trim() == "1" => {
+            Err("net.ipv6.bindv6only = 1 makes `::` sockets IPv6-only".into())
+        }
+        _ => Ok(()),
+    }
+}
+
 /// `punktfunk serve`: opens the host, starts the streaming side (RTSP listener; control,
 /// video and audio per stream) and runs nvhttp, the management API and mDNS until Ctrl-C or
 /// SIGTERM.
@@ -389,12 +401,20 @@ pub fn run_blocking(opts: ServeOptions) -> Result<(), ServeError> {
         .thread_name("punktfunk-host")
         .build()
         .map_err(ServeError::Runtime)?;
-    // Streaming sockets are IPv4 for now: a specific IPv4 --bind is honoured, anything else
-    // listens on all IPv4 interfaces.
+    // Streaming sockets (RTSP, video, audio, control) follow --bind, IPv4 or IPv6. Without it
+    // they are dual-stack (`::`: IPv4 clients arrive as v4-mapped addresses) where the kernel
+    // has IPv6 and does not make `::` sockets IPv6-only; otherwise all IPv4 interfaces.
     let stream_bind = match opts.bind {
-        Some(ip @ IpAddr::V4(_)) => ip,
-        _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        Some(ip) => ip,
+        None => match dual_stack() {
+            Ok(()) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            Err(why) => {
+                tracing::info!(why = %why, "streaming sockets on IPv4 only");
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+            }
+        },
     };
+    tracing::info!(bind = %stream_bind, "streaming sockets");
     let pf1 = opts.pf1_port.map(|port| {
         let mut o = ListenerOptions::new(port);
         o.bind = opts.bind;

@@ -80,10 +80,6 @@ pub const ROUTES: &[Route] = &[
         path: "/api/sessions",
     },
     Route {
-        method: "POST",
-        path: "/api/feedback",
-    },
-    Route {
         method: "GET",
         path: "/api/clients",
     },
@@ -110,6 +106,10 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "DELETE",
         path: "/api/pairing/{id}",
+    },
+    Route {
+        method: "POST",
+        path: "/api/feedback",
     },
 ];
 
@@ -240,140 +240,14 @@ pub fn pairing_json(status: &PairingStatus, now: Instant) -> serde_json::Value {
     })
 }
 
-/// `POST /api/feedback`: a host → client controller message for one GameStream session.
+/// `POST /api/feedback`: a host → client controller message for one GameStream session
+/// (`kind` picks the message, its fields as in [`HostMessage`]).
 #[derive(Debug, Deserialize)]
 struct FeedbackBody {
     /// The session's id, as `GET /api/sessions` shows it.
     session: u32,
     #[serde(flatten)]
-    message: Feedback,
-}
-
-/// The messages `POST /api/feedback` sends (`kind` picks one).
-#[derive(Debug, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-enum Feedback {
-    Rumble {
-        controller: u16,
-        low: u16,
-        high: u16,
-    },
-    RumbleTriggers {
-        controller: u16,
-        left: u16,
-        right: u16,
-    },
-    MotionEventState {
-        controller: u16,
-        report_rate_hz: u16,
-        motion_type: u8,
-    },
-    RgbLed {
-        controller: u16,
-        r: u8,
-        g: u8,
-        b: u8,
-    },
-    AdaptiveTriggers {
-        controller: u16,
-        event_flags: u8,
-        type_left: u8,
-        type_right: u8,
-        left: [u8; 10],
-        right: [u8; 10],
-    },
-}
-
-/// Controllers a GameStream client can have.
-const MAX_CONTROLLERS: u16 = 16;
-
-impl Feedback {
-    /// The wire message, or why the request is refused.
-    fn message(self) -> Result<HostMessage, String> {
-        let (controller, msg) = match self {
-            Self::Rumble {
-                controller,
-                low,
-                high,
-            } => (
-                controller,
-                HostMessage::Rumble {
-                    controller,
-                    low,
-                    high,
-                },
-            ),
-            Self::RumbleTriggers {
-                controller,
-                left,
-                right,
-            } => (
-                controller,
-                HostMessage::RumbleTriggers {
-                    controller,
-                    left,
-                    right,
-                },
-            ),
-            Self::MotionEventState {
-                controller,
-                report_rate_hz,
-                motion_type,
-            } => {
-                if !(1..=2).contains(&motion_type) {
-                    return Err(format!(
-                        "motion_type {motion_type}: 1 (accelerometer) or 2 (gyroscope)"
-                    ));
-                }
-                (
-                    controller,
-                    HostMessage::MotionEventState {
-                        controller,
-                        report_rate_hz,
-                        motion_type,
-                    },
-                )
-            }
-            Self::RgbLed {
-                controller,
-                r,
-                g,
-                b,
-            } => (
-                controller,
-                HostMessage::RgbLed {
-                    controller,
-                    r,
-                    g,
-                    b,
-                },
-            ),
-            Self::AdaptiveTriggers {
-                controller,
-                event_flags,
-                type_left,
-                type_right,
-                left,
-                right,
-            } => (
-                controller,
-                HostMessage::AdaptiveTriggers {
-                    controller,
-                    event_flags,
-                    type_left,
-                    type_right,
-                    left,
-                    right,
-                },
-            ),
-        };
-        if controller >= MAX_CONTROLLERS {
-            return Err(format!(
-                "controller {controller}: a client has controllers 0..{MAX_CONTROLLERS}"
-            ));
-        }
-        Ok(msg)
-    }
+    message: HostMessage,
 }
 
 #[derive(Debug, Deserialize)]
@@ -425,6 +299,15 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Full<Bytes>
     }
 }
 
+/// The request's body as JSON of type `T`; a 400 saying what is wrong otherwise.
+async fn json_body<T: serde::de::DeserializeOwned>(
+    req: Request<Incoming>,
+) -> Result<T, Response<Full<Bytes>>> {
+    let body = read_body(req).await?;
+    serde_json::from_slice(&body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("bad JSON: {e}")))
+}
+
 impl Api {
     /// An API over the nvhttp state, requiring `token`.
     pub fn new(ctx: Arc<NvHttp>, token: String) -> Self {
@@ -472,13 +355,9 @@ impl Api {
         }
         match (route.method, route.path) {
             ("POST", "/api/pin") => {
-                let body = match read_body(req).await {
+                let body: PinBody = match json_body(req).await {
                     Ok(b) => b,
                     Err(resp) => return resp,
-                };
-                let body: PinBody = match serde_json::from_slice(&body) {
-                    Ok(b) => b,
-                    Err(e) => return error(StatusCode::BAD_REQUEST, &format!("bad JSON: {e}")),
                 };
                 let to = match body.to.as_deref().map(|t| parse_ticket(t).ok_or(t)) {
                     None => None,
@@ -493,13 +372,9 @@ impl Api {
                 self.pin(&body.pin, body.name.as_deref(), to).await
             }
             ("POST", "/api/pf1/pin") => {
-                let body = match read_body(req).await {
+                let body: Pf1PinBody = match json_body(req).await {
                     Ok(b) => b,
                     Err(resp) => return resp,
-                };
-                let body: Pf1PinBody = match serde_json::from_slice(&body) {
-                    Ok(b) => b,
-                    Err(e) => return error(StatusCode::BAD_REQUEST, &format!("bad JSON: {e}")),
                 };
                 self.pf1_pin(body.pin.as_deref())
             }
@@ -514,18 +389,14 @@ impl Api {
                 json_response(StatusCode::OK, &json!(rows))
             }
             ("POST", "/api/feedback") => {
-                let body = match read_body(req).await {
+                let body: FeedbackBody = match json_body(req).await {
                     Ok(b) => b,
                     Err(resp) => return resp,
                 };
-                let body: FeedbackBody = match serde_json::from_slice(&body) {
-                    Ok(b) => b,
-                    Err(e) => return error(StatusCode::BAD_REQUEST, &format!("bad JSON: {e}")),
-                };
-                let msg = match body.message.message() {
-                    Ok(m) => m,
-                    Err(e) => return error(StatusCode::BAD_REQUEST, &e),
-                };
+                let msg = body.message;
+                if let Err(e) = msg.check_controller_message() {
+                    return error(StatusCode::BAD_REQUEST, &e);
+                }
                 let sessions = Arc::clone(self.ctx.sessions());
                 let id = body.session;
                 match tokio::task::spawn_blocking(move || sessions.send_to_client(id, &msg)).await {

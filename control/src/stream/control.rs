@@ -88,7 +88,10 @@ impl HdrMetadata {
 }
 
 /// A message the host sends to the client's controllers or display (all little-endian).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Deserializes from `{"kind": "rumble", "controller": 0, "low": …}` (the management API's
+/// `POST /api/feedback`); `HdrMode` is the session's own and cannot be asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum HostMessage {
     /// Main motors, 0 (off) to 0xFFFF.
     Rumble {
@@ -144,6 +147,7 @@ pub enum HostMessage {
         right: [u8; 10],
     },
     /// HDR mode on (with metadata) or off.
+    #[serde(skip)]
     HdrMode {
         /// HDR on.
         enabled: bool,
@@ -152,7 +156,34 @@ pub enum HostMessage {
     },
 }
 
+/// Controllers a GameStream client can have.
+pub const MAX_CONTROLLERS: u16 = 16;
+
 impl HostMessage {
+    /// Why this controller message cannot be sent (controller out of range, unknown motion
+    /// sensor); `Ok` for the HDR mode message.
+    pub fn check_controller_message(&self) -> Result<(), String> {
+        let controller = match *self {
+            Self::MotionEventState { motion_type, .. } if !(1..=2).contains(&motion_type) => {
+                return Err(format!(
+                    "motion_type {motion_type}: 1 (accelerometer) or 2 (gyroscope)"
+                ));
+            }
+            Self::Rumble { controller, .. }
+            | Self::RumbleTriggers { controller, .. }
+            | Self::MotionEventState { controller, .. }
+            | Self::RgbLed { controller, .. }
+            | Self::AdaptiveTriggers { controller, .. } => controller,
+            Self::HdrMode { .. } => return Ok(()),
+        };
+        if controller >= MAX_CONTROLLERS {
+            return Err(format!(
+                "controller {controller}: a client has controllers 0..{MAX_CONTROLLERS}"
+            ));
+        }
+        Ok(())
+    }
+
     /// The message's type and plaintext payload.
     pub fn encode(&self) -> (u16, Vec<u8>) {
         let mut p = Vec::with_capacity(32);
@@ -545,6 +576,44 @@ mod tests {
         // Red primary x first, then y; max display luminance after the white point.
         assert_eq!(&p[1..5], &[0x48, 0x8a, 0x08, 0x39]);
         assert_eq!(&p[17..19], &1000u16.to_le_bytes());
+    }
+
+    #[test]
+    fn controller_messages_parse_from_json_and_are_checked() {
+        let m: HostMessage =
+            serde_json::from_str(r#"{"kind": "rumble", "controller": 2, "low": 1, "high": 65535}"#)
+                .unwrap();
+        assert_eq!(
+            m,
+            HostMessage::Rumble {
+                controller: 2,
+                low: 1,
+                high: 65535
+            }
+        );
+        assert!(m.check_controller_message().is_ok());
+        let m: HostMessage = serde_json::from_str(
+            r#"{"kind": "rgb_led", "controller": 16, "r": 1, "g": 2, "b": 3}"#,
+        )
+        .unwrap();
+        assert!(
+            m.check_controller_message()
+                .unwrap_err()
+                .contains("controller 16")
+        );
+        let m: HostMessage = serde_json::from_str(
+            r#"{"kind": "motion_event_state", "controller": 0, "report_rate_hz": 5, "motion_type": 3}"#,
+        )
+        .unwrap();
+        assert!(m.check_controller_message().is_err());
+        for bad in [
+            r#"{"kind": "hdr_mode", "enabled": true}"#,
+            r#"{"kind": "explode", "controller": 0}"#,
+            r#"{"kind": "rumble", "controller": 0, "low": 70000, "high": 0}"#,
+            r#"{"kind": "adaptive_triggers", "controller": 0, "event_flags": 4, "type_left": 1, "type_right": 1, "left": [1], "right": [2]}"#,
+        ] {
+            assert!(serde_json::from_str::<HostMessage>(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

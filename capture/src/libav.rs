@@ -1068,6 +1068,17 @@ mod tests {
     }
 
     #[test]
+    fn aom_444_round_trip() {
+        round_trip(
+            "libaom-av1",
+            VideoFormat {
+                yuv444: true,
+                ..VideoFormat::of(VideoCodec::Av1)
+            },
+        );
+    }
+
+    #[test]
     fn svtav1_round_trip() {
         round_trip("libsvtav1", VideoFormat::of(VideoCodec::Av1));
     }

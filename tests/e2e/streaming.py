@@ -120,8 +120,9 @@ class Checker:
         self.shapes.add((h, w))
         # Mean Y, Cb, Cr of the picture (a desktop test checks the colour its output shows).
         means = [float(y.mean())]
+        cw, ch = (w, h) if "444" in fmt else (w // 2, h // 2)
         for i in (1, 2):
-            means.append(float(plane8(i, w // 2, h // 2).mean()))
+            means.append(float(plane8(i, cw, ch).mean()))
         self.yuv_means.append(means)
         if float(y.mean()) < DARK_LUMA:
             self.dark += 1

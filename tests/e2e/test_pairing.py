@@ -74,15 +74,17 @@ def test_serverinfo_over_http(host: Host, client_factory):
     assert info.current_game == 0
     assert info.paired is False
     # Exactly what the host's encoder table (logged at start) can encode: H.264 always,
-    # HEVC / AV1 (and their 10-bit profiles) where an encoder opened.
-    table = re.search(r"video encoders encoders=h264=\S+ hevc=(.*?) av1=(.*?)\s*$",
+    # HEVC / AV1 (and their 10-bit and 4:4:4 profiles) where an encoder opened.
+    table = re.search(r"video encoders encoders=h264=(.*?) hevc=(.*?) av1=(.*?)\s*$",
                       re.sub(r"\x1b\[[0-9;]*m", "", host.log()), re.M)
     assert table, host.log()[-2000:]
-    hevc, av1 = table.group(1), table.group(2)
-    want = 0x1
-    want |= 0 if hevc == "off" else 0x100 | (0x200 if "10-bit" in hevc else 0)
-    want |= 0 if av1 == "off" else 0x10000 | (0x20000 if "10-bit" in av1 else 0)
-    assert info.server_codec_mode_support == want, (hevc, av1)
+    h264, hevc, av1 = table.group(1), table.group(2), table.group(3)
+    want = 0x1 | (0x40000 if "4:4:4" in h264 else 0)
+    if hevc != "off":
+        want |= 0x100 | (0x200 if "10-bit" in hevc else 0) | (0x80000 if "4:4:4" in hevc else 0)
+    if av1 != "off":
+        want |= 0x10000 | (0x20000 if "10-bit" in av1 else 0) | (0x200000 if "4:4:4" in av1 else 0)
+    assert info.server_codec_mode_support == want, (h264, hevc, av1)
     assert len(info.unique_id) == 16
     assert info.unique_id == (host.state_dir / "uniqueid").read_text().strip()
     assert info.mac == "00:00:00:00:00:00"

@@ -46,6 +46,12 @@ pub const SCM_HEVC_MAIN10: u32 = 0x0000_0200;
 pub const SCM_AV1_MAIN8: u32 = 0x0001_0000;
 /// AV1 Main 10-bit.
 pub const SCM_AV1_MAIN10: u32 = 0x0002_0000;
+/// H.264 High 4:4:4, 8-bit.
+pub const SCM_H264_HIGH8_444: u32 = 0x0004_0000;
+/// HEVC Range Extensions 4:4:4, 8-bit.
+pub const SCM_HEVC_REXT8_444: u32 = 0x0008_0000;
+/// AV1 High 4:4:4, 8-bit.
+pub const SCM_AV1_HIGH8_444: u32 = 0x0020_0000;
 
 /// The app id of the desktop, always present.
 pub const DESKTOP_APP_ID: u32 = 1;

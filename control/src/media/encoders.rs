@@ -26,7 +26,8 @@ use punktfunk_capture::{VideoEncoder, VideoEncoderConfig};
 use punktfunk_tuning::EncoderNames;
 
 use crate::gamestream::nvhttp::{
-    SCM_AV1_MAIN8, SCM_AV1_MAIN10, SCM_H264, SCM_HEVC, SCM_HEVC_MAIN10,
+    SCM_AV1_HIGH8_444, SCM_AV1_MAIN8, SCM_AV1_MAIN10, SCM_H264, SCM_H264_HIGH8_444, SCM_HEVC,
+    SCM_HEVC_MAIN10, SCM_HEVC_REXT8_444,
 };
 
 /// The built-in H.264 encoder's name.
@@ -55,6 +56,19 @@ pub struct EncoderTable {
     pub av1: Option<String>,
     /// AV1 Main10 offered.
     pub av1_main10: bool,
+    /// 8-bit 4:4:4 offered, per codec (H.264, HEVC, AV1): where the encoder takes it.
+    pub yuv444: [bool; 3],
+}
+
+/// The index of `codec` in [`EncoderTable::yuv444`] (`None`: a codec this table has no row
+/// for).
+fn codec_index(codec: VideoCodec) -> Option<usize> {
+    match codec {
+        VideoCodec::H264 => Some(0),
+        VideoCodec::Hevc => Some(1),
+        VideoCodec::Av1 => Some(2),
+        _ => None,
+    }
 }
 
 impl EncoderTable {
@@ -117,9 +131,25 @@ impl EncoderTable {
                 )
             })
         };
+        let full = |codec, name: Option<&str>| {
+            name.is_some_and(|n| {
+                caps.supports(
+                    n,
+                    VideoFormat {
+                        yuv444: true,
+                        ..VideoFormat::of(codec)
+                    },
+                )
+            })
+        };
         Ok(Self {
             hevc_main10: ten(VideoCodec::Hevc, &hevc),
             av1_main10: ten(VideoCodec::Av1, &av1),
+            yuv444: [
+                full(VideoCodec::H264, Some(&h264)),
+                full(VideoCodec::Hevc, hevc.as_deref()),
+                full(VideoCodec::Av1, av1.as_deref()),
+            ],
             h264,
             hevc,
             av1,
@@ -141,11 +171,37 @@ impl EncoderTable {
         if self.av1_main10 {
             m |= SCM_AV1_MAIN10;
         }
+        for (offered, bit) in
+            self.yuv444
+                .iter()
+                .zip([SCM_H264_HIGH8_444, SCM_HEVC_REXT8_444, SCM_AV1_HIGH8_444])
+        {
+            if *offered {
+                m |= bit;
+            }
+        }
         m
+    }
+
+    /// `asked` if the table encodes it; else the same codec and depth in 4:2:0 (a client that
+    /// asks for 4:4:4 this host did not offer decodes 4:2:0 as well).
+    pub fn format_for(&self, asked: VideoFormat) -> VideoFormat {
+        if asked.yuv444 && self.encoder_for(asked).is_err() {
+            VideoFormat {
+                yuv444: false,
+                ..asked
+            }
+        } else {
+            asked
+        }
     }
 
     /// The encoder for `format`, or why there is none.
     pub fn encoder_for(&self, format: VideoFormat) -> Result<&str, String> {
+        let full = codec_index(format.codec).is_some_and(|i| self.yuv444[i]);
+        if format.yuv444 && (format.ten_bit || !full) {
+            return Err(format!("this host does not encode {format}"));
+        }
         let name = match format.codec {
             VideoCodec::H264 if !format.ten_bit => Some(self.h264.as_str()),
             VideoCodec::Hevc if !format.ten_bit || self.hevc_main10 => self.hevc.as_deref(),
@@ -157,16 +213,18 @@ impl EncoderTable {
 
     /// One line for logs and `punktfunk tune`: codec → encoder.
     pub fn describe(&self) -> String {
-        let opt = |n: &Option<String>, ten: bool| match n {
-            Some(n) if ten => format!("{n} (8- and 10-bit)"),
-            Some(n) => n.clone(),
-            None => "off".into(),
+        let opt = |n: Option<&str>, ten: bool, full: bool| match (n, ten, full) {
+            (None, ..) => "off".to_owned(),
+            (Some(n), true, true) => format!("{n} (8- and 10-bit, 4:4:4)"),
+            (Some(n), true, false) => format!("{n} (8- and 10-bit)"),
+            (Some(n), false, true) => format!("{n} (4:4:4)"),
+            (Some(n), false, false) => n.to_owned(),
         };
         format!(
             "h264={} hevc={} av1={}",
-            self.h264,
-            opt(&self.hevc, self.hevc_main10),
-            opt(&self.av1, self.av1_main10)
+            opt(Some(&self.h264), false, self.yuv444[0]),
+            opt(self.hevc.as_deref(), self.hevc_main10, self.yuv444[1]),
+            opt(self.av1.as_deref(), self.av1_main10, self.yuv444[2])
         )
     }
 
@@ -255,6 +313,7 @@ pub fn table() -> &'static EncoderTable {
             hevc_main10: false,
             av1: None,
             av1_main10: false,
+            yuv444: [false; 3],
         })
     })
 }
@@ -267,6 +326,7 @@ mod tests {
     struct Fake {
         names: &'static [&'static str],
         ten: &'static [&'static str],
+        full: &'static [&'static str],
     }
 
     impl Capabilities for Fake {
@@ -274,7 +334,9 @@ mod tests {
             self.names.contains(&name)
         }
         fn supports(&self, name: &str, format: VideoFormat) -> bool {
-            self.has(name) && !format.yuv444 && (!format.ten_bit || self.ten.contains(&name))
+            self.has(name)
+                && (!format.yuv444 || self.full.contains(&name))
+                && (!format.ten_bit || self.ten.contains(&name))
         }
     }
 
@@ -287,6 +349,7 @@ mod tests {
             "hevc_nvenc",
         ],
         ten: &["libx265", "libaom-av1", "libsvtav1"],
+        full: &[],
     };
 
     #[test]
@@ -305,6 +368,7 @@ mod tests {
         let svt_only = Fake {
             names: &["libx264", "libsvtav1"],
             ten: &["libsvtav1"],
+            full: &[],
         };
         let t = EncoderTable::plan(&EncoderNames::default(), &svt_only).unwrap();
         assert_eq!(
@@ -316,11 +380,57 @@ mod tests {
         let none = Fake {
             names: &[],
             ten: &[],
+            full: &[],
         };
         let t = EncoderTable::plan(&EncoderNames::default(), &none).unwrap();
         assert_eq!(t.h264, OPENH264);
         assert_eq!(t.codec_modes(), SCM_H264);
         assert!(t.encoder_for(VideoFormat::of(VideoCodec::Hevc)).is_err());
+    }
+
+    #[test]
+    fn four_four_four_is_offered_where_the_encoder_takes_it() {
+        let caps = Fake {
+            names: &["libx264", "libx265", "libaom-av1"],
+            ten: &["libx265"],
+            full: &["libx264", "libx265"],
+        };
+        let t = EncoderTable::plan(&EncoderNames::default(), &caps).unwrap();
+        // openh264 (the default) has no 4:4:4; x265 has; aom is not in `full` here.
+        assert_eq!(t.yuv444, [false, true, false]);
+        assert_eq!(
+            t.codec_modes(),
+            SCM_H264 | SCM_HEVC | SCM_HEVC_MAIN10 | SCM_HEVC_REXT8_444 | SCM_AV1_MAIN8
+        );
+        let hevc444 = VideoFormat {
+            yuv444: true,
+            ..VideoFormat::of(VideoCodec::Hevc)
+        };
+        assert_eq!(t.encoder_for(hevc444), Ok("libx265"));
+        assert_eq!(t.format_for(hevc444), hevc444);
+        let h264_444 = VideoFormat {
+            yuv444: true,
+            ..VideoFormat::of(VideoCodec::H264)
+        };
+        assert!(t.encoder_for(h264_444).is_err());
+        assert_eq!(t.format_for(h264_444), VideoFormat::of(VideoCodec::H264));
+        // 10-bit 4:4:4 is not offered at all.
+        let ten444 = VideoFormat {
+            ten_bit: true,
+            ..hevc444
+        };
+        assert!(t.encoder_for(ten444).is_err());
+        let asked = EncoderNames {
+            h264: Some("libx264".into()),
+            ..EncoderNames::default()
+        };
+        let x = EncoderTable::plan(&asked, &caps).unwrap();
+        assert!(x.yuv444[0]);
+        assert!(x.codec_modes() & SCM_H264_HIGH8_444 != 0);
+        assert!(
+            x.describe()
+                .starts_with("h264=libx264 (4:4:4) hevc=libx265 (8- and 10-bit, 4:4:4)")
+        );
     }
 
     #[test]

@@ -19,18 +19,19 @@ use crate::stream::session::{AudioSource, MediaFactory, VideoMedia};
 pub struct TestMedia;
 
 /// The picture format a GameStream client asked for: its codec, 10-bit when it asked for HDR
-/// (`dynamicRangeMode`), 4:2:0 (4:4:4 is not offered: docs/capture.md "Encoders").
+/// (`dynamicRangeMode`), 4:4:4 when it asked (`chromaSamplingType`) and the encoder table
+/// offers it, else 4:2:0 (docs/capture.md "Encoders").
 pub(super) fn stream_format(config: &StreamConfig) -> VideoFormat {
     let codec = match config.codec {
         VideoCodec::Hevc => CaptureCodec::Hevc,
         VideoCodec::Av1 => CaptureCodec::Av1,
         _ => CaptureCodec::H264,
     };
-    VideoFormat {
+    super::encoders::table().format_for(VideoFormat {
         codec,
         ten_bit: config.hdr_stream(),
-        yuv444: false,
-    }
+        yuv444: config.chroma_444,
+    })
 }
 
 /// The encoder every source of this host uses for `config` (the process's

@@ -18,7 +18,10 @@ fuzz_target!(|data: &[u8]| {
             offer: HostOffer {
                 feature_flags: 0,
                 encryption_supported: 7,
-                encryption_requested: 0,
+                // Required, so ANNOUNCE also takes the refusal path.
+                encryption_requested: 7,
+                hevc: true,
+                av1: true,
             },
         });
         let (resp, _) = h.handle(&req);

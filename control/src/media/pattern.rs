@@ -35,43 +35,56 @@ pub(super) fn stream_format(config: &StreamConfig) -> VideoFormat {
 }
 
 /// The encoder every source of this host uses for `config` (the process's
-/// [`super::encoders::table`]): even width and height (the encoders want them; Moonlight
-/// forces an even height already), fps in 1..=240, the client's bitrate within 100 kbit/s …
-/// 500 Mbit/s. Also the buffer size the stages need.
+/// [`super::encoders::table`], in the format [`stream_format`] picks), and the buffer size the
+/// stages need.
 pub(super) fn video_encoder(
     config: &StreamConfig,
 ) -> Result<(Box<dyn VideoEncoder>, usize), String> {
-    let (w, h) = (config.width & !1, config.height & !1);
-    let format = stream_format(config);
-    let enc = super::encoders::table().open(
-        format,
-        VideoEncoderConfig {
-            width: w,
-            height: h,
-            fps: config.fps.clamp(1, 240),
-            bitrate_kbps: config.bitrate_kbps.clamp(100, 500_000),
-        },
-    )?;
-    tracing::info!(format = %format, encoder = %super::encoders::table().encoder_for(format)?, "video encoder");
-    let frame_capacity = enc.max_encoded_len().max(raw_frame_len(w, h));
-    Ok((enc, frame_capacity))
+    open_encoder(
+        stream_format(config),
+        config.width,
+        config.height,
+        config.fps,
+        config.bitrate_kbps,
+    )
 }
 
 /// The H.264 encoder for a punktfunk/1 stream starting in `mode` (sizes and rates already
 /// bounded by the caller), and the buffer size the stages need.
 pub(super) fn encoder_for_mode(mode: VideoMode) -> Result<(Box<dyn VideoEncoder>, usize), String> {
-    let enc = super::encoders::table().open(
+    open_encoder(
         VideoFormat::of(CaptureCodec::H264),
+        mode.width,
+        mode.height,
+        mode.fps,
+        mode.bitrate_kbps,
+    )
+}
+
+/// Opens the table's encoder for `format`: even width and height (the encoders want them;
+/// Moonlight forces an even height already), fps in 1..=240, the bitrate within 100 kbit/s …
+/// 500 Mbit/s. Also the buffer size the stages need (an encoded frame or a raw one, whichever
+/// is larger).
+fn open_encoder(
+    format: VideoFormat,
+    width: u32,
+    height: u32,
+    fps: u32,
+    bitrate_kbps: u32,
+) -> Result<(Box<dyn VideoEncoder>, usize), String> {
+    let table = super::encoders::table();
+    let name = table.encoder_for(format)?;
+    let enc = table.open(
+        format,
         VideoEncoderConfig {
-            width: mode.width & !1,
-            height: mode.height & !1,
-            fps: mode.fps.clamp(1, 240),
-            bitrate_kbps: mode.bitrate_kbps.clamp(100, 500_000),
+            width: width & !1,
+            height: height & !1,
+            fps: fps.clamp(1, 240),
+            bitrate_kbps: bitrate_kbps.clamp(100, 500_000),
         },
     )?;
-    let frame_capacity = enc
-        .max_encoded_len()
-        .max(raw_frame_len(mode.width, mode.height));
+    tracing::info!(format = %format, encoder = %name, "video encoder");
+    let frame_capacity = enc.max_encoded_len().max(raw_frame_len(width, height));
     Ok((enc, frame_capacity))
 }
 

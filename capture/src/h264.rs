@@ -136,6 +136,13 @@ impl VideoEncoder for OpenH264Encoder {
 
     fn encode(&mut self, frame: &Frame, out: &mut [u8]) -> Result<EncodedFrame, EncodeError> {
         frame.expect_size(self.config.width, self.config.height)?;
+        if frame.layout() != crate::frame::Layout::I420 {
+            return Err(crate::FrameError::LayoutMismatch {
+                got: frame.layout(),
+                want: crate::frame::Layout::I420,
+            }
+            .into());
+        }
         if self.idr_pending && self.encoded > 0 {
             // ForceIntraFrame(true) makes the next frame an IDR, and openh264 writes SPS and PPS
             // in front of every IDR (the tests below check both).

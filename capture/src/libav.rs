@@ -3,7 +3,7 @@
 //! selectable by name where the machine has the hardware (feature `libav`).
 //!
 //! ```text
-//!  Frame (I420 8-bit) ─copy (10-bit: << 2)─► AVFrame ─avcodec_send_frame─► encoder
+//!  Frame (any Layout) ─copy or convert─► AVFrame ─avcodec_send_frame─► encoder
 //!                                                    ◄─avcodec_receive_packet── AVPacket
 //!  AVPacket ─copy─► caller's buffer: one access unit (Annex-B for H.264/HEVC, OBUs for AV1)
 //! ```
@@ -325,7 +325,7 @@ impl LibavEncoder {
             ctx.thread_count = 0;
             ctx.flags |= ff::AV_CODEC_FLAG_LOW_DELAY as c_int;
             ctx.flags2 |= ff::AV_CODEC_FLAG2_FAST as c_int;
-            if self.format.ten_bit {
+            if self.format.ten_bit && self.format.hdr {
                 ctx.color_primaries = ff::AVColorPrimaries::AVCOL_PRI_BT2020;
                 ctx.color_trc = ff::AVColorTransferCharacteristic::AVCOL_TRC_SMPTE2084;
                 ctx.colorspace = ff::AVColorSpace::AVCOL_SPC_BT2020_NCL;
@@ -368,8 +368,17 @@ impl LibavEncoder {
         Ok(())
     }
 
-    /// Copies `src` into the AVFrame in the encoder's layout.
+    /// Copies `src` into the AVFrame in the encoder's layout: rows copied as they are where
+    /// the layouts match, else sample by sample (4:2:0 chroma repeated over 2×2 for a 4:4:4
+    /// picture, 8-bit samples × 4 for a 10-bit one, 10-bit samples in the high bits for P010).
     fn fill(&mut self, src: &Frame) -> Result<(), EncodeError> {
+        let layout = src.layout();
+        if layout.yuv444() && !self.format.yuv444 {
+            return Err(EncodeError::Backend(format!(
+                "{}: a {layout} frame for a {} encoder",
+                self.name, self.format
+            )));
+        }
         // SAFETY: self.frame is a valid frame with buffers for the configured size and format
         // (av_frame_get_buffer); make_writable gives us exclusive buffers if the encoder still
         // holds a reference to the previous picture.
@@ -385,93 +394,59 @@ impl LibavEncoder {
             &mut *self.frame
         };
         let (w, h) = (src.width() as usize, src.height() as usize);
+        let (cw, ch) = src.chroma_size();
         let planes: [(&[u8], usize, usize, usize); 3] = [
             (src.y(), src.y_stride(), w, h),
-            (src.u(), src.uv_stride(), w / 2, h / 2),
-            (src.v(), src.uv_stride(), w / 2, h / 2),
+            (src.u(), src.uv_stride(), cw, ch),
+            (src.v(), src.uv_stride(), cw, ch),
         ];
         let pix = pixel_format(&self.name, self.format);
         let p010 = pix == ff::AVPixelFormat::AV_PIX_FMT_P010LE;
-        for (i, (data, stride, pw, ph)) in planes.into_iter().enumerate() {
+        let out10 = self.format.ten_bit;
+        let same = layout == crate::frame::Layout::of(out10, self.format.yuv444) && !p010;
+        let in_bytes = layout.sample_bytes();
+        for (i, (data, stride, sw, sh)) in planes.into_iter().enumerate() {
+            let (dw, dh) = if i == 0 || self.format.yuv444 {
+                (w, h)
+            } else {
+                (w / 2, h / 2)
+            };
+            let (ux, uy) = (dw / sw, dh / sh);
             let (dst_plane, ls) = if p010 && i > 0 {
                 (f.data[1], f.linesize[1] as usize)
             } else {
                 (f.data[i], f.linesize[i] as usize)
             };
-            for row in 0..ph {
-                let s = &data[row * stride..row * stride + pw];
-                match (self.format.ten_bit, self.format.yuv444) {
-                    (false, false) => {
-                        // SAFETY: the plane has ph rows of ls ≥ pw bytes.
-                        let d =
-                            unsafe { std::slice::from_raw_parts_mut(dst_plane.add(row * ls), pw) };
-                        d.copy_from_slice(s);
-                    }
-                    (false, true) => {
-                        // 4:2:0 source, 4:4:4 picture: each chroma sample covers 2×2.
-                        for dy in 0..if i == 0 { 1 } else { 2 } {
-                            let r = if i == 0 { row } else { row * 2 + dy };
-                            let n = if i == 0 { pw } else { pw * 2 };
-                            // SAFETY: full-size plane, r < height, n ≤ width ≤ ls.
-                            let d =
-                                unsafe { std::slice::from_raw_parts_mut(dst_plane.add(r * ls), n) };
-                            if i == 0 {
-                                d.copy_from_slice(s);
-                            } else {
-                                for (x, px) in d.iter_mut().enumerate() {
-                                    *px = s[x / 2];
-                                }
-                            }
-                        }
-                    }
-                    (true, false) if p010 => {
-                        // P010: one luma plane, one interleaved CbCr plane, 10 bits in the
-                        // high bits of each u16.
-                        if i == 0 {
-                            // SAFETY: ph rows of ls ≥ 2·pw bytes.
-                            let d = unsafe {
-                                std::slice::from_raw_parts_mut(dst_plane.add(row * ls), pw * 2)
-                            };
-                            for (x, v) in s.iter().enumerate() {
-                                d[2 * x..2 * x + 2]
-                                    .copy_from_slice(&(u16::from(*v) << 8).to_le_bytes());
-                            }
-                        } else {
-                            // SAFETY: h/2 rows of ls ≥ 2·w bytes; Cb at 4x, Cr at 4x+2.
-                            let d = unsafe {
-                                std::slice::from_raw_parts_mut(dst_plane.add(row * ls), pw * 4)
-                            };
-                            let off = if i == 1 { 0 } else { 2 };
-                            for (x, v) in s.iter().enumerate() {
-                                d[4 * x + off..4 * x + off + 2]
-                                    .copy_from_slice(&(u16::from(*v) << 8).to_le_bytes());
-                            }
-                        }
-                    }
-                    (true, false) => {
-                        // SAFETY: ph rows of ls ≥ 2·pw bytes (u16 samples).
-                        let d = unsafe {
-                            std::slice::from_raw_parts_mut(dst_plane.add(row * ls), pw * 2)
-                        };
-                        for (x, v) in s.iter().enumerate() {
-                            d[2 * x..2 * x + 2]
-                                .copy_from_slice(&(u16::from(*v) << 2).to_le_bytes());
-                        }
-                    }
-                    (true, true) => {
-                        for dy in 0..if i == 0 { 1 } else { 2 } {
-                            let r = if i == 0 { row } else { row * 2 + dy };
-                            let n = if i == 0 { pw } else { pw * 2 };
-                            // SAFETY: full-size plane of u16 samples.
-                            let d = unsafe {
-                                std::slice::from_raw_parts_mut(dst_plane.add(r * ls), n * 2)
-                            };
-                            for x in 0..n {
-                                let v = if i == 0 { s[x] } else { s[x / 2] };
-                                d[2 * x..2 * x + 2]
-                                    .copy_from_slice(&(u16::from(v) << 2).to_le_bytes());
-                            }
-                        }
+            // P010 interleaves Cb and Cr in one plane: 4 bytes per chroma pair.
+            let (out_bytes, step, off) = match (p010 && i > 0, out10) {
+                (true, _) => (dw * 4, 4, if i == 1 { 0 } else { 2 }),
+                (false, true) => (dw * 2, 2, 0),
+                (false, false) => (dw, 1, 0),
+            };
+            for row in 0..dh {
+                let s = &data[(row / uy) * stride..][..sw * in_bytes];
+                // SAFETY: the destination plane has dh rows of ls ≥ out_bytes bytes (the frame
+                // was allocated for this size and pixel format).
+                let d =
+                    unsafe { std::slice::from_raw_parts_mut(dst_plane.add(row * ls), out_bytes) };
+                if same {
+                    d.copy_from_slice(s);
+                    continue;
+                }
+                for x in 0..dw {
+                    let sx = x / ux;
+                    let v10 = if in_bytes == 2 {
+                        u16::from_le_bytes([s[2 * sx], s[2 * sx + 1]])
+                    } else {
+                        u16::from(s[sx]) << 2
+                    };
+                    let at = x * step + off;
+                    if p010 {
+                        d[at..at + 2].copy_from_slice(&(v10 << 6).to_le_bytes());
+                    } else if out10 {
+                        d[at..at + 2].copy_from_slice(&v10.to_le_bytes());
+                    } else {
+                        d[at] = ((v10 + 2) >> 2).min(255) as u8;
                     }
                 }
             }
@@ -726,9 +701,9 @@ pub struct DecodedPicture {
     pub yuv444: bool,
     /// Luma, `width × height`.
     pub y: Vec<u8>,
-    /// Cb, `width/2 × height/2`.
+    /// Cb, `width/2 × height/2` (4:4:4: `width × height`).
     pub u: Vec<u8>,
-    /// Cr, `width/2 × height/2`.
+    /// Cr, `width/2 × height/2` (4:4:4: `width × height`).
     pub v: Vec<u8>,
 }
 
@@ -845,11 +820,11 @@ impl LibavDecoder {
                     pic.y.push(sample(0, x, y));
                 }
             }
-            let s = if yuv444 { 2 } else { 1 };
-            for y in 0..h / 2 {
-                for x in 0..w / 2 {
-                    pic.u.push(sample(1, x * s, y * s));
-                    pic.v.push(sample(2, x * s, y * s));
+            let (cw, ch) = if yuv444 { (w, h) } else { (w / 2, h / 2) };
+            for y in 0..ch {
+                for x in 0..cw {
+                    pic.u.push(sample(1, x, y));
+                    pic.v.push(sample(2, x, y));
                 }
             }
             ff::av_frame_unref(self.frame);
@@ -889,6 +864,7 @@ pub fn psnr(a: &[u8], b: &[u8]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frame::Layout;
     use crate::pattern::TestPattern;
 
     fn cfg(width: u32, height: u32) -> VideoEncoderConfig {
@@ -903,10 +879,31 @@ mod tests {
     /// Encodes 40 frames (IDR requested at 20), decodes each access unit, checks kinds, size,
     /// depth, that the picture resembles its source and that its stamp reads back.
     fn round_trip(name: &str, format: VideoFormat) {
+        round_trip_from(name, format, Layout::I420);
+    }
+
+    /// The 8-bit luma of `f` (10-bit samples' top 8 bits).
+    fn luma8(f: &Frame) -> Vec<u8> {
+        if f.layout().ten_bit() {
+            f.y()
+                .chunks_exact(2)
+                .map(|s| (u16::from_le_bytes([s[0], s[1]]) >> 2) as u8)
+                .collect()
+        } else {
+            f.y().to_vec()
+        }
+    }
+
+    /// Encodes 40 pattern frames rendered in `source` (HDR colours when it is 10-bit) as
+    /// `format` with `name`, decodes each and checks size, depth, chroma, luma PSNR, stamps
+    /// and IDRs; a 4:4:4 source's one-pixel chroma stripes must come back.
+    fn round_trip_from(name: &str, format: VideoFormat, source: Layout) {
         let (w, h) = (320, 240);
         let mut enc = LibavEncoder::new(name, format, cfg(w, h), None).unwrap();
         let mut dec = LibavDecoder::new(format.codec).unwrap();
-        let mut pat = TestPattern::new(w, h).unwrap();
+        let mut pat = TestPattern::new(w, h)
+            .unwrap()
+            .with_format(source, source.ten_bit());
         let mut frame = pat.new_frame();
         let mut out = vec![0u8; enc.max_encoded_len()];
         let mut frames = Vec::new();
@@ -944,7 +941,20 @@ mod tests {
                 assert_eq!((pic.width, pic.height), (w, h));
                 assert_eq!(pic.bit_depth, if format.ten_bit { 10 } else { 8 });
                 assert_eq!(pic.yuv444, format.yuv444);
-                let q = psnr(frames[i as usize].y(), &pic.y);
+                let q = psnr(&luma8(&frames[i as usize]), &pic.y);
+                if source.yuv444() {
+                    // Ramp band, chroma stripes one pixel wide: ±32 around neutral in 8 bits.
+                    let row = &pic.u[235 * w as usize..][..w as usize];
+                    let swing = row
+                        .windows(2)
+                        .map(|p| (i32::from(p[0]) - i32::from(p[1])).abs())
+                        .sum::<i32>()
+                        / (w as i32 - 1);
+                    assert!(
+                        swing > 40,
+                        "{name} {format}: frame {i} chroma detail {swing}"
+                    );
+                }
                 assert!(q > 25.0, "{name} {format}: frame {i} luma PSNR {q:.1} dB");
                 let stamp = crate::stamp::read_stamp(&pic.y, w as usize, h as usize, w as usize)
                     .expect("stamp");
@@ -1049,6 +1059,61 @@ mod tests {
                 ..VideoFormat::of(VideoCodec::Hevc)
             },
         );
+    }
+
+    #[test]
+    fn x265_444_from_a_444_source_keeps_chroma_detail() {
+        let f = VideoFormat {
+            yuv444: true,
+            ..VideoFormat::of(VideoCodec::Hevc)
+        };
+        round_trip_from("libx265", f, Layout::I444);
+    }
+
+    #[test]
+    fn x265_main10_from_a_ten_bit_hdr_source() {
+        let f = VideoFormat {
+            ten_bit: true,
+            hdr: true,
+            ..VideoFormat::of(VideoCodec::Hevc)
+        };
+        round_trip_from("libx265", f, Layout::I420P10);
+    }
+
+    #[test]
+    fn x265_ten_bit_444_round_trip() {
+        let f = VideoFormat {
+            ten_bit: true,
+            yuv444: true,
+            hdr: true,
+            ..VideoFormat::of(VideoCodec::Hevc)
+        };
+        round_trip_from("libx265", f, Layout::I444P10);
+    }
+
+    #[test]
+    fn aom_ten_bit_444_round_trip() {
+        let f = VideoFormat {
+            ten_bit: true,
+            yuv444: true,
+            hdr: true,
+            ..VideoFormat::of(VideoCodec::Av1)
+        };
+        round_trip_from("libaom-av1", f, Layout::I444P10);
+    }
+
+    #[test]
+    fn a_444_frame_for_a_420_encoder_is_an_error() {
+        let mut enc = LibavEncoder::new(
+            "libx265",
+            VideoFormat::of(VideoCodec::Hevc),
+            cfg(320, 240),
+            None,
+        )
+        .unwrap();
+        let f = Frame::with_layout(320, 240, Layout::I444).unwrap();
+        let mut out = vec![0u8; enc.max_encoded_len()];
+        assert!(enc.encode(&f, &mut out).is_err());
     }
 
     #[test]

@@ -30,6 +30,18 @@ impl PatternSource {
         })
     }
 
+    /// The same source rendering in `layout`, with the HDR palette when `hdr` (see
+    /// [`TestPattern::with_format`]).
+    pub fn with_format(self, layout: crate::frame::Layout, hdr: bool) -> Self {
+        let pattern = self.pattern.with_format(layout, hdr);
+        let frame = pattern.new_frame();
+        Self {
+            pattern,
+            frame,
+            next_index: self.next_index,
+        }
+    }
+
     /// Renders the next frame into the source's own buffer and returns it.
     pub fn capture(&mut self) -> &Frame {
         let (index, now) = (self.next_index, clock::monotonic_us());

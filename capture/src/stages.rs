@@ -16,14 +16,14 @@ use std::time::{Duration, Instant};
 use punktfunk_engine::pipeline::{Captured, Emit, Source, Stage, StageContext, StageError};
 use punktfunk_engine::pool::FrameBuf;
 
-use crate::frame::Frame;
+use crate::frame::{Frame, Layout};
 use crate::grid::FrameGrid;
 use crate::source::PatternSource;
 use crate::video::{FrameKind, VideoEncoder, VideoEncoderConfig};
 
-/// Raw I420 bytes of a `width`×`height` frame.
+/// Raw I420 bytes of a `width`×`height` frame (other layouts: [`Layout::frame_len`]).
 pub fn raw_frame_len(width: u32, height: u32) -> usize {
-    width as usize * height as usize * 3 / 2
+    Layout::I420.frame_len(width, height)
 }
 
 /// A video mode: picture size, rate and bitrate, numbered so frames can say which mode they
@@ -89,6 +89,8 @@ pub(crate) fn sleep_if_not_due(grid: &FrameGrid, now: Instant) -> bool {
 #[derive(Debug)]
 pub struct PatternCapture {
     source: PatternSource,
+    layout: Layout,
+    hdr: bool,
     grid: FrameGrid,
     mode: u16,
     switch: Option<std::sync::Arc<ModeSwitch>>,
@@ -101,11 +103,22 @@ impl PatternCapture {
     pub fn new(width: u32, height: u32, fps: u32) -> Result<Self, crate::FrameError> {
         Ok(Self {
             source: PatternSource::new(width, height)?,
+            layout: Layout::I420,
+            hdr: false,
             grid: FrameGrid::new(fps),
             mode: 0,
             switch: None,
             pool_misses: 0,
         })
+    }
+
+    /// The same pattern in `layout` (4:4:4, 10-bit), with the HDR palette when `hdr`
+    /// ([`crate::pattern::TestPattern::with_format`]).
+    pub fn with_format(mut self, layout: Layout, hdr: bool) -> Self {
+        self.source = self.source.with_format(layout, hdr);
+        self.layout = layout;
+        self.hdr = hdr;
+        self
     }
 
     /// A pattern that follows `switch` (starting in its current mode).
@@ -123,7 +136,7 @@ impl PatternCapture {
         };
         let (m, _) = sw.get();
         if m.id != self.mode {
-            self.source = PatternSource::new(m.width, m.height)?;
+            self.source = PatternSource::new(m.width, m.height)?.with_format(self.layout, self.hdr);
             self.grid.set_fps(m.fps);
             self.mode = m.id;
         }
@@ -172,7 +185,8 @@ pub struct EncodeStats {
     pub failed: u64,
 }
 
-/// A [`VideoEncoder`] as a pipeline stage: raw I420 [`FrameBuf`] in, Annex-B out.
+/// A [`VideoEncoder`] as a pipeline stage: raw [`FrameBuf`] in (I420 unless
+/// [`EncodeStage::with_layout`] says otherwise), Annex-B out.
 pub struct EncodeStage<E: VideoEncoder> {
     encoder: E,
     scratch: Frame,
@@ -190,7 +204,8 @@ impl<E: VideoEncoder> std::fmt::Debug for EncodeStage<E> {
 }
 
 impl<E: VideoEncoder> EncodeStage<E> {
-    /// Wraps `encoder`; its configured size decides the raw frames accepted.
+    /// Wraps `encoder`; its configured size decides the raw frames accepted, I420 ones
+    /// ([`EncodeStage::with_layout`] for others).
     pub fn new(encoder: E) -> Result<Self, crate::FrameError> {
         let c = encoder.config();
         Ok(Self {
@@ -200,6 +215,13 @@ impl<E: VideoEncoder> EncodeStage<E> {
             switch: None,
             stats: EncodeStats::default(),
         })
+    }
+
+    /// The same stage taking raw frames in `layout` (what its source delivers).
+    pub fn with_layout(mut self, layout: Layout) -> Result<Self, crate::FrameError> {
+        let c = self.encoder.config();
+        self.scratch = Frame::with_layout(c.width, c.height, layout)?;
+        Ok(self)
     }
 
     /// An encode stage that reconfigures its encoder when frames of a new mode of `switch`
@@ -235,7 +257,8 @@ impl<E: VideoEncoder> EncodeStage<E> {
                 bitrate_kbps: m.bitrate_kbps,
             })
             .map_err(StageError::failed)?;
-        self.scratch = Frame::new(m.width, m.height).map_err(StageError::failed)?;
+        self.scratch = Frame::with_layout(m.width, m.height, self.scratch.layout())
+            .map_err(StageError::failed)?;
         self.mode = mode;
         if let Some(t) = asked {
             tracing::info!(
@@ -268,18 +291,14 @@ impl<E: VideoEncoder + 'static> Stage for EncodeStage<E> {
             return Ok(());
         }
         let raw = input.as_slice();
-        let (y, u, v) = self.scratch.planes_mut();
-        if raw.len() != y.len() + u.len() + v.len() {
+        let dst = self.scratch.as_bytes_mut();
+        if raw.len() != dst.len() {
             return Err(StageError::failed(format!(
                 "raw frame of {} bytes does not match the encoder's size",
                 raw.len()
             )));
         }
-        let (ry, ruv) = raw.split_at(y.len());
-        let (ru, rv) = ruv.split_at(u.len());
-        y.copy_from_slice(ry);
-        u.copy_from_slice(ru);
-        v.copy_from_slice(rv);
+        dst.copy_from_slice(raw);
         self.scratch.index = input.meta.index;
         self.scratch.capture_us = input.meta.capture_ns / 1000;
         if cx.take_keyframe_request() {

@@ -108,11 +108,29 @@ pub fn block_size(width: u32, height: u32) -> Option<u32> {
     }
 }
 
-/// Writes `stamp` into the top-left corner of `frame` (luma blocks, neutral chroma).
+/// Writes `stamp` into the top-left corner of `frame` (luma blocks, neutral chroma) at the
+/// SDR levels [`LEVEL_ONE`] and [`LEVEL_ZERO`].
 ///
 /// Fails with [`FrameError::InvalidSize`] only if the frame is too small for the stamp
 /// (see [`block_size`]).
 pub fn write_stamp(frame: &mut Frame, stamp: Stamp) -> Result<(), FrameError> {
+    write_stamp_levels(
+        frame,
+        stamp,
+        u16::from(LEVEL_ONE) << 2,
+        u16::from(LEVEL_ZERO) << 2,
+    )
+}
+
+/// [`write_stamp`] with the white and black levels given as 10-bit code values (an HDR
+/// picture writes its white at reference white, not at the PQ code of 10 000 nits). The reader
+/// takes its threshold from the guard cells, so any pair with enough contrast reads back.
+pub fn write_stamp_levels(
+    frame: &mut Frame,
+    stamp: Stamp,
+    one: u16,
+    zero: u16,
+) -> Result<(), FrameError> {
     let (width, height) = (frame.width(), frame.height());
     let b = block_size(width, height).ok_or(FrameError::InvalidSize {
         width,
@@ -122,33 +140,22 @@ pub fn write_stamp(frame: &mut Frame, stamp: Stamp) -> Result<(), FrameError> {
         max_h: crate::frame::MAX_DIMENSION,
     })? as usize;
     let bytes = stamp.to_bytes();
-    let y_stride = frame.y_stride();
-    let uv_stride = frame.uv_stride();
-    let (y, u, v) = frame.planes_mut();
     for row in 0..ROWS as usize {
         for col in 0..COLS as usize {
             let level = match col {
-                0 => LEVEL_ONE,
-                1 => LEVEL_ZERO,
+                0 => one,
+                1 => zero,
                 _ => {
                     let bit = row * BITS_PER_ROW as usize + (col - GUARD_COLS as usize);
                     if bytes[bit / 8] & (0x80 >> (bit % 8)) != 0 {
-                        LEVEL_ONE
+                        one
                     } else {
-                        LEVEL_ZERO
+                        zero
                     }
                 }
             };
-            for py in row * b..(row + 1) * b {
-                let start = py * y_stride + col * b;
-                y[start..start + b].fill(level);
-            }
+            frame.fill_rect(col * b, row * b, b, b, [level, 512, 512]);
         }
-    }
-    let (cw, ch) = (COLS as usize * b / 2, ROWS as usize * b / 2);
-    for cy in 0..ch {
-        u[cy * uv_stride..cy * uv_stride + cw].fill(128);
-        v[cy * uv_stride..cy * uv_stride + cw].fill(128);
     }
     Ok(())
 }

@@ -49,6 +49,9 @@ pub struct VideoFormat {
     pub ten_bit: bool,
     /// 4:4:4 chroma instead of 4:2:0.
     pub yuv444: bool,
+    /// HDR: BT.2020 primaries and the PQ transfer in the stream's colour description (10-bit
+    /// only); else BT.709 SDR, whatever the depth.
+    pub hdr: bool,
 }
 
 impl VideoFormat {
@@ -58,7 +61,13 @@ impl VideoFormat {
             codec,
             ten_bit: false,
             yuv444: false,
+            hdr: false,
         }
+    }
+
+    /// The sample layout of this format's pictures.
+    pub const fn layout(self) -> crate::frame::Layout {
+        crate::frame::Layout::of(self.ten_bit, self.yuv444)
     }
 }
 
@@ -70,6 +79,9 @@ impl std::fmt::Display for VideoFormat {
         }
         if self.yuv444 {
             f.write_str(" 4:4:4")?;
+        }
+        if self.hdr && self.ten_bit {
+            f.write_str(" HDR")?;
         }
         Ok(())
     }

@@ -72,6 +72,7 @@ class Checker:
         self.stamps: list[int] = []
         self.unreadable = 0
         self.formats: set[str] = set()
+        self.picture: dict = {}
         self.errors: list[str] = []
         self._prev: np.ndarray | None = None
         self._thread = threading.Thread(target=self._run, name="frame-checker", daemon=True)
@@ -134,6 +135,49 @@ class Checker:
             self.unreadable += 1
         else:
             self.stamps.append(s[0])
+        # The last sampled picture's levels in its own depth (the HDR and 4:4:4 checks).
+        def native(i: int, pw: int, ph: int) -> np.ndarray:
+            p = frame.planes[i]
+            dt = "<u2" if ten else np.uint8
+            n = 2 if ten else 1
+            return np.frombuffer(p, dtype=dt).reshape(-1, p.line_size // n)[:ph, :pw]
+        self.picture = analyse_picture(native(0, w, h), native(1, cw, ch), ten, "444" in fmt)
+
+
+def pq_nits(code10: float) -> float:
+    """Luminance (cd/m²) of a 10-bit limited-range PQ luma code (SMPTE ST 2084 EOTF)."""
+    m1, m2 = 2610 / 16384, 2523 / 4096 * 128
+    c1, c2, c3 = 3424 / 4096, 2413 / 4096 * 32, 2392 / 4096 * 32
+    e = min(max((code10 - 64) / 876, 0.0), 1.0) ** (1 / m2)
+    return 10000 * (max(e - c1, 0.0) / (c2 - c3 * e)) ** (1 / m1)
+
+
+def analyse_picture(y: np.ndarray, cb: np.ndarray, ten: bool, full_chroma: bool) -> dict:
+    """Levels of one decoded test-pattern picture in its own depth (docs/capture.md "Test
+    pattern"): the brightest luma below the stamp (the HDR pattern's 1000-nit box ring), the
+    ramp band's levels (per-column medians over the bottom quarter, so the bouncing box and
+    coding noise drop out) and, in 4:4:4, the Cb swing between neighbouring columns there
+    (8-bit units; the 4:4:4 pattern's one-pixel stripes, which 4:2:0 cannot carry)."""
+    h = y.shape[0]
+    band = y[h - h // 4 + 4:h - 4].astype(np.int32)
+    ramp = np.round(np.median(band, axis=0)).astype(np.int64)
+    below_stamp = y[h // 5:]
+    out = {
+        "ten_bit": ten,
+        "luma_peak": int(np.percentile(below_stamp, 99.9)),
+        "ramp_min": int(ramp.min()),
+        "ramp_max": int(ramp.max()),
+        "ramp_levels": int(len(np.unique(ramp))),
+        "ramp_mult4": round(float(np.mean(ramp % 4 == 0)), 3),
+    }
+    if ten:
+        out["peak_nits"] = round(pq_nits(out["luma_peak"]), 1)
+    if full_chroma:
+        ch = cb.shape[0]
+        rows = cb[ch - ch // 4 + 4:ch - 4].astype(np.int32)
+        swing = np.median(np.abs(np.diff(rows, axis=1)), axis=0).mean()
+        out["chroma_swing"] = round(float(swing / (4 if ten else 1)), 1)
+    return out
 
 
 def _frame_numbers(numbers: list[int]) -> dict:
@@ -420,6 +464,7 @@ def stream(http: NvHTTP, address: str, seconds: float, width: int, height: int, 
         "yuv_means": [[round(v, 1) for v in m] for m in checker.yuv_means],
         "decoder": decoder,
         "pixel_formats": sorted(checker.formats),
+        "picture": checker.picture,
         "stamps_read": len(stamps),
         "stamps_unreadable": checker.unreadable,
         "stamps_increasing": all(b > a for a, b in zip(stamps, stamps[1:])),

@@ -79,11 +79,26 @@ def test_serverinfo_over_http(host: Host, client_factory):
                       re.sub(r"\x1b\[[0-9;]*m", "", host.log()), re.M)
     assert table, host.log()[-2000:]
     h264, hevc, av1 = table.group(1), table.group(2), table.group(3)
-    want = 0x1 | (0x40000 if "4:4:4" in h264 else 0)
+
+    def full(s: str) -> tuple[bool, bool]:
+        """(8-bit 4:4:4, 10-bit 4:4:4) from `EncoderTable::describe`: "4:4:4" alone is every
+        depth the codec has, "8-bit 4:4:4" / "10-bit 4:4:4" only that one."""
+        m = re.search(r"(\d+-bit )?4:4:4", s)
+        if not m:
+            return False, False
+        if m.group(1):
+            return m.group(1) == "8-bit ", m.group(1) == "10-bit "
+        return True, "10-bit" in s
+
+    want = 0x1 | (0x40000 if full(h264)[0] else 0)
     if hevc != "off":
-        want |= 0x100 | (0x200 if "10-bit" in hevc else 0) | (0x80000 if "4:4:4" in hevc else 0)
+        f8, f10 = full(hevc)
+        want |= 0x100 | (0x200 if "10-bit" in hevc else 0) | (0x80000 if f8 else 0) \
+            | (0x100000 if f10 else 0)
     if av1 != "off":
-        want |= 0x10000 | (0x20000 if "10-bit" in av1 else 0) | (0x200000 if "4:4:4" in av1 else 0)
+        f8, f10 = full(av1)
+        want |= 0x10000 | (0x20000 if "10-bit" in av1 else 0) | (0x200000 if f8 else 0) \
+            | (0x400000 if f10 else 0)
     assert info.server_codec_mode_support == want, (h264, hevc, av1)
     assert len(info.unique_id) == 16
     assert info.unique_id == (host.state_dir / "uniqueid").read_text().strip()

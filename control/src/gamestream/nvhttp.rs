@@ -52,6 +52,10 @@ pub const SCM_H264_HIGH8_444: u32 = 0x0004_0000;
 pub const SCM_HEVC_REXT8_444: u32 = 0x0008_0000;
 /// AV1 High 4:4:4, 8-bit.
 pub const SCM_AV1_HIGH8_444: u32 = 0x0020_0000;
+/// HEVC Range Extensions 4:4:4, 10-bit.
+pub const SCM_HEVC_REXT10_444: u32 = 0x0010_0000;
+/// AV1 High 4:4:4, 10-bit.
+pub const SCM_AV1_HIGH10_444: u32 = 0x0040_0000;
 
 /// The app id of the desktop, always present.
 pub const DESKTOP_APP_ID: u32 = 1;

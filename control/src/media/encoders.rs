@@ -12,7 +12,8 @@
 //! libaom-av1 in realtime mode (libsvtav1 where libaom is missing: it lags 2–3 frames and
 //! codes worse at these speeds, docs/benchmarks.md "Encoders"), each only where this
 //! libavcodec has it; Main10 where that encoder takes 10-bit
-//! input. 4:4:4 is not advertised: every source here delivers 4:2:0 pictures.
+//! input; 8-bit and 10-bit 4:4:4 where it takes those (the test pattern renders 4:4:4 and
+//! 10-bit pictures natively; desktop captures are 4:2:0, upsampled by the encoder stage).
 //!
 //! `plan`, `codec_modes` and the format choice are pure; `probe` asks libavcodec and `open`
 //! builds the encoder (acts). The table is installed once per process by `serve`
@@ -26,8 +27,8 @@ use punktfunk_capture::{VideoEncoder, VideoEncoderConfig};
 use punktfunk_tuning::EncoderNames;
 
 use crate::gamestream::nvhttp::{
-    SCM_AV1_HIGH8_444, SCM_AV1_MAIN8, SCM_AV1_MAIN10, SCM_H264, SCM_H264_HIGH8_444, SCM_HEVC,
-    SCM_HEVC_MAIN10, SCM_HEVC_REXT8_444,
+    SCM_AV1_HIGH8_444, SCM_AV1_HIGH10_444, SCM_AV1_MAIN8, SCM_AV1_MAIN10, SCM_H264,
+    SCM_H264_HIGH8_444, SCM_HEVC, SCM_HEVC_MAIN10, SCM_HEVC_REXT8_444, SCM_HEVC_REXT10_444,
 };
 
 /// The built-in H.264 encoder's name.
@@ -58,6 +59,9 @@ pub struct EncoderTable {
     pub av1_main10: bool,
     /// 8-bit 4:4:4 offered, per codec (H.264, HEVC, AV1): where the encoder takes it.
     pub yuv444: [bool; 3],
+    /// 10-bit 4:4:4 offered, per codec (H.264, HEVC, AV1; never H.264: clients have no
+    /// format for it): where the encoder takes it and the codec's 10-bit 4:2:0 is offered.
+    pub yuv444_10: [bool; 3],
 }
 
 /// The index of `codec` in [`EncoderTable::yuv444`] (`None`: a codec this table has no row
@@ -142,9 +146,27 @@ impl EncoderTable {
                 )
             })
         };
+        let full10 = |codec, name: Option<&str>| {
+            name.is_some_and(|n| {
+                caps.supports(
+                    n,
+                    VideoFormat {
+                        yuv444: true,
+                        ten_bit: true,
+                        ..VideoFormat::of(codec)
+                    },
+                )
+            })
+        };
+        let (hevc_main10, av1_main10) = (ten(VideoCodec::Hevc, &hevc), ten(VideoCodec::Av1, &av1));
         Ok(Self {
-            hevc_main10: ten(VideoCodec::Hevc, &hevc),
-            av1_main10: ten(VideoCodec::Av1, &av1),
+            hevc_main10,
+            av1_main10,
+            yuv444_10: [
+                false,
+                hevc_main10 && full10(VideoCodec::Hevc, hevc.as_deref()),
+                av1_main10 && full10(VideoCodec::Av1, av1.as_deref()),
+            ],
             yuv444: [
                 full(VideoCodec::H264, Some(&h264)),
                 full(VideoCodec::Hevc, hevc.as_deref()),
@@ -171,11 +193,15 @@ impl EncoderTable {
         if self.av1_main10 {
             m |= SCM_AV1_MAIN10;
         }
-        for (offered, bit) in
-            self.yuv444
-                .iter()
-                .zip([SCM_H264_HIGH8_444, SCM_HEVC_REXT8_444, SCM_AV1_HIGH8_444])
-        {
+        let full = self.yuv444.iter().chain(&self.yuv444_10);
+        for (offered, bit) in full.zip([
+            SCM_H264_HIGH8_444,
+            SCM_HEVC_REXT8_444,
+            SCM_AV1_HIGH8_444,
+            0,
+            SCM_HEVC_REXT10_444,
+            SCM_AV1_HIGH10_444,
+        ]) {
             if *offered {
                 m |= bit;
             }
@@ -198,8 +224,14 @@ impl EncoderTable {
 
     /// The encoder for `format`, or why there is none.
     pub fn encoder_for(&self, format: VideoFormat) -> Result<&str, String> {
-        let full = codec_index(format.codec).is_some_and(|i| self.yuv444[i]);
-        if format.yuv444 && (format.ten_bit || !full) {
+        let full = codec_index(format.codec).is_some_and(|i| {
+            if format.ten_bit {
+                self.yuv444_10[i]
+            } else {
+                self.yuv444[i]
+            }
+        });
+        if format.yuv444 && !full {
             return Err(format!("this host does not encode {format}"));
         }
         let name = match format.codec {
@@ -213,18 +245,29 @@ impl EncoderTable {
 
     /// One line for logs and `punktfunk tune`: codec → encoder.
     pub fn describe(&self) -> String {
-        let opt = |n: Option<&str>, ten: bool, full: bool| match (n, ten, full) {
-            (None, ..) => "off".to_owned(),
-            (Some(n), true, true) => format!("{n} (8- and 10-bit, 4:4:4)"),
-            (Some(n), true, false) => format!("{n} (8- and 10-bit)"),
-            (Some(n), false, true) => format!("{n} (4:4:4)"),
-            (Some(n), false, false) => n.to_owned(),
+        let opt = |i: usize, n: Option<&str>, ten: bool| {
+            let Some(n) = n else {
+                return "off".to_owned();
+            };
+            let depth = if ten { "8- and 10-bit" } else { "" };
+            let full = match (self.yuv444[i], self.yuv444_10[i]) {
+                (true, true) => "4:4:4",
+                (true, false) if ten => "8-bit 4:4:4",
+                (true, false) => "4:4:4",
+                (false, true) => "10-bit 4:4:4",
+                (false, false) => "",
+            };
+            match (depth, full) {
+                ("", "") => n.to_owned(),
+                (d, "") | ("", d) => format!("{n} ({d})"),
+                (d, f) => format!("{n} ({d}, {f})"),
+            }
         };
         format!(
             "h264={} hevc={} av1={}",
-            opt(Some(&self.h264), false, self.yuv444[0]),
-            opt(self.hevc.as_deref(), self.hevc_main10, self.yuv444[1]),
-            opt(self.av1.as_deref(), self.av1_main10, self.yuv444[2])
+            opt(0, Some(&self.h264), false),
+            opt(1, self.hevc.as_deref(), self.hevc_main10),
+            opt(2, self.av1.as_deref(), self.av1_main10)
         )
     }
 
@@ -314,6 +357,7 @@ pub fn table() -> &'static EncoderTable {
             av1: None,
             av1_main10: false,
             yuv444: [false; 3],
+            yuv444_10: [false; 3],
         })
     })
 }
@@ -400,8 +444,14 @@ mod tests {
         assert_eq!(t.yuv444, [false, true, false]);
         assert_eq!(
             t.codec_modes(),
-            SCM_H264 | SCM_HEVC | SCM_HEVC_MAIN10 | SCM_HEVC_REXT8_444 | SCM_AV1_MAIN8
+            SCM_H264
+                | SCM_HEVC
+                | SCM_HEVC_MAIN10
+                | SCM_HEVC_REXT8_444
+                | SCM_HEVC_REXT10_444
+                | SCM_AV1_MAIN8
         );
+        assert_eq!(t.yuv444_10, [false, true, false]);
         let hevc444 = VideoFormat {
             yuv444: true,
             ..VideoFormat::of(VideoCodec::Hevc)
@@ -414,12 +464,31 @@ mod tests {
         };
         assert!(t.encoder_for(h264_444).is_err());
         assert_eq!(t.format_for(h264_444), VideoFormat::of(VideoCodec::H264));
-        // 10-bit 4:4:4 is not offered at all.
+        // 10-bit 4:4:4 where the encoder takes both (x265 here); never for H.264.
         let ten444 = VideoFormat {
             ten_bit: true,
             ..hevc444
         };
-        assert!(t.encoder_for(ten444).is_err());
+        assert_eq!(t.encoder_for(ten444), Ok("libx265"));
+        let h264_ten444 = VideoFormat {
+            ten_bit: true,
+            ..h264_444
+        };
+        assert!(t.encoder_for(h264_ten444).is_err());
+        // A format the table lacks falls back to 4:2:0 at the same depth (the client decodes it).
+        let av1_ten444 = VideoFormat {
+            ten_bit: true,
+            yuv444: true,
+            ..VideoFormat::of(VideoCodec::Av1)
+        };
+        assert!(t.encoder_for(av1_ten444).is_err());
+        assert_eq!(
+            t.format_for(av1_ten444),
+            VideoFormat {
+                yuv444: false,
+                ..av1_ten444
+            }
+        );
         let asked = EncoderNames {
             h264: Some("libx264".into()),
             ..EncoderNames::default()

@@ -20,28 +20,32 @@ pub struct TestMedia;
 
 /// The picture format a GameStream client asked for: its codec, 10-bit when it asked for HDR
 /// (`dynamicRangeMode`), 4:4:4 when it asked (`chromaSamplingType`) and the encoder table
-/// offers it, else 4:2:0 (docs/capture.md "Encoders").
-pub(super) fn stream_format(config: &StreamConfig) -> VideoFormat {
+/// offers it, else 4:2:0 (docs/capture.md "Encoders"). HDR colour (BT.2020 PQ) only from a
+/// source that makes HDR pictures (`hdr_source`: the test pattern); a desktop's 10-bit stream
+/// is SDR BT.709.
+pub(super) fn stream_format(config: &StreamConfig, hdr_source: bool) -> VideoFormat {
     let codec = match config.codec {
         VideoCodec::Hevc => CaptureCodec::Hevc,
         VideoCodec::Av1 => CaptureCodec::Av1,
         _ => CaptureCodec::H264,
     };
+    let ten_bit = config.hdr_stream();
     super::encoders::table().format_for(VideoFormat {
         codec,
-        ten_bit: config.hdr_stream(),
+        ten_bit,
         yuv444: config.chroma_444,
+        hdr: ten_bit && hdr_source,
     })
 }
 
-/// The encoder every source of this host uses for `config` (the process's
-/// [`super::encoders::table`], in the format [`stream_format`] picks), and the buffer size the
-/// stages need.
+/// The encoder a desktop source uses for `config` (the process's [`super::encoders::table`],
+/// in the SDR format [`stream_format`] picks; the source delivers I420, the encoder converts),
+/// and the buffer size the stages need.
 pub(super) fn video_encoder(
     config: &StreamConfig,
 ) -> Result<(Box<dyn VideoEncoder>, usize), String> {
     open_encoder(
-        stream_format(config),
+        stream_format(config, false),
         config.width,
         config.height,
         config.fps,
@@ -84,7 +88,8 @@ fn open_encoder(
         },
     )?;
     tracing::info!(format = %format, encoder = %name, "video encoder");
-    let frame_capacity = enc.max_encoded_len().max(raw_frame_len(width, height));
+    let raw = raw_frame_len(width, height).max(format.layout().frame_len(width, height));
+    let frame_capacity = enc.max_encoded_len().max(raw);
     Ok((enc, frame_capacity))
 }
 
@@ -121,12 +126,28 @@ impl MediaFactory for TestMedia {
         ))
     }
 
+    fn hdr(&self) -> bool {
+        true
+    }
+
+    /// The pattern in the stream's own format: 4:4:4 and 10-bit pictures rendered as such,
+    /// BT.2020 PQ for HDR streams.
     fn video(&self, config: &StreamConfig) -> Result<VideoMedia, String> {
-        let (enc, frame_capacity) = video_encoder(config)?;
+        let format = stream_format(config, true);
+        let (enc, frame_capacity) = open_encoder(
+            format,
+            config.width,
+            config.height,
+            config.fps,
+            config.bitrate_kbps,
+        )?;
         let c = enc.config();
-        let source =
-            PatternCapture::new(c.width, c.height, config.fps).map_err(|e| e.to_string())?;
-        let encoder = EncodeStage::new(enc).map_err(|e| e.to_string())?;
+        let source = PatternCapture::new(c.width, c.height, config.fps)
+            .map_err(|e| e.to_string())?
+            .with_format(format.layout(), format.hdr);
+        let encoder = EncodeStage::new(enc)
+            .and_then(|e| e.with_layout(format.layout()))
+            .map_err(|e| e.to_string())?;
         Ok(VideoMedia::new(
             Box::new(source),
             Box::new(encoder),
@@ -173,6 +194,23 @@ impl AudioSource for ToneOpus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ten_bit_streams_are_hdr_only_from_an_hdr_source() {
+        let body = crate::stream::sdp::tests::ANNOUNCE
+            .replace("bitStreamFormat:0", "bitStreamFormat:1")
+            .replace("dynamicRangeMode:0", "dynamicRangeMode:1");
+        let config = StreamConfig::parse(body.as_bytes()).unwrap();
+        assert!(config.hdr_stream(), "{config:?}");
+        let desktop = stream_format(&config, false);
+        let pattern = stream_format(&config, true);
+        assert!(desktop.ten_bit && !desktop.hdr);
+        assert!(pattern.ten_bit && pattern.hdr);
+        assert!(TestMedia.hdr());
+        // An 8-bit stream is never HDR, whatever the source.
+        let sdr = StreamConfig::parse(crate::stream::sdp::tests::ANNOUNCE.as_bytes()).unwrap();
+        assert!(!stream_format(&sdr, true).hdr);
+    }
 
     #[test]
     fn builds_video_and_audio_for_a_typical_announce() {

@@ -139,6 +139,12 @@ pub trait MediaFactory: Send + Sync + 'static {
     ) -> Result<VideoMedia, String>;
     /// Audio for `config` (channels, packet duration).
     fn audio(&self, config: &StreamConfig) -> Result<Box<dyn AudioSource>, String>;
+    /// Whether this source's pictures are HDR (BT.2020 PQ) when a client asks for HDR: then
+    /// the session announces HDR mode and its metadata. Desktops here are SDR (their 10-bit
+    /// streams say BT.709), the test pattern has an HDR mode.
+    fn hdr(&self) -> bool {
+        false
+    }
     /// Starts `command` (argv) inside the session display `display`; the default has no
     /// desktop to start it in.
     fn start_app(&self, display: &str, command: &[String]) -> Result<(), String> {
@@ -1064,7 +1070,7 @@ fn start_stream(
         connect_data: (config.ml_feature_flags & ML_FF_SESSION_ID_V1 != 0)
             .then_some(params.connect_data),
         timeout: CLIENT_TIMEOUT,
-        hdr: config.hdr_stream().then(HdrMetadata::bt2020_1000_nits),
+        hdr: (config.hdr_stream() && shared.media.hdr()).then(HdrMetadata::bt2020_1000_nits),
     };
     let loss = Arc::new(LossFeedback::default());
     let video_peer = Arc::new(PeerAddr::default());

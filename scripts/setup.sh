@@ -27,12 +27,15 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # libavcodec-dev, libavutil-dev: FFmpeg's headers for the `libav` feature's bindings
 # (capture/src/libav.rs); libavcodec59 brings libx264, libx265, libaom and SVT-AV1 (the
 # encoders) and dav1d (the tests' AV1 decoder): docs/capture.md "Encoders".
+# fonts-dejavu-core: the font of the sweep's PNG plots (bench/src/sweep/plot.rs); iproute2,
+# nftables (above) and tc build its testbed (docs/sweeps.md). ethtool: `punktfunk tune` reads
+# NIC rings and offloads with it (docs/tuning.md "Checking the machine").
 PKGS=(build-essential pkg-config iproute2 nftables python3 python3-venv libopus-dev nasm python3-numpy ffmpeg
       sway swaybg wev wtype
       libpipewire-0.3-dev libspa-0.2-dev libclang-dev clang libavcodec-dev libavutil-dev
       pipewire wireplumber dbus gstreamer1.0-pipewire gstreamer1.0-tools gstreamer1.0-plugins-base
       mutter kwin-wayland gstreamer1.0-plugins-bad
-      libvulkan1 mesa-vulkan-drivers)
+      libvulkan1 mesa-vulkan-drivers fonts-dejavu-core ethtool)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -6,7 +6,8 @@
 //!
 //! Everything here is deterministic given its seed; only the timing differs between runs.
 
-#![forbid(unsafe_code)]
+// `unsafe` only in the sweep's TUN device (`sweep::tun`: one ioctl, two fcntl calls).
+#![deny(unsafe_code)]
 
 use std::time::{Duration, Instant};
 
@@ -15,9 +16,41 @@ use rand::{RngExt, SeedableRng};
 pub mod codecs;
 pub mod desktop;
 pub mod fec;
+pub mod impair;
 pub mod pf1;
 pub mod send;
 pub mod serve;
+pub mod sweep;
+
+/// The machine a figure was measured on: CPU model, cores, the CPU flags the FEC and codec
+/// paths depend on (docs/benchmarks.md), kernel.
+pub fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let line = |key: &str| {
+        cpuinfo
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split(':').nth(1))
+    };
+    let cpu = line("model name")
+        .map_or("unknown CPU", str::trim)
+        .to_owned();
+    let flags: Vec<&str> = line("flags")
+        .map(|l| {
+            l.split_whitespace()
+                .filter(|f| ["avx2", "avx512f", "avx512bw", "gfni", "vaes"].contains(f))
+                .collect()
+        })
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!(
+        "{cpu}, {cores} cores, CPU flags {}, Linux {kernel}",
+        flags.join(" ")
+    )
+}
 
 /// A seeded generator for bench inputs.
 pub fn rng(seed: u64) -> rand_chacha::ChaCha8Rng {

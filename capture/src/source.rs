@@ -42,6 +42,12 @@ impl PatternSource {
         }
     }
 
+    /// The same source with the pattern's noise band on or off.
+    pub fn with_noise(mut self, noise: bool) -> Self {
+        self.pattern = self.pattern.with_noise(noise);
+        self
+    }
+
     /// Renders the next frame into the source's own buffer and returns it.
     pub fn capture(&mut self) -> &Frame {
         let (index, now) = (self.next_index, clock::monotonic_us());

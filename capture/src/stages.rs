@@ -91,6 +91,7 @@ pub struct PatternCapture {
     source: PatternSource,
     layout: Layout,
     hdr: bool,
+    noise: bool,
     grid: FrameGrid,
     mode: u16,
     switch: Option<std::sync::Arc<ModeSwitch>>,
@@ -105,6 +106,7 @@ impl PatternCapture {
             source: PatternSource::new(width, height)?,
             layout: Layout::I420,
             hdr: false,
+            noise: false,
             grid: FrameGrid::new(fps),
             mode: 0,
             switch: None,
@@ -118,6 +120,14 @@ impl PatternCapture {
         self.source = self.source.with_format(layout, hdr);
         self.layout = layout;
         self.hdr = hdr;
+        self
+    }
+
+    /// The same pattern with its noise band on or off
+    /// ([`crate::pattern::TestPattern::with_noise`]).
+    pub fn with_noise(mut self, noise: bool) -> Self {
+        self.source = self.source.with_noise(noise);
+        self.noise = noise;
         self
     }
 
@@ -136,7 +146,9 @@ impl PatternCapture {
         };
         let (m, _) = sw.get();
         if m.id != self.mode {
-            self.source = PatternSource::new(m.width, m.height)?.with_format(self.layout, self.hdr);
+            self.source = PatternSource::new(m.width, m.height)?
+                .with_format(self.layout, self.hdr)
+                .with_noise(self.noise);
             self.grid.set_fps(m.fps);
             self.mode = m.id;
         }

@@ -151,12 +151,26 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
-    /// Check this machine against a tuning profile and print what to change.
+    /// Check this machine against a tuning profile and print what to change (`tune` = `tune
+    /// check`; exit 1 when the profile cannot be honoured as written), or make the safe fixes
+    /// (`tune apply`, as root).
     Tune {
         /// Profile to check (default: built-in defaults).
-        #[arg(long)]
+        #[arg(long, global = true)]
         profile: Option<PathBuf>,
+        #[command(subcommand)]
+        action: Option<TuneAction>,
     },
+}
+
+/// `punktfunk tune` actions.
+#[derive(Debug, Subcommand)]
+enum TuneAction {
+    /// Every finding with the command that fixes it (the default).
+    Check,
+    /// Make the fixes that are safe to make unasked (sysctl limits, NIC rings, interrupt
+    /// affinity), then check again. Needs root.
+    Apply,
 }
 
 fn api_client(args: &ApiArgs) -> Result<ApiClient, CliError> {
@@ -391,10 +405,17 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             },
         ),
-        Command::Tune { profile } => match punktfunk_control::tune::report(profile.as_deref()) {
-            Ok((text, _)) => {
+        Command::Tune { profile, action } => match match action {
+            Some(TuneAction::Apply) => punktfunk_control::tune::apply(profile.as_deref()),
+            Some(TuneAction::Check) | None => punktfunk_control::tune::report(profile.as_deref()),
+        } {
+            Ok((text, warned)) => {
                 print!("{text}");
-                ExitCode::SUCCESS
+                if warned {
+                    ExitCode::from(1)
+                } else {
+                    ExitCode::SUCCESS
+                }
             }
             Err(e) => {
                 eprintln!("punktfunk tune: {e}");

@@ -1,4 +1,6 @@
-//! `punktfunk tune`: load a tuning profile and report how this machine fits it.
+//! `punktfunk tune [check|apply]`: load a tuning profile and report how this machine fits it
+//! (every finding with the command that fixes it), or make the safe fixes (docs/tuning.md
+//! "punktfunk tune").
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -8,13 +10,61 @@ use punktfunk_tuning::{Level, Loaded, TuningError};
 
 /// Loads `profile` (or the built-in defaults when `None`) and renders the report: profile
 /// warnings, the FEC kernel this CPU selects, and every system finding. Returns the text and
-/// whether any finding is a warning.
+/// whether any finding is a warning (the profile cannot be honoured as written).
 pub fn report(profile: Option<&Path>) -> Result<(String, bool), TuningError> {
-    let loaded = match profile {
-        Some(p) => punktfunk_tuning::load(p)?,
-        None => punktfunk_tuning::parse("", Path::new("<built-in defaults>"), None)?,
-    };
-    Ok(render(&loaded))
+    Ok(render(&load(profile)?))
+}
+
+fn load(profile: Option<&Path>) -> Result<Loaded, TuningError> {
+    match profile {
+        Some(p) => punktfunk_tuning::load(p),
+        None => punktfunk_tuning::parse("", Path::new("<built-in defaults>"), None),
+    }
+}
+
+/// `punktfunk tune apply`: makes every fix the checks mark as safe (sysctl limits, NIC ring
+/// sizes, interrupts off the stage cores), then checks again. Returns the report of what
+/// changed and what remains, and whether warnings remain. Needs root; without it nothing is
+/// changed and the text says so.
+pub fn apply(profile: Option<&Path>) -> Result<(String, bool), TuningError> {
+    let loaded = load(profile)?;
+    let mut out = String::new();
+    let root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false);
+    let fixes: Vec<_> = punktfunk_tuning::check_system(&loaded.settings)
+        .into_iter()
+        .filter_map(|f| f.fix.and_then(|x| x.apply).map(|a| (f.topic, a)))
+        .collect();
+    if fixes.is_empty() {
+        let _ = writeln!(out, "apply: nothing to change");
+    } else if !root {
+        let _ = writeln!(
+            out,
+            "apply: {} fix(es) need root; run `sudo punktfunk tune apply`; nothing changed",
+            fixes.len()
+        );
+    } else {
+        for (topic, a) in &fixes {
+            match punktfunk_tuning::apply(a) {
+                Ok(what) => {
+                    let _ = writeln!(out, "changed  {topic}: {what}");
+                }
+                Err(e) => {
+                    let _ = writeln!(out, "failed   {topic}: {e}");
+                }
+            }
+        }
+    }
+    let _ = writeln!(out, "after:");
+    let (text, warned) = render(&loaded);
+    out.push_str(&text);
+    Ok((out, warned))
 }
 
 fn render(loaded: &Loaded) -> (String, bool) {

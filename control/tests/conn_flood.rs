@@ -425,7 +425,7 @@ fn start_host(state: &Path, ports: Ports) -> RunningHost {
             let streaming = StreamHost::start(
                 endpoints,
                 StreamOptions::default(),
-                Arc::new(TestMedia),
+                Arc::new(TestMedia::default()),
                 input,
             )
             .unwrap();
@@ -705,7 +705,7 @@ fn a_dripping_rtsp_client_is_cut_off_at_the_total_deadline_and_blocks_no_one() {
             rtsp_limits,
             ..StreamOptions::default()
         },
-        Arc::new(TestMedia),
+        Arc::new(TestMedia::default()),
         input,
     )
     .unwrap();

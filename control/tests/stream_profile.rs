@@ -77,7 +77,7 @@ fn a_non_default_profile_reaches_the_running_gamestream_pipeline() {
     let host = StreamHost::start(
         endpoints,
         options,
-        Arc::new(TestMedia),
+        Arc::new(TestMedia::default()),
         Arc::new(Mutex::new(NoInput)),
     )
     .unwrap();

@@ -203,6 +203,10 @@ pub struct FecConfig {
     /// each; the packetize stage's own thread is one of them). punktfunk/1 frames are one
     /// block and use one thread.
     pub threads: u8,
+    /// Parity follows the client's loss reports (GameStream: `fec::adaptive` from the
+    /// client's loss statistics; punktfunk/1: `pf1::adaptive::FecController`, 5–50 %), starting
+    /// at `percent`; false: `percent` throughout (sweeps compare both).
+    pub adaptive: bool,
 }
 
 impl Default for FecConfig {
@@ -211,6 +215,7 @@ impl Default for FecConfig {
             percent: 20,
             min_parity: 2,
             threads: 1,
+            adaptive: true,
         }
     }
 }

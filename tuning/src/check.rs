@@ -41,6 +41,39 @@ pub struct SystemFacts {
     /// Soft `RLIMIT_RTPRIO` ("Max realtime priority"): the highest `SCHED_FIFO` priority a
     /// thread may take without `CAP_SYS_NICE`.
     pub rlimit_rtprio: Option<u64>,
+    /// Soft `RLIMIT_MEMLOCK` in bytes ("Max locked memory"; unlimited = `u64::MAX`).
+    pub memlock: Option<u64>,
+    /// What the kernel's send paths did when probed (`None`: not probed).
+    pub send_support: Option<SendSupport>,
+    /// Physical network interfaces (those with a `device` in sysfs).
+    pub nics: Vec<Nic>,
+}
+
+/// The send features a probe found working.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SendSupport {
+    /// An io_uring could be set up and sent a datagram.
+    pub io_uring: bool,
+    /// A `UDP_SEGMENT` (GSO) send arrived as correctly cut datagrams.
+    pub udp_segment: bool,
+}
+
+/// A network interface as `ethtool` and `/proc/interrupts` show it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Nic {
+    /// Interface name.
+    pub name: String,
+    /// `tx-udp-segmentation` (UDP GSO in hardware), if `ethtool -k` answered.
+    pub udp_segmentation_offload: Option<bool>,
+    /// `generic-receive-offload`.
+    pub gro: Option<bool>,
+    /// TX ring: (current, maximum) descriptors, if `ethtool -g` answered.
+    pub tx_ring: Option<(u32, u32)>,
+    /// RX ring: (current, maximum).
+    pub rx_ring: Option<(u32, u32)>,
+    /// Interrupts whose `/proc/interrupts` name contains the interface's: (irq, CPUs it may
+    /// run on).
+    pub irqs: Vec<(u32, Vec<usize>)>,
 }
 
 /// How much a finding matters.
@@ -73,11 +106,54 @@ pub struct Finding {
     pub topic: &'static str,
     /// What was found and, for a warning, what to do.
     pub text: String,
+    /// The command that fixes it, where one does.
+    pub fix: Option<Fix>,
+}
+
+/// How to fix a finding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fix {
+    /// The exact command (as root), printed by `punktfunk tune check`.
+    pub command: String,
+    /// What `punktfunk tune apply` does itself: only changes that are safe to make unasked
+    /// (raising limits and ring sizes, moving interrupts off the stage cores), never ones that
+    /// weaken security or change power use.
+    pub apply: Option<Apply>,
+}
+
+/// A change `punktfunk tune apply` can make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Apply {
+    /// Write `value` to the sysctl `key` (`net.core.wmem_max` → `/proc/sys/net/core/wmem_max`).
+    Sysctl {
+        /// Dotted name.
+        key: String,
+        /// New value.
+        value: u64,
+    },
+    /// Write `value` to the file `path` (`/proc/irq/N/smp_affinity_list`).
+    Write {
+        /// File.
+        path: String,
+        /// Contents.
+        value: String,
+    },
+    /// Run a program (`ethtool -G …`).
+    Run(Vec<String>),
 }
 
 impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "[{}] {}: {}", self.level, self.topic, self.text)
+        write!(f, "[{}] {}: {}", self.level, self.topic, self.text)?;
+        if let Some(fix) = &self.fix {
+            let how = if fix.apply.is_some() {
+                "fix (tune apply does it)"
+            } else {
+                "fix"
+            };
+            write!(f, "\n        {how}: {}", fix.command)?;
+        }
+        Ok(())
     }
 }
 
@@ -93,7 +169,34 @@ struct Out(Vec<Finding>);
 
 impl Out {
     fn push(&mut self, level: Level, topic: &'static str, text: String) {
-        self.0.push(Finding { level, topic, text });
+        self.0.push(Finding {
+            level,
+            topic,
+            text,
+            fix: None,
+        });
+    }
+
+    fn push_fix(&mut self, level: Level, topic: &'static str, text: String, fix: Fix) {
+        self.0.push(Finding {
+            level,
+            topic,
+            text,
+            fix: Some(fix),
+        });
+    }
+}
+
+/// A sysctl fix `tune apply` may make: `sysctl -w key=value`.
+fn sysctl_fix(key: &str, value: u64) -> Fix {
+    Fix {
+        command: format!(
+            "sysctl -w {key}={value} (and to keep it: echo '{key} = {value}' > /etc/sysctl.d/90-punktfunk.conf)"
+        ),
+        apply: Some(Apply::Sysctl {
+            key: key.to_owned(),
+            value,
+        }),
     }
 }
 
@@ -107,7 +210,183 @@ pub fn findings(facts: &SystemFacts, settings: &Settings) -> Vec<Finding> {
     io_uring(facts, settings, &mut out);
     governor(facts, settings, &mut out);
     priority(facts, settings, &mut out);
+    send_support(facts, settings, &mut out);
+    memlock(facts, settings, &mut out);
+    nics(facts, settings, &mut out);
     out.0
+}
+
+fn send_support(facts: &SystemFacts, settings: &Settings, out: &mut Out) {
+    let Some(s) = facts.send_support else {
+        return;
+    };
+    let path = settings.send.path;
+    let uring = matches!(
+        path,
+        SendPathPreference::Auto | SendPathPreference::UringGso | SendPathPreference::Uring
+    );
+    let gso = matches!(
+        path,
+        SendPathPreference::Auto | SendPathPreference::UringGso
+    );
+    if uring && !s.io_uring {
+        out.push(
+            Level::Warn,
+            "send_path",
+            format!(
+                "send.path = {path:?} but no io_uring could send here (kernel.io_uring_disabled,                  seccomp, or a kernel before 6.1): sends fall back to sendmmsg"
+            ),
+        );
+    } else if gso && !s.udp_segment {
+        out.push(
+            Level::Warn,
+            "send_path",
+            format!(
+                "send.path = {path:?} but UDP_SEGMENT (GSO, Linux 4.18) did not work here: one                  syscall per datagram"
+            ),
+        );
+    } else {
+        out.push(
+            Level::Ok,
+            "send_path",
+            format!(
+                "io_uring {}, UDP GSO {}",
+                if s.io_uring { "works" } else { "unavailable" },
+                if s.udp_segment {
+                    "works"
+                } else {
+                    "unavailable"
+                }
+            ),
+        );
+    }
+}
+
+fn memlock(facts: &SystemFacts, settings: &Settings, out: &mut Out) {
+    let send = &settings.send;
+    if !send.registered_buffers {
+        return;
+    }
+    let need = (settings.pipeline.pool_frames * settings.pipeline.frame_capacity) as u64;
+    // Registered buffers count against RLIMIT_MEMLOCK before Linux 5.12 (memory cgroup after).
+    let old = facts
+        .kernel_release
+        .as_deref()
+        .and_then(kernel_version)
+        .is_some_and(|v| v < (5, 12));
+    match facts.memlock {
+        Some(have) if old && have < need => out.push_fix(
+            Level::Warn,
+            "memlock",
+            format!(
+                "send.registered_buffers pins up to {need} bytes but RLIMIT_MEMLOCK is {have}:                  registering fails and sends copy"
+            ),
+            Fix {
+                command: "LimitMEMLOCK=infinity in the service unit (or `ulimit -l unlimited`                           before punktfunk serve)"
+                    .into(),
+                apply: None,
+            },
+        ),
+        Some(have) => out.push(
+            Level::Ok,
+            "memlock",
+            format!("RLIMIT_MEMLOCK {have} bytes; registered buffers need {need} (counted against it before Linux 5.12)"),
+        ),
+        None => out.push(Level::Info, "memlock", "RLIMIT_MEMLOCK unreadable".into()),
+    }
+}
+
+fn nics(facts: &SystemFacts, settings: &Settings, out: &mut Out) {
+    if facts.nics.is_empty() {
+        out.push(
+            Level::Info,
+            "nic",
+            "no physical network interface found (virtual machine with virtio only, or a              container); rings, offloads and interrupts not checked"
+                .into(),
+        );
+        return;
+    }
+    let pinned: Vec<usize> = StageId::ALL
+        .iter()
+        .filter_map(|s| s.core(&settings.pipeline.cores))
+        .collect();
+    let allowed = facts.allowed_cores.clone().unwrap_or_default();
+    for nic in &facts.nics {
+        let n = &nic.name;
+        // A full TX ring drops a frame's burst at the NIC: the send path's bursts want room.
+        match nic.tx_ring {
+            Some((cur, max)) if cur < max => out.push_fix(
+                Level::Warn,
+                "nic",
+                format!("{n}: TX ring {cur} of {max} descriptors: paced bursts of a large frame can overflow it"),
+                Fix {
+                    command: format!("ethtool -G {n} tx {max}"),
+                    apply: Some(Apply::Run(vec![
+                        "ethtool".into(),
+                        "-G".into(),
+                        n.clone(),
+                        "tx".into(),
+                        max.to_string(),
+                    ])),
+                },
+            ),
+            Some((cur, _)) => out.push(Level::Ok, "nic", format!("{n}: TX ring at its maximum ({cur})")),
+            None => out.push(Level::Info, "nic", format!("{n}: ring sizes unknown (no ethtool, or the driver does not say)")),
+        }
+        let offload = match (nic.udp_segmentation_offload, nic.gro) {
+            (Some(u), Some(g)) => format!(
+                "{n}: UDP segmentation offload {}, GRO {}",
+                if u {
+                    "on"
+                } else {
+                    "off (GSO is cut in software at the device)"
+                },
+                if g { "on" } else { "off" }
+            ),
+            _ => format!("{n}: offloads unknown (no ethtool)"),
+        };
+        out.push(Level::Info, "nic", offload);
+        // Interrupts on a pinned stage's core preempt it at packet rate.
+        if pinned.is_empty() {
+            continue;
+        }
+        let others: Vec<usize> = allowed
+            .iter()
+            .copied()
+            .filter(|c| !pinned.contains(c))
+            .collect();
+        for (irq, cpus) in &nic.irqs {
+            let hit: Vec<usize> = cpus
+                .iter()
+                .copied()
+                .filter(|c| pinned.contains(c))
+                .collect();
+            if hit.is_empty() {
+                continue;
+            }
+            let list = core_list(&others);
+            let apply = (!others.is_empty()).then(|| Apply::Write {
+                path: format!("/proc/irq/{irq}/smp_affinity_list"),
+                value: list.clone(),
+            });
+            out.push_fix(
+                Level::Warn,
+                "irq",
+                format!(
+                    "{n}: IRQ {irq} may run on pinned stage cores {}",
+                    core_list(&hit)
+                ),
+                Fix {
+                    command: if others.is_empty() {
+                        "leave a core unpinned for interrupts (pipeline.cores)".into()
+                    } else {
+                        format!("echo {list} > /proc/irq/{irq}/smp_affinity_list (and stop irqbalance from moving it back)")
+                    },
+                    apply,
+                },
+            );
+        }
+    }
 }
 
 fn cores(facts: &SystemFacts, settings: &Settings, out: &mut Out) {
@@ -242,7 +521,7 @@ fn buffers(facts: &SystemFacts, settings: &Settings, out: &mut Out) {
             "wmem_max",
             "send.socket_send_buffer = 0: the kernel's default SO_SNDBUF is used".into(),
         ),
-        Some(max) if max < want => out.push(
+        Some(max) if max < want => out.push_fix(
             Level::Warn,
             "wmem_max",
             format!(
@@ -250,6 +529,7 @@ fn buffers(facts: &SystemFacts, settings: &Settings, out: &mut Out) {
                  SO_SNDBUF there (socket(7)) unless the process has CAP_NET_ADMIN; raise it with \
                  `sysctl -w net.core.wmem_max={want}`"
             ),
+            sysctl_fix("net.core.wmem_max", want),
         ),
         Some(max) => out.push(
             Level::Ok,
@@ -265,13 +545,14 @@ fn buffers(facts: &SystemFacts, settings: &Settings, out: &mut Out) {
             "rmem_max",
             "net.core.rmem_max unreadable".into(),
         ),
-        Some(max) if want > 0 && max < want => out.push(
+        Some(max) if want > 0 && max < want => out.push_fix(
             Level::Info,
             "rmem_max",
             format!(
                 "net.core.rmem_max = {max} is below the {want}-byte send buffer: a receiver on \
                  this machine (loopback benches) may drop; `sysctl -w net.core.rmem_max={want}`"
             ),
+            sysctl_fix("net.core.rmem_max", want),
         ),
         Some(max) => out.push(Level::Ok, "rmem_max", format!("net.core.rmem_max = {max}")),
     }
@@ -367,13 +648,18 @@ fn io_uring(facts: &SystemFacts, settings: &Settings, out: &mut Out) {
              kernel.io_uring_group may create rings; otherwise the driver falls back to sendmmsg"
                 .into(),
         ),
-        Some(v) => out.push(
+        Some(v) => out.push_fix(
             Level::Warn,
             "io_uring",
             format!(
                 "kernel.io_uring_disabled = {v}: io_uring is off; the driver falls back to \
                  sendmmsg (`sysctl -w kernel.io_uring_disabled=0`)"
             ),
+            // A machine-wide security choice: printed, never applied by `tune apply`.
+            Fix {
+                command: "sysctl -w kernel.io_uring_disabled=0".into(),
+                apply: None,
+            },
         ),
         None => out.push(
             Level::Info,
@@ -418,7 +704,7 @@ fn governor(facts: &SystemFacts, settings: &Settings, out: &mut Out) {
     let mut names: Vec<&str> = slow.iter().map(|&(_, g)| g).collect();
     names.dedup();
     let cpus: Vec<usize> = slow.iter().map(|&(c, _)| c).collect();
-    out.push(
+    out.push_fix(
         Level::Warn,
         "governor",
         format!(
@@ -427,6 +713,14 @@ fn governor(facts: &SystemFacts, settings: &Settings, out: &mut Out) {
             core_list(&cpus),
             names.join("/")
         ),
+        // Changes power use machine-wide: printed, not applied.
+        Fix {
+            command: format!(
+                "cpupower -c {} frequency-set -g performance",
+                core_list(&cpus)
+            ),
+            apply: None,
+        },
     );
 }
 
@@ -461,7 +755,7 @@ fn priority(facts: &SystemFacts, settings: &Settings, out: &mut Out) {
             "priority",
             format!("pipeline.priority = \"{p}\": the stage threads may take {what}"),
         ),
-        (Some(false), Some(false)) => out.push(
+        (Some(false), Some(false)) => out.push_fix(
             Level::Warn,
             "priority",
             format!(
@@ -471,6 +765,12 @@ fn priority(facts: &SystemFacts, settings: &Settings, out: &mut Out) {
                  `setcap cap_sys_nice+ep $(command -v punktfunk)`, or `LimitNICE=-10` / \
                  `LimitRTPRIO=10` in the service unit, or set pipeline.priority = \"normal\""
             ),
+            Fix {
+                command: "setcap cap_sys_nice+ep \"$(command -v punktfunk)\" (or LimitNICE=-10 / \
+                          LimitRTPRIO=10 in the unit: tuning/systemd/)"
+                    .into(),
+                apply: None,
+            },
         ),
         _ => out.push(
             Level::Info,
@@ -502,6 +802,19 @@ mod tests {
             cap_sys_nice: Some(true),
             rlimit_nice: Some(0),
             rlimit_rtprio: Some(0),
+            memlock: Some(u64::MAX),
+            send_support: Some(SendSupport {
+                io_uring: true,
+                udp_segment: true,
+            }),
+            nics: vec![Nic {
+                name: "eth0".into(),
+                udp_segmentation_offload: Some(false),
+                gro: Some(true),
+                tx_ring: Some((4096, 4096)),
+                rx_ring: Some((4096, 4096)),
+                irqs: vec![(40, vec![4, 5, 6, 7])],
+            }],
         }
     }
 
@@ -571,6 +884,108 @@ mod tests {
             "{w}"
         );
         assert_eq!(levels(&f, "rmem_max"), [Level::Info]);
+    }
+
+    #[test]
+    fn fixes_name_the_command_and_only_safe_ones_are_applied() {
+        let facts = SystemFacts {
+            wmem_max: Some(212_992),
+            io_uring_disabled: Some(2),
+            governors: vec![(0, "powersave".into())],
+            nics: vec![Nic {
+                name: "enp1s0".into(),
+                tx_ring: Some((256, 4096)),
+                irqs: vec![(33, vec![0, 1]), (34, vec![6])],
+                ..Nic::default()
+            }],
+            ..good_machine()
+        };
+        let f = findings(&facts, &pinned_settings());
+        let fix = |topic: &str| {
+            f.iter()
+                .find(|x| x.topic == topic)
+                .and_then(|x| x.fix.clone())
+        };
+        let w = fix("wmem_max").unwrap();
+        assert!(
+            w.command.starts_with("sysctl -w net.core.wmem_max=8388608"),
+            "{w:?}"
+        );
+        assert_eq!(
+            w.apply,
+            Some(Apply::Sysctl {
+                key: "net.core.wmem_max".into(),
+                value: 8_388_608
+            })
+        );
+        // Security and power choices are printed, not applied.
+        assert_eq!(fix("io_uring").unwrap().apply, None);
+        assert_eq!(fix("governor").unwrap().apply, None);
+        let ring = f
+            .iter()
+            .find(|x| x.topic == "nic" && x.level == Level::Warn)
+            .unwrap();
+        assert_eq!(
+            ring.fix.as_ref().unwrap().command,
+            "ethtool -G enp1s0 tx 4096"
+        );
+        // IRQ 33 may run on the capture (0) and encode (1) cores; IRQ 34 on core 6 is fine.
+        let irqs: Vec<&Finding> = f.iter().filter(|x| x.topic == "irq").collect();
+        assert_eq!(irqs.len(), 1, "{irqs:#?}");
+        assert!(
+            irqs[0].text.contains("IRQ 33") && irqs[0].text.contains("cores 0-1"),
+            "{}",
+            irqs[0]
+        );
+        assert_eq!(
+            irqs[0].fix.as_ref().unwrap().apply,
+            Some(Apply::Write {
+                path: "/proc/irq/33/smp_affinity_list".into(),
+                value: "4-7".into()
+            })
+        );
+        assert!(
+            irqs[0]
+                .to_string()
+                .contains("fix (tune apply does it): echo 4-7 > /proc/irq/33/smp_affinity_list")
+        );
+    }
+
+    #[test]
+    fn send_paths_the_probe_refused_warn() {
+        let s = Settings::default();
+        for (io_uring, udp_segment, level) in [
+            (true, true, Level::Ok),
+            (false, true, Level::Warn),
+            (true, false, Level::Warn),
+        ] {
+            let facts = SystemFacts {
+                send_support: Some(SendSupport {
+                    io_uring,
+                    udp_segment,
+                }),
+                ..good_machine()
+            };
+            assert_eq!(levels(&findings(&facts, &s), "send_path"), [level]);
+        }
+    }
+
+    #[test]
+    fn memlock_matters_for_registered_buffers_before_5_12() {
+        let mut s = Settings::default();
+        s.send.registered_buffers = true;
+        let old = SystemFacts {
+            kernel_release: Some("5.10.0".into()),
+            memlock: Some(64 << 10),
+            ..good_machine()
+        };
+        assert_eq!(levels(&findings(&old, &s), "memlock"), [Level::Warn]);
+        let new = SystemFacts {
+            memlock: Some(64 << 10),
+            ..good_machine()
+        };
+        assert_eq!(levels(&findings(&new, &s), "memlock"), [Level::Ok]);
+        assert!(levels(&findings(&old, &Settings::default()), "memlock").is_empty());
     }
 
     #[test]

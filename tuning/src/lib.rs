@@ -66,13 +66,13 @@ pub mod profile;
 pub mod settings;
 pub mod system;
 
-pub use check::{Finding, Level, SystemFacts};
+pub use check::{Apply, Finding, Fix, Level, Nic, SendSupport, SystemFacts};
 pub use error::{Problem, TuningError, Warning};
 pub use profile::{Codec, Profile, SourceName};
 pub use settings::{
     EncoderNames, FecSettings, Resolved, SessionsSettings, Settings, VideoSettings,
 };
-pub use system::{Loaded, check_system, load, read_facts};
+pub use system::{Loaded, apply, check_system, load, read_facts};
 
 /// Parses and validates profile text, as [`load`] does for a file, without touching the file
 /// system. `origin` names the text in errors; `allowed_cores` (if known) is checked against

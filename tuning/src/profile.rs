@@ -221,6 +221,8 @@ pub struct FecSection {
     pub min_parity: Option<u16>,
     /// Threads one GameStream frame's parity may be encoded on.
     pub threads: Option<u8>,
+    /// Parity follows the client's loss reports (default), or stays at `percent`.
+    pub adaptive: Option<bool>,
 }
 
 /// `[video]`.
@@ -259,6 +261,9 @@ pub struct CaptureSection {
     pub source: Option<SourceName>,
     /// `source = "pipewire"`: the video node to capture, by `node.name` or global id.
     pub pipewire_node: Option<String>,
+    /// The test pattern with a band of fresh noise, so encoded frames fill the bitrate
+    /// (sweeps and load tests); default false.
+    pub pattern_noise: Option<bool>,
 }
 
 /// `capture.source`.

@@ -87,6 +87,9 @@ pub struct Settings {
     /// The PipeWire video node `source = "pipewire"` captures (`[capture] pipewire_node`):
     /// a `node.name`, or a global id in decimal.
     pub pipewire_node: Option<String>,
+    /// The test pattern carries a noise band that fills the bitrate (`[capture]
+    /// pattern_noise`).
+    pub pattern_noise: bool,
     /// The encoder asked for per codec (`[video] h264_encoder`, `hevc_encoder`,
     /// `av1_encoder`); `None` = the host's choice. Checked against the build by the host.
     pub encoders: EncoderNames,
@@ -201,6 +204,7 @@ impl Profile {
                     sessions,
                     source,
                     pipewire_node,
+                    pattern_noise: self.capture.pattern_noise.unwrap_or(false),
                     encoders: EncoderNames {
                         h264: self.video.h264_encoder.clone(),
                         hevc: self.video.hevc_encoder.clone(),
@@ -463,6 +467,7 @@ impl Profile {
             percent,
             min_parity,
             threads,
+            adaptive: self.fec.adaptive.unwrap_or(d.adaptive),
         }
     }
 

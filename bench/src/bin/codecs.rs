@@ -28,28 +28,9 @@ fn main() {
         .collect();
     let only: Option<Vec<String>> =
         arg(&args, "--only").map(|v| v.split(',').map(str::to_owned).collect());
-    let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpu
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .unwrap_or("?")
-        .trim()
-        .to_owned();
-    let flags: Vec<&str> = cpu
-        .lines()
-        .find(|l| l.starts_with("flags"))
-        .map(|l| {
-            l.split_whitespace()
-                .filter(|f| ["avx2", "avx512f", "avx512bw", "gfni", "vaes"].contains(f))
-                .collect()
-        })
-        .unwrap_or_default();
     println!(
-        "{w}x{h}@{fps}, {frames} frames of the test pattern with a scrolling textured band per point; {model}, {} CPUs, \
-         flags {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        flags.join(" ")
+        "{w}x{h}@{fps}, {frames} frames of the test pattern with a scrolling textured band per point; {}",
+        punktfunk_bench::machine()
     );
     println!();
     let (points, table) =

@@ -469,32 +469,9 @@ fn pf1_reconfigure() -> Line {
 }
 
 fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let flags: Vec<String> = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("flags")).map(|l| {
-                l.split_whitespace()
-                    .filter(|f| ["avx2", "avx512f", "avx512bw", "gfni", "vaes"].contains(f))
-                    .map(str::to_owned)
-                    .collect()
-            })
-        })
-        .unwrap_or_default();
     format!(
-        "{cpu}, {cores} cores, CPU flags {}, Linux {kernel}, FEC kernel {}",
-        flags.join(" "),
+        "{}, FEC kernel {}",
+        punktfunk_bench::machine(),
         Kernel::detect()
     )
 }

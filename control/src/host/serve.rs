@@ -428,9 +428,12 @@ pub fn run_blocking(opts: ServeOptions) -> Result<(), ServeError> {
             tracing::warn!("video encoder table was set before serve; keeping that one");
         }
         // One source for both protocols: each session of either gets its own picture from it.
-        let media =
-            crate::media::select(host.tuning().source, host.tuning().pipewire_node.as_deref())
-                .map_err(ServeError::Capture)?;
+        let media = crate::media::select(
+            host.tuning().source,
+            host.tuning().pipewire_node.as_deref(),
+            host.tuning().pattern_noise,
+        )
+        .map_err(ServeError::Capture)?;
         tracing::info!(source = ?media.choice, why = %media.why, "capture source");
         // punktfunk/1 runs on its own thread with blocking UDP (pf1::net).
         let pf1 = match pf1 {

@@ -35,7 +35,7 @@ pub(super) fn desktop_audio(config: &StreamConfig) -> Result<Box<dyn AudioSource
     }
     #[cfg(not(feature = "pipewire"))]
     tracing::info!("built without PipeWire (cargo feature `pipewire`): the test tone");
-    TestMedia.audio(config)
+    TestMedia::default().audio(config)
 }
 
 /// Captured desktop sound as the stream's packets.

@@ -126,12 +126,19 @@ fn probe_node(_node: &str) -> Result<String, String> {
 }
 
 /// Looks at what this process can reach ([`probe`]) and picks the media for `asked`; an error
-/// says why an explicit choice cannot be honoured.
-pub fn select(asked: SourceName, pipewire_node: Option<&str>) -> Result<Selected, String> {
+/// says why an explicit choice cannot be honoured. `pattern_noise`: the test pattern (when it
+/// is the choice) fills the bitrate.
+pub fn select(
+    asked: SourceName,
+    pipewire_node: Option<&str>,
+    pattern_noise: bool,
+) -> Result<Selected, String> {
     let offered = probe(asked, pipewire_node);
     let (choice, why) = choose(asked, &offered)?;
     let factory: Arc<dyn MediaFactory> = match &choice {
-        SourceChoice::TestPattern => Arc::new(TestMedia),
+        SourceChoice::TestPattern => Arc::new(TestMedia {
+            noise: pattern_noise,
+        }),
         SourceChoice::Wlroots(endpoint) => Arc::new(WlrootsMedia::new(endpoint.clone())),
         #[cfg(feature = "mutter")]
         SourceChoice::Mutter(endpoint) => Arc::new(MutterMedia::connect(endpoint)?),

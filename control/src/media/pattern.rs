@@ -14,9 +14,13 @@ use punktfunk_capture::{VideoEncoder, VideoEncoderConfig};
 use crate::stream::sdp::{StreamConfig, VideoCodec};
 use crate::stream::session::{AudioSource, MediaFactory, VideoMedia};
 
-/// Test pattern + openh264, tone + Opus.
+/// Test pattern + the encoder table's encoder, tone + Opus.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct TestMedia;
+pub struct TestMedia {
+    /// The pattern's noise band is on: encoded frames fill the bitrate (`[capture]
+    /// pattern_noise`).
+    pub noise: bool,
+}
 
 /// The picture format a GameStream client asked for: its codec, 10-bit when it asked for HDR
 /// (`dynamicRangeMode`), 4:4:4 when it asked (`chromaSamplingType`) and the encoder table
@@ -117,7 +121,9 @@ pub(super) fn opus_config(config: &StreamConfig) -> Result<OpusConfig, String> {
 impl MediaFactory for TestMedia {
     fn switched_video(&self, switch: Arc<ModeSwitch>) -> Result<VideoMedia, String> {
         let (enc, frame_capacity) = encoder_for_mode(switch.get().0)?;
-        let source = PatternCapture::with_switch(switch.clone()).map_err(|e| e.to_string())?;
+        let source = PatternCapture::with_switch(switch.clone())
+            .map_err(|e| e.to_string())?
+            .with_noise(self.noise);
         let encoder = EncodeStage::with_switch(enc, switch).map_err(|e| e.to_string())?;
         Ok(VideoMedia::new(
             Box::new(source),
@@ -144,7 +150,8 @@ impl MediaFactory for TestMedia {
         let c = enc.config();
         let source = PatternCapture::new(c.width, c.height, config.fps)
             .map_err(|e| e.to_string())?
-            .with_format(format.layout(), format.hdr);
+            .with_format(format.layout(), format.hdr)
+            .with_noise(self.noise);
         let encoder = EncodeStage::new(enc)
             .and_then(|e| e.with_layout(format.layout()))
             .map_err(|e| e.to_string())?;
@@ -206,7 +213,7 @@ mod tests {
         let pattern = stream_format(&config, true);
         assert!(desktop.ten_bit && !desktop.hdr);
         assert!(pattern.ten_bit && pattern.hdr);
-        assert!(TestMedia.hdr());
+        assert!(TestMedia::default().hdr());
         // An 8-bit stream is never HDR, whatever the source.
         let sdr = StreamConfig::parse(crate::stream::sdp::tests::ANNOUNCE.as_bytes()).unwrap();
         assert!(!stream_format(&sdr, true).hdr);
@@ -216,9 +223,9 @@ mod tests {
     fn builds_video_and_audio_for_a_typical_announce() {
         let body = crate::stream::sdp::tests::ANNOUNCE;
         let config = StreamConfig::parse(body.as_bytes()).unwrap();
-        let v = TestMedia.video(&config).unwrap();
+        let v = TestMedia::default().video(&config).unwrap();
         assert!(v.frame_capacity >= 1280 * 720 * 3 / 2);
-        let mut a = TestMedia.audio(&config).unwrap();
+        let mut a = TestMedia::default().audio(&config).unwrap();
         let first = a.next_packet().unwrap().len();
         assert_eq!(first, 60, "96 kbit/s CBR at 5 ms");
         for _ in 0..20 {

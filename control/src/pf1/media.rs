@@ -95,7 +95,7 @@ impl std::fmt::Debug for MediaOptions {
 impl Default for MediaOptions {
     fn default() -> Self {
         Self {
-            source: Arc::new(crate::media::TestMedia),
+            source: Arc::new(crate::media::TestMedia::default()),
             bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             profile: SessionProfile::default(),
             bitrate_kbps: 20_000,
@@ -325,14 +325,29 @@ impl Pf1Media {
             mode = %params.mode,
             %dest,
             display = media.display.as_deref().unwrap_or("none (test pattern)"),
-            fec = %format!("GF(2^16), {} % parity (adaptive 5-50 %)", params.parity_percent),
+            fec = %if self.builder.fec().adaptive {
+                format!("GF(2^16), {} % parity (adaptive 5-50 %)", params.parity_percent)
+            } else {
+                format!("GF(2^16), {} % parity (fixed)", params.parity_percent)
+            },
             shard = params.shard_payload,
             encryption = "AES-128-GCM (TLS exporter key)",
             "punktfunk/1 stream starting"
         );
-        let controller = FecController::new(FecControllerConfig {
-            initial_percent: params.parity_percent.clamp(5, 50),
-            ..FecControllerConfig::default()
+        // `[fec] adaptive = false` pins the parity at the offer's percentage.
+        let fixed = params.parity_percent.clamp(1, 100);
+        let controller = FecController::new(if self.builder.fec().adaptive {
+            FecControllerConfig {
+                initial_percent: params.parity_percent.clamp(5, 50),
+                ..FecControllerConfig::default()
+            }
+        } else {
+            FecControllerConfig {
+                initial_percent: fixed,
+                min_percent: fixed,
+                max_percent: fixed,
+                ..FecControllerConfig::default()
+            }
         })
         .map_err(|e| e.to_string())?;
         self.streams.insert(

@@ -1459,7 +1459,9 @@ fn video_thread(ctx: &StreamCtx, sender: UdpSender) {
     let packetize = match PacketizeStage::new(params, video_key)
         .and_then(|p| p.with_fec_threads(usize::from(fec.threads)))
     {
-        Ok(p) => p.with_loss_feedback(ctx.loss.clone()),
+        // Parity follows the client's loss reports unless the profile fixes it.
+        Ok(p) if fec.adaptive => p.with_loss_feedback(ctx.loss.clone()),
+        Ok(p) => p,
         Err(e) => {
             tracing::error!(error = %e, "video packetizer");
             ctx.end("video setup failed");

@@ -255,6 +255,7 @@ impl crate::pipeline::Packetizer for PacketizeStage {
             percent: p.fec_percent,
             min_parity: u16::from(p.min_parity),
             threads: u8::try_from(self.packetizer.fec_threads()).unwrap_or(u8::MAX),
+            adaptive: self.loss.is_some(),
         }
     }
 }

@@ -72,7 +72,7 @@ impl std::fmt::Display for EffectiveSettings {
             "rings {} deep, {:?}, pool {} × {} KiB, cores capture/encode/fec/send {}/{}/{}/{}, \
              priority {:?}; \
              send {} ({} SQEs, SO_SNDBUF {} KiB, SO_BUSY_POLL {} µs); pacing {} of the frame \
-             interval in bursts of {}, {}; FEC {} % (min {} parity, {} threads)",
+             interval in bursts of {}, {}; FEC {} % {} (min {} parity, {} threads)",
             p.ring_depth,
             p.backpressure,
             p.pool_frames,
@@ -93,6 +93,11 @@ impl std::fmt::Display for EffectiveSettings {
                 SendDriverMode::PerSession => "own send thread",
             },
             self.fec.percent,
+            if self.fec.adaptive {
+                "adaptive"
+            } else {
+                "fixed"
+            },
             self.fec.min_parity,
             self.fec.threads,
         )
@@ -320,7 +325,13 @@ impl PipelineBuilder {
             frame_capacity_asked: self.profile.pipeline.frame_capacity,
             send_path: send.sender.setup(),
             send: self.profile.send.clone(),
-            fec: packetize.fec(),
+            fec: {
+                let f = packetize.fec();
+                FecConfig {
+                    adaptive: f.adaptive && self.profile.fec.adaptive,
+                    ..f
+                }
+            },
         };
         let sink = match self.profile.send.driver {
             SendDriverMode::Shared => {

@@ -323,6 +323,9 @@ impl crate::pipeline::Packetizer for Pf1PacketizeStage {
             percent: c.parity_percent,
             min_parity: u16::try_from(c.min_parity).unwrap_or(u16::MAX),
             threads: 1,
+            // The controller that adapts lives with the session (control's `pf1::media`),
+            // which follows the profile's `[fec] adaptive`.
+            adaptive: true,
         }
     }
 }

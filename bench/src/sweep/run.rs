@@ -1,0 +1,308 @@
+//! One sweep point (act): the relay (if the point needs it), `punktfunk serve` in the host
+//! namespace with the point's profile, `punktfunk client` in the client namespace for the
+//! point's seconds, the host's CPU per stage from `/proc`, and the client's statistics.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::testbed::{HOST_IP, Testbed};
+use super::{Measured, Point};
+
+/// Where the binaries are and where a point's files go.
+#[derive(Debug, Clone)]
+pub struct Runner {
+    /// The `punktfunk` binary (serve and client).
+    pub punktfunk: PathBuf,
+    /// This sweep binary (its `relay` subcommand).
+    pub sweep: PathBuf,
+    /// Folder for profiles, logs, state and statistics of each point.
+    pub work: PathBuf,
+}
+
+/// Per-thread CPU time of a process: thread id → (name, clock ticks of user + system).
+fn thread_ticks(pid: u32) -> HashMap<String, (String, u64)> {
+    let mut out = HashMap::new();
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let Ok(stat) = fs::read_to_string(t.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state …`: comm may hold spaces; fields 14 and 15 (utime, stime) count
+        // from after the closing parenthesis.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = stat[open + 1..close].to_owned();
+        let f: Vec<&str> = stat[close + 2..].split(' ').collect();
+        let ticks = f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
+            + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+        out.insert(t.file_name().to_string_lossy().into_owned(), (name, ticks));
+    }
+    out
+}
+
+/// CPU percent of one core between two snapshots `wall` apart: all threads, then the stage
+/// threads by name (`pf-capture`, `pf-encode`, `pf-fec`, `pf-send*`). Threads that started
+/// after `a` count from zero; threads gone by `b` are not counted (snapshot while streaming).
+fn cpu_between(
+    a: &HashMap<String, (String, u64)>,
+    b: &HashMap<String, (String, u64)>,
+    wall: Duration,
+) -> [f64; 5] {
+    // USER_HZ: /proc reports CPU time in 1/100 s on every Linux architecture.
+    const HZ: f64 = 100.0;
+    let secs = wall.as_secs_f64().max(1e-3);
+    let mut g = [0f64; 5];
+    for (tid, (name, after)) in b {
+        let before = a.get(tid).map_or(0, |(_, t)| *t);
+        let used = after.saturating_sub(before) as f64 / HZ / secs * 100.0;
+        g[0] += used;
+        let i = if name.starts_with("pf-capture") {
+            1
+        } else if name.starts_with("pf-encode") {
+            2
+        } else if name.starts_with("pf-fec") {
+            3
+        } else if name.starts_with("pf-send") {
+            4
+        } else {
+            continue;
+        };
+        g[i] += used;
+    }
+    g
+}
+
+/// Sends SIGTERM to `child` and waits up to 5 s, then kills it.
+fn stop(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Waits until `log` contains `needle` or `timeout` passes (or `child` exits).
+fn wait_for_log(
+    log: &Path,
+    needle: &str,
+    child: &mut Child,
+    timeout: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if fs::read_to_string(log).is_ok_and(|t| t.contains(needle)) {
+            return Ok(());
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            return Err(format!(
+                "exited ({st}) before {needle:?}; see {}",
+                log.display()
+            ));
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "no {needle:?} within {timeout:?}; see {}",
+                log.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Runner {
+    /// Runs point number `n` on `bed`; a failure is recorded in the result, not returned.
+    pub fn point(&self, bed: &mut Testbed, n: usize, p: &Point) -> Measured {
+        match self.try_point(bed, n, p) {
+            Ok(m) => m,
+            Err(e) => Measured {
+                error: Some(e),
+                ..Measured::default()
+            },
+        }
+    }
+
+    fn try_point(&self, bed: &mut Testbed, n: usize, p: &Point) -> Result<Measured, String> {
+        let dir = self.work.join(format!("point-{n:03}"));
+        fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        bed.set_loss(p.nft_loss())?;
+        bed.set_rate(p.link_mbps)?;
+        // The relay first, its route second: no packet goes into a TUN nobody reads.
+        let mut relay = if p.uses_relay() {
+            let cfg = p.impairment(n as u64 + 1);
+            let log = fs::File::create(dir.join("relay.log")).map_err(|e| e.to_string())?;
+            let mut child = Command::new("ip")
+                .args(["netns", "exec", &bed.ns("r")])
+                .arg(&self.sweep)
+                .arg("relay")
+                .args(["--tun", &bed.tun()])
+                .args(["--stats", &dir.join("relay.json").to_string_lossy()])
+                .args(relay_args(&cfg))
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .map_err(|e| format!("relay: {e}"))?;
+            wait_for_log(
+                &dir.join("relay.log"),
+                "relaying",
+                &mut child,
+                Duration::from_secs(5),
+            )?;
+            Some(child)
+        } else {
+            None
+        };
+        bed.set_relay_route(relay.is_some())?;
+        let result = self.stream(bed, &dir, p);
+        bed.set_relay_route(false)?;
+        let mut m = result?;
+        if let Some(mut r) = relay.take() {
+            stop(&mut r);
+            let stats: serde_json::Value = fs::read_to_string(dir.join("relay.json"))
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .ok_or("the relay wrote no statistics")?;
+            m.relay_lost =
+                stats["lost"].as_u64().unwrap_or(0) + stats["overflow"].as_u64().unwrap_or(0);
+            m.relay_reordered = stats["reordered"].as_u64().unwrap_or(0);
+        }
+        Ok(m)
+    }
+
+    /// Host and client for one point.
+    fn stream(&self, bed: &Testbed, dir: &Path, p: &Point) -> Result<Measured, String> {
+        let profile = dir.join("profile.toml");
+        fs::write(&profile, p.profile()).map_err(|e| e.to_string())?;
+        let host_log = dir.join("host.log");
+        let mut host = Command::new("ip")
+            .args(["netns", "exec", &bed.ns("h")])
+            .arg(&self.punktfunk)
+            .arg("serve")
+            .arg("--profile")
+            .arg(&profile)
+            .arg("--state-dir")
+            .arg(dir.join("host-state"))
+            .args(["--no-mdns", "--allow-unpaired", "--api", "127.0.0.1:48100"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&host_log).map_err(|e| e.to_string())?)
+            .spawn()
+            .map_err(|e| format!("serve: {e}"))?;
+        let r = (|| {
+            wait_for_log(
+                &host_log,
+                "punktfunk/1 listening",
+                &mut host,
+                Duration::from_secs(15),
+            )?;
+            let stats = dir.join("client.json");
+            let (w, h, fps) = p.mode;
+            let started = Instant::now();
+            let mut client = Command::new("ip")
+                .args(["netns", "exec", &bed.ns("c")])
+                .arg(&self.punktfunk)
+                .arg("client")
+                .arg(HOST_IP)
+                .args(["--mode", &format!("{w}x{h}@{fps}")])
+                .args(["--duration", &p.seconds.to_string()])
+                .arg("--stats-json")
+                .arg(&stats)
+                .arg("--state-dir")
+                .arg(dir.join("client-state"))
+                .args(["--name", "sweep"])
+                .stdout(Stdio::null())
+                .stderr(fs::File::create(dir.join("client.log")).map_err(|e| e.to_string())?)
+                .spawn()
+                .map_err(|e| format!("client: {e}"))?;
+            // CPU from 1 s in (the stream runs) to 0.3 s before the client's end (the
+            // session's threads still exist).
+            let deadline = started + Duration::from_secs_f64(p.seconds + 30.0);
+            let (from, to) = (1.0f64.min(p.seconds / 3.0), (p.seconds - 0.3).max(0.5));
+            let (mut before, mut after) = (None, None);
+            let status = loop {
+                let t = started.elapsed().as_secs_f64();
+                if before.is_none() && t >= from {
+                    before = Some((Instant::now(), thread_ticks(host.id())));
+                } else if before.is_some() && after.is_none() && t >= to {
+                    after = Some((Instant::now(), thread_ticks(host.id())));
+                }
+                if let Some(st) = client.try_wait().map_err(|e| e.to_string())? {
+                    break st;
+                }
+                if Instant::now() > deadline {
+                    stop(&mut client);
+                    return Err("the client did not finish in time".to_owned());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            let cpu = match (before, after) {
+                (Some((t0, a)), Some((t1, b))) => cpu_between(&a, &b, t1 - t0),
+                _ => [0.0; 5],
+            };
+            if !status.success() {
+                return Err(format!(
+                    "client exited with {status}; see {}",
+                    dir.join("client.log").display()
+                ));
+            }
+            let text =
+                fs::read_to_string(&stats).map_err(|e| format!("{}: {e}", stats.display()))?;
+            let j: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+            let u = |k: &str| j[k].as_u64().unwrap_or(0);
+            Ok(Measured {
+                frames_complete: u("frames_complete"),
+                frames_recovered: u("frames_recovered_by_fec"),
+                frames_lost: u("frames_unrecoverable"),
+                goodput_mbps: j["goodput_bps"].as_f64().unwrap_or(0.0) / 1e6,
+                latency_us_p50: j["latency_us_p50"].as_i64(),
+                latency_us_p99: j["latency_us_p99"].as_i64(),
+                cpu_total_pct: cpu[0],
+                cpu_capture_pct: cpu[1],
+                cpu_encode_pct: cpu[2],
+                cpu_fec_pct: cpu[3],
+                cpu_send_pct: cpu[4],
+                ..Measured::default()
+            })
+        })();
+        stop(&mut host);
+        r
+    }
+}
+
+/// The relay's command-line arguments for `cfg` (parsed back by the `sweep relay`
+/// subcommand).
+pub fn relay_args(cfg: &crate::impair::ImpairConfig) -> Vec<String> {
+    use crate::impair::LossModel;
+    let mut a = vec![
+        format!("--delay-us={}", cfg.delay_us),
+        format!("--jitter-us={}", cfg.jitter_us),
+        format!("--reorder={}", cfg.reorder),
+        format!("--reorder-gap-us={}", cfg.reorder_gap_us),
+        format!("--seed={}", cfg.seed),
+    ];
+    if let LossModel::GilbertElliott {
+        p_gb,
+        p_bg,
+        loss_good,
+        loss_bad,
+    } = cfg.loss
+    {
+        a.push(format!("--ge={p_gb},{p_bg},{loss_good},{loss_bad}"));
+    }
+    if let LossModel::Bernoulli { p } = cfg.loss {
+        a.push(format!("--bernoulli={p}"));
+    }
+    a
+}

@@ -1,0 +1,314 @@
+//! The sweep's testbed (act): three network namespaces — host, router, client — joined by two
+//! veth pairs, with the knobs a point turns: Bernoulli loss (nftables in the client's
+//! prerouting chain; this kernel has no netem), a link rate (tbf on the router's client-side
+//! veth) and the relay's route (host → client packets through the router's TUN device).
+//!
+//! Every name starts with the prefix (at most 8 characters), so a sweep never touches another
+//! run's namespaces; `up` removes leftovers of an earlier run with the same prefix, and
+//! [`Testbed`] removes everything on drop. Needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN).
+
+use std::process::Command;
+
+/// Host address (host namespace).
+pub const HOST_IP: &str = "10.78.0.1";
+/// Client address (client namespace).
+pub const CLIENT_IP: &str = "10.78.1.2";
+/// Routing table of the relay's path.
+const RELAY_TABLE: &str = "100";
+
+/// A running testbed; torn down on drop.
+#[derive(Debug)]
+pub struct Testbed {
+    prefix: String,
+    relay_route: bool,
+}
+
+/// Runs `cmd args…`; an error carries the command and its stderr.
+fn run(cmd: &str, args: &[&str]) -> Result<(), String> {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{cmd}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{cmd} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+impl Testbed {
+    /// Builds the testbed for `prefix` (letters, digits, `-`; 1–8 characters).
+    pub fn up(prefix: &str) -> Result<Self, String> {
+        let ok = !prefix.is_empty()
+            && prefix.len() <= 8
+            && prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if !ok {
+            return Err(format!("prefix {prefix:?}: 1-8 letters, digits or '-'"));
+        }
+        remove(prefix);
+        let bed = Self {
+            prefix: prefix.to_owned(),
+            relay_route: false,
+        };
+        bed.build()
+            .map_err(|e| format!("testbed: {e} (needs root and iproute2, nftables)"))?;
+        Ok(bed)
+    }
+
+    /// Namespace of `role` (`h`, `r`, `c`).
+    pub fn ns(&self, role: &str) -> String {
+        format!("{}-{role}", self.prefix)
+    }
+
+    /// The TUN device in the router namespace.
+    pub fn tun(&self) -> String {
+        format!("{}-t", self.prefix)
+    }
+
+    fn dev(&self, name: &str) -> String {
+        format!("{}-{name}", self.prefix)
+    }
+
+    fn build(&self) -> Result<(), String> {
+        let (h, r, c) = (self.ns("h"), self.ns("r"), self.ns("c"));
+        for ns in [&h, &r, &c] {
+            run("ip", &["netns", "add", ns])?;
+            run("ip", &["-n", ns, "link", "set", "lo", "up"])?;
+        }
+        let (hr, rh, rc, cr) = (
+            self.dev("hr"),
+            self.dev("rh"),
+            self.dev("rc"),
+            self.dev("cr"),
+        );
+        run(
+            "ip",
+            &[
+                "link", "add", &hr, "netns", &h, "type", "veth", "peer", "name", &rh, "netns", &r,
+            ],
+        )?;
+        run(
+            "ip",
+            &[
+                "link", "add", &rc, "netns", &r, "type", "veth", "peer", "name", &cr, "netns", &c,
+            ],
+        )?;
+        run(
+            "ip",
+            &[
+                "-n",
+                &h,
+                "addr",
+                "add",
+                &format!("{HOST_IP}/24"),
+                "dev",
+                &hr,
+            ],
+        )?;
+        run(
+            "ip",
+            &["-n", &r, "addr", "add", "10.78.0.254/24", "dev", &rh],
+        )?;
+        run(
+            "ip",
+            &["-n", &r, "addr", "add", "10.78.1.254/24", "dev", &rc],
+        )?;
+        run(
+            "ip",
+            &[
+                "-n",
+                &c,
+                "addr",
+                "add",
+                &format!("{CLIENT_IP}/24"),
+                "dev",
+                &cr,
+            ],
+        )?;
+        // A veth passes GSO trains whole; one segment per packet makes the host's stack split
+        // them as a NIC without USO does, so loss and the relay see single datagrams.
+        run("ip", &["-n", &h, "link", "set", &hr, "gso_max_segs", "1"])?;
+        for (ns, dev) in [(&h, &hr), (&r, &rh), (&r, &rc), (&c, &cr)] {
+            run("ip", &["-n", ns, "link", "set", dev, "up"])?;
+        }
+        run(
+            "ip",
+            &["-n", &h, "route", "add", "default", "via", "10.78.0.254"],
+        )?;
+        run(
+            "ip",
+            &["-n", &c, "route", "add", "default", "via", "10.78.1.254"],
+        )?;
+        for key in [
+            "net.ipv4.ip_forward=1",
+            "net.ipv4.conf.all.rp_filter=0",
+            "net.ipv4.conf.default.rp_filter=0",
+        ] {
+            run("ip", &["netns", "exec", &r, "sysctl", "-qw", key])?;
+        }
+        let tun = self.tun();
+        run(
+            "ip",
+            &["-n", &r, "tuntap", "add", "dev", &tun, "mode", "tun"],
+        )?;
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &r,
+                "sysctl",
+                "-qw",
+                &format!("net.ipv4.conf.{tun}.rp_filter=0"),
+            ],
+        )?;
+        run("ip", &["-n", &r, "link", "set", &tun, "up"])?;
+        run(
+            "ip",
+            &[
+                "-n",
+                &r,
+                "route",
+                "add",
+                "default",
+                "dev",
+                &tun,
+                "table",
+                RELAY_TABLE,
+            ],
+        )?;
+        run(
+            "ip",
+            &[
+                "netns", "exec", &c, "nft", "add", "table", "inet", "pfsweep",
+            ],
+        )?;
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &c,
+                "nft",
+                "add",
+                "chain",
+                "inet",
+                "pfsweep",
+                "pre",
+                "{ type filter hook prerouting priority -300; policy accept; }",
+            ],
+        )
+    }
+
+    /// Drops `pct` percent of the packets reaching the client (0: none).
+    pub fn set_loss(&self, pct: u32) -> Result<(), String> {
+        let c = self.ns("c");
+        run(
+            "ip",
+            &[
+                "netns", "exec", &c, "nft", "flush", "chain", "inet", "pfsweep", "pre",
+            ],
+        )?;
+        if pct > 0 {
+            let n = pct.to_string();
+            run(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    &c,
+                    "nft",
+                    "add",
+                    "rule",
+                    "inet",
+                    "pfsweep",
+                    "pre",
+                    "iifname",
+                    &self.dev("cr"),
+                    "numgen",
+                    "random",
+                    "mod",
+                    "100",
+                    "<",
+                    &n,
+                    "counter",
+                    "drop",
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Limits the router → client link to `mbps` (token bucket, 50 ms of queue); `None`: the
+    /// veth's own rate.
+    pub fn set_rate(&self, mbps: Option<u32>) -> Result<(), String> {
+        let (r, rc) = (self.ns("r"), self.dev("rc"));
+        // Absent the first time: ignore the error.
+        let _ = run(
+            "ip",
+            &[
+                "netns", "exec", &r, "tc", "qdisc", "del", "dev", &rc, "root",
+            ],
+        );
+        if let Some(m) = mbps {
+            // Burst: at least one 1 ms of traffic and 16 KiB.
+            let burst = format!("{}", (u64::from(m) * 1_000_000 / 8 / 1000).max(16_384));
+            run(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    &r,
+                    "tc",
+                    "qdisc",
+                    "add",
+                    "dev",
+                    &rc,
+                    "root",
+                    "tbf",
+                    "rate",
+                    &format!("{m}mbit"),
+                    "burst",
+                    &burst,
+                    "latency",
+                    "50ms",
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Sends host → client packets through the relay's TUN device (`on`) or straight on.
+    pub fn set_relay_route(&mut self, on: bool) -> Result<(), String> {
+        if on == self.relay_route {
+            return Ok(());
+        }
+        let (r, rh) = (self.ns("r"), self.dev("rh"));
+        let verb = if on { "add" } else { "del" };
+        run(
+            "ip",
+            &["-n", &r, "rule", verb, "iif", &rh, "lookup", RELAY_TABLE],
+        )?;
+        self.relay_route = on;
+        Ok(())
+    }
+}
+
+/// Removes every namespace (and with them their devices) of `prefix`.
+pub fn remove(prefix: &str) {
+    for role in ["h", "r", "c"] {
+        let _ = run("ip", &["netns", "del", &format!("{prefix}-{role}")]);
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        remove(&self.prefix);
+    }
+}

@@ -56,4 +56,10 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "setup: installing cargo-fuzz"
     cargo install cargo-fuzz --locked --quiet
 fi
+# The real Moonlight client library (moonlight-python) in tests/.venv: the end-to-end tests
+# (tests/e2e/run.sh) and the sweep's GameStream points (bench/tests/sweep.rs) use it.
+if [ ! -x tests/.venv/bin/python ]; then
+    python3 -m venv tests/.venv
+fi
+tests/.venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 echo "setup: done"

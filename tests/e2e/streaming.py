@@ -70,6 +70,10 @@ class Checker:
         self.identical = 0
         self.yuv_means: list[list[float]] = []
         self.stamps: list[int] = []
+        # Capture → handed out, µs: the stamp's capture time against CLOCK_MONOTONIC when
+        # moonlight-common-c handed the frame's access unit out (host and client on one
+        # machine share the clock).
+        self.latencies_us: list[int] = []
         self.unreadable = 0
         self.formats: set[str] = set()
         self.picture: dict = {}
@@ -78,11 +82,12 @@ class Checker:
         self._thread = threading.Thread(target=self._run, name="frame-checker", daemon=True)
         self._thread.start()
 
-    def offer(self, frame: av.VideoFrame) -> None:
-        """Called on the receive path: never blocks."""
+    def offer(self, frame: av.VideoFrame, handed_out_us: int | None = None) -> None:
+        """Called on the receive path: never blocks. `handed_out_us`: CLOCK_MONOTONIC (µs) when
+        moonlight-common-c handed the picture's access unit out."""
         self.offered += 1
         try:
-            self.q.put_nowait(frame)
+            self.q.put_nowait((frame, handed_out_us))
         except queue.Full:
             self.dropped += 1
 
@@ -95,12 +100,13 @@ class Checker:
             frame = self.q.get()
             if frame is None:
                 return
+            frame, handed_out_us = frame
             try:
-                self._check(frame)
+                self._check(frame, handed_out_us)
             except Exception as e:  # noqa: BLE001 - reported in the result
                 self.errors.append(repr(e))
 
-    def _check(self, frame: av.VideoFrame) -> None:
+    def _check(self, frame: av.VideoFrame, handed_out_us: int | None = None) -> None:
         w, h = frame.width, frame.height
         fmt = frame.format.name
         self.formats.add(fmt)
@@ -135,6 +141,8 @@ class Checker:
             self.unreadable += 1
         else:
             self.stamps.append(s[0])
+            if handed_out_us is not None:
+                self.latencies_us.append(handed_out_us - s[1])
         # The last sampled picture's levels in its own depth (the HDR and 4:4:4 checks).
         def native(i: int, pw: int, ph: int) -> np.ndarray:
             p = frame.planes[i]
@@ -352,6 +360,9 @@ def stream(http: NvHTTP, address: str, seconds: float, width: int, height: int, 
     decoded = 0
     decode_errors = 0
     first_frame_at = None
+    last_frame_at = None
+    received_bytes = 0
+    received_at: dict[int, int] = {}
     quit_thread = None
     quit_result: dict = {}
     terminated_early = False
@@ -366,8 +377,13 @@ def stream(http: NvHTTP, address: str, seconds: float, width: int, height: int, 
             return
         for f in frames:
             decoded += 1
+            # The packet's pts is moonlight-common-c's frame number (below): the picture's
+            # latency is counted to when the library handed its access unit out.
+            handed_out = received_at.pop(f.pts, None) if f.pts is not None else None
             if decoded % SAMPLE_EVERY == 1:
-                checker.offer(f)
+                checker.offer(f, handed_out)
+        while len(received_at) > 256:  # frames the decoder never returned
+            received_at.pop(next(iter(received_at)))
 
     done = threading.Event()
     sent_input = {"rounds": 0, "failed": 0}
@@ -430,8 +446,13 @@ def stream(http: NvHTTP, address: str, seconds: float, width: int, height: int, 
                 continue
             if first_frame_at is None:
                 first_frame_at = time.monotonic()
+            last_frame_at = time.monotonic()
+            received_bytes += len(raw.annex_b_data)
             numbers.append(raw.frame_number)
-            decode(av.Packet(raw.annex_b_data))
+            received_at[raw.frame_number] = time.monotonic_ns() // 1000
+            packet = av.Packet(raw.annex_b_data)
+            packet.pts = raw.frame_number
+            decode(packet)
         decode(None)  # flush the decoder's delayed frames
     finally:
         done.set()
@@ -447,6 +468,12 @@ def stream(http: NvHTTP, address: str, seconds: float, width: int, height: int, 
             quit_thread.join(30)
         checker.finish()
     stamps = checker.stamps
+    lat = sorted(checker.latencies_us)
+
+    def quantile(q: float):
+        return lat[min(len(lat) - 1, int(q * len(lat)))] if lat else None
+
+    span = (last_frame_at - first_frame_at) if first_frame_at and last_frame_at else 0.0
     audio_result = analyse_opus(session.wait_for_opus_config(0.1), kept_audio) \
         if analyse_audio else {}
     return {
@@ -466,6 +493,11 @@ def stream(http: NvHTTP, address: str, seconds: float, width: int, height: int, 
         "pixel_formats": sorted(checker.formats),
         "picture": checker.picture,
         "stamps_read": len(stamps),
+        "latency_us_p50": quantile(0.5),
+        "latency_us_p99": quantile(0.99),
+        "latency_samples": len(lat),
+        "video_bytes": received_bytes,
+        "goodput_bps": received_bytes * 8 / span if span > 0 else 0.0,
         "stamps_unreadable": checker.unreadable,
         "stamps_increasing": all(b > a for a, b in zip(stamps, stamps[1:])),
         "checker_errors": checker.errors,

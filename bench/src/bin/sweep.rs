@@ -44,6 +44,10 @@ struct SweepArgs {
     /// The `punktfunk` binary (default: beside this one).
     #[arg(long)]
     punktfunk: Option<PathBuf>,
+    /// Python with moonlight-python, for GameStream points (default: the repository's
+    /// tests/.venv, which scripts/setup.sh makes).
+    #[arg(long)]
+    python: Option<PathBuf>,
     /// Prefix of the testbed's namespaces and devices (1-8 characters).
     #[arg(long, default_value = "pfsw")]
     prefix: String,
@@ -177,10 +181,15 @@ fn sweep_main(a: SweepArgs) -> Result<(), String> {
     std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
     let stop = stop_flag();
     let mut bed = Testbed::up(&a.prefix)?;
+    let repo = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
     let runner = Runner {
         punktfunk,
         sweep: me,
         work,
+        python: a
+            .python
+            .unwrap_or_else(|| repo.join("tests/.venv/bin/python")),
+        e2e: repo.join("tests/e2e"),
     };
     let mut points = sweep::plan(size);
     if !a.only.is_empty() {

@@ -36,6 +36,9 @@ use crate::impair::{ImpairConfig, LossModel};
 pub enum Protocol {
     /// punktfunk/1: `punktfunk client` against `punktfunk serve`.
     Pf1,
+    /// GameStream: moonlight-python (moonlight-common-c) against `punktfunk serve`, through
+    /// the end-to-end harness's `tests/e2e/streaming.py`.
+    GameStream,
 }
 
 impl Protocol {
@@ -43,6 +46,7 @@ impl Protocol {
     pub fn name(self) -> &'static str {
         match self {
             Self::Pf1 => "pf1",
+            Self::GameStream => "gamestream",
         }
     }
 }
@@ -381,6 +385,33 @@ pub fn plan(size: Size) -> Vec<Point> {
             ..base
         });
     }
+    // GameStream through moonlight-common-c: random loss against FEC (its parity is per FEC
+    // block of at most 255 shards, adaptive from the client's loss statistics).
+    let gs_losses: &[f64] = match size {
+        Size::Ci => &[5.0],
+        Size::Quick => &[0.0, 5.0, 10.0, 20.0],
+        Size::Full => &[0.0, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0],
+    };
+    let gs_fecs: Vec<Fec> = match size {
+        Size::Ci => vec![base.fec],
+        _ => fecs.iter().copied().filter(|f| f.percent == 20).collect(),
+    };
+    for fec in &gs_fecs {
+        for &l in gs_losses {
+            points.push(Point {
+                protocol: Protocol::GameStream,
+                fec: *fec,
+                loss: if l > 0.0 {
+                    Loss::Bernoulli(l)
+                } else {
+                    Loss::None
+                },
+                // moonlight-python decodes every frame in Python: 60 fps at 720p keeps up.
+                group: "gamestream",
+                ..base
+            });
+        }
+    }
     points
 }
 
@@ -413,6 +444,9 @@ pub struct Measured {
     pub relay_lost: u64,
     /// Packets the relay reordered.
     pub relay_reordered: u64,
+    /// Frames the host sent in the stream by its own count (GameStream: its "stream stopped"
+    /// line), when known; else complete + lost.
+    pub host_sent: Option<u64>,
     /// Why the point has no result, if it failed.
     pub error: Option<String>,
 }
@@ -420,7 +454,8 @@ pub struct Measured {
 impl Measured {
     /// Frames the host sent, as the client accounts for them (complete + declared lost).
     pub fn frames_sent(&self) -> u64 {
-        self.frames_complete + self.frames_lost
+        self.host_sent
+            .unwrap_or(self.frames_complete + self.frames_lost)
     }
 
     /// Frames delivered complete, percent of those sent.
@@ -485,20 +520,27 @@ pub fn csv_row(p: &Point, m: &Measured) -> String {
     )
 }
 
-/// For each FEC setting of the `loss` group: the highest Bernoulli loss at which at least
-/// `target` percent of frames arrived complete, and the lowest at which fewer did.
-pub fn falloff(results: &[(Point, Measured)], target: f64) -> Vec<(Fec, Option<f64>, Option<f64>)> {
-    let mut fecs: Vec<Fec> = Vec::new();
-    for (p, _) in results.iter().filter(|(p, _)| p.group == "loss") {
-        if !fecs.contains(&p.fec) {
-            fecs.push(p.fec);
+/// For each protocol and FEC setting of the random-loss groups (`loss`, `gamestream`): the
+/// highest Bernoulli loss at which at least `target` percent of frames arrived complete, and
+/// the lowest at which fewer did.
+pub fn falloff(
+    results: &[(Point, Measured)],
+    target: f64,
+) -> Vec<(Protocol, Fec, Option<f64>, Option<f64>)> {
+    let random = |p: &Point| p.group == "loss" || p.group == "gamestream";
+    let mut keys: Vec<(Protocol, Fec)> = Vec::new();
+    for (p, _) in results.iter().filter(|(p, _)| random(p)) {
+        if !keys.contains(&(p.protocol, p.fec)) {
+            keys.push((p.protocol, p.fec));
         }
     }
-    fecs.into_iter()
-        .map(|fec| {
+    keys.into_iter()
+        .map(|(protocol, fec)| {
             let mut pts: Vec<(f64, f64)> = results
                 .iter()
-                .filter(|(p, m)| p.group == "loss" && p.fec == fec && m.error.is_none())
+                .filter(|(p, m)| {
+                    random(p) && p.protocol == protocol && p.fec == fec && m.error.is_none()
+                })
                 .map(|(p, m)| (p.loss.describe().1, m.delivered_pct()))
                 .collect();
             pts.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -508,7 +550,7 @@ pub fn falloff(results: &[(Point, Measured)], target: f64) -> Vec<(Fec, Option<f
                 .map(|(l, _)| *l)
                 .reduce(f64::max);
             let failed = pts.iter().find(|(_, d)| *d < target).map(|(l, _)| *l);
-            (fec, held, failed)
+            (protocol, fec, held, failed)
         })
         .collect()
 }
@@ -525,6 +567,10 @@ mod tests {
             assert!(pts.iter().any(|p| p.group == "bursts" && p.uses_relay()));
             assert!(pts.iter().any(|p| p.group == "delay" && p.uses_relay()));
             assert!(pts.iter().all(|p| p.seconds > 0.0 && p.fec.percent > 0));
+            assert!(
+                pts.iter()
+                    .any(|p| p.protocol == Protocol::GameStream && p.nft_loss() > 0)
+            );
             if size != Size::Ci {
                 for g in ["bitrate", "link"] {
                     assert!(pts.iter().any(|p| p.group == g), "{size:?} {g}");
@@ -535,9 +581,18 @@ mod tests {
         }
         // Quick fits 10 minutes at about 3 s of set-up per point.
         let q = plan(Size::Quick);
-        let secs: f64 = q.iter().map(|p| p.seconds + 3.0).sum();
+        // GameStream points cost about 6 s more (launch, RTSP, quitting).
+        let cost = |p: &Point| {
+            p.seconds
+                + if p.protocol == Protocol::Pf1 {
+                    3.0
+                } else {
+                    9.0
+                }
+        };
+        let secs: f64 = q.iter().map(cost).sum();
         assert!(secs < 540.0, "{secs} s");
-        assert!(plan(Size::Ci).iter().map(|p| p.seconds + 3.0).sum::<f64>() < 60.0);
+        assert!(plan(Size::Ci).iter().map(cost).sum::<f64>() < 60.0);
     }
 
     #[test]
@@ -628,12 +683,13 @@ mod tests {
             })
             .collect();
         let f = falloff(&results, 99.0);
-        let ten = f.iter().find(|(fec, ..)| fec.percent == 10).unwrap();
-        assert_eq!((ten.1, ten.2), (Some(5.0), Some(10.0)));
+        let ten = f.iter().find(|(_, fec, ..)| fec.percent == 10).unwrap();
+        assert_eq!((ten.2, ten.3), (Some(5.0), Some(10.0)));
         let twenty = f
             .iter()
-            .find(|(fec, ..)| fec.percent == 20 && !fec.adaptive)
+            .find(|(_, fec, ..)| fec.percent == 20 && !fec.adaptive)
             .unwrap();
-        assert_eq!((twenty.1, twenty.2), (Some(10.0), Some(20.0)));
+        assert_eq!((twenty.2, twenty.3), (Some(10.0), Some(20.0)));
+        assert!(f.iter().all(|(p, ..)| *p == Protocol::Pf1));
     }
 }

@@ -118,11 +118,12 @@ fn chart(
 
 /// The three plots.
 pub fn plots(out: &Path, results: &[(Point, Measured)]) -> Result<(), String> {
-    // Delivered % against Bernoulli loss, per FEC setting.
-    let loss = ok(results, "loss");
+    // Delivered % against Bernoulli loss, per protocol and FEC setting.
+    let mut loss = ok(results, "loss");
+    loss.extend(ok(results, "gamestream"));
     let mut lines: Vec<Line> = Vec::new();
     for (p, m) in &loss {
-        let label = p.fec.label();
+        let label = format!("{} {}", p.protocol.name(), p.fec.label());
         let at = (p.loss.describe().1, m.delivered_pct());
         match lines.iter_mut().find(|(l, _)| *l == label) {
             Some((_, v)) => v.push(at),
@@ -131,7 +132,7 @@ pub fn plots(out: &Path, results: &[(Point, Measured)]) -> Result<(), String> {
     }
     chart(
         &out.join("recovered.png"),
-        "punktfunk/1: frames delivered complete under random loss",
+        "frames delivered complete under random loss",
         "Bernoulli loss (%)",
         "frames delivered (%)",
         &lines,
@@ -213,12 +214,13 @@ pub fn summary(
         s,
         "## Where the curves fall off (≥ 99 % of frames delivered)\n"
     );
-    for (fec, held, failed) in falloff(results, 99.0) {
+    for (protocol, fec, held, failed) in falloff(results, 99.0) {
         let held = held.map_or("none".into(), |h| format!("{h} %"));
         let failed = failed.map_or("not within the sweep".into(), |f| format!("{f} %"));
         let _ = writeln!(
             s,
-            "* {}: holds up to {held} loss; first below at {failed}",
+            "* {} {}: holds up to {held} loss; first below at {failed}",
+            protocol.name(),
             fec.label()
         );
     }

@@ -1,6 +1,8 @@
 //! One sweep point (act): the relay (if the point needs it), `punktfunk serve` in the host
-//! namespace with the point's profile, `punktfunk client` in the client namespace for the
-//! point's seconds, the host's CPU per stage from `/proc`, and the client's statistics.
+//! namespace with the point's profile, the client in the client namespace for the point's
+//! seconds (`punktfunk client`, or for GameStream moonlight-python through the end-to-end
+//! harness's `streaming.py`, paired once per sweep), the host's CPU per stage from `/proc`, and
+//! the client's statistics.
 
 use std::collections::HashMap;
 use std::fs;
@@ -20,7 +22,16 @@ pub struct Runner {
     pub sweep: PathBuf,
     /// Folder for profiles, logs, state and statistics of each point.
     pub work: PathBuf,
+    /// Python with moonlight-python (`tests/.venv/bin/python`), for GameStream points.
+    pub python: PathBuf,
+    /// The end-to-end harness (`tests/e2e`: `pair_client.py`, `streaming.py`).
+    pub e2e: PathBuf,
 }
+
+/// GameStream ports of the sweep's host (HTTPS is base − 5).
+const GS_BASE_PORT: u16 = 47989;
+/// The PIN the sweep pairs its moonlight-python identity with.
+const GS_PIN: &str = "1357";
 
 /// Per-thread CPU time of a process: thread id → (name, clock ticks of user + system).
 fn thread_ticks(pid: u32) -> HashMap<String, (String, u64)> {
@@ -165,7 +176,10 @@ impl Runner {
             None
         };
         bed.set_relay_route(relay.is_some())?;
-        let result = self.stream(bed, &dir, p);
+        let result = match p.protocol {
+            super::Protocol::Pf1 => self.stream(bed, &dir, p),
+            super::Protocol::GameStream => self.gamestream(bed, &dir, p),
+        };
         bed.set_relay_route(false)?;
         let mut m = result?;
         if let Some(mut r) = relay.take() {
@@ -278,6 +292,227 @@ impl Runner {
         })();
         stop(&mut host);
         r
+    }
+}
+
+impl Runner {
+    /// A GameStream point: `serve` with the point's profile on a host state shared by every
+    /// GameStream point (so moonlight-python pairs once, at the first), then `streaming.py` in
+    /// the client namespace: frames handed out by moonlight-common-c against the host's own
+    /// count, goodput, capture → decoded latency.
+    fn gamestream(&self, bed: &Testbed, dir: &Path, p: &Point) -> Result<Measured, String> {
+        if !self.python.is_file() || !self.e2e.join("streaming.py").is_file() {
+            return Err(format!(
+                "no moonlight-python at {} (scripts/setup.sh makes tests/.venv) or no harness in {}",
+                self.python.display(),
+                self.e2e.display()
+            ));
+        }
+        let profile = dir.join("profile.toml");
+        fs::write(&profile, p.profile()).map_err(|e| e.to_string())?;
+        let state = self.work.join("gs-host-state");
+        let client_dir = self.work.join("gs-client");
+        let cert = self.work.join("gs-host-cert.pem");
+        let _ = fs::remove_file(state.join("run.json"));
+        let host_log = dir.join("host.log");
+        let base = GS_BASE_PORT.to_string();
+        let https = (GS_BASE_PORT - 5).to_string();
+        let mut host = Command::new("ip")
+            .args(["netns", "exec", &bed.ns("h")])
+            .arg(&self.punktfunk)
+            .arg("serve")
+            .arg("--profile")
+            .arg(&profile)
+            .arg("--state-dir")
+            .arg(&state)
+            .args([
+                "--base-port",
+                &base,
+                "--bind",
+                HOST_IP,
+                "--no-mdns",
+                "--no-pf1",
+            ])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&host_log).map_err(|e| e.to_string())?)
+            .spawn()
+            .map_err(|e| format!("serve: {e}"))?;
+        let common: Vec<String> = vec![
+            "--config-dir".into(),
+            client_dir.to_string_lossy().into_owned(),
+            "--address".into(),
+            HOST_IP.into(),
+            "--http-port".into(),
+            base.clone(),
+            "--https-port".into(),
+            https,
+        ];
+        let r = (|| {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while !state.join("run.json").exists() {
+                if Instant::now() > deadline
+                    || host.try_wait().map_err(|e| e.to_string())?.is_some()
+                {
+                    return Err(format!("serve did not start; see {}", host_log.display()));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if !cert.is_file() {
+                self.pair(bed, &state, &common, &cert, dir)?;
+            }
+            let (w, h, fps) = p.mode;
+            let started = Instant::now();
+            let client = Command::new("ip")
+                .args(["netns", "exec", &bed.ns("c")])
+                .arg(&self.python)
+                .arg(self.e2e.join("streaming.py"))
+                .args(&common)
+                .arg("--cert")
+                .arg(&cert)
+                .args(["--seconds", &p.seconds.to_string()])
+                .args(["--mode", &format!("{w}x{h}x{fps}")])
+                .args(["--bitrate", &(p.bitrate_mbps * 1000).to_string()])
+                .stdout(Stdio::piped())
+                .stderr(fs::File::create(dir.join("client.log")).map_err(|e| e.to_string())?)
+                .spawn()
+                .map_err(|e| format!("streaming.py: {e}"))?;
+            // CPU while frames flow: launch and RTSP take about a second.
+            let (from, to) = (1.5f64.min(p.seconds / 2.0), p.seconds.max(1.0));
+            let mut child = client;
+            let (mut before, mut after) = (None, None);
+            let deadline = started + Duration::from_secs_f64(p.seconds + 60.0);
+            let status = loop {
+                let t = started.elapsed().as_secs_f64();
+                if before.is_none() && t >= from {
+                    before = Some((Instant::now(), thread_ticks(host.id())));
+                } else if before.is_some() && after.is_none() && t >= to {
+                    after = Some((Instant::now(), thread_ticks(host.id())));
+                }
+                if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
+                    break st;
+                }
+                if Instant::now() > deadline {
+                    stop(&mut child);
+                    return Err("streaming.py did not finish in time".to_owned());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            let mut out = String::new();
+            if let Some(mut o) = child.stdout.take() {
+                use std::io::Read as _;
+                let _ = o.read_to_string(&mut out);
+            }
+            if !status.success() {
+                return Err(format!(
+                    "streaming.py exited with {status}; see {}",
+                    dir.join("client.log").display()
+                ));
+            }
+            let cpu = match (before, after) {
+                (Some((t0, a)), Some((t1, b))) => cpu_between(&a, &b, t1 - t0),
+                _ => [0.0; 5],
+            };
+            let last = out.lines().last().unwrap_or("");
+            let j: serde_json::Value = serde_json::from_str(last)
+                .map_err(|e| format!("streaming.py output: {e}: {last:?}"))?;
+            let u = |k: &str| j[k].as_u64().unwrap_or(0);
+            let received = u("frames_received");
+            Ok(Measured {
+                frames_complete: received,
+                frames_lost: u("frames_missing"),
+                goodput_mbps: j["goodput_bps"].as_f64().unwrap_or(0.0) / 1e6,
+                latency_us_p50: j["latency_us_p50"].as_i64(),
+                latency_us_p99: j["latency_us_p99"].as_i64(),
+                cpu_total_pct: cpu[0],
+                cpu_capture_pct: cpu[1],
+                cpu_encode_pct: cpu[2],
+                cpu_fec_pct: cpu[3],
+                cpu_send_pct: cpu[4],
+                ..Measured::default()
+            })
+        })();
+        stop(&mut host);
+        let mut m = r?;
+        // The host's own count of the frames it sent in this stream.
+        let log = fs::read_to_string(&host_log).unwrap_or_default();
+        m.host_sent = log
+            .lines()
+            .rev()
+            .filter(|l| l.contains("stream stopped"))
+            .filter_map(|l| {
+                let i = l.find("video_frames=")? + "video_frames=".len();
+                let digits: String = l[i..].chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().ok()
+            })
+            .next();
+        if let Some(sent) = m.host_sent {
+            m.frames_lost = sent.saturating_sub(m.frames_complete);
+        }
+        Ok(m)
+    }
+
+    /// Pairs the sweep's moonlight-python identity with the host (the operator's PIN through
+    /// `punktfunk pin`, the client's side through `pair_client.py`) and keeps the host's
+    /// certificate in `cert`.
+    fn pair(
+        &self,
+        bed: &Testbed,
+        state: &Path,
+        common: &[String],
+        cert: &Path,
+        dir: &Path,
+    ) -> Result<(), String> {
+        let mut pairing = Command::new("ip")
+            .args(["netns", "exec", &bed.ns("c")])
+            .arg(&self.python)
+            .arg(self.e2e.join("pair_client.py"))
+            .args(common)
+            .args(["--pin", GS_PIN, "--cert-out"])
+            .arg(cert)
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(dir.join("pairing.log")).map_err(|e| e.to_string())?)
+            .spawn()
+            .map_err(|e| format!("pair_client.py: {e}"))?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let armed = Command::new("ip")
+                .args(["netns", "exec", &bed.ns("h")])
+                .arg(&self.punktfunk)
+                .args(["pin", GS_PIN, "--state-dir"])
+                .arg(state)
+                .output()
+                .map_err(|e| format!("punktfunk pin: {e}"))?;
+            if armed.status.success() {
+                break;
+            }
+            if Instant::now() > deadline {
+                stop(&mut pairing);
+                return Err(format!(
+                    "the PIN was never taken: {}",
+                    String::from_utf8_lossy(&armed.stderr).trim()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Some(st) = pairing.try_wait().map_err(|e| e.to_string())? {
+                return if st.success() && cert.is_file() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "pairing failed; see {}",
+                        dir.join("pairing.log").display()
+                    ))
+                };
+            }
+            if Instant::now() > deadline {
+                stop(&mut pairing);
+                return Err("pairing did not finish".into());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 

@@ -89,6 +89,41 @@ fn cpu_between(
     g
 }
 
+/// Waits for `client` (started at `started`) to exit, at most `limit`, snapshotting the host's
+/// threads at `window.0` and `window.1` seconds in; returns its exit status and the host's CPU
+/// between the snapshots ([`cpu_between`]; zeros when the client ended before the second).
+fn wait_measuring(
+    host: u32,
+    client: &mut Child,
+    started: Instant,
+    window: (f64, f64),
+    limit: Duration,
+) -> Result<(std::process::ExitStatus, [f64; 5]), String> {
+    let deadline = started + limit;
+    let (mut before, mut after) = (None, None);
+    let status = loop {
+        let t = started.elapsed().as_secs_f64();
+        if before.is_none() && t >= window.0 {
+            before = Some((Instant::now(), thread_ticks(host)));
+        } else if before.is_some() && after.is_none() && t >= window.1 {
+            after = Some((Instant::now(), thread_ticks(host)));
+        }
+        if let Some(st) = client.try_wait().map_err(|e| e.to_string())? {
+            break st;
+        }
+        if Instant::now() > deadline {
+            stop(client);
+            return Err("did not finish in time".to_owned());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let cpu = match (before, after) {
+        (Some((t0, a)), Some((t1, b))) => cpu_between(&a, &b, t1 - t0),
+        _ => [0.0; 5],
+    };
+    Ok((status, cpu))
+}
+
 /// Sends SIGTERM to `child` and waits up to 5 s, then kills it.
 fn stop(child: &mut Child) {
     let _ = Command::new("kill")
@@ -242,29 +277,10 @@ impl Runner {
                 .map_err(|e| format!("client: {e}"))?;
             // CPU from 1 s in (the stream runs) to 0.3 s before the client's end (the
             // session's threads still exist).
-            let deadline = started + Duration::from_secs_f64(p.seconds + 30.0);
-            let (from, to) = (1.0f64.min(p.seconds / 3.0), (p.seconds - 0.3).max(0.5));
-            let (mut before, mut after) = (None, None);
-            let status = loop {
-                let t = started.elapsed().as_secs_f64();
-                if before.is_none() && t >= from {
-                    before = Some((Instant::now(), thread_ticks(host.id())));
-                } else if before.is_some() && after.is_none() && t >= to {
-                    after = Some((Instant::now(), thread_ticks(host.id())));
-                }
-                if let Some(st) = client.try_wait().map_err(|e| e.to_string())? {
-                    break st;
-                }
-                if Instant::now() > deadline {
-                    stop(&mut client);
-                    return Err("the client did not finish in time".to_owned());
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            };
-            let cpu = match (before, after) {
-                (Some((t0, a)), Some((t1, b))) => cpu_between(&a, &b, t1 - t0),
-                _ => [0.0; 5],
-            };
+            let window = (1.0f64.min(p.seconds / 3.0), (p.seconds - 0.3).max(0.5));
+            let limit = Duration::from_secs_f64(p.seconds + 30.0);
+            let (status, cpu) = wait_measuring(host.id(), &mut client, started, window, limit)
+                .map_err(|e| format!("the client {e}"))?;
             if !status.success() {
                 return Err(format!(
                     "client exited with {status}; see {}",
@@ -378,26 +394,11 @@ impl Runner {
                 .spawn()
                 .map_err(|e| format!("streaming.py: {e}"))?;
             // CPU while frames flow: launch and RTSP take about a second.
-            let (from, to) = (1.5f64.min(p.seconds / 2.0), p.seconds.max(1.0));
+            let window = (1.5f64.min(p.seconds / 2.0), p.seconds.max(1.0));
+            let limit = Duration::from_secs_f64(p.seconds + 60.0);
             let mut child = client;
-            let (mut before, mut after) = (None, None);
-            let deadline = started + Duration::from_secs_f64(p.seconds + 60.0);
-            let status = loop {
-                let t = started.elapsed().as_secs_f64();
-                if before.is_none() && t >= from {
-                    before = Some((Instant::now(), thread_ticks(host.id())));
-                } else if before.is_some() && after.is_none() && t >= to {
-                    after = Some((Instant::now(), thread_ticks(host.id())));
-                }
-                if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
-                    break st;
-                }
-                if Instant::now() > deadline {
-                    stop(&mut child);
-                    return Err("streaming.py did not finish in time".to_owned());
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            };
+            let (status, cpu) = wait_measuring(host.id(), &mut child, started, window, limit)
+                .map_err(|e| format!("streaming.py {e}"))?;
             let mut out = String::new();
             if let Some(mut o) = child.stdout.take() {
                 use std::io::Read as _;
@@ -409,10 +410,6 @@ impl Runner {
                     dir.join("client.log").display()
                 ));
             }
-            let cpu = match (before, after) {
-                (Some((t0, a)), Some((t1, b))) => cpu_between(&a, &b, t1 - t0),
-                _ => [0.0; 5],
-            };
             let last = out.lines().last().unwrap_or("");
             let j: serde_json::Value = serde_json::from_str(last)
                 .map_err(|e| format!("streaming.py output: {e}: {last:?}"))?;

@@ -183,64 +183,35 @@ impl Testbed {
                 RELAY_TABLE,
             ],
         )?;
-        run(
-            "ip",
-            &[
-                "netns", "exec", &c, "nft", "add", "table", "inet", "pfsweep",
-            ],
-        )?;
-        run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &c,
-                "nft",
-                "add",
-                "chain",
-                "inet",
-                "pfsweep",
-                "pre",
-                "{ type filter hook prerouting priority -300; policy accept; }",
-            ],
-        )
+        self.nft(&["add", "table", "inet", "pfsweep"])?;
+        self.nft(&[
+            "add",
+            "chain",
+            "inet",
+            "pfsweep",
+            "pre",
+            "{ type filter hook prerouting priority -300; policy accept; }",
+        ])
+    }
+
+    /// Runs `nft args…` in the client namespace (its `inet pfsweep` table holds the loss rule).
+    fn nft(&self, args: &[&str]) -> Result<(), String> {
+        let c = self.ns("c");
+        let mut argv = vec!["netns", "exec", c.as_str(), "nft"];
+        argv.extend_from_slice(args);
+        run("ip", &argv)
     }
 
     /// Drops `pct` percent of the packets reaching the client (0: none).
     pub fn set_loss(&self, pct: u32) -> Result<(), String> {
-        let c = self.ns("c");
-        run(
-            "ip",
-            &[
-                "netns", "exec", &c, "nft", "flush", "chain", "inet", "pfsweep", "pre",
-            ],
-        )?;
+        self.nft(&["flush", "chain", "inet", "pfsweep", "pre"])?;
         if pct > 0 {
             let n = pct.to_string();
-            run(
-                "ip",
-                &[
-                    "netns",
-                    "exec",
-                    &c,
-                    "nft",
-                    "add",
-                    "rule",
-                    "inet",
-                    "pfsweep",
-                    "pre",
-                    "iifname",
-                    &self.dev("cr"),
-                    "numgen",
-                    "random",
-                    "mod",
-                    "100",
-                    "<",
-                    &n,
-                    "counter",
-                    "drop",
-                ],
-            )?;
+            let dev = self.dev("cr");
+            self.nft(&[
+                "add", "rule", "inet", "pfsweep", "pre", "iifname", &dev, "numgen", "random",
+                "mod", "100", "<", &n, "counter", "drop",
+            ])?;
         }
         Ok(())
     }

@@ -29,13 +29,15 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # encoders) and dav1d (the tests' AV1 decoder): docs/capture.md "Encoders".
 # fonts-dejavu-core: the font of the sweep's PNG plots (bench/src/sweep/plot.rs); iproute2,
 # nftables (above) and tc build its testbed (docs/sweeps.md). ethtool: `punktfunk tune` reads
-# NIC rings and offloads with it (docs/tuning.md "Checking the machine").
+# NIC rings and offloads with it (docs/tuning.md "Checking the machine"). openssh-server: the
+# LAN sweep's test runs a real sshd as its stand-in peer (bench/tests/sweep.rs; docs/sweeps.md).
 PKGS=(build-essential pkg-config iproute2 nftables python3 python3-venv libopus-dev nasm python3-numpy ffmpeg
       sway swaybg wev wtype
       libpipewire-0.3-dev libspa-0.2-dev libclang-dev clang libavcodec-dev libavutil-dev
       pipewire wireplumber dbus gstreamer1.0-pipewire gstreamer1.0-tools gstreamer1.0-plugins-base
       mutter kwin-wayland gstreamer1.0-plugins-bad
-      libvulkan1 mesa-vulkan-drivers fonts-dejavu-core ethtool)
+      libvulkan1 mesa-vulkan-drivers fonts-dejavu-core ethtool
+      openssh-server openssh-client)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -43,7 +45,21 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}"
     $SUDO apt-get update -qq
+    # No service starts during the install (openssh-server would otherwise start a system sshd
+    # on port 22: the tests run their own, on a namespace's address only). A policy-rc.d that
+    # is already there is left alone.
+    guard=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+        $SUDO chmod 755 /usr/sbin/policy-rc.d
+        guard=1
+    fi
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+    [ -n "$guard" ] && $SUDO rm -f /usr/sbin/policy-rc.d
+    # systemd machines: the unit stays disabled.
+    if [[ " ${missing[*]} " == *" openssh-server "* ]] && command -v systemctl >/dev/null; then
+        $SUDO systemctl disable ssh.service >/dev/null 2>&1 || true
+    fi
 fi
 
 command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust (rustup) first" >&2; exit 1; }

@@ -14,7 +14,7 @@ mod skip {
 }
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The issue's columns (docs/sweeps.md "CSV").
@@ -31,9 +31,31 @@ const REQUIRED: [&str; 10] = [
     "latency_us_p99",
 ];
 
-#[test]
-fn ci_sweep_writes_a_csv_that_shows_loss_fec_and_the_relay_at_work() {
-    // The effective uid, from /proc (no libc call).
+type Row<'a> = HashMap<&'a str, &'a str>;
+
+/// The sweep's CSV as rows by column name; the issue's columns must be there.
+fn parse(csv: &str) -> Vec<Row<'_>> {
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().expect("header").split(',').collect();
+    for col in REQUIRED {
+        assert!(header.contains(&col), "column {col} missing: {header:?}");
+    }
+    lines
+        .map(|l| {
+            let v: Vec<&str> = l.split(',').collect();
+            assert_eq!(v.len(), header.len(), "{l}");
+            header.iter().copied().zip(v).collect()
+        })
+        .collect()
+}
+
+/// A numeric cell.
+fn num(r: &Row<'_>, k: &str) -> f64 {
+    r[k].parse().unwrap_or_else(|_| panic!("{k} = {:?}", r[k]))
+}
+
+/// Whether this process runs as root (from /proc, no libc call); skips the test otherwise.
+fn root_or_skip(what: &str) -> bool {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let root = status
         .lines()
@@ -41,13 +63,13 @@ fn ci_sweep_writes_a_csv_that_shows_loss_fec_and_the_relay_at_work() {
         .and_then(|l| l.split_whitespace().nth(2))
         == Some("0");
     if !root {
-        skip::skip(
-            "netns",
-            "the sweep's testbed needs root (network namespaces)",
-        );
-        return;
+        skip::skip("netns", format!("{what} needs root (network namespaces)"));
     }
-    let sweep = PathBuf::from(env!("CARGO_BIN_EXE_sweep"));
+    root
+}
+
+/// The `punktfunk` binary beside the sweep, built if missing.
+fn punktfunk_binary(sweep: &Path) -> PathBuf {
     let punktfunk = sweep.with_file_name("punktfunk");
     if !punktfunk.is_file() {
         // `cargo test --workspace` builds it (punktfunk-control's integration tests need it).
@@ -57,6 +79,16 @@ fn ci_sweep_writes_a_csv_that_shows_loss_fec_and_the_relay_at_work() {
             .expect("cargo");
         assert!(built.success());
     }
+    punktfunk
+}
+
+#[test]
+fn ci_sweep_writes_a_csv_that_shows_loss_fec_and_the_relay_at_work() {
+    if !root_or_skip("the sweep's testbed") {
+        return;
+    }
+    let sweep = PathBuf::from(env!("CARGO_BIN_EXE_sweep"));
+    let punktfunk = punktfunk_binary(&sweep);
     let out = std::env::temp_dir().join(format!("pf-sweep-ci-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let run = Command::new(&sweep)
@@ -75,23 +107,9 @@ fn ci_sweep_writes_a_csv_that_shows_loss_fec_and_the_relay_at_work() {
     assert!(run.status.success(), "sweep failed: {log}");
 
     let csv = std::fs::read_to_string(out.join("sweep.csv")).expect("sweep.csv");
-    let mut lines = csv.lines();
-    let header: Vec<&str> = lines.next().expect("header").split(',').collect();
-    for col in REQUIRED {
-        assert!(header.contains(&col), "column {col} missing: {header:?}");
-    }
-    let rows: Vec<HashMap<&str, &str>> = lines
-        .map(|l| {
-            let v: Vec<&str> = l.split(',').collect();
-            assert_eq!(v.len(), header.len(), "{l}");
-            header.iter().copied().zip(v).collect()
-        })
-        .collect();
+    let rows = parse(&csv);
     println!("{csv}");
     assert_eq!(rows.len(), 5, "{csv}");
-    let num = |r: &HashMap<&str, &str>, k: &str| -> f64 {
-        r[k].parse().unwrap_or_else(|_| panic!("{k} = {:?}", r[k]))
-    };
     for r in &rows {
         assert_eq!(r["error"], "", "{r:?}");
         assert!(num(r, "frames_sent") >= 30.0, "{r:?}");
@@ -146,4 +164,225 @@ fn ci_sweep_writes_a_csv_that_shows_loss_fec_and_the_relay_at_work() {
         assert!(len > 0, "{f} missing");
     }
     let _ = std::fs::remove_dir_all(&out);
+}
+
+/// Runs `cmd args…`, panicking with its stderr when it fails.
+fn sh(cmd: &str, args: &[&str]) {
+    let out = Command::new(cmd).args(args).output().expect(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Two namespaces joined by one veth stand in for two machines on a LAN; the "peer" runs a
+/// real sshd (its own host key, a key pair made here for root's login). Removed on drop.
+struct FakeLan {
+    ns: [String; 2],
+    sshd: Option<std::process::Child>,
+    dir: PathBuf,
+}
+
+impl Drop for FakeLan {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.sshd.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in &self.ns {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn lan_sweep_runs_the_client_on_the_peer_over_ssh() {
+    if !root_or_skip("the LAN sweep's stand-in LAN") {
+        return;
+    }
+    if !Path::new("/usr/sbin/sshd").is_file() {
+        skip::skip(
+            "sshd",
+            "the LAN sweep's peer needs openssh-server (scripts/setup.sh)",
+        );
+        return;
+    }
+    let sweep = PathBuf::from(env!("CARGO_BIN_EXE_sweep"));
+    let punktfunk = punktfunk_binary(&sweep);
+    let id = std::process::id() % 10_000;
+    let (h, c) = (format!("pflh{id}"), format!("pflc{id}"));
+    let dir = std::env::temp_dir().join(format!("pf-sweep-lan-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut lan = FakeLan {
+        ns: [h.clone(), c.clone()],
+        sshd: None,
+        dir: dir.clone(),
+    };
+    let (hv, cv) = (format!("pfl{id}a"), format!("pfl{id}b"));
+    for ns in [&h, &c] {
+        sh("ip", &["netns", "add", ns]);
+        sh("ip", &["-n", ns, "link", "set", "lo", "up"]);
+    }
+    sh(
+        "ip",
+        &[
+            "link", "add", &hv, "netns", &h, "type", "veth", "peer", "name", &cv, "netns", &c,
+        ],
+    );
+    sh("ip", &["-n", &h, "addr", "add", "10.79.0.1/24", "dev", &hv]);
+    sh("ip", &["-n", &c, "addr", "add", "10.79.0.2/24", "dev", &cv]);
+    // One datagram per packet, as a NIC without USO puts them on the wire.
+    sh("ip", &["-n", &h, "link", "set", &hv, "gso_max_segs", "1"]);
+    sh("ip", &["-n", &h, "link", "set", &hv, "up"]);
+    sh("ip", &["-n", &c, "link", "set", &cv, "up"]);
+
+    let key = dir.join("id");
+    let host_key = dir.join("host_key");
+    for k in [&key, &host_key] {
+        sh(
+            "ssh-keygen",
+            &["-q", "-t", "ed25519", "-N", "", "-f", &k.to_string_lossy()],
+        );
+    }
+    let auth = dir.join("authorized_keys");
+    std::fs::copy(dir.join("id.pub"), &auth).unwrap();
+    let config = dir.join("sshd_config");
+    std::fs::write(
+        &config,
+        format!(
+            "ListenAddress 10.79.0.2\nPort 22\nHostKey {}\nAuthorizedKeysFile {}\n\
+             PermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\n\
+             PasswordAuthentication no\nPidFile {}\n",
+            host_key.display(),
+            auth.display(),
+            dir.join("sshd.pid").display()
+        ),
+    )
+    .unwrap();
+    // sshd's privilege-separation folder.
+    std::fs::create_dir_all("/run/sshd").unwrap();
+    lan.sshd = Some(
+        Command::new("ip")
+            .args(["netns", "exec", &c, "/usr/sbin/sshd", "-D", "-e", "-f"])
+            .arg(&config)
+            .stderr(std::fs::File::create(dir.join("sshd.log")).unwrap())
+            .spawn()
+            .expect("sshd"),
+    );
+    let ssh = format!(
+        "ssh -i {} -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+         -o LogLevel=ERROR -o ConnectTimeout=5",
+        key.display()
+    );
+    // sshd listens within a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let mut probe = Command::new("ip");
+        probe.args(["netns", "exec", &h]);
+        probe
+            .args(ssh.split_whitespace())
+            .args(["root@10.79.0.2", "true"]);
+        if probe.output().is_ok_and(|o| o.status.success()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sshd did not come up: {}",
+            std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+
+    let out = dir.join("out");
+    let run = Command::new("ip")
+        .args(["netns", "exec", &h])
+        .arg(&sweep)
+        .args(["--ci", "--lan", "--iface", &hv, "--peer", "root@10.79.0.2"])
+        .args(["--ssh", &ssh])
+        .arg("--peer-dir")
+        .arg(&dir)
+        .arg("--out")
+        .arg(&out)
+        .arg("--punktfunk")
+        .arg(&punktfunk)
+        .output()
+        .expect("run the sweep");
+    let log = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "sweep failed: {log}");
+    assert!(log.contains("across"), "{log}");
+    let netem = !log.contains("no netem here");
+    let csv = std::fs::read_to_string(out.join("sweep.csv")).expect("sweep.csv");
+    let rows = parse(&csv);
+    println!("{csv}");
+    assert_eq!(rows.len(), 5, "{csv}");
+    for r in &rows {
+        let needs_netem = r["group"] == "bursts" || r["group"] == "delay";
+        if needs_netem && !netem {
+            // Said plainly, not run half.
+            assert!(r["error"].contains("need tc netem"), "{r:?}");
+            continue;
+        }
+        assert_eq!(r["error"], "", "{r:?}");
+        assert!(num(r, "frames_sent") >= 30.0, "{r:?}");
+        assert!(num(r, "goodput_mbps") > 0.0, "{r:?}");
+    }
+    // 5 % loss on the peer (nftables, or netem here): the client on the peer repaired frames
+    // with FEC, and the GameStream client there (moonlight-python over ssh) streamed.
+    let bern = rows
+        .iter()
+        .find(|r| r["protocol"] == "pf1" && r["loss_model"] == "bernoulli")
+        .expect("pf1 bernoulli row");
+    assert!(num(bern, "frames_recovered") > 0.0, "{bern:?}");
+    let gs = rows
+        .iter()
+        .find(|r| r["protocol"] == "gamestream")
+        .expect("gamestream row");
+    assert!(num(gs, "frames_recovered_pct") >= 50.0, "{gs:?}");
+    // The sweep removed its folder on the peer and the peer's nftables table.
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("punktfunk-sweep-")
+        })
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let tables = Command::new("ip")
+        .args(["netns", "exec", &c, "nft", "list", "tables"])
+        .output()
+        .expect("nft");
+    assert!(
+        !String::from_utf8_lossy(&tables.stdout).contains("pfsweep"),
+        "the peer's table stayed"
+    );
+}
+
+#[test]
+fn punktfunk_sweep_runs_the_sweep_installed_beside_it() {
+    let sweep = PathBuf::from(env!("CARGO_BIN_EXE_sweep"));
+    let punktfunk = punktfunk_binary(&sweep);
+    let out = Command::new(&punktfunk)
+        .args(["sweep", "--help"])
+        .output()
+        .expect("punktfunk sweep");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("Loss and latency sweeps"), "{text}");
+    assert!(text.contains("--lan"), "{text}");
+    // Arguments reach the sweep unchanged: its own error for a missing --peer.
+    let out = Command::new(&punktfunk)
+        .args(["sweep", "--lan", "--iface", "lo"])
+        .output()
+        .expect("punktfunk sweep");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--peer"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

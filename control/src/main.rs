@@ -161,6 +161,15 @@ enum Command {
         #[command(subcommand)]
         action: Option<TuneAction>,
     },
+    /// Loss and latency sweep (docs/sweeps.md): runs the `sweep` binary installed beside this
+    /// one (`cargo build --release -p punktfunk-bench --bin sweep`) with these arguments, e.g.
+    /// `punktfunk sweep --quick --out DIR`; `punktfunk sweep --help` lists them.
+    #[command(disable_help_flag = true)]
+    Sweep {
+        /// Everything after `sweep`, handed on unchanged.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 /// `punktfunk tune` actions.
@@ -171,6 +180,24 @@ enum TuneAction {
     /// Make the fixes that are safe to make unasked (sysctl limits, NIC rings, interrupt
     /// affinity), then check again. Needs root.
     Apply,
+}
+
+/// `punktfunk sweep …`: replaces this process with the `sweep` binary beside it (its own
+/// `--punktfunk` default then finds this binary), or the one on PATH.
+fn sweep(args: &[std::ffi::OsString]) -> ExitCode {
+    use std::os::unix::process::CommandExt as _;
+    let beside = std::env::current_exe()
+        .ok()
+        .map(|me| me.with_file_name("sweep"))
+        .filter(|p| p.is_file());
+    let program = beside.unwrap_or_else(|| PathBuf::from("sweep"));
+    let err = std::process::Command::new(&program).args(args).exec();
+    eprintln!(
+        "punktfunk sweep: cannot run {} ({err}); build it with `cargo build --release -p \
+         punktfunk-bench --bin sweep` (it is installed beside punktfunk)",
+        program.display()
+    );
+    ExitCode::from(2)
 }
 
 fn api_client(args: &ApiArgs) -> Result<ApiClient, CliError> {
@@ -405,6 +432,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             },
         ),
+        Command::Sweep { args } => sweep(&args),
         Command::Tune { profile, action } => match match action {
             Some(TuneAction::Apply) => punktfunk_control::tune::apply(profile.as_deref()),
             Some(TuneAction::Check) | None => punktfunk_control::tune::report(profile.as_deref()),

@@ -5,6 +5,9 @@
 //! sudo target/release/sweep [--ci | --quick | --full] --out DIR [--punktfunk PATH] [--prefix P]
 //! ```
 //!
+//! Across a real LAN: `sweep --lan --iface IF --peer [USER@]ADDR …` runs the host here and the
+//! client on the peer over ssh (docs/sweeps.md "Across a LAN").
+//!
 //! Writes DIR/sweep.csv (after every point), DIR/summary.md and DIR/{recovered,latency,
 //! goodput}.png; the points' logs stay in DIR/work. Needs root (network namespaces).
 //! `sweep relay …` is the impairment relay the sweep starts in its router namespace.
@@ -16,7 +19,9 @@ use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
 use punktfunk_bench::impair::{ImpairConfig, LossModel};
-use punktfunk_bench::sweep::{self, Size, plot, relay, run::Runner, testbed::Testbed};
+use punktfunk_bench::sweep::lan::Lan;
+use punktfunk_bench::sweep::testbed::{Bed, Testbed};
+use punktfunk_bench::sweep::{self, Size, plot, relay, run::Runner};
 
 #[derive(Parser)]
 #[command(about = "Loss and latency sweeps over network namespaces (docs/sweeps.md)")]
@@ -57,9 +62,31 @@ struct SweepArgs {
     /// Seconds per point instead of the size's default.
     #[arg(long)]
     seconds: Option<f64>,
-    /// Run across a real LAN instead (not built yet: docs/sweeps.md).
-    #[arg(long)]
+    /// Run across a real LAN: the host here on --iface, the client on --peer over ssh
+    /// (docs/sweeps.md "Across a LAN").
+    #[arg(long, requires_all = ["iface", "peer"])]
     lan: bool,
+    /// This machine's interface towards the peer (--lan).
+    #[arg(long, requires = "lan")]
+    iface: Option<String>,
+    /// The peer, as ssh reaches it: [USER@]ADDR (--lan; root for nftables loss without netem).
+    #[arg(long, requires = "lan")]
+    peer: Option<String>,
+    /// The ssh command and its options (--lan).
+    #[arg(long, default_value = "ssh -o BatchMode=yes -o ConnectTimeout=10")]
+    ssh: String,
+    /// Folder on the peer under which the sweep makes (and removes) its own (--lan).
+    #[arg(long, default_value = "/tmp")]
+    peer_dir: PathBuf,
+    /// The `punktfunk` binary on the peer (--lan; default: the same path as here).
+    #[arg(long)]
+    peer_punktfunk: Option<PathBuf>,
+    /// Python with moonlight-python on the peer (--lan; default: the same path as here).
+    #[arg(long)]
+    peer_python: Option<PathBuf>,
+    /// The end-to-end harness folder on the peer (--lan; default: the same path as here).
+    #[arg(long)]
+    peer_e2e: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -155,9 +182,6 @@ fn main() -> std::process::ExitCode {
 }
 
 fn sweep_main(a: SweepArgs) -> Result<(), String> {
-    if a.lan {
-        return Err("--lan is not built yet (docs/sweeps.md \"Not done\")".into());
-    }
     let size = if a.ci {
         Size::Ci
     } else if a.full {
@@ -180,16 +204,40 @@ fn sweep_main(a: SweepArgs) -> Result<(), String> {
     let work = out.join("work");
     std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
     let stop = stop_flag();
-    let mut bed = Testbed::up(&a.prefix)?;
     let repo = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    let python = a
+        .python
+        .unwrap_or_else(|| repo.join("tests/.venv/bin/python"));
+    let e2e = repo.join("tests/e2e");
+    let mut bed: Box<dyn Bed> = match (&a.iface, &a.peer) {
+        (Some(iface), Some(peer)) if a.lan => {
+            // Our own folder under --peer-dir: the one the sweep removes at the end.
+            let peer_work = a
+                .peer_dir
+                .join(format!("punktfunk-sweep-{}", std::process::id()));
+            let lan = Lan::up(iface, peer, &a.ssh, &work, &peer_work)?;
+            eprintln!(
+                "sweep: across {iface} ({}) to {peer}; {}",
+                lan.address(),
+                if lan.has_netem() {
+                    "tc netem shapes the link"
+                } else {
+                    "no netem here: tbf rate and the peer's nftables loss only"
+                }
+            );
+            Box::new(lan)
+        }
+        _ => Box::new(Testbed::up(&a.prefix)?),
+    };
     let runner = Runner {
+        client_punktfunk: a.peer_punktfunk.unwrap_or_else(|| punktfunk.clone()),
+        client_python: a.peer_python.unwrap_or_else(|| python.clone()),
+        client_e2e: a.peer_e2e.unwrap_or_else(|| e2e.clone()),
         punktfunk,
         sweep: me,
         work,
-        python: a
-            .python
-            .unwrap_or_else(|| repo.join("tests/.venv/bin/python")),
-        e2e: repo.join("tests/e2e"),
+        python,
+        e2e,
     };
     let mut points = sweep::plan(size);
     if !a.only.is_empty() {
@@ -230,7 +278,7 @@ fn sweep_main(a: SweepArgs) -> Result<(), String> {
             format!("{:?} {}", p.loss.describe().0, p.fec.label()),
             eta
         );
-        let m = runner.point(&mut bed, i, p);
+        let m = runner.point(bed.as_mut(), i, p);
         if let Some(e) = &m.error {
             eprintln!("\npoint {i}: {e}");
         }
@@ -239,7 +287,7 @@ fn sweep_main(a: SweepArgs) -> Result<(), String> {
     }
     eprintln!();
     drop(bed);
-    let command = format!(
+    let mut command = format!(
         "sweep --{} --out {}",
         match size {
             Size::Ci => "ci",
@@ -248,6 +296,9 @@ fn sweep_main(a: SweepArgs) -> Result<(), String> {
         },
         out.display()
     );
+    if let (true, Some(i), Some(p)) = (a.lan, &a.iface, &a.peer) {
+        command.push_str(&format!(" --lan --iface {i} --peer {p}"));
+    }
     plot::plots(&out, &results)?;
     plot::summary(
         &out,

@@ -7,8 +7,11 @@
 //!                                the relay's route on and off; torn down on drop and on Ctrl-C
 //!  tun.rs      (act, unsafe)     a TUN device opened by name (ioctl TUNSETIFF)
 //!  relay.rs    (act)             the impairment relay: TUN ─► crate::impair ─► TUN
-//!  run.rs      (act)             one point: `punktfunk serve` in the host namespace, `punktfunk
-//!                                client` in the client namespace, CPU per stage from /proc
+//!  lan.rs      (act)             the same knobs across a real LAN: tc netem (or tbf + the
+//!                                peer's nftables) on this machine's interface, the client
+//!                                on the peer over ssh
+//!  run.rs      (act)             one point: `punktfunk serve` on the bed's host side,
+//!                                `punktfunk client` on its client side, CPU per stage from /proc
 //!  plot.rs     (act)             CSV, markdown summary and PNG plots into the output folder
 //! ```
 //!
@@ -22,6 +25,7 @@
 //!                       → main table → client
 //! ```
 
+pub mod lan;
 pub mod plot;
 pub mod relay;
 pub mod run;
@@ -555,9 +559,104 @@ pub fn falloff(
         .collect()
 }
 
+/// The `tc qdisc … netem` arguments for a LAN point (after `netem`): Bernoulli `loss_pct`, the
+/// link rate and the relay's impairment `imp` in netem's terms; empty when the point needs
+/// none of them.
+///
+/// netem's differences from our relay: its jitter is ± around the delay (ours adds 0..=J and
+/// keeps order), so the delay is centred (`delay + J/2 ± J/2`) and netem may reorder jittered
+/// packets; its `reorder` sends the chosen packets at once and delays the others, so it needs a
+/// delay (the relay's reorder gap when the point has none). Gilbert–Elliott maps one to one
+/// (`gemodel p r 1-h 1-k`).
+pub fn netem_args(
+    loss_pct: u32,
+    rate_mbps: Option<u32>,
+    imp: Option<&ImpairConfig>,
+) -> Vec<String> {
+    let mut a = Vec::new();
+    let pct = |x: f64| format!("{:.4}%", x * 100.0);
+    match imp.map(|i| i.loss) {
+        Some(LossModel::GilbertElliott {
+            p_gb,
+            p_bg,
+            loss_good,
+            loss_bad,
+        }) => a.extend([
+            "loss".into(),
+            "gemodel".into(),
+            pct(p_gb),
+            pct(p_bg),
+            pct(loss_bad),
+            pct(loss_good),
+        ]),
+        Some(LossModel::Bernoulli { p }) => a.extend(["loss".into(), "random".into(), pct(p)]),
+        _ if loss_pct > 0 => a.extend(["loss".into(), "random".into(), format!("{loss_pct}%")]),
+        _ => {}
+    }
+    if let Some(i) = imp {
+        let mut delay = i.delay_us + i.jitter_us / 2;
+        if i.reorder > 0.0 && delay == 0 {
+            delay = i.reorder_gap_us;
+        }
+        if delay > 0 {
+            a.extend(["delay".into(), format!("{delay}us")]);
+            if i.jitter_us > 0 {
+                a.push(format!("{}us", i.jitter_us / 2));
+            }
+        }
+        if i.reorder > 0.0 {
+            a.extend(["reorder".into(), pct(i.reorder)]);
+        }
+    }
+    if let Some(m) = rate_mbps {
+        a.extend(["rate".into(), format!("{m}mbit")]);
+    }
+    if !a.is_empty() {
+        a.extend(["limit".into(), "100000".into()]);
+    }
+    a
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn netem_carries_each_knob_in_its_own_terms() {
+        assert!(netem_args(0, None, None).is_empty());
+        let j = |a: Vec<String>| a.join(" ");
+        assert_eq!(j(netem_args(5, None, None)), "loss random 5% limit 100000");
+        assert_eq!(
+            j(netem_args(0, Some(100), None)),
+            "rate 100mbit limit 100000"
+        );
+        let ge = ImpairConfig {
+            loss: LossModel::GilbertElliott {
+                p_gb: 0.01,
+                p_bg: 0.25,
+                loss_good: 0.0,
+                loss_bad: 1.0,
+            },
+            delay_us: 2_000,
+            jitter_us: 1_000,
+            reorder: 0.0,
+            ..ImpairConfig::default()
+        };
+        assert_eq!(
+            j(netem_args(0, None, Some(&ge))),
+            "loss gemodel 1.0000% 25.0000% 100.0000% 0.0000% delay 2500us 500us limit 100000"
+        );
+        // Reordering without delay: the relay's gap becomes netem's delay.
+        let re = ImpairConfig {
+            reorder: 0.02,
+            reorder_gap_us: 2_000,
+            ..ImpairConfig::default()
+        };
+        assert_eq!(
+            j(netem_args(0, Some(50), Some(&re))),
+            "delay 2000us reorder 2.0000% rate 50mbit limit 100000"
+        );
+    }
 
     #[test]
     fn plans_cover_every_figure() {

@@ -116,20 +116,29 @@ fn chart(
     root.present().map_err(|x| e(&x))
 }
 
-/// The three plots.
-pub fn plots(out: &Path, results: &[(Point, Measured)]) -> Result<(), String> {
-    // Delivered % against Bernoulli loss, per protocol and FEC setting.
-    let mut loss = ok(results, "loss");
-    loss.extend(ok(results, "gamestream"));
+/// Points grouped into one line per label, in order of first appearance.
+fn legend_lines(points: impl Iterator<Item = (String, (f64, f64))>) -> Vec<Line> {
     let mut lines: Vec<Line> = Vec::new();
-    for (p, m) in &loss {
-        let label = format!("{} {}", p.protocol.name(), p.fec.label());
-        let at = (p.loss.describe().1, m.delivered_pct());
+    for (label, at) in points {
         match lines.iter_mut().find(|(l, _)| *l == label) {
             Some((_, v)) => v.push(at),
             None => lines.push((label, vec![at])),
         }
     }
+    lines
+}
+
+/// The three plots.
+pub fn plots(out: &Path, results: &[(Point, Measured)]) -> Result<(), String> {
+    // Delivered % against Bernoulli loss, per protocol and FEC setting.
+    let mut loss = ok(results, "loss");
+    loss.extend(ok(results, "gamestream"));
+    let lines = legend_lines(loss.iter().map(|(p, m)| {
+        (
+            format!("{} {}", p.protocol.name(), p.fec.label()),
+            (p.loss.describe().1, m.delivered_pct()),
+        )
+    }));
     chart(
         &out.join("recovered.png"),
         "frames delivered complete under random loss",
@@ -169,16 +178,12 @@ pub fn plots(out: &Path, results: &[(Point, Measured)]) -> Result<(), String> {
         ],
     )?;
     // Goodput against link rate, per send path (rate-limited points only).
-    let mut lines: Vec<Line> = Vec::new();
-    for (p, m) in ok(results, "link") {
-        let Some(rate) = p.link_mbps else { continue };
-        let label = format!("{}, pacing {}", p.send.name(), p.send.pacing_share);
-        let at = (f64::from(rate), m.goodput_mbps);
-        match lines.iter_mut().find(|(l, _)| *l == label) {
-            Some((_, v)) => v.push(at),
-            None => lines.push((label, vec![at])),
-        }
-    }
+    let lines = legend_lines(ok(results, "link").iter().filter_map(|(p, m)| {
+        Some((
+            format!("{}, pacing {}", p.send.name(), p.send.pacing_share),
+            (f64::from(p.link_mbps?), m.goodput_mbps),
+        ))
+    }));
     chart(
         &out.join("goodput.png"),
         "punktfunk/1: goodput of a 30 Mbit/s stream against link rate",

@@ -1,5 +1,5 @@
-//! One sweep point (act): the relay (if the point needs it), `punktfunk serve` in the host
-//! namespace with the point's profile, the client in the client namespace for the point's
+//! One sweep point (act): the impairment (if the point needs it), `punktfunk serve` on the
+//! bed's host side with the point's profile, the client on its client side for the point's
 //! seconds (`punktfunk client`, or for GameStream moonlight-python through the end-to-end
 //! harness's `streaming.py`, paired once per sweep), the host's CPU per stage from `/proc`, and
 //! the client's statistics.
@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::testbed::{HOST_IP, Testbed};
+use super::testbed::Bed;
 use super::{Measured, Point};
 
 /// Where the binaries are and where a point's files go.
@@ -26,6 +26,13 @@ pub struct Runner {
     pub python: PathBuf,
     /// The end-to-end harness (`tests/e2e`: `pair_client.py`, `streaming.py`).
     pub e2e: PathBuf,
+    /// The `punktfunk` binary, Python and harness where the client runs (the same paths on
+    /// the namespace testbed; the peer's on a LAN).
+    pub client_punktfunk: PathBuf,
+    /// See [`Runner::client_punktfunk`].
+    pub client_python: PathBuf,
+    /// See [`Runner::client_punktfunk`].
+    pub client_e2e: PathBuf,
 }
 
 /// GameStream ports of the sweep's host (HTTPS is base − 5).
@@ -125,7 +132,7 @@ fn wait_measuring(
 }
 
 /// Sends SIGTERM to `child` and waits up to 5 s, then kills it.
-fn stop(child: &mut Child) {
+pub(super) fn stop(child: &mut Child) {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
@@ -141,7 +148,7 @@ fn stop(child: &mut Child) {
 }
 
 /// Waits until `log` contains `needle` or `timeout` passes (or `child` exits).
-fn wait_for_log(
+pub(super) fn wait_for_log(
     log: &Path,
     needle: &str,
     child: &mut Child,
@@ -170,7 +177,7 @@ fn wait_for_log(
 
 impl Runner {
     /// Runs point number `n` on `bed`; a failure is recorded in the result, not returned.
-    pub fn point(&self, bed: &mut Testbed, n: usize, p: &Point) -> Measured {
+    pub fn point(&self, bed: &mut dyn Bed, n: usize, p: &Point) -> Measured {
         match self.try_point(bed, n, p) {
             Ok(m) => m,
             Err(e) => Measured {
@@ -180,70 +187,45 @@ impl Runner {
         }
     }
 
-    fn try_point(&self, bed: &mut Testbed, n: usize, p: &Point) -> Result<Measured, String> {
+    fn try_point(&self, bed: &mut dyn Bed, n: usize, p: &Point) -> Result<Measured, String> {
         let dir = self.work.join(format!("point-{n:03}"));
         fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         bed.set_loss(p.nft_loss())?;
         bed.set_rate(p.link_mbps)?;
-        // The relay first, its route second: no packet goes into a TUN nobody reads.
-        let mut relay = if p.uses_relay() {
-            let cfg = p.impairment(n as u64 + 1);
-            let log = fs::File::create(dir.join("relay.log")).map_err(|e| e.to_string())?;
-            let mut child = Command::new("ip")
-                .args(["netns", "exec", &bed.ns("r")])
-                .arg(&self.sweep)
-                .arg("relay")
-                .args(["--tun", &bed.tun()])
-                .args(["--stats", &dir.join("relay.json").to_string_lossy()])
-                .args(relay_args(&cfg))
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .map_err(|e| format!("relay: {e}"))?;
-            wait_for_log(
-                &dir.join("relay.log"),
-                "relaying",
-                &mut child,
-                Duration::from_secs(5),
-            )?;
-            Some(child)
-        } else {
-            None
-        };
-        bed.set_relay_route(relay.is_some())?;
-        let result = match p.protocol {
-            super::Protocol::Pf1 => self.stream(bed, &dir, p),
-            super::Protocol::GameStream => self.gamestream(bed, &dir, p),
-        };
-        bed.set_relay_route(false)?;
-        let mut m = result?;
-        if let Some(mut r) = relay.take() {
-            stop(&mut r);
-            let stats: serde_json::Value = fs::read_to_string(dir.join("relay.json"))
-                .ok()
-                .and_then(|t| serde_json::from_str(&t).ok())
-                .ok_or("the relay wrote no statistics")?;
-            m.relay_lost =
-                stats["lost"].as_u64().unwrap_or(0) + stats["overflow"].as_u64().unwrap_or(0);
-            m.relay_reordered = stats["reordered"].as_u64().unwrap_or(0);
+        let impaired = p.uses_relay();
+        if impaired {
+            bed.impair(&p.impairment(n as u64 + 1), &dir, &self.sweep)?;
         }
+        let result = match p.protocol {
+            super::Protocol::Pf1 => self.stream(&*bed, &dir, p),
+            super::Protocol::GameStream => self.gamestream(&*bed, &dir, p),
+        };
+        let counted = if impaired { bed.unimpair() } else { Ok((0, 0)) };
+        let mut m = result?;
+        (m.relay_lost, m.relay_reordered) = counted?;
         Ok(m)
     }
 
     /// Host and client for one point.
-    fn stream(&self, bed: &Testbed, dir: &Path, p: &Point) -> Result<Measured, String> {
+    fn stream(&self, bed: &dyn Bed, dir: &Path, p: &Point) -> Result<Measured, String> {
         let profile = dir.join("profile.toml");
         fs::write(&profile, p.profile()).map_err(|e| e.to_string())?;
         let host_log = dir.join("host.log");
-        let mut host = Command::new("ip")
-            .args(["netns", "exec", &bed.ns("h")])
-            .arg(&self.punktfunk)
-            .arg("serve")
-            .arg("--profile")
-            .arg(&profile)
-            .arg("--state-dir")
-            .arg(dir.join("host-state"))
-            .args(["--no-mdns", "--allow-unpaired", "--api", "127.0.0.1:48100"])
+        let mut host = bed
+            .host(
+                &self.punktfunk,
+                &[
+                    "serve".into(),
+                    "--profile".into(),
+                    path(&profile),
+                    "--state-dir".into(),
+                    path(&dir.join("host-state")),
+                    "--no-mdns".into(),
+                    "--allow-unpaired".into(),
+                    "--api".into(),
+                    "127.0.0.1:48100".into(),
+                ],
+            )
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(fs::File::create(&host_log).map_err(|e| e.to_string())?)
@@ -256,21 +238,30 @@ impl Runner {
                 &mut host,
                 Duration::from_secs(15),
             )?;
-            let stats = dir.join("client.json");
+            let cdir = bed.client_dir(dir, "client")?;
+            let stats = cdir.join("client.json");
             let (w, h, fps) = p.mode;
+            let limit = Duration::from_secs_f64(p.seconds + 30.0);
             let started = Instant::now();
-            let mut client = Command::new("ip")
-                .args(["netns", "exec", &bed.ns("c")])
-                .arg(&self.punktfunk)
-                .arg("client")
-                .arg(HOST_IP)
-                .args(["--mode", &format!("{w}x{h}@{fps}")])
-                .args(["--duration", &p.seconds.to_string()])
-                .arg("--stats-json")
-                .arg(&stats)
-                .arg("--state-dir")
-                .arg(dir.join("client-state"))
-                .args(["--name", "sweep"])
+            let mut client = bed
+                .client(
+                    &self.client_punktfunk,
+                    &[
+                        "client".into(),
+                        bed.host_ip(),
+                        "--mode".into(),
+                        format!("{w}x{h}@{fps}"),
+                        "--duration".into(),
+                        p.seconds.to_string(),
+                        "--stats-json".into(),
+                        path(&stats),
+                        "--state-dir".into(),
+                        path(&cdir.join("state")),
+                        "--name".into(),
+                        "sweep".into(),
+                    ],
+                    limit,
+                )
                 .stdout(Stdio::null())
                 .stderr(fs::File::create(dir.join("client.log")).map_err(|e| e.to_string())?)
                 .spawn()
@@ -278,7 +269,6 @@ impl Runner {
             // CPU from 1 s in (the stream runs) to 0.3 s before the client's end (the
             // session's threads still exist).
             let window = (1.0f64.min(p.seconds / 3.0), (p.seconds - 0.3).max(0.5));
-            let limit = Duration::from_secs_f64(p.seconds + 30.0);
             let (status, cpu) = wait_measuring(host.id(), &mut client, started, window, limit)
                 .map_err(|e| format!("the client {e}"))?;
             if !status.success() {
@@ -287,8 +277,7 @@ impl Runner {
                     dir.join("client.log").display()
                 ));
             }
-            let text =
-                fs::read_to_string(&stats).map_err(|e| format!("{}: {e}", stats.display()))?;
+            let text = bed.read_client_file(&stats)?;
             let j: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
             let u = |k: &str| j[k].as_u64().unwrap_or(0);
             Ok(Measured {
@@ -316,7 +305,7 @@ impl Runner {
     /// GameStream point (so moonlight-python pairs once, at the first), then `streaming.py` in
     /// the client namespace: frames handed out by moonlight-common-c against the host's own
     /// count, goodput, capture → decoded latency.
-    fn gamestream(&self, bed: &Testbed, dir: &Path, p: &Point) -> Result<Measured, String> {
+    fn gamestream(&self, bed: &dyn Bed, dir: &Path, p: &Point) -> Result<Measured, String> {
         if !self.python.is_file() || !self.e2e.join("streaming.py").is_file() {
             return Err(format!(
                 "no moonlight-python at {} (scripts/setup.sh makes tests/.venv) or no harness in {}",
@@ -327,28 +316,33 @@ impl Runner {
         let profile = dir.join("profile.toml");
         fs::write(&profile, p.profile()).map_err(|e| e.to_string())?;
         let state = self.work.join("gs-host-state");
-        let client_dir = self.work.join("gs-client");
-        let cert = self.work.join("gs-host-cert.pem");
+        // The client's identity and the host's certificate, kept by the client's side; the
+        // marker says the pairing is done.
+        let client_dir = bed.client_dir(&self.work, "gs-client")?;
+        let cert = client_dir.join("host-cert.pem");
+        let paired = self.work.join("gs-paired");
         let _ = fs::remove_file(state.join("run.json"));
         let host_log = dir.join("host.log");
+        let host_ip = bed.host_ip();
         let base = GS_BASE_PORT.to_string();
         let https = (GS_BASE_PORT - 5).to_string();
-        let mut host = Command::new("ip")
-            .args(["netns", "exec", &bed.ns("h")])
-            .arg(&self.punktfunk)
-            .arg("serve")
-            .arg("--profile")
-            .arg(&profile)
-            .arg("--state-dir")
-            .arg(&state)
-            .args([
-                "--base-port",
-                &base,
-                "--bind",
-                HOST_IP,
-                "--no-mdns",
-                "--no-pf1",
-            ])
+        let mut host = bed
+            .host(
+                &self.punktfunk,
+                &[
+                    "serve".into(),
+                    "--profile".into(),
+                    path(&profile),
+                    "--state-dir".into(),
+                    path(&state),
+                    "--base-port".into(),
+                    base.clone(),
+                    "--bind".into(),
+                    host_ip.clone(),
+                    "--no-mdns".into(),
+                    "--no-pf1".into(),
+                ],
+            )
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(fs::File::create(&host_log).map_err(|e| e.to_string())?)
@@ -356,11 +350,11 @@ impl Runner {
             .map_err(|e| format!("serve: {e}"))?;
         let common: Vec<String> = vec![
             "--config-dir".into(),
-            client_dir.to_string_lossy().into_owned(),
+            path(&client_dir),
             "--address".into(),
-            HOST_IP.into(),
+            host_ip,
             "--http-port".into(),
-            base.clone(),
+            base,
             "--https-port".into(),
             https,
         ];
@@ -374,29 +368,33 @@ impl Runner {
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            if !cert.is_file() {
+            if !paired.is_file() {
                 self.pair(bed, &state, &common, &cert, dir)?;
+                fs::write(&paired, b"").map_err(|e| e.to_string())?;
             }
             let (w, h, fps) = p.mode;
+            let limit = Duration::from_secs_f64(p.seconds + 60.0);
+            let mut args = vec![path(&self.client_e2e.join("streaming.py"))];
+            args.extend(common.iter().cloned());
+            args.extend([
+                "--cert".into(),
+                path(&cert),
+                "--seconds".into(),
+                p.seconds.to_string(),
+                "--mode".into(),
+                format!("{w}x{h}x{fps}"),
+                "--bitrate".into(),
+                (p.bitrate_mbps * 1000).to_string(),
+            ]);
             let started = Instant::now();
-            let client = Command::new("ip")
-                .args(["netns", "exec", &bed.ns("c")])
-                .arg(&self.python)
-                .arg(self.e2e.join("streaming.py"))
-                .args(&common)
-                .arg("--cert")
-                .arg(&cert)
-                .args(["--seconds", &p.seconds.to_string()])
-                .args(["--mode", &format!("{w}x{h}x{fps}")])
-                .args(["--bitrate", &(p.bitrate_mbps * 1000).to_string()])
+            let mut child = bed
+                .client(&self.client_python, &args, limit)
                 .stdout(Stdio::piped())
                 .stderr(fs::File::create(dir.join("client.log")).map_err(|e| e.to_string())?)
                 .spawn()
                 .map_err(|e| format!("streaming.py: {e}"))?;
             // CPU while frames flow: launch and RTSP take about a second.
             let window = (1.5f64.min(p.seconds / 2.0), p.seconds.max(1.0));
-            let limit = Duration::from_secs_f64(p.seconds + 60.0);
-            let mut child = client;
             let (status, cpu) = wait_measuring(host.id(), &mut child, started, window, limit)
                 .map_err(|e| format!("streaming.py {e}"))?;
             let mut out = String::new();
@@ -450,34 +448,42 @@ impl Runner {
     }
 
     /// Pairs the sweep's moonlight-python identity with the host (the operator's PIN through
-    /// `punktfunk pin`, the client's side through `pair_client.py`) and keeps the host's
-    /// certificate in `cert`.
+    /// `punktfunk pin`, the client's side through `pair_client.py`), which keeps the host's
+    /// certificate in `cert` on the client's side.
     fn pair(
         &self,
-        bed: &Testbed,
+        bed: &dyn Bed,
         state: &Path,
         common: &[String],
         cert: &Path,
         dir: &Path,
     ) -> Result<(), String> {
-        let mut pairing = Command::new("ip")
-            .args(["netns", "exec", &bed.ns("c")])
-            .arg(&self.python)
-            .arg(self.e2e.join("pair_client.py"))
-            .args(common)
-            .args(["--pin", GS_PIN, "--cert-out"])
-            .arg(cert)
+        let mut args = vec![path(&self.client_e2e.join("pair_client.py"))];
+        args.extend(common.iter().cloned());
+        args.extend([
+            "--pin".into(),
+            GS_PIN.into(),
+            "--cert-out".into(),
+            path(cert),
+        ]);
+        let mut pairing = bed
+            .client(&self.client_python, &args, Duration::from_secs(120))
             .stdout(Stdio::null())
             .stderr(fs::File::create(dir.join("pairing.log")).map_err(|e| e.to_string())?)
             .spawn()
             .map_err(|e| format!("pair_client.py: {e}"))?;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let armed = Command::new("ip")
-                .args(["netns", "exec", &bed.ns("h")])
-                .arg(&self.punktfunk)
-                .args(["pin", GS_PIN, "--state-dir"])
-                .arg(state)
+            let armed = bed
+                .host(
+                    &self.punktfunk,
+                    &[
+                        "pin".into(),
+                        GS_PIN.into(),
+                        "--state-dir".into(),
+                        path(state),
+                    ],
+                )
                 .output()
                 .map_err(|e| format!("punktfunk pin: {e}"))?;
             if armed.status.success() {
@@ -495,7 +501,7 @@ impl Runner {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             if let Some(st) = pairing.try_wait().map_err(|e| e.to_string())? {
-                return if st.success() && cert.is_file() {
+                return if st.success() {
                     Ok(())
                 } else {
                     Err(format!(
@@ -511,6 +517,11 @@ impl Runner {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// A path as a command-line argument.
+fn path(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
 }
 
 /// The relay's command-line arguments for `cfg` (parsed back by the `sweep relay`

@@ -7,7 +7,39 @@
 //! run's namespaces; `up` removes leftovers of an earlier run with the same prefix, and
 //! [`Testbed`] removes everything on drop. Needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN).
 
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::impair::ImpairConfig;
+
+/// Where a sweep point runs (act): the namespace [`Testbed`] or a real LAN
+/// ([`super::lan::Lan`]). Each says how to start a program on the host's and on the client's
+/// side, where the client's files live and how to read them back, and turns the point's
+/// knobs.
+pub trait Bed {
+    /// A command that runs `program args…` where the host runs.
+    fn host(&self, program: &Path, args: &[String]) -> Command;
+    /// A command that runs `program args…` where the client runs; it ends by itself after
+    /// `limit` at the latest, even where killing the local process cannot reach it.
+    fn client(&self, program: &Path, args: &[String], limit: Duration) -> Command;
+    /// The address the client reaches the host at.
+    fn host_ip(&self) -> String;
+    /// The client side's folder for `name` under the point's work folder `local` (the same
+    /// folder where both sides share a file system); made if missing.
+    fn client_dir(&self, local: &Path, name: &str) -> Result<PathBuf, String>;
+    /// Reads a file the client wrote (a path [`Bed::client_dir`] gave).
+    fn read_client_file(&self, path: &Path) -> Result<String, String>;
+    /// Drops `pct` percent of the host's packets to the client (0: none).
+    fn set_loss(&mut self, pct: u32) -> Result<(), String>;
+    /// Limits the host → client link to `mbps`; `None`: the link's own rate.
+    fn set_rate(&mut self, mbps: Option<u32>) -> Result<(), String>;
+    /// Starts the point's bursts, delay, jitter and reordering (`cfg`), with its files in `dir`
+    /// and `sweep` the sweep binary (its `relay` subcommand).
+    fn impair(&mut self, cfg: &ImpairConfig, dir: &Path, sweep: &Path) -> Result<(), String>;
+    /// Stops what [`Bed::impair`] started: `(lost, reordered)` packets where it counts them.
+    fn unimpair(&mut self) -> Result<(u64, u64), String>;
+}
 
 /// Host address (host namespace).
 pub const HOST_IP: &str = "10.78.0.1";
@@ -21,6 +53,8 @@ const RELAY_TABLE: &str = "100";
 pub struct Testbed {
     prefix: String,
     relay_route: bool,
+    /// The running relay and its statistics file.
+    relay: Option<(Child, PathBuf)>,
 }
 
 /// Runs `cmd args…`; an error carries the command and its stderr.
@@ -55,6 +89,7 @@ impl Testbed {
         let bed = Self {
             prefix: prefix.to_owned(),
             relay_route: false,
+            relay: None,
         };
         bed.build()
             .map_err(|e| format!("testbed: {e} (needs root and iproute2, nftables)"))?;
@@ -203,7 +238,7 @@ impl Testbed {
     }
 
     /// Drops `pct` percent of the packets reaching the client (0: none).
-    pub fn set_loss(&self, pct: u32) -> Result<(), String> {
+    fn drop_pct(&self, pct: u32) -> Result<(), String> {
         self.nft(&["flush", "chain", "inet", "pfsweep", "pre"])?;
         if pct > 0 {
             let n = pct.to_string();
@@ -218,7 +253,7 @@ impl Testbed {
 
     /// Limits the router → client link to `mbps` (token bucket, 50 ms of queue); `None`: the
     /// veth's own rate.
-    pub fn set_rate(&self, mbps: Option<u32>) -> Result<(), String> {
+    fn shape(&self, mbps: Option<u32>) -> Result<(), String> {
         let (r, rc) = (self.ns("r"), self.dev("rc"));
         // Absent the first time: ignore the error.
         let _ = run(
@@ -256,7 +291,7 @@ impl Testbed {
     }
 
     /// Sends host → client packets through the relay's TUN device (`on`) or straight on.
-    pub fn set_relay_route(&mut self, on: bool) -> Result<(), String> {
+    fn set_relay_route(&mut self, on: bool) -> Result<(), String> {
         if on == self.relay_route {
             return Ok(());
         }
@@ -271,6 +306,90 @@ impl Testbed {
     }
 }
 
+impl Bed for Testbed {
+    fn host(&self, program: &Path, args: &[String]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns("h")])
+            .arg(program)
+            .args(args);
+        c
+    }
+
+    fn client(&self, program: &Path, args: &[String], _limit: Duration) -> Command {
+        // A local child: the runner's own deadline stops it.
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns("c")])
+            .arg(program)
+            .args(args);
+        c
+    }
+
+    fn host_ip(&self) -> String {
+        HOST_IP.to_owned()
+    }
+
+    fn client_dir(&self, local: &Path, name: &str) -> Result<PathBuf, String> {
+        let d = local.join(name);
+        std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+        Ok(d)
+    }
+
+    fn read_client_file(&self, path: &Path) -> Result<String, String> {
+        std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    fn set_loss(&mut self, pct: u32) -> Result<(), String> {
+        self.drop_pct(pct)
+    }
+
+    fn set_rate(&mut self, mbps: Option<u32>) -> Result<(), String> {
+        self.shape(mbps)
+    }
+
+    fn impair(&mut self, cfg: &ImpairConfig, dir: &Path, sweep: &Path) -> Result<(), String> {
+        // The relay first, its route second: no packet goes into a TUN nobody reads.
+        let log_path = dir.join("relay.log");
+        let stats = dir.join("relay.json");
+        let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.ns("r")])
+            .arg(sweep)
+            .arg("relay")
+            .args(["--tun", &self.tun()])
+            .arg("--stats")
+            .arg(&stats)
+            .args(super::run::relay_args(cfg))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("relay: {e}"))?;
+        if let Err(e) =
+            super::run::wait_for_log(&log_path, "relaying", &mut child, Duration::from_secs(5))
+        {
+            super::run::stop(&mut child);
+            return Err(e);
+        }
+        self.relay = Some((child, stats));
+        self.set_relay_route(true)
+    }
+
+    fn unimpair(&mut self) -> Result<(u64, u64), String> {
+        self.set_relay_route(false)?;
+        let Some((mut child, stats)) = self.relay.take() else {
+            return Ok((0, 0));
+        };
+        super::run::stop(&mut child);
+        let s: serde_json::Value = std::fs::read_to_string(&stats)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .ok_or("the relay wrote no statistics")?;
+        Ok((
+            s["lost"].as_u64().unwrap_or(0) + s["overflow"].as_u64().unwrap_or(0),
+            s["reordered"].as_u64().unwrap_or(0),
+        ))
+    }
+}
+
 /// Removes every namespace (and with them their devices) of `prefix`.
 pub fn remove(prefix: &str) {
     for role in ["h", "r", "c"] {
@@ -280,6 +399,9 @@ pub fn remove(prefix: &str) {
 
 impl Drop for Testbed {
     fn drop(&mut self) {
+        if let Some((mut child, _)) = self.relay.take() {
+            super::run::stop(&mut child);
+        }
         remove(&self.prefix);
     }
 }

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use crate::impair::ImpairConfig;
 
-use super::testbed::Bed;
+use super::testbed::{Bed, output as local, tbf_args};
 
 /// A LAN hop to a peer; torn down on drop.
 #[derive(Debug)]
@@ -52,23 +52,6 @@ pub fn shell_quote(s: &str) -> String {
         return s.to_owned();
     }
     format!("'{}'", s.replace('\'', r"'\''"))
-}
-
-/// Runs a local command; an error carries it and its stderr.
-fn local(cmd: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{cmd}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "{cmd} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
 }
 
 impl Lan {
@@ -193,26 +176,8 @@ impl Lan {
             ));
         }
         if let Some(m) = self.rate_mbps {
-            let burst = (u64::from(m) * 1_000_000 / 8 / 1000)
-                .max(16_384)
-                .to_string();
-            local(
-                "tc",
-                &[
-                    "qdisc",
-                    "add",
-                    "dev",
-                    &self.iface,
-                    "root",
-                    "tbf",
-                    "rate",
-                    &format!("{m}mbit"),
-                    "burst",
-                    &burst,
-                    "latency",
-                    "50ms",
-                ],
-            )?;
+            let argv = tbf_args(&self.iface, m);
+            local("tc", &argv.iter().map(String::as_str).collect::<Vec<_>>())?;
         }
         let host = &self.host_ip;
         let rule = if self.loss_pct > 0 {

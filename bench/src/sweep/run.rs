@@ -206,31 +206,49 @@ impl Runner {
         Ok(m)
     }
 
+    /// Starts `punktfunk serve` on the bed's host side with `profile`, `state`, no mDNS and
+    /// `extra`, logging to `log`.
+    fn serve(
+        &self,
+        bed: &dyn Bed,
+        profile: &Path,
+        state: &Path,
+        extra: &[String],
+        log: &Path,
+    ) -> Result<Child, String> {
+        let mut args = vec![
+            "serve".into(),
+            "--profile".into(),
+            path(profile),
+            "--state-dir".into(),
+            path(state),
+            "--no-mdns".into(),
+        ];
+        args.extend_from_slice(extra);
+        bed.host(&self.punktfunk, &args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?)
+            .spawn()
+            .map_err(|e| format!("serve: {e}"))
+    }
+
     /// Host and client for one point.
     fn stream(&self, bed: &dyn Bed, dir: &Path, p: &Point) -> Result<Measured, String> {
         let profile = dir.join("profile.toml");
         fs::write(&profile, p.profile()).map_err(|e| e.to_string())?;
         let host_log = dir.join("host.log");
-        let mut host = bed
-            .host(
-                &self.punktfunk,
-                &[
-                    "serve".into(),
-                    "--profile".into(),
-                    path(&profile),
-                    "--state-dir".into(),
-                    path(&dir.join("host-state")),
-                    "--no-mdns".into(),
-                    "--allow-unpaired".into(),
-                    "--api".into(),
-                    "127.0.0.1:48100".into(),
-                ],
-            )
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&host_log).map_err(|e| e.to_string())?)
-            .spawn()
-            .map_err(|e| format!("serve: {e}"))?;
+        let mut host = self.serve(
+            bed,
+            &profile,
+            &dir.join("host-state"),
+            &[
+                "--allow-unpaired".into(),
+                "--api".into(),
+                "127.0.0.1:48100".into(),
+            ],
+            &host_log,
+        )?;
         let r = (|| {
             wait_for_log(
                 &host_log,
@@ -326,28 +344,19 @@ impl Runner {
         let host_ip = bed.host_ip();
         let base = GS_BASE_PORT.to_string();
         let https = (GS_BASE_PORT - 5).to_string();
-        let mut host = bed
-            .host(
-                &self.punktfunk,
-                &[
-                    "serve".into(),
-                    "--profile".into(),
-                    path(&profile),
-                    "--state-dir".into(),
-                    path(&state),
-                    "--base-port".into(),
-                    base.clone(),
-                    "--bind".into(),
-                    host_ip.clone(),
-                    "--no-mdns".into(),
-                    "--no-pf1".into(),
-                ],
-            )
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&host_log).map_err(|e| e.to_string())?)
-            .spawn()
-            .map_err(|e| format!("serve: {e}"))?;
+        let mut host = self.serve(
+            bed,
+            &profile,
+            &state,
+            &[
+                "--base-port".into(),
+                base.clone(),
+                "--bind".into(),
+                host_ip.clone(),
+                "--no-pf1".into(),
+            ],
+            &host_log,
+        )?;
         let common: Vec<String> = vec![
             "--config-dir".into(),
             path(&client_dir),

@@ -57,14 +57,37 @@ pub struct Testbed {
     relay: Option<(Child, PathBuf)>,
 }
 
+/// `tc` arguments limiting `dev`'s egress to `mbps` with a token bucket: a burst of at least
+/// 1 ms of traffic and 16 KiB, 50 ms of queue.
+pub(super) fn tbf_args(dev: &str, mbps: u32) -> Vec<String> {
+    let burst = (u64::from(mbps) * 1_000_000 / 8 / 1000).max(16_384);
+    ["qdisc", "add", "dev", dev, "root", "tbf", "rate"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .chain([
+            format!("{mbps}mbit"),
+            "burst".into(),
+            burst.to_string(),
+            "latency".into(),
+            "50ms".into(),
+        ])
+        .collect()
+}
+
 /// Runs `cmd args…`; an error carries the command and its stderr.
 fn run(cmd: &str, args: &[&str]) -> Result<(), String> {
+    output(cmd, args).map(drop)
+}
+
+/// Runs `cmd args…` and returns its standard output; an error carries the command and its
+/// stderr.
+pub(super) fn output(cmd: &str, args: &[&str]) -> Result<String, String> {
     let out = Command::new(cmd)
         .args(args)
         .output()
         .map_err(|e| format!("{cmd}: {e}"))?;
     if out.status.success() {
-        Ok(())
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
         Err(format!(
             "{cmd} {}: {}",
@@ -263,29 +286,9 @@ impl Testbed {
             ],
         );
         if let Some(m) = mbps {
-            // Burst: at least one 1 ms of traffic and 16 KiB.
-            let burst = format!("{}", (u64::from(m) * 1_000_000 / 8 / 1000).max(16_384));
-            run(
-                "ip",
-                &[
-                    "netns",
-                    "exec",
-                    &r,
-                    "tc",
-                    "qdisc",
-                    "add",
-                    "dev",
-                    &rc,
-                    "root",
-                    "tbf",
-                    "rate",
-                    &format!("{m}mbit"),
-                    "burst",
-                    &burst,
-                    "latency",
-                    "50ms",
-                ],
-            )?;
+            let mut argv = vec!["netns".to_owned(), "exec".into(), r, "tc".into()];
+            argv.extend(tbf_args(&rc, m));
+            run("ip", &argv.iter().map(String::as_str).collect::<Vec<_>>())?;
         }
         Ok(())
     }

@@ -510,8 +510,8 @@ impl Pf1Workload {
 pub fn reconfigure_once() -> (f64, f64) {
     use punktfunk_control::host::state::StateDir;
     use punktfunk_control::pf1::Mode;
-    use punktfunk_control::pf1::connect::{ConnectOptions, run};
     use punktfunk_control::pf1::listener::{Listener, ListenerOptions};
+    use punktfunk_core::reference::{ConnectOptions, run};
 
     let dir = std::env::temp_dir().join(format!("pf1-reconf-{}-{}", std::process::id(), unique()));
     let port = std::net::UdpSocket::bind("127.0.0.1:0")
@@ -537,6 +537,7 @@ pub fn reconfigure_once() -> (f64, f64) {
         stats_json: Some(stats.clone()),
         inject_loss: 0.0,
         inputs: Vec::new(),
+        decode: false,
     })
     .expect("reference client run");
     listener.shutdown();

@@ -68,13 +68,21 @@ fn root_or_skip(what: &str) -> bool {
     root
 }
 
-/// The `punktfunk` binary beside the sweep, built if missing.
+/// The `punktfunk` binary beside the sweep (and `punktfunk-client`, which `punktfunk client`
+/// runs), built if missing.
 fn punktfunk_binary(sweep: &Path) -> PathBuf {
     let punktfunk = sweep.with_file_name("punktfunk");
-    if !punktfunk.is_file() {
-        // `cargo test --workspace` builds it (punktfunk-control's integration tests need it).
+    if !punktfunk.is_file() || !sweep.with_file_name("punktfunk-client").is_file() {
+        // `cargo test --workspace` builds them (the crates' integration tests need them).
         let built = Command::new(env!("CARGO"))
-            .args(["build", "-p", "punktfunk-control", "--bin", "punktfunk"])
+            .args([
+                "build",
+                "-p",
+                "punktfunk-control",
+                "-p",
+                "punktfunk-client",
+                "--bins",
+            ])
             .status()
             .expect("cargo");
         assert!(built.success());

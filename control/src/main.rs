@@ -63,38 +63,14 @@ enum Command {
         #[arg(long, hide = true, conflicts_with = "allow_unpaired")]
         require_pairing: bool,
     },
-    /// Connect to a punktfunk/1 host and receive its stream (the reference client).
+    /// Connect to a punktfunk/1 host, receive, decode and report its stream: runs the
+    /// reference client `punktfunk-client` (built on the client core's C ABI) installed beside
+    /// this binary, with the same arguments (`punktfunk client --help` lists them).
+    #[command(disable_help_flag = true)]
     Client {
-        /// HOST or HOST:PORT (default port 47900).
-        host: String,
-        /// Pair with the host: give the PIN it shows, or leave it out to be asked for it.
-        #[arg(long, num_args = 0..=1, default_missing_value = "", value_name = "PIN")]
-        pair: Option<String>,
-        /// Mode to ask for, WIDTHxHEIGHT@FPS.
-        #[arg(long, default_value = "1920x1080@60", value_parser = parse_mode)]
-        mode: punktfunk_control::pf1::Mode,
-        /// Switch to this mode half way through the run (renegotiation).
-        #[arg(long, alias = "reconfigure", value_parser = parse_mode)]
-        remode: Option<punktfunk_control::pf1::Mode>,
-        /// Name the host shows for this client (default: this machine's host name).
-        #[arg(long)]
-        name: Option<String>,
-        /// Seconds to receive before saying Goodbye.
-        #[arg(long, alias = "hold", default_value_t = 5.0)]
-        duration: f64,
-        /// Write the received Annex-B video stream to this file.
-        #[arg(long)]
-        record: Option<PathBuf>,
-        /// Write statistics (frames, modes, goodput, latency) as JSON to this file.
-        #[arg(long)]
-        stats_json: Option<PathBuf>,
-        /// Drop this fraction of data-plane datagrams on receipt (exercises FEC).
-        #[arg(long, default_value_t = 0.0)]
-        inject_loss: f64,
-        /// State directory for the client identity and pinned hosts
-        /// (default ~/.local/share/punktfunk).
-        #[arg(long)]
-        state_dir: Option<PathBuf>,
+        /// Arguments of `punktfunk-client`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
     },
     /// Enter the PIN a pairing Moonlight client shows: arms the pairing window with it and
     /// gives it to the waiting client (with nobody waiting: to the next client that pairs).
@@ -222,73 +198,27 @@ fn report<T>(
     }
 }
 
-fn parse_mode(s: &str) -> Result<punktfunk_control::pf1::Mode, String> {
-    let bad = || format!("{s:?} is not WIDTHxHEIGHT@FPS");
-    let (wh, fps) = s.split_once('@').ok_or_else(bad)?;
-    let (w, h) = wh.split_once('x').ok_or_else(bad)?;
-    let n = |v: &str| v.trim().parse::<u16>().map_err(|_| bad());
-    Ok(punktfunk_control::pf1::Mode::new(n(w)?, n(h)?, n(fps)?))
-}
-
-/// `punktfunk client` arguments.
-struct ClientArgs {
-    host: String,
-    pair: Option<String>,
-    mode: punktfunk_control::pf1::Mode,
-    remode: Option<punktfunk_control::pf1::Mode>,
-    name: Option<String>,
-    duration: f64,
-    record: Option<PathBuf>,
-    stats_json: Option<PathBuf>,
-    inject_loss: f64,
-    state_dir: Option<PathBuf>,
-}
-
-fn client(a: ClientArgs) -> Result<String, String> {
-    use punktfunk_control::pf1::{Pin, connect};
-    let ClientArgs {
-        host,
-        pair,
-        mode,
-        remode,
-        name,
-        duration,
-        record,
-        stats_json,
-        inject_loss,
-        state_dir,
-    } = a;
-    if !(0.0..=86_400.0).contains(&duration) || !(0.0..1.0).contains(&inject_loss) {
-        return Err("--duration must be 0..=86400 s and --inject-loss in [0, 1)".into());
+/// `punktfunk client ARGS…`: runs `punktfunk-client ARGS…` from this binary's directory
+/// (where cargo and the install put both), else from `PATH`; its exit status is ours.
+fn client(args: &[std::ffi::OsString]) -> ExitCode {
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("punktfunk-client")))
+        .filter(|p| p.is_file());
+    let program = beside.unwrap_or_else(|| PathBuf::from("punktfunk-client"));
+    match std::process::Command::new(&program).args(args).status() {
+        Ok(s) => s
+            .code()
+            .and_then(|c| u8::try_from(c).ok())
+            .map_or(ExitCode::FAILURE, ExitCode::from),
+        Err(e) => {
+            eprintln!(
+                "punktfunk client: cannot run {}: {e} (build it: cargo build -p punktfunk-client)",
+                program.display()
+            );
+            ExitCode::FAILURE
+        }
     }
-    let pair = match pair.as_deref() {
-        None => None,
-        Some("") => Some(None),
-        Some(p) => Some(Some(Pin::parse(p).map_err(|e| e.to_string())?)),
-    };
-    let dir = match state_dir {
-        Some(d) => d,
-        None => StateDir::default_path().map_err(|e| e.to_string())?,
-    };
-    let name = name.unwrap_or_else(|| {
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_else(|_| "punktfunk client".into())
-    });
-    connect::run(connect::ConnectOptions {
-        host,
-        state_dir: StateDir::open(dir).map_err(|e| e.to_string())?,
-        pair,
-        mode,
-        remodes: remode.into_iter().collect(),
-        name,
-        duration: std::time::Duration::from_secs_f64(duration),
-        record,
-        stats_json,
-        inject_loss,
-        inputs: Vec::new(),
-    })
-    .map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {
@@ -324,36 +254,7 @@ fn main() -> ExitCode {
             };
             report("serve", serve::run_blocking(opts), |()| ExitCode::SUCCESS)
         }
-        Command::Client {
-            host,
-            pair,
-            mode,
-            remode,
-            name,
-            duration,
-            record,
-            stats_json,
-            inject_loss,
-            state_dir,
-        } => report(
-            "client",
-            client(ClientArgs {
-                host,
-                pair,
-                mode,
-                remode,
-                name,
-                duration,
-                record,
-                stats_json,
-                inject_loss,
-                state_dir,
-            }),
-            |text| {
-                print!("{text}");
-                ExitCode::SUCCESS
-            },
-        ),
+        Command::Client { args } => client(&args),
         Command::Pin {
             pin,
             pf1: true,

@@ -194,11 +194,13 @@ fn sweep_main(a: SweepArgs) -> Result<(), String> {
     let punktfunk = a
         .punktfunk
         .unwrap_or_else(|| me.with_file_name("punktfunk"));
-    if !punktfunk.is_file() {
+    let reference = punktfunk.with_file_name("punktfunk-client");
+    if !punktfunk.is_file() || !reference.is_file() {
         return Err(format!(
-            "{} not found: build it (cargo build --release -p punktfunk-control --bin punktfunk) \
-             or pass --punktfunk",
-            punktfunk.display()
+            "{} or {} not found: build them (cargo build --release -p punktfunk-control -p \
+             punktfunk-client --bins) or pass --punktfunk",
+            punktfunk.display(),
+            reference.display()
         ));
     }
     let work = out.join("work");

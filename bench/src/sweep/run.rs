@@ -277,6 +277,9 @@ impl Runner {
                         path(&cdir.join("state")),
                         "--name".into(),
                         "sweep".into(),
+                        // Receive only, as a loss/latency probe: decoding would share the
+                        // two cores with the host being measured.
+                        "--no-decode".into(),
                     ],
                     limit,
                 )

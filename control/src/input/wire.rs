@@ -139,7 +139,8 @@ pub enum MouseButton {
 }
 
 impl MouseButton {
-    fn from_wire(v: u8) -> Result<Self, InputError> {
+    /// From its wire code (the number in the variant's doc); an unknown code is an error.
+    pub fn from_wire(v: u8) -> Result<Self, InputError> {
         Ok(match v {
             1 => Self::Left,
             2 => Self::Middle,
@@ -150,7 +151,8 @@ impl MouseButton {
         })
     }
 
-    fn to_wire(self) -> u8 {
+    /// Its wire code.
+    pub fn to_wire(self) -> u8 {
         match self {
             Self::Left => 1,
             Self::Middle => 2,
@@ -183,7 +185,8 @@ pub enum TouchKind {
 }
 
 impl TouchKind {
-    fn from_wire(v: u8) -> Result<Self, InputError> {
+    /// From its wire code (the number in the variant's doc); an unknown code is an error.
+    pub fn from_wire(v: u8) -> Result<Self, InputError> {
         Ok(match v {
             0 => Self::Hover,
             1 => Self::Down,
@@ -223,7 +226,8 @@ pub enum PenTool {
 }
 
 impl PenTool {
-    fn from_wire(v: u8) -> Result<Self, InputError> {
+    /// From its wire code (the number in the variant's doc); an unknown code is an error.
+    pub fn from_wire(v: u8) -> Result<Self, InputError> {
         Ok(match v {
             0 => Self::Unknown,
             1 => Self::Pen,

@@ -14,7 +14,7 @@
 //! | [`trust`]     | acts           | identity and trust files in the state directory            |
 //! | [`net`]       | acts           | blocking UDP drivers for both state machines               |
 //! | [`listener`]  | acts           | `punktfunk serve`'s pf1 listener: pairing, trust, policy   |
-//! | [`connect`]   | acts           | `punktfunk client`: the reference client                   |
+//! | `receive`     | acts           | a client's data plane (the client core, crate `punktfunk-client`) |
 //!
 //! The state machines follow the house sans-IO grammar: `handle_datagram(now, from, bytes)`,
 //! `handle_timeout(now)`, `poll_transmit(now, &mut buf)`, `poll_timeout()`, `poll_event()`.
@@ -49,7 +49,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 pub mod client;
-pub mod connect;
 pub mod datagram;
 pub mod host;
 mod link;

@@ -24,7 +24,9 @@ use punktfunk_capture::annexb::sps_size;
 use punktfunk_capture::clock::monotonic_us;
 use punktfunk_engine::io::pf1::Pf1ReceiveLoop;
 use punktfunk_engine::io::{Caps, ReceiveConfig, UdpReceiver};
-use punktfunk_engine::pf1::{DataKey, KEY_MATERIAL_LEN, Pf1Event, Pf1Receiver, Pf1ReceiverConfig};
+use punktfunk_engine::pf1::{
+    DataKey, KEY_MATERIAL_LEN, Pf1Event, Pf1Receiver, Pf1ReceiverConfig, ReceivedFrame,
+};
 
 use super::KeyMaterial;
 use super::message::LossReport;
@@ -84,13 +86,34 @@ impl ReceiveStats {
     }
 }
 
+/// Where reassembled frames go besides the statistics: the client core's frame queue or
+/// callback. Called on the receive thread; `frame.data` is valid for the call only.
+pub trait FrameSink: Send + Sync {
+    /// A complete access unit.
+    fn frame(&self, frame: &ReceivedFrame);
+    /// `count` frames cannot be recovered (the decoder needs the next keyframe).
+    fn lost(&self, first: u32, count: u32);
+}
+
 /// Options of the media side.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct ReceiveOptions {
     /// Write every frame (Annex-B) to this file.
     pub record: Option<PathBuf>,
     /// Drop this share of datagrams before the receiver (seeded; tests and benches).
     pub inject_loss: f64,
+    /// Hand every frame to this sink too.
+    pub sink: Option<Arc<dyn FrameSink>>,
+}
+
+impl std::fmt::Debug for ReceiveOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReceiveOptions")
+            .field("record", &self.record)
+            .field("inject_loss", &self.inject_loss)
+            .field("sink", &self.sink.is_some())
+            .finish()
+    }
 }
 
 /// A running receiver.
@@ -258,9 +281,19 @@ fn run(
                     {
                         write_err = Some(e.to_string());
                     }
+                    drop(st);
+                    if let Some(sink) = &opts.sink {
+                        sink.frame(&f);
+                    }
                     rx.recycle(f.data);
                 }
-                Pf1Event::FramesLost { count, .. } => st.frames_unrecoverable += u64::from(count),
+                Pf1Event::FramesLost { first, count } => {
+                    st.frames_unrecoverable += u64::from(count);
+                    drop(st);
+                    if let Some(sink) = &opts.sink {
+                        sink.lost(first, count);
+                    }
+                }
             }
         })
         .map_err(|e| e.to_string())?;

@@ -11,9 +11,9 @@
 use std::time::Duration;
 
 use punktfunk_control::host::state::StateDir;
-use punktfunk_control::pf1::connect::{ConnectOptions, run};
 use punktfunk_control::pf1::listener::{Listener, ListenerOptions};
 use punktfunk_control::pf1::{Mode, Pin};
+use punktfunk_core::reference::{ConnectOptions, run};
 
 fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")
@@ -93,6 +93,7 @@ fn stream_run(plan: &Run, setup: impl FnOnce(&mut ListenerOptions)) -> serde_jso
         stats_json: Some(stats.clone()),
         inject_loss,
         inputs: Vec::new(),
+        decode: true,
     })
     .unwrap();
     println!("{report}");
@@ -172,6 +173,7 @@ fn default_listener_refuses_unpaired_clients() {
             stats_json: None,
             inject_loss: 0.0,
             inputs: Vec::new(),
+            decode: true,
         })
     };
     let err = connect(None).unwrap_err().to_string();
@@ -319,7 +321,7 @@ fn a_non_default_profile_reaches_the_running_pipeline() {
 fn non_default_profile() -> punktfunk_engine::config::SessionProfile {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/non-default.toml"
+        "/../control/tests/fixtures/non-default.toml"
     );
     let loaded = punktfunk_tuning::load(path).unwrap();
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
@@ -371,6 +373,8 @@ impl Client {
             stats_json: Some(stats.clone()),
             inject_loss: 0.0,
             inputs: Vec::new(),
+            // Receive only: several clients at once share two cores with their hosts.
+            decode: false,
         })
         .map_err(|e| e.to_string())?;
         Ok(serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap())

@@ -12,7 +12,7 @@
 //! mode. Without sway, swaybg, wev or ffmpeg it is a listed skip (a failure under `CI=true`:
 //! scripts/setup.sh installs them).
 //!
-//! Run: `cargo test -p punktfunk-control --test virtual_sway_pf1`.
+//! Run: `cargo test -p punktfunk-client --test virtual_sway_pf1`.
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
@@ -24,9 +24,9 @@ use std::time::Duration;
 use punktfunk_capture::display::DisplayMode;
 use punktfunk_control::host::state::StateDir;
 use punktfunk_control::media::{WlrootsEndpoint, WlrootsMedia};
-use punktfunk_control::pf1::connect::{ConnectOptions, run};
 use punktfunk_control::pf1::listener::{Listener, ListenerOptions};
 use punktfunk_control::pf1::{Mode, Pin};
+use punktfunk_core::reference::{ConnectOptions, run};
 
 #[path = "../../capture/tests/common/mod.rs"]
 mod common;
@@ -159,6 +159,7 @@ fn virtual_pf1_session_streams_its_own_output_and_renegotiation_sets_its_mode() 
         record: Some(record.clone()),
         stats_json: Some(stats.clone()),
         inject_loss: 0.0,
+        decode: true,
         // At 4 s (the mode changes at 5 s).
         inputs: vec![
             key(true),

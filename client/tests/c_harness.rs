@@ -1,0 +1,168 @@
+//! The C ABI from C: `tests/c/harness.c` is compiled with the system's `cc` against
+//! `include/punktfunk_core.h` and `libpunktfunk_core.so`, then run against a real punktfunk/1
+//! host (the listener `punktfunk serve` runs: pairing required, the test pattern through
+//! openh264, FEC, AES-GCM, real UDP on 127.0.0.1). The harness pairs (answering the PIN
+//! event), streams with the pull API, renegotiates, sends every kind of input, switches to
+//! the callback API, and checks frames and statistics (harness.c says what exactly). It runs
+//! twice: plain, and built with `-fsanitize=address` (AddressSanitizer and LeakSanitizer over
+//! the harness and every call into the library).
+//!
+//! Without a C compiler it is a listed skip (a failure under `CI=true`: scripts/setup.sh
+//! installs gcc).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use punktfunk_control::host::state::StateDir;
+use punktfunk_control::pf1::Pin;
+use punktfunk_control::pf1::listener::{Listener, ListenerOptions};
+
+fn tempdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "pf-c-harness-{}-{}-{tag}",
+        std::process::id(),
+        punktfunk_capture::clock::monotonic_us()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// target/<profile>/, where cargo puts `libpunktfunk_core.so` (the test runs from
+/// target/<profile>/deps/).
+fn library_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().and_then(Path::parent).unwrap().to_path_buf()
+}
+
+/// Builds the cdylib (a no-op when `cargo test` already did) and returns its directory.
+fn build_library() -> PathBuf {
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args(["build", "-p", "punktfunk-client", "--lib"]);
+    // Cargo's per-crate variables of this test would look like changed build inputs to
+    // crates with build scripts (ring, openh264-sys2): they would rebuild on every run.
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if k == "OUT_DIR"
+            || k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_BIN_")
+            || k.starts_with("CARGO_MANIFEST_")
+            || matches!(
+                &*k,
+                "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+            )
+        {
+            cmd.env_remove(&*k);
+        }
+    }
+    if !cfg!(debug_assertions) {
+        cmd.arg("--release");
+    }
+    assert!(cmd.status().unwrap().success(), "cargo build --lib");
+    let dir = library_dir();
+    assert!(
+        dir.join("libpunktfunk_core.so").is_file(),
+        "{} has no libpunktfunk_core.so",
+        dir.display()
+    );
+    dir
+}
+
+fn compile(out: &Path, lib: &Path, asan: bool) -> Option<PathBuf> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let exe = out.join(if asan { "harness-asan" } else { "harness" });
+    let mut cmd = Command::new("cc");
+    cmd.args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-g", "-O1"]);
+    if asan {
+        cmd.args(["-fsanitize=address", "-fno-omit-frame-pointer"]);
+    }
+    cmd.arg("-I")
+        .arg(manifest.join("include"))
+        .arg(manifest.join("tests/c/harness.c"))
+        .arg("-o")
+        .arg(&exe)
+        .arg("-L")
+        .arg(lib)
+        .arg("-lpunktfunk_core")
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .arg("-lpthread");
+    match cmd.output() {
+        Ok(o) if o.status.success() => Some(exe),
+        Ok(o) => panic!(
+            "cc failed:\n{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => {
+            let why = format!("no C compiler (cc: {e})");
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{why}: CI must have one (scripts/setup.sh)"
+            );
+            eprintln!("SKIP c_harness: {why}");
+            None
+        }
+    }
+}
+
+/// Runs `exe` against a fresh listener with an armed PIN; returns its output.
+fn run_against_host(exe: &Path, tag: &str) -> String {
+    let dir = tempdir(tag);
+    let host_state = StateDir::open(dir.join("host")).unwrap();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut opts = ListenerOptions::new(port);
+    opts.bind = Some("127.0.0.1".parse().unwrap());
+    assert!(!opts.allow_unpaired, "pairing is required by default");
+    let listener = Listener::start(&host_state, opts).unwrap();
+    listener.arm_pin(Pin::parse("5678").unwrap());
+    let out = Command::new(exe)
+        .arg(listener.local_addr().to_string())
+        .arg(dir.join("client"))
+        .arg("5678")
+        // LeakSanitizer too; a report fails the run.
+        .env(
+            "ASAN_OPTIONS",
+            "detect_leaks=1:abort_on_error=0:exitcode=23",
+        )
+        .output()
+        .unwrap();
+    listener.shutdown();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("--- {tag} ---\n{text}");
+    assert!(
+        out.status.success(),
+        "{tag} failed ({}):\n{text}",
+        out.status
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    text
+}
+
+#[test]
+fn c_harness_pairs_streams_renegotiates_and_sends_input() {
+    let lib = build_library();
+    let out = tempdir("bin");
+    let Some(plain) = compile(&out, &lib, false) else {
+        return;
+    };
+    let text = run_against_host(&plain, "plain");
+    assert!(text.contains("reconfigured: 320x192@30"), "{text}");
+    assert!(text.contains("; 0 failed checks"), "{text}");
+    let asan = compile(&out, &lib, true).expect("cc builds the ASan harness too");
+    let text = run_against_host(&asan, "asan");
+    assert!(text.contains("; 0 failed checks"), "{text}");
+    assert!(!text.contains("AddressSanitizer"), "{text}");
+    let _ = std::fs::remove_dir_all(&out);
+}

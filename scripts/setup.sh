@@ -12,7 +12,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # capture/tests/virtual_sway.rs starts (docs/capture.md "Virtual displays: sway");
 # wev: the Wayland client whose printed events the input tests check (capture/tests/virtual_sway_input.rs,
 # control/tests/virtual_sway_sink.rs, tests/e2e/test_desktop.py; docs/input.md "Wayland (wlroots)
-# injection"); wtype: a manual check. PipeWire capture (capture feature `pipewire`): libpipewire/libspa
+# injection"); wtype: types into the reference client's window (client/tests/window_sway.rs). PipeWire capture (capture feature `pipewire`): libpipewire/libspa
 # headers and libclang for pipewire-rs' bindgen; the daemon, session manager, session bus and
 # GStreamer producer that capture/tests/pipewire_capture.rs starts (docs/capture.md,
 # "PipeWire capture"). mutter: the GNOME compositor run headless (`mutter --headless --wayland

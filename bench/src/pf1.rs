@@ -538,6 +538,7 @@ pub fn reconfigure_once() -> (f64, f64) {
         inject_loss: 0.0,
         inputs: Vec::new(),
         decode: false,
+        window: false,
     })
     .expect("reference client run");
     listener.shutdown();
@@ -550,6 +551,62 @@ pub fn reconfigure_once() -> (f64, f64) {
             .as_f64()
             .expect("the new mode arrived"),
         json["first_frame_ms"].as_f64().expect("frames arrived"),
+    )
+}
+
+/// Capture → decoded latency of the reference client on loopback: a punktfunk/1 listener with
+/// the real media path (test pattern 1280x720@60 → openh264 → FEC → AES-GCM → UDP) and the
+/// reference client (C ABI core → openh264 decoder → the pattern's stamp read from the
+/// decoded picture) for 3 s. Returns (capture → reassembled p50, capture → decoded p50,
+/// capture → decoded p99), in µs.
+pub fn decoded_latency_once() -> (i64, i64, i64) {
+    use punktfunk_control::host::state::StateDir;
+    use punktfunk_control::pf1::Mode;
+    use punktfunk_control::pf1::listener::{Listener, ListenerOptions};
+    use punktfunk_core::reference::{ConnectOptions, run};
+
+    let dir = std::env::temp_dir().join(format!("pf1-decoded-{}-{}", std::process::id(), unique()));
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("loopback UDP socket");
+    let mut opts = ListenerOptions::new(port);
+    opts.bind = Some(std::net::IpAddr::from([127, 0, 0, 1]));
+    // A loopback measurement with a throw-away client that sends no input.
+    opts.allow_unpaired = true;
+    let state = StateDir::open(dir.join("host")).expect("state dir");
+    let listener = Listener::start(&state, opts).expect("pf1 listener");
+    let stats = dir.join("stats.json");
+    run(ConnectOptions {
+        host: listener.local_addr().to_string(),
+        state_dir: StateDir::open(dir.join("client")).expect("state dir"),
+        pair: None,
+        mode: Mode::new(1280, 720, 60),
+        remodes: Vec::new(),
+        name: "bench".into(),
+        duration: Duration::from_secs(3),
+        record: None,
+        stats_json: Some(stats.clone()),
+        inject_loss: 0.0,
+        inputs: Vec::new(),
+        decode: true,
+        window: false,
+    })
+    .expect("reference client run");
+    listener.shutdown();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&stats).expect("stats written"))
+            .expect("stats are JSON");
+    let _ = std::fs::remove_dir_all(&dir);
+    let get = |k: &str| {
+        json[k]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{k} missing: {json}"))
+    };
+    (
+        get("latency_us_p50"),
+        get("decoded_latency_us_p50"),
+        get("decoded_latency_us_p99"),
     )
 }
 

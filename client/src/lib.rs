@@ -8,7 +8,8 @@
 //!  abi      the C ABI: extern "C" functions, #[repr(C)] structs, result codes
 //!   └─ core       one session: control thread (QUIC) + receive thread (data plane)
 //!       └─ queue  the pull API's bounded frame queue with reused buffers
-//!  reference the reference client: drives the ABI, decodes, records, reports
+//!  reference the reference client: drives the ABI, decodes, records, reports; window.rs
+//!            (feature `window`) presents and forwards keyboard and mouse
 //! ```
 
 pub mod abi;

@@ -40,8 +40,11 @@ struct Args {
     #[arg(long, default_value_t = 0.0)]
     inject_loss: f64,
     /// Receive only: do not decode (no capture → decoded latency).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "window")]
     no_decode: bool,
+    /// Show the stream in a window (Wayland) and send its keyboard and mouse to the host.
+    #[arg(long)]
+    window: bool,
     /// State directory (identity, known hosts); default as `punktfunk serve`'s.
     #[arg(long)]
     state_dir: Option<PathBuf>,
@@ -86,6 +89,7 @@ fn run(a: Args) -> Result<String, String> {
         inject_loss: a.inject_loss,
         inputs: Vec::new(),
         decode: !a.no_decode,
+        window: a.window,
     })
     .map_err(|e| e.to_string())
 }

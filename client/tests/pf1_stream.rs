@@ -94,6 +94,7 @@ fn stream_run(plan: &Run, setup: impl FnOnce(&mut ListenerOptions)) -> serde_jso
         inject_loss,
         inputs: Vec::new(),
         decode: true,
+        window: false,
     })
     .unwrap();
     println!("{report}");
@@ -174,6 +175,7 @@ fn default_listener_refuses_unpaired_clients() {
             inject_loss: 0.0,
             inputs: Vec::new(),
             decode: true,
+            window: false,
         })
     };
     let err = connect(None).unwrap_err().to_string();
@@ -375,6 +377,7 @@ impl Client {
             inputs: Vec::new(),
             // Receive only: several clients at once share two cores with their hosts.
             decode: false,
+            window: false,
         })
         .map_err(|e| e.to_string())?;
         Ok(serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap())

@@ -160,6 +160,7 @@ fn virtual_pf1_session_streams_its_own_output_and_renegotiation_sets_its_mode() 
         stats_json: Some(stats.clone()),
         inject_loss: 0.0,
         decode: true,
+        window: false,
         // At 4 s (the mode changes at 5 s).
         inputs: vec![
             key(true),

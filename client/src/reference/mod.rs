@@ -16,6 +16,34 @@
 
 pub mod binding;
 pub mod decode;
+#[cfg(feature = "window")]
+pub mod window;
+
+#[cfg(feature = "window")]
+use window::Presenter;
+
+/// Stands in for the window's presenter in builds without the `window` feature (never made).
+#[cfg(not(feature = "window"))]
+#[derive(Debug)]
+pub struct Presenter(());
+
+#[cfg(not(feature = "window"))]
+impl Presenter {
+    fn take_buffer(&self) -> decode::Picture {
+        decode::Picture::default()
+    }
+    fn show(&self, _: decode::Picture) {}
+    fn closed(&self) -> bool {
+        false
+    }
+    fn exit(&self) {}
+    fn presented(&self) -> u64 {
+        0
+    }
+    fn forwarded(&self) -> u64 {
+        0
+    }
+}
 
 use std::io::{BufRead as _, Write as _};
 use std::path::PathBuf;
@@ -60,6 +88,9 @@ pub struct ConnectOptions {
     pub inputs: Vec<InputEvent>,
     /// Decode every frame (and read the pattern's stamp); off: receive only.
     pub decode: bool,
+    /// Present the pictures in a window and forward its keyboard and mouse (needs `decode`
+    /// and the `window` feature).
+    pub window: bool,
 }
 
 /// Why the reference client failed.
@@ -187,15 +218,19 @@ pub fn run(opts: ConnectOptions) -> Result<String, ConnectError> {
         .map(to_pf_input)
         .collect::<Result<Vec<_>, _>>()
         .map_err(ConnectError::Io)?;
+    let (presenter, window_thread) = open_window(&opts, &client)?;
     let stop = Arc::new(AtomicBool::new(false));
     // The stream's codec (PF_EVENT_STARTED), for the frame thread's decoder.
     let codec = Arc::new(AtomicU32::new(0));
     let frames = {
         let (client, stop, codec) = (client.clone(), stop.clone(), codec.clone());
-        let (record, decode) = (opts.record.clone(), opts.decode);
+        let (record, decode) = (opts.record.clone(), opts.decode || opts.window);
+        let presenter = presenter.clone();
         std::thread::Builder::new()
             .name("frames".into())
-            .spawn(move || frame_thread(&client, &stop, &codec, record, decode))
+            .spawn(move || {
+                frame_thread(&client, &stop, &codec, record, decode, presenter.as_deref())
+            })
             .map_err(|e| ConnectError::Io(e.to_string()))?
     };
     let mut report = String::new();
@@ -229,6 +264,10 @@ pub fn run(opts: ConnectOptions) -> Result<String, ConnectError> {
             if now >= opts.duration {
                 break;
             }
+        }
+        if presenter.as_ref().is_some_and(|p| p.closed()) {
+            report.push_str("window closed\n");
+            break;
         }
         if let Ok(pin) = pin_rx.try_recv()
             && let Err(e) = client.pair(&pin)
@@ -306,6 +345,17 @@ pub fn run(opts: ConnectOptions) -> Result<String, ConnectError> {
     let seen = frames
         .join()
         .map_err(|_| ConnectError::Io("frame thread panicked".into()))??;
+    let (presented, forwarded) = match &presenter {
+        Some(p) => {
+            p.exit();
+            (p.presented(), p.forwarded())
+        }
+        None => (0, 0),
+    };
+    drop(presenter);
+    if let Some(t) = window_thread {
+        let _ = t.join();
+    }
     let client = Arc::try_unwrap(client).map_err(|_| ConnectError::Io("client in use".into()))?;
     let (stats, diag) = client.close_with_diagnostics()?;
     if pair && paired != Some(true) {
@@ -319,11 +369,21 @@ pub fn run(opts: ConnectOptions) -> Result<String, ConnectError> {
             .map(|t| t.saturating_duration_since(a).as_secs_f64() * 1e3)
     });
     report.push_str(&summary(&stats, &seen, reconfigure_ms));
+    if opts.window {
+        report.push_str(&format!(
+            "window: {presented} pictures presented, {forwarded} input events forwarded\n"
+        ));
+    }
     if let Some(path) = &opts.stats_json {
         let first_frame_ms = seen
             .first_frame
             .map(|t| t.saturating_duration_since(began).as_secs_f64() * 1e3);
-        let json = stats_json(&stats, &seen, &diag, reconfigure_ms, first_frame_ms);
+        let mut json = stats_json(&stats, &seen, &diag, reconfigure_ms, first_frame_ms);
+        if opts.window {
+            json["window_presented"] = presented.into();
+            json["window_input_forwarded"] = forwarded.into();
+        }
+        let json = json.to_string();
         std::fs::write(path, json + "\n")
             .map_err(|e| ConnectError::Io(format!("{}: {e}", path.display())))?;
     }
@@ -344,6 +404,7 @@ fn frame_thread(
     stream_codec: &AtomicU32,
     record: Option<PathBuf>,
     decode: bool,
+    presenter: Option<&Presenter>,
 ) -> Result<Seen, ConnectError> {
     let mut out = match &record {
         Some(p) => Some(std::io::BufWriter::new(
@@ -409,8 +470,12 @@ fn frame_thread(
         let Some((_, d)) = decoder.as_mut() else {
             continue;
         };
-        match d.decode(au) {
+        let mut rgb = presenter.map(Presenter::take_buffer);
+        match d.decode(au, rgb.as_mut()) {
             Ok(Some(pic)) => {
+                if let (Some(p), Some(buf)) = (presenter, rgb.take()) {
+                    p.show(buf);
+                }
                 let at = monotonic_us();
                 seen.decoded += 1;
                 if !seen.modes.contains(&(pic.width, pic.height)) {
@@ -474,7 +539,7 @@ fn stats_json(
     diag: &crate::core::CoreStats,
     reconfigure_ms: Option<f64>,
     first_frame_ms: Option<f64>,
-) -> String {
+) -> serde_json::Value {
     let opt = |v: i64| (v >= 0).then_some(v);
     serde_json::json!({
         "frames_complete": stats.frames_complete,
@@ -504,5 +569,39 @@ fn stats_json(
         "datagrams_per_generation": diag.receive.datagrams_per_generation,
         "retired_key_datagrams": diag.receive.retired_key_datagrams,
     })
-    .to_string()
+}
+
+/// The window's thread handle.
+type WindowThread = Option<std::thread::JoinHandle<()>>;
+
+/// Opens the window if asked for.
+#[cfg(feature = "window")]
+fn open_window(
+    opts: &ConnectOptions,
+    client: &Arc<Client>,
+) -> Result<(Option<Arc<Presenter>>, WindowThread), ConnectError> {
+    if !opts.window {
+        return Ok((None, None));
+    }
+    let (p, t) = window::open(
+        client.clone(),
+        format!("punktfunk — {}", opts.host),
+        u32::from(opts.mode.width),
+        u32::from(opts.mode.height),
+    )
+    .map_err(ConnectError::Io)?;
+    Ok((Some(p), Some(t)))
+}
+
+#[cfg(not(feature = "window"))]
+fn open_window(
+    opts: &ConnectOptions,
+    _: &Arc<Client>,
+) -> Result<(Option<Arc<Presenter>>, WindowThread), ConnectError> {
+    if opts.window {
+        return Err(ConnectError::Io(
+            "this build has no window (feature `window` is off)".into(),
+        ));
+    }
+    Ok((None, None))
 }

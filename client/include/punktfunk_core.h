@@ -139,9 +139,28 @@
 // `rsx`, `rsy`).
 #define PF_INPUT_GAMEPAD 10
 
+// A datagram refused by the data-plane receiver (authentication, replay, malformed): counted
+// by the receiver, nothing for the caller to do.
+#define PF_ERR_REJECTED -10
+
+// Event (sans-IO session only): the host granted a session; bind the data-plane socket and
+// call `punktfunk_session_start` with its port.
+#define PF_EVENT_WELCOME 8
+
+// Event (sans-IO session only): the host proposes data-plane key generation `key_generation`
+// (`key_material`): install it with `punktfunk_receiver_install_key`, then acknowledge with
+// `punktfunk_session_key_installed`.
+#define PF_EVENT_KEY_UPDATE 9
+
 // A session with a host, opened by `punktfunk_client_connect`, freed by
 // `punktfunk_client_close`.
 typedef struct PfClient PfClient;
+
+// A sans-IO punktfunk/1 data-plane receiver.
+typedef struct PfReceiver PfReceiver;
+
+// A sans-IO punktfunk/1 control session.
+typedef struct PfSession PfSession;
 
 // How to connect. Zero-initialise it, set `struct_size = sizeof(PfClientConfig)`, fill in
 // what you need: zero means "the default" everywhere.
@@ -217,6 +236,15 @@ typedef struct PfEvent {
   uint32_t by_peer;
   // CLOSED: detail, UTF-8, NUL-terminated (cut to fit).
   char text[256];
+  // KEY_UPDATE, and STARTED from `punktfunk_session_start`: the data-key generation.
+  uint32_t key_generation;
+  // WELCOME, and STARTED from `punktfunk_session_start`: the host's data-plane UDP port.
+  uint16_t host_data_port;
+  // Reserved, zero.
+  uint16_t reserved1;
+  // KEY_UPDATE, and STARTED from `punktfunk_session_start`: the data key material for
+  // `punktfunk_receiver_new` / `punktfunk_receiver_install_key`.
+  uint8_t key_material[32];
 } PfEvent;
 
 // What came with a frame.
@@ -360,6 +388,35 @@ typedef struct PfStats {
   uint64_t buffers_created;
 } PfStats;
 
+// A UDP address.
+typedef struct PfSockAddr {
+  // 4 or 6.
+  uint8_t family;
+  // Reserved, zero.
+  uint8_t reserved0;
+  // Port, host byte order.
+  uint16_t port;
+  // IPv4 in the first 4 bytes, or IPv6, network byte order.
+  uint8_t addr[16];
+} PfSockAddr;
+
+// A loss report for the host (`punktfunk_receiver_take_loss_report` →
+// `punktfunk_session_send_loss_report`).
+typedef struct PfLossReport {
+  // In: `sizeof(PfLossReport)` as the caller compiled it. Out: the bytes written.
+  uint32_t struct_size;
+  // The report's sequence number (the receiver counts).
+  uint32_t window_id;
+  // Datagrams the host sent in the window.
+  uint32_t expected;
+  // Datagrams that arrived.
+  uint32_t received;
+  // Frames delivered in the window.
+  uint32_t frames_complete;
+  // Frames lost for good in the window.
+  uint32_t frames_unrecoverable;
+} PfLossReport;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -481,6 +538,189 @@ int32_t punktfunk_client_stats(struct PfClient *client, struct PfStats *stats);
 // `client` is null or a live handle, not used by any thread during or after the call;
 // `stats` is null or as in `punktfunk_client_stats`.
 int32_t punktfunk_client_close(struct PfClient *client, struct PfStats *stats);
+
+// Creates a sans-IO session connecting to `host` (an address: resolving names is the
+// caller's), with the identity from `config->state_dir` and pin `config->expect_host_fingerprint`
+// (else first use). `config->host` is ignored. Free with `punktfunk_session_free`.
+//
+// # Safety
+// As `punktfunk_client_connect` for `config`; `host` points to a `PfSockAddr`; `out` is
+// writable.
+int32_t punktfunk_session_new(const struct PfClientConfig *config,
+                              const struct PfSockAddr *host,
+                              uint64_t now_us,
+                              struct PfSession **out);
+
+// Feeds a datagram that arrived on the control socket from `from`.
+//
+// # Safety
+// `session` is live; `from` points to a `PfSockAddr`; `data` to `len` readable bytes.
+int32_t punktfunk_session_handle_datagram(struct PfSession *session,
+                                          uint64_t now_us,
+                                          const struct PfSockAddr *from,
+                                          const uint8_t *data,
+                                          size_t len);
+
+// The next datagram to send on the control socket: written to `buf` (`cap` bytes; 1500 is
+// enough), its length to `*len` and its destination to `*to`. `PF_ERR_TIMEOUT`: nothing to
+// send now. Call until it says so after every other session call.
+//
+// # Safety
+// `session` is live; `buf` has `cap` writable bytes; `len`, `to` are writable.
+int32_t punktfunk_session_poll_transmit(struct PfSession *session,
+                                        uint64_t now_us,
+                                        uint8_t *buf,
+                                        size_t cap,
+                                        size_t *len,
+                                        struct PfSockAddr *to);
+
+// When `punktfunk_session_handle_timeout` is due, in the caller's µs. `PF_ERR_TIMEOUT`: no
+// deadline; `PF_ERR_CLOSED`: the session closed and has nothing more to send (free it).
+//
+// # Safety
+// `session` is live; `deadline_us` is writable.
+int32_t punktfunk_session_poll_timeout(struct PfSession *session, uint64_t *deadline_us);
+
+// Tells the session its deadline passed.
+//
+// # Safety
+// `session` is live.
+int32_t punktfunk_session_handle_timeout(struct PfSession *session, uint64_t now_us);
+
+// The next event (as `punktfunk_client_poll_event`, plus `PF_EVENT_WELCOME` and
+// `PF_EVENT_KEY_UPDATE`); `PF_ERR_TIMEOUT`: none now.
+//
+// # Safety
+// `session` is live; `event` points to a `PfEvent` of at least its `struct_size`.
+int32_t punktfunk_session_poll_event(struct PfSession *session, struct PfEvent *event);
+
+// Answers `PF_EVENT_WELCOME`: announces the data-plane port and fills `*started` with the
+// `PF_EVENT_STARTED` event, which carries the data key (`key_material`, `key_generation`)
+// for `punktfunk_receiver_new` and the host's data port (`host_data_port`).
+//
+// # Safety
+// `session` is live; `started` points to a `PfEvent` of at least its `struct_size`.
+int32_t punktfunk_session_start(struct PfSession *session,
+                                uint16_t data_port,
+                                struct PfEvent *started);
+
+// Answers `PF_EVENT_PIN_NEEDED`.
+//
+// # Safety
+// `session` is live; `pin` a NUL-terminated string.
+int32_t punktfunk_session_pair(struct PfSession *session, const char *pin);
+
+// Asks for another mode (renegotiation).
+//
+// # Safety
+// `session` is live.
+int32_t punktfunk_session_request_mode(struct PfSession *session,
+                                       uint16_t width,
+                                       uint16_t height,
+                                       uint16_t fps);
+
+// Asks for a keyframe.
+//
+// # Safety
+// `session` is live.
+int32_t punktfunk_session_request_keyframe(struct PfSession *session);
+
+// Sends one input event (a QUIC datagram, sent by the next `poll_transmit`).
+//
+// # Safety
+// `session` is live; `input` points to a `PfInput` of at least its `struct_size`.
+int32_t punktfunk_session_send_input(struct PfSession *session, const struct PfInput *input);
+
+// Acknowledges `PF_EVENT_KEY_UPDATE` once the receiver holds the new key.
+//
+// # Safety
+// `session` is live.
+int32_t punktfunk_session_key_installed(struct PfSession *session, uint32_t generation);
+
+// Sends a receiver's loss report to the host (drives its adaptive FEC).
+//
+// # Safety
+// `session` is live; `report` points to a `PfLossReport` of at least its `struct_size`.
+int32_t punktfunk_session_send_loss_report(struct PfSession *session,
+                                           const struct PfLossReport *report);
+
+// Says Goodbye; keep polling transmits and timeouts until `poll_timeout` says
+// `PF_ERR_CLOSED` (or a second or two), then free.
+//
+// # Safety
+// `session` is live.
+int32_t punktfunk_session_goodbye(struct PfSession *session, uint64_t now_us);
+
+// Frees a session (null: no-op).
+//
+// # Safety
+// `session` is null or live, and not used afterwards.
+void punktfunk_session_free(struct PfSession *session);
+
+// Creates a data-plane receiver with the key of `PF_EVENT_STARTED` (`key_material`, 32
+// bytes). Free with `punktfunk_receiver_free`.
+//
+// # Safety
+// `key_material` points to 32 readable bytes; `out` is writable.
+int32_t punktfunk_receiver_new(const uint8_t *key_material,
+                               uint64_t now_us,
+                               struct PfReceiver **out);
+
+// Installs key generation `generation` (`PF_EVENT_KEY_UPDATE`) beside the one in use.
+//
+// # Safety
+// `receiver` is live; `key_material` points to 32 readable bytes.
+int32_t punktfunk_receiver_install_key(struct PfReceiver *receiver,
+                                       uint32_t generation,
+                                       const uint8_t *key_material);
+
+// Feeds a datagram from the data socket. `PF_ERR_REJECTED`: refused (counted; ignore).
+//
+// # Safety
+// `receiver` is live; `data` points to `len` readable bytes.
+int32_t punktfunk_receiver_handle_datagram(struct PfReceiver *receiver,
+                                           uint64_t now_us,
+                                           const uint8_t *data,
+                                           size_t len);
+
+// When `punktfunk_receiver_handle_timeout` is due (frames given up on); `PF_ERR_TIMEOUT`:
+// no deadline.
+//
+// # Safety
+// `receiver` is live; `deadline_us` is writable.
+int32_t punktfunk_receiver_poll_timeout(struct PfReceiver *receiver, uint64_t *deadline_us);
+
+// Tells the receiver its deadline passed.
+//
+// # Safety
+// `receiver` is live.
+int32_t punktfunk_receiver_handle_timeout(struct PfReceiver *receiver, uint64_t now_us);
+
+// Copies the next complete access unit into `buf` (as `punktfunk_client_next_frame`, without
+// waiting): `PF_ERR_TIMEOUT` none now; `PF_ERR_BUFFER_TOO_SMALL` with `info->size`, the
+// frame stays.
+//
+// # Safety
+// `receiver` is live; `buf` has `cap` writable bytes (or is null with `cap` 0); `info`
+// points to a `PfFrameInfo` of at least its `struct_size`.
+int32_t punktfunk_receiver_next_frame(struct PfReceiver *receiver,
+                                      uint8_t *buf,
+                                      size_t cap,
+                                      struct PfFrameInfo *info);
+
+// The loss report since the last one (call every ~100 ms and send it with
+// `punktfunk_session_send_loss_report`).
+//
+// # Safety
+// `receiver` is live; `report` points to a `PfLossReport` of at least its `struct_size`.
+int32_t punktfunk_receiver_take_loss_report(struct PfReceiver *receiver,
+                                            struct PfLossReport *report);
+
+// Frees a receiver (null: no-op).
+//
+// # Safety
+// `receiver` is null or live, and not used afterwards.
+void punktfunk_receiver_free(struct PfReceiver *receiver);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -197,6 +197,15 @@ pub struct PfEvent {
     pub by_peer: u32,
     /// CLOSED: detail, UTF-8, NUL-terminated (cut to fit).
     pub text: [c_char; 256],
+    /// KEY_UPDATE, and STARTED from `punktfunk_session_start`: the data-key generation.
+    pub key_generation: u32,
+    /// WELCOME, and STARTED from `punktfunk_session_start`: the host's data-plane UDP port.
+    pub host_data_port: u16,
+    /// Reserved, zero.
+    pub reserved1: u16,
+    /// KEY_UPDATE, and STARTED from `punktfunk_session_start`: the data key material for
+    /// `punktfunk_receiver_new` / `punktfunk_receiver_install_key`.
+    pub key_material: [u8; 32],
 }
 
 /// What came with a frame.
@@ -370,7 +379,7 @@ thread_local! {
     static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
 }
 
-fn fail(code: i32, msg: impl Into<String>) -> i32 {
+pub(crate) fn fail(code: i32, msg: impl Into<String>) -> i32 {
     let msg = msg.into();
     LAST_ERROR.with(|e| *e.borrow_mut() = msg);
     code
@@ -389,7 +398,7 @@ fn core_err(e: &CoreError) -> i32 {
 }
 
 /// Runs `f`, turning a panic into `PF_ERR_INTERNAL`.
-fn guard(f: impl FnOnce() -> i32) -> i32 {
+pub(crate) fn guard(f: impl FnOnce() -> i32) -> i32 {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| fail(PF_ERR_INTERNAL, "internal panic"))
 }
 
@@ -399,7 +408,7 @@ fn guard(f: impl FnOnce() -> i32) -> i32 {
 /// # Safety
 /// `p` is null or points to at least `struct_size` readable bytes that begin with a `u32`
 /// `struct_size`.
-unsafe fn read_sized<T: Copy>(p: *const T, min: usize) -> Result<T, i32> {
+pub(crate) unsafe fn read_sized<T: Copy>(p: *const T, min: usize) -> Result<T, i32> {
     if p.is_null() {
         return Err(fail(PF_ERR_INVALID_ARGUMENT, "null struct pointer"));
     }
@@ -429,7 +438,7 @@ unsafe fn read_sized<T: Copy>(p: *const T, min: usize) -> Result<T, i32> {
 ///
 /// # Safety
 /// `p` is null or points to at least its own `struct_size` writable bytes.
-unsafe fn write_sized<T: Copy>(p: *mut T, min: usize, value: &T) -> Result<(), i32> {
+pub(crate) unsafe fn write_sized<T: Copy>(p: *mut T, min: usize, value: &T) -> Result<(), i32> {
     if p.is_null() {
         return Err(fail(PF_ERR_INVALID_ARGUMENT, "null struct pointer"));
     }
@@ -452,7 +461,7 @@ unsafe fn write_sized<T: Copy>(p: *mut T, min: usize, value: &T) -> Result<(), i
 
 /// # Safety
 /// `p` is null or a NUL-terminated string.
-unsafe fn opt_str<'a>(p: *const c_char, what: &str) -> Result<Option<&'a str>, i32> {
+pub(crate) unsafe fn opt_str<'a>(p: *const c_char, what: &str) -> Result<Option<&'a str>, i32> {
     if p.is_null() {
         return Ok(None);
     }
@@ -472,7 +481,7 @@ unsafe fn client<'a>(c: *const PfClient) -> Result<&'a Core, i32> {
         .ok_or_else(|| fail(PF_ERR_INVALID_ARGUMENT, "null client"))
 }
 
-fn codecs_from_bits(bits: u32) -> CodecSet {
+pub(crate) fn codecs_from_bits(bits: u32) -> CodecSet {
     let mut set = CodecSet::default().with(Codec::H264);
     if bits != 0 {
         set = CodecSet::default();
@@ -516,10 +525,16 @@ fn frame_info(size: usize, m: &FrameMeta) -> PfFrameInfo {
     }
 }
 
-fn event(ev: &CoreEvent) -> PfEvent {
+/// An all-zero event with its `struct_size`.
+pub(crate) fn blank_event() -> PfEvent {
     // SAFETY: PfEvent is plain data; all-zero is a valid value of every field.
     let mut out: PfEvent = unsafe { std::mem::zeroed() };
     out.struct_size = EVENT_V1 as u32;
+    out
+}
+
+pub(crate) fn event(ev: &CoreEvent) -> PfEvent {
+    let mut out = blank_event();
     let mode = |out: &mut PfEvent, m: Mode| {
         out.width = m.width;
         out.height = m.height;
@@ -587,7 +602,7 @@ fn event(ev: &CoreEvent) -> PfEvent {
     out
 }
 
-fn input_event(i: &PfInput) -> Result<InputEvent, String> {
+pub(crate) fn input_event(i: &PfInput) -> Result<InputEvent, String> {
     let narrow = |v: i32, what: &str| {
         i16::try_from(v).map_err(|_| format!("{what} {v} is outside -32768..=32767"))
     };
@@ -698,6 +713,7 @@ pub extern "C" fn punktfunk_error_name(code: i32) -> *const c_char {
         PF_ERR_CLOSED => c"session closed",
         PF_ERR_BUFFER_TOO_SMALL => c"buffer too small",
         PF_ERR_INTERNAL => c"internal error",
+        crate::abi_sansio::PF_ERR_REJECTED => c"datagram rejected",
         _ => c"unknown result code",
     };
     s.as_ptr()

@@ -6,6 +6,7 @@
 //!
 //! ```text
 //!  abi      the C ABI: extern "C" functions, #[repr(C)] structs, result codes
+//!  abi_sansio  the sans-IO part of the ABI: session and receiver driven by the caller
 //!   └─ core       one session: control thread (QUIC) + receive thread (data plane)
 //!       └─ queue  the pull API's bounded frame queue with reused buffers
 //!  reference the reference client: drives the ABI, decodes, records, reports; window.rs
@@ -13,6 +14,7 @@
 //! ```
 
 pub mod abi;
+pub mod abi_sansio;
 pub mod core;
 pub mod queue;
 pub mod reference;

@@ -7,6 +7,10 @@
 //! twice: plain, and built with `-fsanitize=address` (AddressSanitizer and LeakSanitizer over
 //! the harness and every call into the library).
 //!
+//! `tests/c/sansio.c` then does the same through the sans-IO half of the ABI: it owns both
+//! UDP sockets and the clock and drives a `PfSession` and a `PfReceiver` with poll(2) (pairs,
+//! streams, renegotiates, sends a key and loss reports, says Goodbye), plain and with ASan.
+//!
 //! Without a C compiler it is a listed skip (a failure under `CI=true`: scripts/setup.sh
 //! installs gcc).
 
@@ -72,9 +76,9 @@ fn build_library() -> PathBuf {
     dir
 }
 
-fn compile(out: &Path, lib: &Path, asan: bool) -> Option<PathBuf> {
+fn compile(out: &Path, lib: &Path, source: &str, asan: bool) -> Option<PathBuf> {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let exe = out.join(if asan { "harness-asan" } else { "harness" });
+    let exe = out.join(format!("{source}{}", if asan { "-asan" } else { "" }));
     let mut cmd = Command::new("cc");
     cmd.args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-g", "-O1"]);
     if asan {
@@ -82,7 +86,7 @@ fn compile(out: &Path, lib: &Path, asan: bool) -> Option<PathBuf> {
     }
     cmd.arg("-I")
         .arg(manifest.join("include"))
-        .arg(manifest.join("tests/c/harness.c"))
+        .arg(manifest.join(format!("tests/c/{source}.c")))
         .arg("-o")
         .arg(&exe)
         .arg("-L")
@@ -109,8 +113,9 @@ fn compile(out: &Path, lib: &Path, asan: bool) -> Option<PathBuf> {
     }
 }
 
-/// Runs `exe` against a fresh listener with an armed PIN; returns its output.
-fn run_against_host(exe: &Path, tag: &str) -> String {
+/// Runs `exe` against a fresh listener with an armed PIN; returns its output. `split`: pass
+/// the host as `IP PORT` (the sans-IO program) instead of `IP:PORT`.
+fn run_against_host(exe: &Path, tag: &str, split: bool) -> String {
     let dir = tempdir(tag);
     let host_state = StateDir::open(dir.join("host")).unwrap();
     let port = std::net::UdpSocket::bind("127.0.0.1:0")
@@ -123,8 +128,14 @@ fn run_against_host(exe: &Path, tag: &str) -> String {
     assert!(!opts.allow_unpaired, "pairing is required by default");
     let listener = Listener::start(&host_state, opts).unwrap();
     listener.arm_pin(Pin::parse("5678").unwrap());
-    let out = Command::new(exe)
-        .arg(listener.local_addr().to_string())
+    let mut cmd = Command::new(exe);
+    let addr = listener.local_addr();
+    if split {
+        cmd.arg(addr.ip().to_string()).arg(addr.port().to_string());
+    } else {
+        cmd.arg(addr.to_string());
+    }
+    let out = cmd
         .arg(dir.join("client"))
         .arg("5678")
         // LeakSanitizer too; a report fails the run.
@@ -154,14 +165,24 @@ fn run_against_host(exe: &Path, tag: &str) -> String {
 fn c_harness_pairs_streams_renegotiates_and_sends_input() {
     let lib = build_library();
     let out = tempdir("bin");
-    let Some(plain) = compile(&out, &lib, false) else {
+    let Some(plain) = compile(&out, &lib, "harness", false) else {
         return;
     };
-    let text = run_against_host(&plain, "plain");
+    let text = run_against_host(&plain, "plain", false);
     assert!(text.contains("reconfigured: 320x192@30"), "{text}");
     assert!(text.contains("; 0 failed checks"), "{text}");
-    let asan = compile(&out, &lib, true).expect("cc builds the ASan harness too");
-    let text = run_against_host(&asan, "asan");
+    let asan = compile(&out, &lib, "harness", true).expect("cc builds the ASan harness too");
+    let text = run_against_host(&asan, "asan", false);
+    assert!(text.contains("; 0 failed checks"), "{text}");
+    assert!(!text.contains("AddressSanitizer"), "{text}");
+
+    // The sans-IO half: the C program owns the sockets and the clock.
+    let sansio = compile(&out, &lib, "sansio", false).expect("cc builds sansio.c");
+    let text = run_against_host(&sansio, "sans-IO", true);
+    assert!(text.contains("reconfigured: 320x192@30"), "{text}");
+    assert!(text.contains("; 0 failed checks"), "{text}");
+    let sansio_asan = compile(&out, &lib, "sansio", true).expect("cc builds sansio.c with ASan");
+    let text = run_against_host(&sansio_asan, "sans-IO asan", true);
     assert!(text.contains("; 0 failed checks"), "{text}");
     assert!(!text.contains("AddressSanitizer"), "{text}");
     let _ = std::fs::remove_dir_all(&out);

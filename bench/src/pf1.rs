@@ -504,23 +504,26 @@ impl Pf1Workload {
     }
 }
 
-/// One renegotiation measured end to end on loopback: a punktfunk/1 listener with the real
-/// media path and the reference client asking for a new mode half way through a 2-second run.
-/// Returns (Reconfigure → first new-mode frame, connect → first frame), in ms.
-pub fn reconfigure_once() -> (f64, f64) {
+/// One run of the reference client against a loopback punktfunk/1 listener with the real
+/// media path (unpaired: a throw-away client that sends no input): its statistics file.
+fn loopback_run(
+    tag: &str,
+    mode: punktfunk_control::pf1::Mode,
+    remodes: Vec<punktfunk_control::pf1::Mode>,
+    duration: Duration,
+    decode: bool,
+) -> serde_json::Value {
     use punktfunk_control::host::state::StateDir;
-    use punktfunk_control::pf1::Mode;
     use punktfunk_control::pf1::listener::{Listener, ListenerOptions};
     use punktfunk_core::reference::{ConnectOptions, run};
 
-    let dir = std::env::temp_dir().join(format!("pf1-reconf-{}-{}", std::process::id(), unique()));
+    let dir = std::env::temp_dir().join(format!("pf1-{tag}-{}-{}", std::process::id(), unique()));
     let port = std::net::UdpSocket::bind("127.0.0.1:0")
         .and_then(|s| s.local_addr())
         .map(|a| a.port())
         .expect("loopback UDP socket");
     let mut opts = ListenerOptions::new(port);
     opts.bind = Some(std::net::IpAddr::from([127, 0, 0, 1]));
-    // A loopback measurement with a throw-away client that sends no input.
     opts.allow_unpaired = true;
     let state = StateDir::open(dir.join("host")).expect("state dir");
     let listener = Listener::start(&state, opts).expect("pf1 listener");
@@ -529,23 +532,37 @@ pub fn reconfigure_once() -> (f64, f64) {
         host: listener.local_addr().to_string(),
         state_dir: StateDir::open(dir.join("client")).expect("state dir"),
         pair: None,
-        mode: Mode::new(1280, 720, 60),
-        remodes: vec![Mode::new(640, 360, 30)],
+        mode,
+        remodes,
         name: "bench".into(),
-        duration: Duration::from_secs(2),
+        duration,
         record: None,
         stats_json: Some(stats.clone()),
         inject_loss: 0.0,
         inputs: Vec::new(),
-        decode: false,
+        decode,
         window: false,
     })
     .expect("reference client run");
     listener.shutdown();
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&stats).expect("stats written"))
-            .expect("stats are JSON");
+    let json = serde_json::from_str(&std::fs::read_to_string(&stats).expect("stats written"))
+        .expect("stats are JSON");
     let _ = std::fs::remove_dir_all(&dir);
+    json
+}
+
+/// One renegotiation measured end to end on loopback: the reference client asks for a new
+/// mode half way through a 2-second run. Returns (Reconfigure → first new-mode frame, connect
+/// → first frame), in ms.
+pub fn reconfigure_once() -> (f64, f64) {
+    use punktfunk_control::pf1::Mode;
+    let json = loopback_run(
+        "reconf",
+        Mode::new(1280, 720, 60),
+        vec![Mode::new(640, 360, 30)],
+        Duration::from_secs(2),
+        false,
+    );
     (
         json["reconfigure_ms"]
             .as_f64()
@@ -554,50 +571,19 @@ pub fn reconfigure_once() -> (f64, f64) {
     )
 }
 
-/// Capture → decoded latency of the reference client on loopback: a punktfunk/1 listener with
-/// the real media path (test pattern 1280x720@60 → openh264 → FEC → AES-GCM → UDP) and the
-/// reference client (C ABI core → openh264 decoder → the pattern's stamp read from the
-/// decoded picture) for 3 s. Returns (capture → reassembled p50, capture → decoded p50,
-/// capture → decoded p99), in µs.
+/// Capture → decoded latency of the reference client on loopback: test pattern 1280x720@60 →
+/// openh264 → FEC → AES-GCM → UDP → the C ABI core → openh264 decoder → the pattern's stamp
+/// read from the decoded picture, for 3 s. Returns (capture → reassembled p50, capture →
+/// decoded p50, capture → decoded p99), in µs.
 pub fn decoded_latency_once() -> (i64, i64, i64) {
-    use punktfunk_control::host::state::StateDir;
     use punktfunk_control::pf1::Mode;
-    use punktfunk_control::pf1::listener::{Listener, ListenerOptions};
-    use punktfunk_core::reference::{ConnectOptions, run};
-
-    let dir = std::env::temp_dir().join(format!("pf1-decoded-{}-{}", std::process::id(), unique()));
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("loopback UDP socket");
-    let mut opts = ListenerOptions::new(port);
-    opts.bind = Some(std::net::IpAddr::from([127, 0, 0, 1]));
-    // A loopback measurement with a throw-away client that sends no input.
-    opts.allow_unpaired = true;
-    let state = StateDir::open(dir.join("host")).expect("state dir");
-    let listener = Listener::start(&state, opts).expect("pf1 listener");
-    let stats = dir.join("stats.json");
-    run(ConnectOptions {
-        host: listener.local_addr().to_string(),
-        state_dir: StateDir::open(dir.join("client")).expect("state dir"),
-        pair: None,
-        mode: Mode::new(1280, 720, 60),
-        remodes: Vec::new(),
-        name: "bench".into(),
-        duration: Duration::from_secs(3),
-        record: None,
-        stats_json: Some(stats.clone()),
-        inject_loss: 0.0,
-        inputs: Vec::new(),
-        decode: true,
-        window: false,
-    })
-    .expect("reference client run");
-    listener.shutdown();
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&stats).expect("stats written"))
-            .expect("stats are JSON");
-    let _ = std::fs::remove_dir_all(&dir);
+    let json = loopback_run(
+        "decoded",
+        Mode::new(1280, 720, 60),
+        Vec::new(),
+        Duration::from_secs(3),
+        true,
+    );
     let get = |k: &str| {
         json[k]
             .as_i64()

@@ -402,6 +402,25 @@ pub(crate) fn guard(f: impl FnOnce() -> i32) -> i32 {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| fail(PF_ERR_INTERNAL, "internal panic"))
 }
 
+/// The `struct_size` a caller's struct starts with, checked against the 1.0 size `min`.
+///
+/// # Safety
+/// `p` is null or points to a readable `u32`.
+unsafe fn struct_size(p: *const u32, min: usize) -> Result<usize, i32> {
+    if p.is_null() {
+        return Err(fail(PF_ERR_INVALID_ARGUMENT, "null struct pointer"));
+    }
+    // SAFETY: the caller's promise.
+    let size = unsafe { p.read_unaligned() } as usize;
+    if size < min {
+        return Err(fail(
+            PF_ERR_STRUCT_SIZE,
+            format!("struct_size {size} is below the 1.0 size {min}"),
+        ));
+    }
+    Ok(size)
+}
+
 /// Reads a caller's struct of `struct_size` bytes (at least `min`): the fields it has, zero
 /// for the fields a newer library added.
 ///
@@ -409,17 +428,8 @@ pub(crate) fn guard(f: impl FnOnce() -> i32) -> i32 {
 /// `p` is null or points to at least `struct_size` readable bytes that begin with a `u32`
 /// `struct_size`.
 pub(crate) unsafe fn read_sized<T: Copy>(p: *const T, min: usize) -> Result<T, i32> {
-    if p.is_null() {
-        return Err(fail(PF_ERR_INVALID_ARGUMENT, "null struct pointer"));
-    }
-    // SAFETY: the caller promises at least the leading u32.
-    let size = unsafe { p.cast::<u32>().read_unaligned() } as usize;
-    if size < min {
-        return Err(fail(
-            PF_ERR_STRUCT_SIZE,
-            format!("struct_size {size} is below the 1.0 size {min}"),
-        ));
-    }
+    // SAFETY: the caller's promise.
+    let size = unsafe { struct_size(p.cast::<u32>(), min) }?;
     let mut out = std::mem::MaybeUninit::<T>::zeroed();
     // SAFETY: copies min(size, sizeof T) bytes from the caller's struct into a zeroed T; every
     // T here is plain data for which all-zero bytes and the caller's bytes are valid.
@@ -439,17 +449,8 @@ pub(crate) unsafe fn read_sized<T: Copy>(p: *const T, min: usize) -> Result<T, i
 /// # Safety
 /// `p` is null or points to at least its own `struct_size` writable bytes.
 pub(crate) unsafe fn write_sized<T: Copy>(p: *mut T, min: usize, value: &T) -> Result<(), i32> {
-    if p.is_null() {
-        return Err(fail(PF_ERR_INVALID_ARGUMENT, "null struct pointer"));
-    }
-    // SAFETY: the caller promises at least the leading u32.
-    let size = unsafe { p.cast::<u32>().read_unaligned() } as usize;
-    if size < min {
-        return Err(fail(
-            PF_ERR_STRUCT_SIZE,
-            format!("struct_size {size} is below the 1.0 size {min}"),
-        ));
-    }
+    // SAFETY: the caller's promise.
+    let size = unsafe { struct_size(p.cast::<u32>(), min) }?;
     let n = size.min(size_of::<T>());
     // SAFETY: `n` bytes fit both the caller's struct and `value`.
     unsafe {

@@ -204,6 +204,17 @@ fn session_event(ev: ClientEvent) -> Option<PfEvent> {
     Some(abi::event(&core))
 }
 
+/// The data key in the first bytes of 32 bytes of exported key material.
+///
+/// # Safety
+/// `p` points to at least `KEY_MATERIAL_LEN` readable bytes.
+unsafe fn key_from(p: *const u8) -> [u8; KEY_MATERIAL_LEN] {
+    let mut m = [0u8; KEY_MATERIAL_LEN];
+    // SAFETY: the caller's promise.
+    unsafe { std::ptr::copy_nonoverlapping(p, m.as_mut_ptr(), KEY_MATERIAL_LEN) };
+    m
+}
+
 /// # Safety
 /// `s` is null or a live session.
 unsafe fn session_mut<'a>(s: *mut PfSession) -> Result<&'a mut PfSession, i32> {
@@ -707,9 +718,8 @@ pub unsafe extern "C" fn punktfunk_receiver_new(
         if key_material.is_null() || out.is_null() {
             return fail(PF_ERR_INVALID_ARGUMENT, "key_material or out is null");
         }
-        let mut m = [0u8; KEY_MATERIAL_LEN];
-        // SAFETY: 32 ≥ KEY_MATERIAL_LEN readable bytes, the caller's promise.
-        unsafe { std::ptr::copy_nonoverlapping(key_material, m.as_mut_ptr(), KEY_MATERIAL_LEN) };
+        // SAFETY: the caller's promise.
+        let m = unsafe { key_from(key_material) };
         match Pf1Receiver::new(Pf1ReceiverConfig::default(), DataKey::from_key_material(&m)) {
             Ok(rx) => {
                 let r = Box::new(PfReceiver {
@@ -748,9 +758,8 @@ pub unsafe extern "C" fn punktfunk_receiver_install_key(
         if key_material.is_null() {
             return fail(PF_ERR_INVALID_ARGUMENT, "key_material is null");
         }
-        let mut m = [0u8; KEY_MATERIAL_LEN];
-        // SAFETY: 32 ≥ KEY_MATERIAL_LEN readable bytes, the caller's promise.
-        unsafe { std::ptr::copy_nonoverlapping(key_material, m.as_mut_ptr(), KEY_MATERIAL_LEN) };
+        // SAFETY: the caller's promise.
+        let m = unsafe { key_from(key_material) };
         r.rx.install_key(DataKey::from_key_material(&m).with_generation(generation));
         PF_OK
     })

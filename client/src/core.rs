@@ -358,14 +358,19 @@ impl Core {
         self.fingerprint
     }
 
-    /// The next event, waiting up to `timeout`. [`CoreError::Closed`] once the session has
-    /// closed and every event was taken; [`CoreError::Timeout`] if none came.
-    pub fn poll_event(&self, timeout: Duration) -> Result<CoreEvent, CoreError> {
+    /// Waits on `cv` up to `timeout` until `take` finds something in the state; then
+    /// [`CoreError::Closed`] if the session closed, else [`CoreError::Timeout`].
+    fn wait_for<T>(
+        &self,
+        cv: &Condvar,
+        timeout: Duration,
+        mut take: impl FnMut(&mut State) -> Option<Result<T, CoreError>>,
+    ) -> Result<T, CoreError> {
         let deadline = Instant::now() + timeout;
         let mut st = lock(&self.shared.state);
         loop {
-            if let Some(ev) = st.events.pop_front() {
-                return Ok(ev);
+            if let Some(r) = take(&mut st) {
+                return r;
             }
             if st.closed {
                 return Err(CoreError::Closed);
@@ -374,13 +379,19 @@ impl Core {
             if left.is_zero() {
                 return Err(CoreError::Timeout);
             }
-            st = self
-                .shared
-                .events_cv
+            st = cv
                 .wait_timeout(st, left)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
+    }
+
+    /// The next event, waiting up to `timeout`. [`CoreError::Closed`] once the session has
+    /// closed and every event was taken; [`CoreError::Timeout`] if none came.
+    pub fn poll_event(&self, timeout: Duration) -> Result<CoreEvent, CoreError> {
+        self.wait_for(&self.shared.events_cv, timeout, |st| {
+            st.events.pop_front().map(Ok)
+        })
     }
 
     /// Copies the next frame into `out`, waiting up to `timeout`; its size and metadata.
@@ -389,28 +400,13 @@ impl Core {
         out: &mut [u8],
         timeout: Duration,
     ) -> Result<(usize, FrameMeta), CoreError> {
-        let deadline = Instant::now() + timeout;
-        let mut st = lock(&self.shared.state);
-        loop {
+        self.wait_for(&self.shared.frames_cv, timeout, |st| {
             match st.frames.pop_into(out) {
-                Pop::Copied { len, meta } => return Ok((len, meta)),
-                Pop::TooSmall { needed, .. } => return Err(CoreError::BufferTooSmall { needed }),
-                Pop::Empty => {}
+                Pop::Copied { len, meta } => Some(Ok((len, meta))),
+                Pop::TooSmall { needed, .. } => Some(Err(CoreError::BufferTooSmall { needed })),
+                Pop::Empty => None,
             }
-            if st.closed {
-                return Err(CoreError::Closed);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(CoreError::Timeout);
-            }
-            st = self
-                .shared
-                .frames_cv
-                .wait_timeout(st, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
+        })
     }
 
     /// Delivers frames to `cb` on the receive thread from now on (`None`: back to the queue).

@@ -1148,3 +1148,110 @@ pub unsafe extern "C" fn punktfunk_client_close(client: *mut PfClient, stats: *m
         unsafe { punktfunk_client_stats(handle, stats) }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A struct as a newer client compiles it: ours, then fields this library does not know.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Newer<T: Copy> {
+        known: T,
+        extra: [u8; 64],
+    }
+
+    #[test]
+    fn a_newer_clients_larger_config_is_read_up_to_what_we_know() {
+        let host = c"no-such-host.invalid";
+        let dir = std::env::temp_dir().join(format!("pf-abi-{}", std::process::id()));
+        let dir_c = std::ffi::CString::new(dir.to_string_lossy().as_bytes()).unwrap();
+        // SAFETY: all-zero is a valid PfClientConfig.
+        let mut c: Newer<PfClientConfig> = unsafe { std::mem::zeroed() };
+        c.known.struct_size = size_of::<Newer<PfClientConfig>>() as u32;
+        c.known.host = host.as_ptr();
+        c.known.state_dir = dir_c.as_ptr();
+        c.extra = [0xAB; 64];
+        let mut out = std::ptr::null_mut();
+        // SAFETY: a valid, larger struct; `out` writable.
+        let r = unsafe { punktfunk_client_connect(&c.known, &mut out) };
+        assert_eq!(r, PF_ERR_RESOLVE, "the config was accepted and read");
+        assert!(out.is_null());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn output_structs_get_at_most_what_the_caller_has_room_for() {
+        let ev = event(&CoreEvent::Paired { ok: true });
+        // A newer caller: our bytes written, struct_size says how many, the rest untouched.
+        // SAFETY: all-zero is valid.
+        let mut big: Newer<PfEvent> = unsafe { std::mem::zeroed() };
+        big.known.struct_size = size_of::<Newer<PfEvent>>() as u32;
+        big.extra = [0xCD; 64];
+        // SAFETY: `big` has its struct_size bytes.
+        unsafe { write_sized(&mut big.known, EVENT_V1, &ev) }.unwrap();
+        assert_eq!(big.known.struct_size as usize, EVENT_V1);
+        assert_eq!((big.known.kind, big.known.ok), (PF_EVENT_PAIRED, 1));
+        assert_eq!(big.extra, [0xCD; 64]);
+        // An older (smaller) caller is refused without a write.
+        // SAFETY: all-zero is valid.
+        let mut small: PfEvent = unsafe { std::mem::zeroed() };
+        small.struct_size = 8;
+        // SAFETY: `small` is a whole PfEvent.
+        let r = unsafe { write_sized(&mut small, EVENT_V1, &ev) };
+        assert_eq!(r, Err(PF_ERR_STRUCT_SIZE));
+        assert_eq!(small.kind, 0);
+    }
+
+    #[test]
+    fn closed_text_is_cut_at_a_character_boundary_and_terminated() {
+        let text = "é".repeat(200); // 400 bytes
+        let ev = event(&CoreEvent::Closed {
+            by_peer: true,
+            reason: punktfunk_control::pf1::GoodbyeReason::Busy,
+            text,
+        });
+        // SAFETY: NUL-terminated by `event`.
+        let s = unsafe { CStr::from_ptr(ev.text.as_ptr()) };
+        let s = s.to_str().expect("valid UTF-8 after the cut");
+        assert_eq!(s.len(), 254, "127 two-byte characters fit 255 bytes");
+        assert_eq!((ev.reason, ev.by_peer), (5, 1));
+    }
+
+    #[test]
+    fn null_handles_are_errors_not_crashes() {
+        let mut ev = event(&CoreEvent::Paired { ok: true });
+        // SAFETY: null handles are what is tested; the structs are valid.
+        unsafe {
+            assert_eq!(
+                punktfunk_client_poll_event(std::ptr::null_mut(), &mut ev, 0),
+                PF_ERR_INVALID_ARGUMENT
+            );
+            assert_eq!(
+                punktfunk_client_request_keyframe(std::ptr::null_mut()),
+                PF_ERR_INVALID_ARGUMENT
+            );
+            assert_eq!(
+                punktfunk_client_close(std::ptr::null_mut(), std::ptr::null_mut()),
+                PF_OK
+            );
+            let mut buf = [0 as c_char; 8];
+            let n = punktfunk_last_error_message(buf.as_mut_ptr(), buf.len());
+            assert!(n > 7, "a message, cut to the buffer");
+            assert_eq!(buf[7], 0);
+        }
+    }
+
+    proptest! {
+        /// Any bytes as a PfInput: an event or an error, never a panic.
+        #[test]
+        fn any_input_struct_is_an_event_or_an_error(bytes in proptest::collection::vec(any::<u8>(), INPUT_V1), kind in 0u32..12) {
+            // SAFETY: PfInput is plain data; any bit pattern of its integer and float fields
+            // is valid.
+            let mut i: PfInput = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+            i.kind = kind;
+            let _ = input_event(&i);
+        }
+    }
+}

@@ -11,6 +11,9 @@
 //! UDP sockets and the clock and drives a `PfSession` and a `PfReceiver` with poll(2) (pairs,
 //! streams, renegotiates, sends a key and loss reports, says Goodbye), plain and with ASan.
 //!
+//! The plain harness is also linked against the static library (with the system libraries
+//! docs/client-abi.md lists), and the header is compiled as C++.
+//!
 //! Without a C compiler it is a listed skip (a failure under `CI=true`: scripts/setup.sh
 //! installs gcc).
 
@@ -43,6 +46,7 @@ fn library_dir() -> PathBuf {
 /// Builds the cdylib (a no-op when `cargo test` already did) and returns its directory.
 fn build_library() -> PathBuf {
     let mut cmd = Command::new(env!("CARGO"));
+    // --lib builds every crate type: the cdylib and the staticlib too.
     cmd.args(["build", "-p", "punktfunk-client", "--lib"]);
     // Cargo's per-crate variables of this test would look like changed build inputs to
     // crates with build scripts (ring, openh264-sys2): they would rebuild on every run.
@@ -76,9 +80,26 @@ fn build_library() -> PathBuf {
     dir
 }
 
+/// How the harness links the library.
+#[derive(Clone, Copy, PartialEq)]
+enum Link {
+    /// `libpunktfunk_core.so`.
+    Shared,
+    /// `libpunktfunk_core.a` and the system libraries it needs (docs/client-abi.md).
+    Static,
+}
+
 fn compile(out: &Path, lib: &Path, source: &str, asan: bool) -> Option<PathBuf> {
+    compile_with(out, lib, source, asan, Link::Shared)
+}
+
+fn compile_with(out: &Path, lib: &Path, source: &str, asan: bool, link: Link) -> Option<PathBuf> {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let exe = out.join(format!("{source}{}", if asan { "-asan" } else { "" }));
+    let exe = out.join(format!(
+        "{source}{}{}",
+        if asan { "-asan" } else { "" },
+        if link == Link::Static { "-static" } else { "" }
+    ));
     let mut cmd = Command::new("cc");
     cmd.args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-g", "-O1"]);
     if asan {
@@ -88,12 +109,27 @@ fn compile(out: &Path, lib: &Path, source: &str, asan: bool) -> Option<PathBuf> 
         .arg(manifest.join("include"))
         .arg(manifest.join(format!("tests/c/{source}.c")))
         .arg("-o")
-        .arg(&exe)
-        .arg("-L")
-        .arg(lib)
-        .arg("-lpunktfunk_core")
-        .arg(format!("-Wl,-rpath,{}", lib.display()))
-        .arg("-lpthread");
+        .arg(&exe);
+    match link {
+        Link::Shared => {
+            cmd.arg("-L")
+                .arg(lib)
+                .arg("-lpunktfunk_core")
+                .arg(format!("-Wl,-rpath,{}", lib.display()))
+                .arg("-lpthread");
+        }
+        Link::Static => {
+            cmd.arg(lib.join("libpunktfunk_core.a")).args([
+                "-lpthread",
+                "-ldl",
+                "-lm",
+                "-lavcodec",
+                "-lavutil",
+                "-lopus",
+                "-lstdc++",
+            ]);
+        }
+    }
     match cmd.output() {
         Ok(o) if o.status.success() => Some(exe),
         Ok(o) => panic!(
@@ -175,6 +211,30 @@ fn c_harness_pairs_streams_renegotiates_and_sends_input() {
     let text = run_against_host(&asan, "asan", false);
     assert!(text.contains("; 0 failed checks"), "{text}");
     assert!(!text.contains("AddressSanitizer"), "{text}");
+
+    // The static library, with the system libraries docs/client-abi.md lists.
+    let fixed = compile_with(&out, &lib, "harness", false, Link::Static)
+        .expect("cc links the harness with libpunktfunk_core.a");
+    let text = run_against_host(&fixed, "static", false);
+    assert!(text.contains("; 0 failed checks"), "{text}");
+
+    // The header is C++ too.
+    let cxx = Command::new("c++")
+        .args(["-std=c++17", "-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-x", "c++", "-I"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("include"))
+        .arg("-")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write as _;
+            c.stdin
+                .take()
+                .expect("piped stdin")
+                .write_all(b"#include \"punktfunk_core.h\"\nint main() { return punktfunk_abi_version() == 0; }\n")?;
+            c.wait()
+        })
+        .expect("c++");
+    assert!(cxx.success(), "punktfunk_core.h does not compile as C++");
 
     // The sans-IO half: the C program owns the sockets and the clock.
     let sansio = compile(&out, &lib, "sansio", false).expect("cc builds sansio.c");

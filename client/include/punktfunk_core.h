@@ -371,8 +371,8 @@ typedef struct PfStats {
   uint64_t payload_bytes;
   // Frame bytes per second between the first and the last frame, bit/s.
   uint64_t goodput_bps;
-  // Capture → reassembled latency, median, µs (meaningful when host and client share a
-  // clock); -1 before the first frame.
+  // Capture → reassembled latency, median over the latest 16384 frames, µs (meaningful
+  // when host and client share a clock); -1 before the first frame.
   int64_t latency_us_p50;
   // Same, 99th percentile.
   int64_t latency_us_p99;

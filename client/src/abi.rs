@@ -256,8 +256,8 @@ pub struct PfStats {
     pub payload_bytes: u64,
     /// Frame bytes per second between the first and the last frame, bit/s.
     pub goodput_bps: u64,
-    /// Capture → reassembled latency, median, µs (meaningful when host and client share a
-    /// clock); -1 before the first frame.
+    /// Capture → reassembled latency, median over the latest 16384 frames, µs (meaningful
+    /// when host and client share a clock); -1 before the first frame.
     pub latency_us_p50: i64,
     /// Same, 99th percentile.
     pub latency_us_p99: i64,

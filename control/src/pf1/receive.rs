@@ -32,6 +32,9 @@ use super::KeyMaterial;
 use super::message::LossReport;
 use super::net::{ClientCommand, ClientHandle};
 
+/// Latency samples kept: the latest frames' (about 4.5 minutes at 60 fps).
+pub const LATENCY_WINDOW: usize = 16_384;
+
 /// What the receiver saw.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ReceiveStats {
@@ -49,8 +52,8 @@ pub struct ReceiveStats {
     pub modes_seen: Vec<(u32, u32)>,
     /// Keyframes delivered.
     pub keyframes: u64,
-    /// Capture → reassembled latency samples, µs (meaningful when host and client share a
-    /// clock, i.e. the same machine).
+    /// Capture → reassembled latency samples, µs, of the latest [`LATENCY_WINDOW`] frames
+    /// (meaningful when host and client share a clock, i.e. the same machine).
     pub latency_us: Vec<i64>,
     /// First and last frame arrival.
     pub first_frame: Option<Instant>,
@@ -72,6 +75,17 @@ impl ReceiveStats {
         match (self.first_frame, self.last_frame) {
             (Some(a), Some(b)) if b > a => self.payload_bytes as f64 * 8.0 / (b - a).as_secs_f64(),
             _ => 0.0,
+        }
+    }
+
+    /// Records the latency of the frame just counted in `frames_complete`, keeping the latest
+    /// [`LATENCY_WINDOW`] samples (a long session's statistics stay small and cheap to query).
+    pub fn push_latency(&mut self, sample: i64) {
+        if self.latency_us.len() < LATENCY_WINDOW {
+            self.latency_us.push(sample);
+        } else {
+            let i = (self.frames_complete.saturating_sub(1) as usize) % LATENCY_WINDOW;
+            self.latency_us[i] = sample;
         }
     }
 
@@ -263,7 +277,7 @@ fn run(
                     st.frames_complete += 1;
                     st.payload_bytes += f.data.len() as u64;
                     st.frames_recovered_by_fec += u64::from(f.recovered_shards > 0);
-                    st.latency_us.push(f.latency_at(monotonic_us()));
+                    st.push_latency(f.latency_at(monotonic_us()));
                     if f.keyframe {
                         st.keyframes += 1;
                         if let Some(size) = sps_size(&f.data)
@@ -335,4 +349,22 @@ fn run(
         w.flush().map_err(|e| format!("recording: {e}"))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_keeps_the_latest_window_of_samples() {
+        let mut st = ReceiveStats::default();
+        // Old frames 1 ms, then a full window of 5 ms: the old ones are gone.
+        for v in std::iter::repeat_n(1_000, 100).chain(std::iter::repeat_n(5_000, LATENCY_WINDOW)) {
+            st.frames_complete += 1;
+            st.push_latency(v);
+        }
+        assert_eq!(st.latency_us.len(), LATENCY_WINDOW);
+        assert_eq!(st.latency_quantile(0.0), Some(5_000));
+        assert_eq!(st.latency_quantile(1.0), Some(5_000));
+    }
 }

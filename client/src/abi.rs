@@ -385,7 +385,7 @@ pub(crate) fn fail(code: i32, msg: impl Into<String>) -> i32 {
     code
 }
 
-fn core_err(e: &CoreError) -> i32 {
+pub(crate) fn core_err(e: &CoreError) -> i32 {
     let code = match e {
         CoreError::State(_) => PF_ERR_STATE,
         CoreError::Resolve { .. } => PF_ERR_RESOLVE,
@@ -460,6 +460,19 @@ pub(crate) unsafe fn write_sized<T: Copy>(p: *mut T, min: usize, value: &T) -> R
     Ok(())
 }
 
+/// [`write_sized`], then `code` (the call's result) if the write succeeded, else the write's
+/// error.
+///
+/// # Safety
+/// As [`write_sized`].
+pub(crate) unsafe fn reply<T: Copy>(p: *mut T, min: usize, value: &T, code: i32) -> i32 {
+    // SAFETY: the caller's promise.
+    match unsafe { write_sized(p, min, value) } {
+        Ok(()) => code,
+        Err(e) => e,
+    }
+}
+
 /// # Safety
 /// `p` is null or a NUL-terminated string.
 pub(crate) unsafe fn opt_str<'a>(p: *const c_char, what: &str) -> Result<Option<&'a str>, i32> {
@@ -473,16 +486,71 @@ pub(crate) unsafe fn opt_str<'a>(p: *const c_char, what: &str) -> Result<Option<
         .map_err(|_| fail(PF_ERR_INVALID_ARGUMENT, format!("{what} is not UTF-8")))
 }
 
+/// The caller's `PfClientConfig` as a [`CoreConfig`], defaults filled in. `host` is required
+/// when `need_host` (the sans-IO session takes an address instead and leaves it empty).
+///
+/// # Safety
+/// `config` is null or points to a `PfClientConfig` of at least its `struct_size` bytes
+/// whose pointers are null or valid as documented there.
+pub(crate) unsafe fn core_config(
+    config: *const PfClientConfig,
+    need_host: bool,
+) -> Result<CoreConfig, i32> {
+    // SAFETY: the caller's promise.
+    let c = unsafe { read_sized(config, CONFIG_V1) }?;
+    // SAFETY: the config's strings, the caller's promise.
+    let (host, dir, name, pin) = unsafe {
+        (
+            opt_str(c.host, "host")?,
+            opt_str(c.state_dir, "state_dir")?,
+            opt_str(c.name, "name")?,
+            opt_str(c.pin, "pin")?,
+        )
+    };
+    if need_host && host.is_none() {
+        return Err(fail(PF_ERR_INVALID_ARGUMENT, "host is null"));
+    }
+    let dir = dir.ok_or_else(|| fail(PF_ERR_INVALID_ARGUMENT, "state_dir is null"))?;
+    let pin = pin
+        .map(Pin::parse)
+        .transpose()
+        .map_err(|e| fail(PF_ERR_INVALID_ARGUMENT, format!("pin: {e}")))?;
+    let expect_host = (!c.expect_host_fingerprint.is_null()).then(|| {
+        let mut fp = [0u8; 32];
+        // SAFETY: 32 readable bytes, the caller's promise.
+        unsafe { std::ptr::copy_nonoverlapping(c.expect_host_fingerprint, fp.as_mut_ptr(), 32) };
+        Fingerprint(fp)
+    });
+    let or = |v: u16, d: u16| if v == 0 { d } else { v };
+    Ok(CoreConfig {
+        host: host.unwrap_or_default().to_owned(),
+        state_dir: PathBuf::from(dir),
+        name: name.unwrap_or("punktfunk client").to_owned(),
+        mode: Mode::new(or(c.width, 1920), or(c.height, 1080), or(c.fps, 60)),
+        codecs: codecs_from_bits(c.codecs),
+        pair: c.flags & PF_CONNECT_PAIR != 0,
+        pin,
+        expect_host,
+        remember_host: c.flags & PF_CONNECT_NO_REMEMBER_HOST == 0,
+        frame_queue: if c.frame_queue == 0 {
+            8
+        } else {
+            c.frame_queue.min(1024) as usize
+        },
+        inject_loss: f64::from(c.test_drop_per_million.min(999_999)) / 1e6,
+    })
+}
+
 /// # Safety
 /// `c` is null or a live handle from `punktfunk_client_connect`.
-unsafe fn client<'a>(c: *const PfClient) -> Result<&'a Core, i32> {
+unsafe fn core_of<'a>(c: *const PfClient) -> Result<&'a Core, i32> {
     // SAFETY: the caller's promise; a live handle is only read through shared references.
     unsafe { c.as_ref() }
         .map(|c| &c.core)
         .ok_or_else(|| fail(PF_ERR_INVALID_ARGUMENT, "null client"))
 }
 
-pub(crate) fn codecs_from_bits(bits: u32) -> CodecSet {
+fn codecs_from_bits(bits: u32) -> CodecSet {
     let mut set = CodecSet::default().with(Codec::H264);
     if bits != 0 {
         set = CodecSet::default();
@@ -508,7 +576,7 @@ fn codec_bit(c: Codec) -> u32 {
     }
 }
 
-fn frame_info(size: usize, m: &FrameMeta) -> PfFrameInfo {
+pub(crate) fn frame_info(size: usize, m: &FrameMeta) -> PfFrameInfo {
     let flag = |b: bool, f: u32| if b { f } else { 0 };
     PfFrameInfo {
         struct_size: FRAME_V1 as u32,
@@ -791,56 +859,9 @@ pub unsafe extern "C" fn punktfunk_client_connect(
             return fail(PF_ERR_INVALID_ARGUMENT, "out is null");
         }
         // SAFETY: the caller's promise.
-        let c = match unsafe { read_sized(config, CONFIG_V1) } {
+        let config = match unsafe { core_config(config, true) } {
             Ok(c) => c,
             Err(code) => return code,
-        };
-        // SAFETY: the config's strings, the caller's promise.
-        let strings = unsafe {
-            (
-                opt_str(c.host, "host"),
-                opt_str(c.state_dir, "state_dir"),
-                opt_str(c.name, "name"),
-                opt_str(c.pin, "pin"),
-            )
-        };
-        let (host, dir, name, pin) = match strings {
-            (Ok(Some(h)), Ok(Some(d)), Ok(n), Ok(p)) => (h, d, n, p),
-            (Ok(None), ..) => return fail(PF_ERR_INVALID_ARGUMENT, "host is null"),
-            (_, Ok(None), ..) => return fail(PF_ERR_INVALID_ARGUMENT, "state_dir is null"),
-            (Err(code), ..) | (_, Err(code), ..) | (.., Err(code), _) | (.., Err(code)) => {
-                return code;
-            }
-        };
-        let pin = match pin.map(Pin::parse).transpose() {
-            Ok(p) => p,
-            Err(e) => return fail(PF_ERR_INVALID_ARGUMENT, format!("pin: {e}")),
-        };
-        let expect_host = (!c.expect_host_fingerprint.is_null()).then(|| {
-            let mut fp = [0u8; 32];
-            // SAFETY: 32 readable bytes, the caller's promise.
-            unsafe {
-                std::ptr::copy_nonoverlapping(c.expect_host_fingerprint, fp.as_mut_ptr(), 32)
-            };
-            Fingerprint(fp)
-        });
-        let or = |v: u16, d: u16| if v == 0 { d } else { v };
-        let config = CoreConfig {
-            host: host.to_owned(),
-            state_dir: PathBuf::from(dir),
-            name: name.unwrap_or("punktfunk client").to_owned(),
-            mode: Mode::new(or(c.width, 1920), or(c.height, 1080), or(c.fps, 60)),
-            codecs: codecs_from_bits(c.codecs),
-            pair: c.flags & PF_CONNECT_PAIR != 0,
-            pin,
-            expect_host,
-            remember_host: c.flags & PF_CONNECT_NO_REMEMBER_HOST == 0,
-            frame_queue: if c.frame_queue == 0 {
-                8
-            } else {
-                c.frame_queue.min(1024) as usize
-            },
-            inject_loss: f64::from(c.test_drop_per_million.min(999_999)) / 1e6,
         };
         match Core::connect(config) {
             Ok(core) => {
@@ -867,7 +888,7 @@ pub unsafe extern "C" fn punktfunk_client_poll_event(
 ) -> i32 {
     guard(|| {
         // SAFETY: the caller's promise.
-        let core = match unsafe { client_ref(client) } {
+        let core = match unsafe { core_of(client) } {
             Ok(c) => c,
             Err(code) => return code,
         };
@@ -876,20 +897,10 @@ pub unsafe extern "C" fn punktfunk_client_poll_event(
         }
         match core.poll_event(timeout(timeout_ms)) {
             // SAFETY: the caller's promise.
-            Ok(ev) => match unsafe { write_sized(event, EVENT_V1, &self::event(&ev)) } {
-                Ok(()) => PF_OK,
-                Err(code) => code,
-            },
+            Ok(ev) => unsafe { reply(event, EVENT_V1, &self::event(&ev), PF_OK) },
             Err(e) => core_err(&e),
         }
     })
-}
-
-/// # Safety
-/// As [`client`].
-unsafe fn client_ref<'a>(c: *mut PfClient) -> Result<&'a Core, i32> {
-    // SAFETY: forwarded.
-    unsafe { client(c) }
 }
 
 /// Answers `PF_EVENT_PIN_NEEDED` with the PIN the host's operator shows (digits, UTF-8).
@@ -901,7 +912,7 @@ unsafe fn client_ref<'a>(c: *mut PfClient) -> Result<&'a Core, i32> {
 pub unsafe extern "C" fn punktfunk_client_pair(client: *mut PfClient, pin: *const c_char) -> i32 {
     guard(|| {
         // SAFETY: the caller's promise.
-        let (core, pin) = match unsafe { (client_ref(client), opt_str(pin, "pin")) } {
+        let (core, pin) = match unsafe { (core_of(client), opt_str(pin, "pin")) } {
             (Ok(c), Ok(Some(p))) => (c, p),
             (Err(code), _) | (_, Err(code)) => return code,
             (_, Ok(None)) => return fail(PF_ERR_INVALID_ARGUMENT, "pin is null"),
@@ -927,7 +938,7 @@ pub unsafe extern "C" fn punktfunk_client_request_mode(
 ) -> i32 {
     guard(|| {
         // SAFETY: the caller's promise.
-        let core = match unsafe { client_ref(client) } {
+        let core = match unsafe { core_of(client) } {
             Ok(c) => c,
             Err(code) => return code,
         };
@@ -948,7 +959,7 @@ pub unsafe extern "C" fn punktfunk_client_request_mode(
 pub unsafe extern "C" fn punktfunk_client_request_keyframe(client: *mut PfClient) -> i32 {
     guard(|| {
         // SAFETY: the caller's promise.
-        match unsafe { client_ref(client) } {
+        match unsafe { core_of(client) } {
             Ok(core) => core
                 .request_keyframe()
                 .map_or_else(|e| core_err(&e), |()| PF_OK),
@@ -976,7 +987,7 @@ pub unsafe extern "C" fn punktfunk_client_next_frame(
 ) -> i32 {
     guard(|| {
         // SAFETY: the caller's promise.
-        let core = match unsafe { client_ref(client) } {
+        let core = match unsafe { core_of(client) } {
             Ok(c) => c,
             Err(code) => return code,
         };
@@ -1004,10 +1015,7 @@ pub unsafe extern "C" fn punktfunk_client_next_frame(
             Err(e) => return core_err(&e),
         };
         // SAFETY: the caller's promise.
-        match unsafe { write_sized(info, FRAME_V1, &value) } {
-            Ok(()) => code,
-            Err(c) => c,
-        }
+        unsafe { reply(info, FRAME_V1, &value, code) }
     })
 }
 
@@ -1039,7 +1047,7 @@ pub unsafe extern "C" fn punktfunk_client_set_frame_callback(
     }
     guard(|| {
         // SAFETY: the caller's promise.
-        let core = match unsafe { client_ref(client) } {
+        let core = match unsafe { core_of(client) } {
             Ok(c) => c,
             Err(code) => return code,
         };
@@ -1068,7 +1076,7 @@ pub unsafe extern "C" fn punktfunk_client_send_input(
 ) -> i32 {
     guard(|| {
         // SAFETY: the caller's promise.
-        let (core, i) = match unsafe { (client_ref(client), read_sized(input, INPUT_V1)) } {
+        let (core, i) = match unsafe { (core_of(client), read_sized(input, INPUT_V1)) } {
             (Ok(c), Ok(i)) => (c, i),
             (Err(code), _) | (_, Err(code)) => return code,
         };
@@ -1090,7 +1098,7 @@ pub unsafe extern "C" fn punktfunk_client_send_input(
 pub unsafe extern "C" fn punktfunk_client_stats(client: *mut PfClient, stats: *mut PfStats) -> i32 {
     guard(|| {
         // SAFETY: the caller's promise.
-        let core = match unsafe { client_ref(client) } {
+        let core = match unsafe { core_of(client) } {
             Ok(c) => c,
             Err(code) => return code,
         };
@@ -1116,10 +1124,7 @@ pub unsafe extern "C" fn punktfunk_client_stats(client: *mut PfClient, stats: *m
             buffers_created: s.buffers_created,
         };
         // SAFETY: the caller's promise.
-        match unsafe { write_sized(stats, STATS_V1, &value) } {
-            Ok(()) => PF_OK,
-            Err(code) => code,
-        }
+        unsafe { reply(stats, STATS_V1, &value, PF_OK) }
     })
 }
 

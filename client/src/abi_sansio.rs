@@ -23,23 +23,19 @@ use std::ffi::c_char;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use punktfunk_control::host::state::{StateDir, os_random};
+use punktfunk_control::host::state::StateDir;
 use punktfunk_control::pf1::message::LossReport;
-use punktfunk_control::pf1::trust::{self, Role};
-use punktfunk_control::pf1::{
-    ClientConfig, ClientEvent, ClientSession, Fingerprint, GoodbyeReason, HostPin, Mode, Pin,
-};
+use punktfunk_control::pf1::{ClientEvent, ClientSession, GoodbyeReason, Mode, Pin};
 use punktfunk_engine::pf1::{
     DataKey, KEY_MATERIAL_LEN, Pf1Event, Pf1Receiver, Pf1ReceiverConfig, ReceivedFrame,
 };
 
 use crate::abi::{
-    self, PF_ERR_BUFFER_TOO_SMALL, PF_ERR_CLOSED, PF_ERR_INVALID_ARGUMENT, PF_ERR_STATE,
-    PF_ERR_TIMEOUT, PF_FRAME_DISCONTINUITY, PF_FRAME_KEYFRAME, PF_FRAME_NEW_MODE,
-    PF_FRAME_RECOVERED, PF_OK, PfClientConfig, PfEvent, PfFrameInfo, PfInput, fail, guard, opt_str,
-    read_sized, write_sized,
+    self, PF_ERR_BUFFER_TOO_SMALL, PF_ERR_CLOSED, PF_ERR_INVALID_ARGUMENT, PF_ERR_TIMEOUT, PF_OK,
+    PfClientConfig, PfEvent, PfFrameInfo, PfInput, fail, guard, opt_str, read_sized, reply,
 };
-use crate::core::CoreEvent;
+use crate::core::{CoreError, CoreEvent};
+use crate::queue::FrameMeta;
 
 /// A datagram refused by the data-plane receiver (authentication, replay, malformed): counted
 /// by the receiver, nothing for the caller to do.
@@ -255,56 +251,20 @@ pub unsafe extern "C" fn punktfunk_session_new(
             return fail(PF_ERR_INVALID_ARGUMENT, "out or host is null");
         }
         // SAFETY: the caller's promise.
-        let c = match unsafe { read_sized(config, size_of::<PfClientConfig>()) } {
-            Ok(c) => c,
-            Err(code) => return code,
-        };
-        // SAFETY: the caller's promise.
         let Some(addr) = unsafe { host.read_unaligned() }.to_std() else {
             return fail(PF_ERR_INVALID_ARGUMENT, "host family is not 4 or 6");
         };
-        // SAFETY: the config's strings, the caller's promise.
-        let (dir, name, pin) = unsafe {
-            (
-                opt_str(c.state_dir, "state_dir"),
-                opt_str(c.name, "name"),
-                opt_str(c.pin, "pin"),
-            )
+        // SAFETY: the caller's promise.
+        let config = match unsafe { abi::core_config(config, false) } {
+            Ok(c) => c,
+            Err(code) => return code,
         };
-        let (dir, name, pin) = match (dir, name, pin) {
-            (Ok(Some(d)), Ok(n), Ok(p)) => (d, n, p),
-            (Ok(None), ..) => return fail(PF_ERR_INVALID_ARGUMENT, "state_dir is null"),
-            (Err(code), ..) | (_, Err(code), _) | (.., Err(code)) => return code,
-        };
-        let pin = match pin.map(Pin::parse).transpose() {
-            Ok(p) => p,
-            Err(e) => return fail(PF_ERR_INVALID_ARGUMENT, format!("pin: {e}")),
-        };
-        let identity = match StateDir::open(std::path::PathBuf::from(dir))
-            .and_then(|d| trust::load_or_create_identity(&d, Role::Client))
+        let cc = match StateDir::open(config.state_dir.clone())
+            .map_err(CoreError::from)
+            .and_then(|state| config.session_config(&state, None))
         {
-            Ok(i) => i,
-            Err(e) => return fail(PF_ERR_STATE, e.to_string()),
-        };
-        let seed = match os_random::<32>() {
-            Ok(s) => s,
-            Err(e) => return fail(PF_ERR_STATE, e.to_string()),
-        };
-        let or = |v: u16, d: u16| if v == 0 { d } else { v };
-        let mode = Mode::new(or(c.width, 1920), or(c.height, 1080), or(c.fps, 60));
-        let mut cc = ClientConfig::new(identity, name.unwrap_or("punktfunk client"), mode, seed);
-        cc.codecs = abi::codecs_from_bits(c.codecs);
-        cc.pair = c.flags & abi::PF_CONNECT_PAIR != 0;
-        cc.pin = pin;
-        cc.host_pin = if c.expect_host_fingerprint.is_null() {
-            HostPin::FirstUse
-        } else {
-            let mut fp = [0u8; 32];
-            // SAFETY: 32 readable bytes, the caller's promise.
-            unsafe {
-                std::ptr::copy_nonoverlapping(c.expect_host_fingerprint, fp.as_mut_ptr(), 32)
-            };
-            HostPin::Expect(Fingerprint(fp))
+            Ok(cc) => cc,
+            Err(e) => return abi::core_err(&e),
         };
         let clock = Clock::new(now_us);
         match ClientSession::connect(cc, clock.at(now_us), addr) {
@@ -485,10 +445,7 @@ pub unsafe extern "C" fn punktfunk_session_poll_event(
         while let Some(ev) = s.session.poll_event() {
             if let Some(out) = session_event(ev) {
                 // SAFETY: the caller's promise.
-                return match unsafe { write_sized(event, EVENT_V1, &out) } {
-                    Ok(()) => PF_OK,
-                    Err(code) => code,
-                };
+                return unsafe { reply(event, EVENT_V1, &out, PF_OK) };
             }
         }
         PF_ERR_TIMEOUT
@@ -528,10 +485,7 @@ pub unsafe extern "C" fn punktfunk_session_start(
                 out.key_material = p.key_material;
                 out.host_data_port = p.host_data_port;
                 // SAFETY: the caller's promise.
-                match unsafe { write_sized(started, EVENT_V1, &out) } {
-                    Ok(()) => PF_OK,
-                    Err(code) => code,
-                }
+                unsafe { reply(started, EVENT_V1, &out, PF_OK) }
             }
             Err(e) => fail(PF_ERR_CLOSED, e.to_string()),
         }
@@ -880,38 +834,30 @@ pub unsafe extern "C" fn punktfunk_receiver_next_frame(
                 }
             },
         };
-        let flag = |b: bool, f: u32| if b { f } else { 0 };
-        let mut value = PfFrameInfo {
-            struct_size: FRAME_V1 as u32,
-            flags: flag(frame.keyframe, PF_FRAME_KEYFRAME)
-                | flag(frame.new_mode, PF_FRAME_NEW_MODE)
-                | flag(r.gap, PF_FRAME_DISCONTINUITY)
-                | flag(frame.recovered_shards > 0, PF_FRAME_RECOVERED),
-            size: frame.data.len() as u64,
-            frame_id: frame.frame_id,
-            mode_id: u32::from(frame.mode),
-            recovered_shards: u32::try_from(frame.recovered_shards).unwrap_or(u32::MAX),
-            reserved0: 0,
-            capture_us: frame.capture_us,
-            received_us: punktfunk_capture::clock::monotonic_us(),
-        };
-        let code = if frame.data.len() > cap {
-            value.flags = 0;
+        let len = frame.data.len();
+        let (code, value) = if len > cap {
             r.pending = Some(frame);
-            fail(PF_ERR_BUFFER_TOO_SMALL, "the frame does not fit")
+            (
+                fail(
+                    PF_ERR_BUFFER_TOO_SMALL,
+                    format!("the frame needs {len} bytes"),
+                ),
+                PfFrameInfo {
+                    size: len as u64,
+                    ..PfFrameInfo::default()
+                },
+            )
         } else {
+            let mut meta = FrameMeta::of(&frame, punktfunk_capture::clock::monotonic_us());
+            meta.discontinuity = std::mem::take(&mut r.gap);
             // SAFETY: `len ≤ cap` writable bytes.
-            unsafe { std::ptr::copy_nonoverlapping(frame.data.as_ptr(), buf, frame.data.len()) };
-            r.gap = false;
+            unsafe { std::ptr::copy_nonoverlapping(frame.data.as_ptr(), buf, len) };
             r.complete_since_report = r.complete_since_report.saturating_add(1);
             r.rx.recycle(frame.data);
-            PF_OK
+            (PF_OK, abi::frame_info(len, &meta))
         };
         // SAFETY: the caller's promise.
-        match unsafe { write_sized(info, FRAME_V1, &value) } {
-            Ok(()) => code,
-            Err(c) => c,
-        }
+        unsafe { reply(info, FRAME_V1, &value, code) }
     })
 }
 
@@ -942,10 +888,7 @@ pub unsafe extern "C" fn punktfunk_receiver_take_loss_report(
             frames_unrecoverable: l.frames_lost,
         };
         // SAFETY: the caller's promise.
-        match unsafe { write_sized(report, LOSS_V1, &value) } {
-            Ok(()) => PF_OK,
-            Err(code) => code,
-        }
+        unsafe { reply(report, LOSS_V1, &value, PF_OK) }
     })
 }
 

@@ -210,16 +210,7 @@ struct Sink(Arc<Shared>);
 
 impl FrameSink for Sink {
     fn frame(&self, f: &ReceivedFrame) {
-        let meta = FrameMeta {
-            frame_id: f.frame_id,
-            mode_id: f.mode,
-            keyframe: f.keyframe,
-            new_mode: f.new_mode,
-            discontinuity: false,
-            recovered_shards: u32::try_from(f.recovered_shards).unwrap_or(u32::MAX),
-            capture_us: f.capture_us,
-            received_us: monotonic_us(),
-        };
+        let meta = FrameMeta::of(f, monotonic_us());
         let callback = self
             .0
             .callback
@@ -286,8 +277,30 @@ pub fn resolve(host: &str) -> Result<(String, SocketAddr), CoreError> {
 /// This client's identity in `dir` (created on first use): its certificate's fingerprint,
 /// which a host lists once paired.
 pub fn identity_fingerprint(dir: &std::path::Path) -> Result<Fingerprint, CoreError> {
-    let dir = StateDir::open(dir.to_path_buf())?;
-    Ok(trust::load_or_create_identity(&dir, Role::Client)?.fingerprint())
+    let state = StateDir::open(dir.to_path_buf())?;
+    Ok(trust::load_or_create_identity(&state, Role::Client)?.fingerprint())
+}
+
+impl CoreConfig {
+    /// The session configuration for this config: the identity from the state directory
+    /// (created on first use), the host pinned to `expect_host`, else to `known` (the known
+    /// hosts' entry), else trust on first use. Shared by [`Core`] and the sans-IO ABI.
+    pub(crate) fn session_config(
+        &self,
+        state: &StateDir,
+        known: Option<Fingerprint>,
+    ) -> Result<ClientConfig, CoreError> {
+        let identity = trust::load_or_create_identity(state, Role::Client)?;
+        let mut cc = ClientConfig::new(identity, &self.name, self.mode, os_random::<32>()?);
+        cc.codecs = self.codecs;
+        cc.host_pin = self
+            .expect_host
+            .or(known)
+            .map_or(HostPin::FirstUse, HostPin::Expect);
+        cc.pair = self.pair;
+        cc.pin = self.pin.clone();
+        Ok(cc)
+    }
 }
 
 impl Core {
@@ -296,18 +309,12 @@ impl Core {
     pub fn connect(config: CoreConfig) -> Result<Self, CoreError> {
         let (key, addr) = resolve(&config.host)?;
         let state = StateDir::open(config.state_dir.clone())?;
-        let identity = trust::load_or_create_identity(&state, Role::Client)?;
-        let fingerprint = identity.fingerprint();
-        let mut cc = ClientConfig::new(identity, &config.name, config.mode, os_random::<32>()?);
-        cc.codecs = config.codecs;
-        cc.host_pin = match config.expect_host {
-            Some(fp) => HostPin::Expect(fp),
-            None => trust::load_known_hosts(&state)?
-                .get(&key)
-                .map_or(HostPin::FirstUse, HostPin::Expect),
+        let known = match config.expect_host {
+            Some(_) => None,
+            None => trust::load_known_hosts(&state)?.get(&key),
         };
-        cc.pair = config.pair;
-        cc.pin = config.pin.clone();
+        let cc = config.session_config(&state, known)?;
+        let fingerprint = cc.identity.fingerprint();
         let (driver, handle) = ClientDriver::connect(cc, addr)?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -326,7 +333,6 @@ impl Core {
         });
         let receiving = Receiving::bind(
             ReceiveOptions {
-                record: None,
                 inject_loss: config.inject_loss,
                 sink: Some(Arc::new(Sink(shared.clone()))),
             },

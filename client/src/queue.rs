@@ -13,6 +13,8 @@
 
 use std::collections::VecDeque;
 
+use punktfunk_engine::pf1::ReceivedFrame;
+
 /// What the queue knows of a frame besides its bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FrameMeta {
@@ -32,6 +34,23 @@ pub struct FrameMeta {
     pub capture_us: u64,
     /// Arrival, µs (this machine's monotonic clock).
     pub received_us: u64,
+}
+
+impl FrameMeta {
+    /// The metadata of a frame the receiver reassembled, arriving at `received_us`; no
+    /// discontinuity (the caller knows about gaps).
+    pub fn of(f: &ReceivedFrame, received_us: u64) -> Self {
+        Self {
+            frame_id: f.frame_id,
+            mode_id: f.mode,
+            keyframe: f.keyframe,
+            new_mode: f.new_mode,
+            discontinuity: false,
+            recovered_shards: u32::try_from(f.recovered_shards).unwrap_or(u32::MAX),
+            capture_us: f.capture_us,
+            received_us,
+        }
+    }
 }
 
 /// What [`FrameQueue::pop_into`] did.

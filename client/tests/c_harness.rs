@@ -24,17 +24,10 @@ use std::process::Command;
 
 use punktfunk_control::host::state::StateDir;
 use punktfunk_control::pf1::Pin;
-use punktfunk_control::pf1::listener::{Listener, ListenerOptions};
+use punktfunk_control::pf1::listener::Listener;
 
-fn tempdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "pf-c-harness-{}-{}-{tag}",
-        std::process::id(),
-        punktfunk_capture::clock::monotonic_us()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+mod support;
+use support::{loopback_options, tempdir};
 
 /// target/<profile>/, where cargo puts `libpunktfunk_core.so` (the test runs from
 /// target/<profile>/deps/).
@@ -154,13 +147,7 @@ fn compile_with(out: &Path, lib: &Path, source: &str, asan: bool, link: Link) ->
 fn run_against_host(exe: &Path, tag: &str, split: bool) -> String {
     let dir = tempdir(tag);
     let host_state = StateDir::open(dir.join("host")).unwrap();
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut opts = ListenerOptions::new(port);
-    opts.bind = Some("127.0.0.1".parse().unwrap());
+    let opts = loopback_options();
     assert!(!opts.allow_unpaired, "pairing is required by default");
     let listener = Listener::start(&host_state, opts).unwrap();
     listener.arm_pin(Pin::parse("5678").unwrap());

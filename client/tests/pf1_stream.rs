@@ -15,13 +15,8 @@ use punktfunk_control::pf1::listener::{Listener, ListenerOptions};
 use punktfunk_control::pf1::{Mode, Pin};
 use punktfunk_core::reference::{ConnectOptions, run};
 
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+mod support;
+use support::{loopback_options, tempdir};
 
 fn stream(inject_loss: f64, pair: bool) -> serde_json::Value {
     stream_with(inject_loss, pair, 0, 75)
@@ -67,10 +62,9 @@ fn stream_run(plan: &Run, setup: impl FnOnce(&mut ListenerOptions)) -> serde_jso
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let (inject_loss, pair) = (plan.inject_loss, plan.pair);
-    let dir = tempdir();
+    let dir = tempdir("pf1-stream");
     let host_state = StateDir::open(dir.join("host")).unwrap();
-    let mut opts = ListenerOptions::new(free_udp_port());
-    opts.bind = Some("127.0.0.1".parse().unwrap());
+    let mut opts = loopback_options();
     // Unpaired runs use the lab opt-out (serve --allow-unpaired).
     opts.allow_unpaired = !pair;
     setup(&mut opts);
@@ -105,19 +99,6 @@ fn stream_run(plan: &Run, setup: impl FnOnce(&mut ListenerOptions)) -> serde_jso
     let bytes = std::fs::read(&record).unwrap();
     assert!(bytes.starts_with(&[0, 0, 0, 1, 0x67]) || bytes.starts_with(&[0, 0, 1, 0x67]));
     json
-}
-
-fn tempdir() -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "pf1-stream-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 fn check(json: &serde_json::Value) {
@@ -156,11 +137,9 @@ fn fec_carries_the_stream_through_5_percent_loss() {
 /// "pairing closed". Neither gets a session.
 #[test]
 fn default_listener_refuses_unpaired_clients() {
-    let dir = tempdir();
+    let dir = tempdir("pf1-stream");
     let host_state = StateDir::open(dir.join("host")).unwrap();
-    let mut opts = ListenerOptions::new(free_udp_port());
-    opts.bind = Some("127.0.0.1".parse().unwrap());
-    let listener = Listener::start(&host_state, opts).unwrap();
+    let listener = Listener::start(&host_state, loopback_options()).unwrap();
     let connect = |pair: Option<Option<Pin>>| {
         run(ConnectOptions {
             host: listener.local_addr().to_string(),
@@ -425,7 +404,7 @@ fn several_clients_stream_at_once_up_to_the_limit() {
     let _serial = ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let dir = tempdir();
+    let dir = tempdir("pf1-stream");
     let host_state = StateDir::open(dir.join("host")).unwrap();
     let clients = [
         Client::new(&dir, "alpha"),
@@ -442,8 +421,7 @@ fn several_clients_stream_at_once_up_to_the_limit() {
         }
         trust::save_paired_clients(&host_state, &list).unwrap();
     }
-    let mut opts = ListenerOptions::new(free_udp_port());
-    opts.bind = Some("127.0.0.1".parse().unwrap());
+    let mut opts = loopback_options();
     opts.max_sessions = 2;
     let listener = Listener::start(&host_state, opts).unwrap();
     let host = listener.local_addr();

@@ -18,11 +18,13 @@ use std::time::{Duration, Instant};
 use punktfunk_capture::read_stamp;
 use punktfunk_capture::wlroots::Screencopy;
 use punktfunk_control::host::state::StateDir;
-use punktfunk_control::pf1::listener::{Listener, ListenerOptions};
+use punktfunk_control::pf1::listener::Listener;
 
 #[path = "../../capture/tests/common/mod.rs"]
 mod common;
 use common::{Sway, find_in_path, skip};
+mod support;
+use support::{loopback_options, tempdir};
 
 /// Luma (BT.601 limited range, as the stamp's levels) of a BGRx frame.
 fn luma(data: &[u8], width: usize, height: usize, stride: usize) -> Vec<u8> {
@@ -48,11 +50,7 @@ fn window_presents_decoded_frames_and_forwards_keys() {
     ipc.run_command(&format!("output {output} mode 640x360"))
         .unwrap();
 
-    let dir = std::env::temp_dir().join(format!(
-        "pf-window-{}-{}",
-        std::process::id(),
-        punktfunk_capture::clock::monotonic_us()
-    ));
+    let dir = tempdir("window");
     std::fs::create_dir_all(dir.join("client")).unwrap();
     // The client runs as sway's user: its state and statistics go where it may write.
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
@@ -60,13 +58,7 @@ fn window_presents_decoded_frames_and_forwards_keys() {
         let nobody = Some(common::NOBODY);
         std::os::unix::fs::chown(dir.join("client"), nobody, nobody).unwrap();
     }
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut opts = ListenerOptions::new(port);
-    opts.bind = Some("127.0.0.1".parse().unwrap());
+    let mut opts = loopback_options();
     // Pairing is tested elsewhere; this client only watches and types.
     opts.allow_unpaired = true;
     let listener = Listener::start(&StateDir::open(dir.join("host")).unwrap(), opts).unwrap();

@@ -158,16 +158,24 @@ enum TuneAction {
     Apply,
 }
 
-/// `punktfunk sweep …`: replaces this process with the `sweep` binary beside it (its own
-/// `--punktfunk` default then finds this binary), or the one on PATH.
-fn sweep(args: &[std::ffi::OsString]) -> ExitCode {
+/// Replaces this process with the program `name` from this binary's directory (where cargo
+/// and the install put them all), else from `PATH`, with `args`. Returns only if that failed:
+/// the program tried and why.
+fn exec_beside(name: &str, args: &[std::ffi::OsString]) -> (PathBuf, std::io::Error) {
     use std::os::unix::process::CommandExt as _;
     let beside = std::env::current_exe()
         .ok()
-        .map(|me| me.with_file_name("sweep"))
+        .map(|me| me.with_file_name(name))
         .filter(|p| p.is_file());
-    let program = beside.unwrap_or_else(|| PathBuf::from("sweep"));
+    let program = beside.unwrap_or_else(|| PathBuf::from(name));
     let err = std::process::Command::new(&program).args(args).exec();
+    (program, err)
+}
+
+/// `punktfunk sweep …`: becomes the `sweep` binary (its own `--punktfunk` default then finds
+/// this binary).
+fn sweep(args: &[std::ffi::OsString]) -> ExitCode {
+    let (program, err) = exec_beside("sweep", args);
     eprintln!(
         "punktfunk sweep: cannot run {} ({err}); build it with `cargo build --release -p \
          punktfunk-bench --bin sweep` (it is installed beside punktfunk)",
@@ -198,27 +206,14 @@ fn report<T>(
     }
 }
 
-/// `punktfunk client ARGS…`: runs `punktfunk-client ARGS…` from this binary's directory
-/// (where cargo and the install put both), else from `PATH`; its exit status is ours.
+/// `punktfunk client ARGS…`: becomes `punktfunk-client ARGS…` (the reference client).
 fn client(args: &[std::ffi::OsString]) -> ExitCode {
-    let beside = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(|d| d.join("punktfunk-client")))
-        .filter(|p| p.is_file());
-    let program = beside.unwrap_or_else(|| PathBuf::from("punktfunk-client"));
-    match std::process::Command::new(&program).args(args).status() {
-        Ok(s) => s
-            .code()
-            .and_then(|c| u8::try_from(c).ok())
-            .map_or(ExitCode::FAILURE, ExitCode::from),
-        Err(e) => {
-            eprintln!(
-                "punktfunk client: cannot run {}: {e} (build it: cargo build -p punktfunk-client)",
-                program.display()
-            );
-            ExitCode::FAILURE
-        }
-    }
+    let (program, err) = exec_beside("punktfunk-client", args);
+    eprintln!(
+        "punktfunk client: cannot run {}: {err} (build it: cargo build -p punktfunk-client)",
+        program.display()
+    );
+    ExitCode::FAILURE
 }
 
 fn main() -> ExitCode {

@@ -1,20 +1,19 @@
-//! The reference client's media side (act): receive the punktfunk/1 data plane, decrypt,
-//! FEC-decode and reassemble frames, send loss reports back, keep statistics, optionally write
-//! the Annex-B stream to a file.
+//! A client's media side (act; the client core in crate `punktfunk-client` runs it): receive
+//! the punktfunk/1 data plane, decrypt, FEC-decode and reassemble frames, send loss reports
+//! back, keep statistics, hand every frame to the core's [`FrameSink`].
 //!
 //! ```text
 //! UDP (GRO) ─► Pf1ReceiveLoop ─► Pf1Receiver (AES-GCM, GF(2^16) recovery, in-order frames)
 //!                                   │ every 100 ms: take_loss_report ─► ClientCommand::LossReport
 //!                                   ▼
 //!                      ReceiveStats (frames, modes from keyframe SPS, latency, goodput)
+//!                      FrameSink (the core's frame queue or callback)
 //!
 //! install_key(g) ─► (next poll, ≤ 20 ms) Pf1Receiver::install_key ─► ClientCommand::KeyInstalled
 //!                   (the session acknowledges; the host switches its sender)
 //! ```
 
-use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -112,8 +111,6 @@ pub trait FrameSink: Send + Sync {
 /// Options of the media side.
 #[derive(Clone, Default)]
 pub struct ReceiveOptions {
-    /// Write every frame (Annex-B) to this file.
-    pub record: Option<PathBuf>,
     /// Drop this share of datagrams before the receiver (seeded; tests and benches).
     pub inject_loss: f64,
     /// Hand every frame to this sink too.
@@ -123,7 +120,6 @@ pub struct ReceiveOptions {
 impl std::fmt::Debug for ReceiveOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReceiveOptions")
-            .field("record", &self.record)
             .field("inject_loss", &self.inject_loss)
             .field("sink", &self.sink.is_some())
             .finish()
@@ -237,12 +233,6 @@ fn run(
     let receiver =
         Pf1Receiver::new(Pf1ReceiverConfig::default(), key).map_err(|e| e.to_string())?;
     let mut rl = Pf1ReceiveLoop::new(udp, receiver);
-    let mut record = match &opts.record {
-        Some(p) => Some(std::io::BufWriter::new(
-            std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?,
-        )),
-        None => None,
-    };
     let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
     let threshold = (opts.inject_loss.clamp(0.0, 1.0) * u64::MAX as f64) as u64;
     let mut window = 0u32;
@@ -266,7 +256,6 @@ fn run(
             rng ^= rng >> 27;
             rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >= threshold
         };
-        let mut write_err = None;
         rl.poll_filtered(Duration::from_millis(20), keep, |rx, ev| {
             let mut st = lock(stats);
             match ev {
@@ -290,11 +279,6 @@ fn run(
                         mode = f.mode;
                         st.new_modes.push((f.mode, now));
                     }
-                    if let Some(w) = &mut record
-                        && let Err(e) = w.write_all(&f.data)
-                    {
-                        write_err = Some(e.to_string());
-                    }
                     drop(st);
                     if let Some(sink) = &opts.sink {
                         sink.frame(&f);
@@ -311,9 +295,6 @@ fn run(
             }
         })
         .map_err(|e| e.to_string())?;
-        if let Some(e) = write_err {
-            return Err(format!("recording: {e}"));
-        }
         if last_report.elapsed() >= Duration::from_millis(100) {
             last_report = Instant::now();
             let r = rl.receiver_mut().take_loss_report();
@@ -344,9 +325,6 @@ fn run(
         let mut held: Vec<(u32, u64)> = rl.receiver().key_datagrams().collect();
         held.sort_unstable();
         st.datagrams_per_generation.extend(held);
-    }
-    if let Some(mut w) = record {
-        w.flush().map_err(|e| format!("recording: {e}"))?;
     }
     Ok(())
 }

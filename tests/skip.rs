@@ -38,9 +38,8 @@ pub(crate) fn ci_provides(feature: &str) -> Option<&'static str> {
         "ipv6" => Some("CI's machine has an IPv6 loopback"),
         "root" | "netns" | "rcvbuf" => Some("CI runs as root (network namespaces, SO_RCVBUFFORCE)"),
         "affinity" => Some("CI's machine reports and honours CPU affinity"),
-        "python3-numpy" | "ffmpeg" | "sway" | "wev" | "pipewire" | "mutter" | "kwin" => {
-            Some("scripts/setup.sh installs it")
-        }
+        "python3-numpy" | "ffmpeg" | "sway" | "wev" | "wtype" | "cc" | "pipewire" | "mutter"
+        | "kwin" => Some("scripts/setup.sh installs it"),
         "vulkan" => Some("scripts/setup.sh installs the loader and Mesa's lavapipe (CPU) driver"),
         _ => None,
     }
